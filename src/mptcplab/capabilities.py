@@ -1,0 +1,76 @@
+"""What this kernel can do, found by trying in a scratch namespace, never guessed."""
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+
+from pyroute2 import netns as pr_netns
+
+from . import netns
+from .lab import PREFIX, remove_netns
+
+
+def _scratch_try(kind: str, **params: object) -> bool:
+    name = f"{PREFIX}probe-{secrets.token_hex(3)}"
+    pr_netns.create(name)
+    try:
+        with netns.iproute(name) as ipr:
+            ipr.link("add", ifname="d0", kind="veth", peer="d1")  # no dummy module on many kernels
+            idx = ipr.link_lookup(ifname="d0")[0]
+            ipr.tc("add", kind, index=idx, handle="1:", **params)
+            return True
+    except Exception:
+        return False
+    finally:
+        remove_netns(name)
+
+
+@lru_cache(maxsize=1)
+def netem_available() -> bool:
+    """True when a netem qdisc can really be added (module built in or loadable)."""
+    if os.geteuid() != 0:
+        return False
+    return _scratch_try("netem", delay=1000)
+
+
+@lru_cache(maxsize=1)
+def tbf_available() -> bool:
+    if os.geteuid() != 0:
+        return False
+    return _scratch_try("tbf", rate="10mbit", burst=15000, latency="50ms")
+
+
+def available_schedulers(ns: str | None = None) -> list[str]:
+    try:
+        return netns.sysctl_read(ns, "net.mptcp.available_schedulers").split()
+    except FileNotFoundError:
+        return []
+
+
+def available_path_managers(ns: str | None = None) -> list[str]:
+    try:
+        return netns.sysctl_read(ns, "net.mptcp.available_path_managers").split()
+    except FileNotFoundError:
+        # before 6.15: pm_type 0 (kernel) and 1 (userspace) both exist
+        return ["kernel", "userspace"] if os.path.exists("/proc/sys/net/mptcp/pm_type") else []
+
+
+def mptcp_enabled() -> bool:
+    try:
+        return netns.sysctl_read(None, "net.mptcp.enabled") == "1"
+    except FileNotFoundError:
+        return False
+
+
+def bpf_mptcp_struct_ops() -> bool:
+    """Whether the kernel's BTF knows bpf_mptcp_sched_ops (BPF packet schedulers)."""
+    try:
+        with open("/sys/kernel/btf/vmlinux", "rb") as f:
+            return b"bpf_mptcp_sched_ops" in f.read()
+    except OSError:
+        return False
+
+
+def kernel_release() -> str:
+    return os.uname().release

@@ -1,0 +1,165 @@
+"""The mptcplab command: a thin layer over the library.
+
+Contract: commands, flags, JSON keys and exit codes are what users' scripts
+call; extend them, never rename. Errors are one line on stderr.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Annotated, NoReturn, Optional, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from . import runner
+from .errors import Interrupted, LabError, UsageError
+from .result import Repetition
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="A performance lab for the Linux MPTCP packet scheduler.")
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    err.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def handled(fn: Callable[P, R]) -> Callable[P, R]:
+    """Expected failures become one line on stderr and an exit code, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except LabError as e:
+            _fail(e.message + (f" — {e.hint}" if e.hint else ""), e.exit_code)
+        except Interrupted as e:
+            _fail(str(e), e.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted by Ctrl-C; the lab's namespaces were removed", 130)
+
+    return wrapper
+
+
+class RichProgress(runner.Progress):
+    """Progress of a run on stderr: one bar per repetition."""
+
+    def __init__(self, scenario: str) -> None:
+        self.scenario = scenario
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                            TimeElapsedColumn(), console=err, transient=False)
+        self.task: TaskID | None = None
+
+    def __enter__(self) -> "RichProgress":
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def repetition_started(self, index: int, total: int) -> None:
+        self.task = self.bar.add_task(f"{self.scenario} rep {index + 1}/{total}", total=1.0)
+
+    def sample(self, index: int, done: float, total: float) -> None:
+        if self.task is not None:
+            self.bar.update(self.task, completed=min(done / total, 1.0) if total else 0)
+
+    def repetition_finished(self, rep: Repetition) -> None:
+        if self.task is not None:
+            self.bar.update(self.task, completed=1.0,
+                            description=f"{self.scenario} rep {rep.index + 1}: {rep.goodput_mbps:.2f} mbit/s in {rep.completion_s:.2f}s")
+
+
+@app.command()
+@handled
+def doctor() -> None:
+    """Check what the lab needs: one line each, OK or MISSING with how to fix. Exit 0 when the lab can run."""
+    from .doctor import checks, ready
+
+    results = checks()
+    for c in results:
+        status = "[green]OK[/green]     " if c.ok else ("[red]MISSING[/red]" if c.required else "[yellow]MISSING[/yellow]")
+        line = f"{status} {c.name}: {c.detail}"
+        if not c.ok and c.fix:
+            line += f" — fix: {c.fix}"
+        if not c.ok and not c.required:
+            line += " (optional)"
+        out.print(line, highlight=False)
+    raise typer.Exit(0 if ready(results) else 1)
+
+
+@app.command()
+@handled
+def run(
+    scenario: Annotated[str, typer.Argument(help="a TOML file or the name of a built-in scenario")],
+    repeat: Annotated[Optional[int], typer.Option("--repeat", "-n", min=1, help="repetitions (default: the scenario's [run] repeat)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print exactly one JSON document on stdout")] = False,
+    label: Annotated[Optional[str], typer.Option("--label", help="a free-form label stored with the run")] = None,
+    link_backend: Annotated[Optional[str], typer.Option("--link-backend", help="auto, tbf, netem or wire (default: the scenario's, else auto)")] = None,
+    timeseries: Annotated[bool, typer.Option("--timeseries/--no-timeseries", help="include per-subflow time series in the JSON")] = True,
+) -> None:
+    """Run a scenario on this machine's kernel and print its results."""
+    from .scenario import load_scenario
+
+    scn = load_scenario(scenario)
+    if link_backend is not None and link_backend not in ("auto", "tbf", "netem", "wire"):
+        raise UsageError(f"--link-backend {link_backend!r}: choose auto, tbf, netem or wire")
+    runner.preflight(scn, link_backend)  # refuse before anything is built or drawn
+    with RichProgress(scn.name) as progress:
+        result = runner.run_scenario(scn, runner.RunOptions(repeat=repeat, label=label, link_backend=link_backend, progress=progress))
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_json(timeseries=timeseries)) + "\n")
+    else:
+        from .report import print_run
+
+        print_run(result, out)
+
+
+@app.command()
+@handled
+def scenarios() -> None:
+    """List the built-in scenarios."""
+    from .scenario import builtin_scenarios, load_scenario
+
+    for name, path in builtin_scenarios().items():
+        out.print(f"{name:<20} {load_scenario(path).description}", highlight=False)
+
+
+@app.command()
+@handled
+def cleanup(
+    include_live: Annotated[bool, typer.Option("--all", help="also remove namespaces of runs that are still alive")] = False,
+) -> None:
+    """Remove namespaces, processes and lock files left by crashed or killed runs."""
+    from .cleanup import cleanup as do_cleanup
+
+    report = do_cleanup(include_live=include_live)
+    for ns in report.namespaces:
+        out.print(f"removed namespace {ns}", highlight=False)
+    for pid in report.processes:
+        out.print(f"killed process {pid}", highlight=False)
+    for lock in report.lock_files:
+        out.print(f"removed stale lock {lock}", highlight=False)
+    for ns in report.live:
+        out.print(f"kept {ns}: its run is still alive (use --all to remove it anyway)", highlight=False)
+    if not (report.namespaces or report.processes or report.lock_files):
+        out.print("nothing to clean up")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

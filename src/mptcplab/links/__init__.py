@@ -1,0 +1,52 @@
+"""Link backends by name; `auto` picks the most faithful one this kernel allows."""
+from __future__ import annotations
+
+import importlib
+
+from ..errors import UnsupportedError
+from ..scenario import Scenario
+from .base import LinkBackend
+
+BACKENDS = {
+    "tbf": "mptcplab.links.tbf:TbfLink",
+    "netem": "mptcplab.links.netem:NetemLink",
+    "wire": "mptcplab.links.wire:WireLink",
+}
+
+
+def backend_class(name: str) -> type[LinkBackend] | None:
+    """The backend class, or None when this build of the lab does not have it."""
+    module, _, cls = BACKENDS[name].partition(":")
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except ModuleNotFoundError:
+        return None
+
+
+def select_backend(requested: str, scenario: Scenario) -> type[LinkBackend]:
+    """Resolve `requested` ('auto' or a name) to a backend that can run `scenario`."""
+    from ..capabilities import netem_available
+
+    if requested != "auto":
+        if requested not in BACKENDS:
+            raise UnsupportedError(f"unknown link backend {requested!r}; choose auto, {', '.join(BACKENDS)}")
+        cls = backend_class(requested)
+        if cls is None:
+            raise UnsupportedError(f"the {requested} link backend is not available in this version of mptcplab")
+        if requested == "netem" and not netem_available():
+            raise UnsupportedError("this kernel has no sch_netem, so the netem link backend cannot run", "use --link-backend wire (userspace emulation) or auto")
+        reason = cls.unsupported(scenario)
+        if reason:
+            raise UnsupportedError(reason)
+        return cls
+    order = (["netem"] if netem_available() else []) + ["wire", "tbf"]
+    reasons = []
+    for name in order:
+        cls = backend_class(name)
+        if cls is None:
+            continue
+        reason = cls.unsupported(scenario)
+        if reason is None:
+            return cls
+        reasons.append(reason)
+    raise UnsupportedError(reasons[0] if reasons else "no link backend can run this scenario")

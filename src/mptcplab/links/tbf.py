@@ -1,0 +1,73 @@
+"""Rate only: a token bucket on each direction of each path.
+
+Upload (client -> server) is shaped on the client's interface, download on
+the router's; both through pyroute2 tc. It works on any kernel with
+sch_tbf but emulates no delay, jitter or loss.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .. import netns
+from ..scenario import Event, Scenario
+from .base import TC_MTU, LinkBackend, queue_limit_bytes, specs
+
+HZ_FLOOR = 250  # the token bucket must hold at least one tick's worth of bytes
+
+
+def tbf_params(rate_bps: float, limit_bytes: int) -> dict[str, Any]:
+    burst = max(2 * TC_MTU, int(rate_bps / 8 / HZ_FLOOR) + TC_MTU)
+    return {"rate": f"{int(rate_bps)}bit", "burst": burst, "limit": limit_bytes + burst}
+
+
+class TbfLink(LinkBackend):
+    name = "tbf"
+
+    @classmethod
+    def unsupported(cls, scenario: Scenario) -> str | None:
+        for path, direction, spec in specs(scenario):
+            asked = [k for k, v in (("delay", spec.delay_s), ("jitter", spec.jitter_s), ("loss", spec.has_loss), ("trace", spec.trace)) if v]
+            if asked:
+                return f"path {path!r} ({direction}) asks for {', '.join(asked)}, which the tbf backend cannot emulate"
+        for event in scenario.events:
+            if event.action == "set" and (event.delay is not None or event.loss is not None):
+                return f"an event at {event.at:g}s sets delay or loss, which the tbf backend cannot emulate"
+        return None
+
+    def _where(self, path: str, direction: str) -> tuple[str, str]:
+        ports = self.ports(path)
+        if direction == "up":
+            return self.topo.client, ports.client_if
+        return self.topo.router, ports.router_if
+
+    def _set(self, path: str, direction: str, rate_bps: float, cmd: str) -> None:
+        spec = self.scenario.path(path).link(direction)  # type: ignore[arg-type]
+        ns, ifname = self._where(path, direction)
+        with netns.iproute(ns) as ipr:
+            idx = ipr.link_lookup(ifname=ifname)[0]
+            ipr.tc(cmd, "tbf", index=idx, handle="1:", **tbf_params(rate_bps, queue_limit_bytes(spec, rate_bps)))
+
+    def start(self) -> None:
+        for path, direction, spec in specs(self.scenario):
+            assert spec.rate_bps is not None
+            self._set(path, direction, spec.rate_bps, "add")
+
+    def apply(self, event: Event) -> None:
+        directions = ("up", "down") if event.direction == "both" else (event.direction,)
+        if event.action in ("down", "up"):
+            # a lost interface: the router side goes down, the client sees no carrier
+            ports = self.ports(event.path)
+            with netns.iproute(self.topo.router) as ipr:
+                idx = ipr.link_lookup(ifname=ports.router_if)[0]
+                ipr.link("set", index=idx, state=event.action)
+            return
+        if event.rate is not None:
+            for direction in directions:
+                self._set(event.path, direction, event.rate, "change")
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"backend": self.name, "paths": {}}
+        for path, direction, spec in specs(self.scenario):
+            assert spec.rate_bps is not None
+            out["paths"].setdefault(path, {})[direction] = tbf_params(spec.rate_bps, queue_limit_bytes(spec, spec.rate_bps))
+        return out

@@ -1,0 +1,176 @@
+"""MPTCP socket options and the kernel structures behind them.
+
+Layouts follow include/uapi/linux/mptcp.h and linux/tcp.h. MPTCP_FULL_INFO
+takes user pointers, so it needs getsockopt(2) through ctypes: Python's
+socket.getsockopt cannot pass input. Structures are read up to the size the
+kernel reports, so older kernels with shorter structures work too.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import socket
+from dataclasses import dataclass
+
+IPPROTO_MPTCP = 262
+SOL_MPTCP = 284
+MPTCP_INFO = 1
+MPTCP_TCPINFO = 2
+MPTCP_SUBFLOW_ADDRS = 3
+MPTCP_FULL_INFO = 4
+MAX_SUBFLOWS = 16
+
+u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
+
+
+class MptcpInfo(ctypes.Structure):
+    _fields_ = [
+        ("subflows", u8), ("add_addr_signal", u8), ("add_addr_accepted", u8), ("subflows_max", u8),
+        ("add_addr_signal_max", u8), ("add_addr_accepted_max", u8), ("flags", u32), ("token", u32),
+        ("write_seq", u64), ("snd_una", u64), ("rcv_nxt", u64),
+        ("local_addr_used", u8), ("local_addr_max", u8), ("csum_enabled", u8), ("retransmits", u32),
+        ("bytes_retrans", u64), ("bytes_sent", u64), ("bytes_received", u64), ("bytes_acked", u64),
+        ("subflows_total", u8), ("endp_laminar_max", u8), ("reserved", u8 * 2),
+        ("last_data_sent", u32), ("last_data_recv", u32), ("last_ack_recv", u32),
+    ]
+
+
+class TcpInfo(ctypes.Structure):
+    _fields_ = [
+        ("state", u8), ("ca_state", u8), ("retransmits", u8), ("probes", u8), ("backoff", u8),
+        ("options", u8), ("wscale", u8), ("flags8", u8),
+        ("rto", u32), ("ato", u32), ("snd_mss", u32), ("rcv_mss", u32),
+        ("unacked", u32), ("sacked", u32), ("lost", u32), ("retrans", u32), ("fackets", u32),
+        ("last_data_sent", u32), ("last_ack_sent", u32), ("last_data_recv", u32), ("last_ack_recv", u32),
+        ("pmtu", u32), ("rcv_ssthresh", u32), ("rtt", u32), ("rttvar", u32), ("snd_ssthresh", u32),
+        ("snd_cwnd", u32), ("advmss", u32), ("reordering", u32), ("rcv_rtt", u32), ("rcv_space", u32),
+        ("total_retrans", u32), ("pacing_rate", u64), ("max_pacing_rate", u64), ("bytes_acked", u64),
+        ("bytes_received", u64), ("segs_out", u32), ("segs_in", u32), ("notsent_bytes", u32),
+        ("min_rtt", u32), ("data_segs_in", u32), ("data_segs_out", u32), ("delivery_rate", u64),
+        ("busy_time", u64), ("rwnd_limited", u64), ("sndbuf_limited", u64), ("delivered", u32),
+        ("delivered_ce", u32), ("bytes_sent", u64), ("bytes_retrans", u64), ("dsack_dups", u32),
+        ("reord_seen", u32), ("rcv_ooopack", u32), ("snd_wnd", u32), ("rcv_wnd", u32), ("rehash", u32),
+        ("total_rto", u16), ("total_rto_recoveries", u16), ("total_rto_time", u32),
+        ("_spare", u8 * 32),
+    ]
+
+
+class SockaddrStorage(ctypes.Structure):
+    _fields_ = [("family", u16), ("data", u8 * 126)]
+
+
+class SubflowAddrs(ctypes.Structure):
+    _fields_ = [("local", SockaddrStorage), ("remote", SockaddrStorage)]
+
+
+class SubflowInfo(ctypes.Structure):
+    _fields_ = [("id", u32), ("_pad", u32), ("addrs", SubflowAddrs)]
+
+
+class FullInfo(ctypes.Structure):
+    _fields_ = [
+        ("size_tcpinfo_kernel", u32), ("size_tcpinfo_user", u32), ("size_sfinfo_kernel", u32),
+        ("size_sfinfo_user", u32), ("num_subflows", u32), ("size_arrays_user", u32),
+        ("subflow_info", u64), ("tcp_info", u64), ("mptcp_info", MptcpInfo),
+    ]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.getsockopt.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)]
+
+
+def _getsockopt(fd: int, level: int, opt: int, buf: ctypes.Structure | ctypes.Array, size: int | None = None) -> int:
+    length = ctypes.c_uint32(size if size is not None else ctypes.sizeof(buf))
+    if _libc.getsockopt(fd, level, opt, ctypes.byref(buf), ctypes.byref(length)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return length.value
+
+
+def _addr(sa: SockaddrStorage) -> tuple[str, int]:
+    raw = bytes(sa.data)
+    if sa.family == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, raw[2:6]), int.from_bytes(raw[0:2], "big")
+    if sa.family == socket.AF_INET6:
+        return socket.inet_ntop(socket.AF_INET6, raw[6:22]), int.from_bytes(raw[0:2], "big")
+    return "", 0
+
+
+@dataclass(frozen=True)
+class SubflowSample:
+    id: int
+    local: tuple[str, int]
+    remote: tuple[str, int]
+    bytes_sent: int
+    bytes_acked: int
+    bytes_received: int
+    bytes_retrans: int
+    total_retrans: int
+    rtt_us: int
+    min_rtt_us: int
+    snd_cwnd: int
+    state: int
+
+
+@dataclass(frozen=True)
+class ConnectionSample:
+    subflows_total: int  # including the initial one
+    mptcp_bytes_sent: int
+    mptcp_bytes_acked: int
+    mptcp_bytes_received: int
+    mptcp_retransmits: int
+    mptcp_bytes_retrans: int
+    subflows: tuple[SubflowSample, ...]
+
+
+def is_mptcp(sock: socket.socket) -> bool:
+    """False when the connection fell back to plain TCP (MPTCP_INFO with length 0)."""
+    try:
+        _getsockopt(sock.fileno(), SOL_MPTCP, MPTCP_INFO, MptcpInfo(), 0)
+        return True
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.ENOPROTOOPT):
+            return False
+        raise
+
+
+def full_info(sock: socket.socket) -> ConnectionSample:
+    """MPTCP_FULL_INFO: the connection and every subflow's tcp_info and addresses, atomically."""
+    sf = (SubflowInfo * MAX_SUBFLOWS)()
+    ti = (TcpInfo * MAX_SUBFLOWS)()
+    req = FullInfo()
+    req.size_tcpinfo_user = ctypes.sizeof(TcpInfo)
+    req.size_sfinfo_user = ctypes.sizeof(SubflowInfo)
+    req.size_arrays_user = MAX_SUBFLOWS
+    req.subflow_info = ctypes.addressof(sf)
+    req.tcp_info = ctypes.addressof(ti)
+    _getsockopt(sock.fileno(), SOL_MPTCP, MPTCP_FULL_INFO, req)
+    n = min(req.num_subflows, MAX_SUBFLOWS)
+    subflows = tuple(
+        SubflowSample(
+            id=sf[i].id,
+            local=_addr(sf[i].addrs.local),
+            remote=_addr(sf[i].addrs.remote),
+            bytes_sent=ti[i].bytes_sent,
+            bytes_acked=ti[i].bytes_acked,
+            bytes_received=ti[i].bytes_received,
+            bytes_retrans=ti[i].bytes_retrans,
+            total_retrans=ti[i].total_retrans,
+            rtt_us=ti[i].rtt,
+            min_rtt_us=ti[i].min_rtt,
+            snd_cwnd=ti[i].snd_cwnd,
+            state=ti[i].state,
+        )
+        for i in range(n)
+    )
+    mi = req.mptcp_info
+    return ConnectionSample(
+        subflows_total=req.num_subflows,
+        mptcp_bytes_sent=mi.bytes_sent,
+        mptcp_bytes_acked=mi.bytes_acked,
+        mptcp_bytes_received=mi.bytes_received,
+        mptcp_retransmits=mi.retransmits,
+        mptcp_bytes_retrans=mi.bytes_retrans,
+        subflows=subflows,
+    )

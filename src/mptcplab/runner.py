@@ -1,0 +1,184 @@
+"""One run: scenario in, RunResult out, on this machine's kernel.
+
+Every repetition gets a fresh lab (namespaces, links, MPTCP state), so no
+repetition inherits TCP metrics or PM state from the one before.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import capabilities
+from .analysis.stats import median_ci
+from .environment import host_environment, loadavg, namespace_sysctls
+from .errors import EnvironmentProblem, RunError, UnsupportedError
+from .lab import Lab
+from .links import select_backend
+from .links.base import LinkBackend
+from .mptcp import ConnectionSample
+from .probes import mib_delta, mib_snapshot, summarize
+from .result import Repetition, RunResult
+from .scenario import Event, Scenario
+from .topology import Topology, build
+from .workloads.bulk import BulkTransfer
+
+
+@dataclass
+class RunOptions:
+    repeat: int | None = None
+    label: str | None = None
+    link_backend: str | None = None
+    #: called with the topology after it is built, before traffic (tests use it)
+    setup: Callable[[Topology], None] | None = None
+    on_repetition: Callable[[Repetition], None] | None = None
+    progress: "Progress | None" = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class Progress:
+    """What the runner tells a UI; the CLI renders it with rich on stderr."""
+
+    def repetition_started(self, index: int, total: int) -> None: ...
+    def sample(self, index: int, done: float, total: float) -> None: ...
+    def repetition_finished(self, rep: Repetition) -> None: ...
+
+
+def preflight(scenario: Scenario, link_backend: str | None = None) -> type[LinkBackend]:
+    """Everything that can be refused before anything is built."""
+    import os
+
+    if os.geteuid() != 0:
+        raise EnvironmentProblem("the lab needs root (CAP_NET_ADMIN) to build namespaces", "run it with sudo")
+    if not capabilities.mptcp_enabled():
+        raise EnvironmentProblem("MPTCP is not enabled in this kernel (net.mptcp.enabled is missing or 0)",
+                                 "sysctl -w net.mptcp.enabled=1, or boot a kernel with CONFIG_MPTCP=y")
+    scheds = capabilities.available_schedulers()
+    if scenario.mptcp.scheduler not in scheds:
+        raise UnsupportedError(f"scheduler {scenario.mptcp.scheduler!r} is not available in this kernel (available: {', '.join(scheds) or 'none'})",
+                               "load its module or BPF struct_ops, or run with --kernel K")
+    pms = capabilities.available_path_managers()
+    if scenario.mptcp.path_manager not in pms:
+        raise UnsupportedError(f"path manager {scenario.mptcp.path_manager!r} is not available (available: {', '.join(pms)})")
+    if scenario.mptcp.path_manager == "userspace" and len(scenario.paths) > 1:
+        raise UnsupportedError("the userspace path manager needs a daemon to open subflows, which mptcplab does not drive yet",
+                               "use path_manager = \"kernel\"")
+    return select_backend(link_backend or scenario.run.link_backend, scenario)
+
+
+def _schedule_events(backend: LinkBackend, events: list[Event], t0: float, stop: threading.Event, errors: list[str]) -> threading.Thread:
+    def loop() -> None:
+        for event in sorted(events, key=lambda e: e.at):
+            if stop.wait(max(0.0, t0 + event.at - time.monotonic())):
+                return
+            try:
+                backend.apply(event)
+            except Exception as e:
+                errors.append(f"event at {event.at:g}s on {event.path} failed: {e}")
+
+    thread = threading.Thread(target=loop, name="path-events", daemon=True)
+    thread.start()
+    return thread
+
+
+def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: int,
+                   options: RunOptions, env: dict[str, Any]) -> Repetition:
+    progress = options.progress
+    total = float(scenario.workload.size or scenario.workload.duration or 1)
+    with Lab() as lab:
+        topo = build(lab, scenario, emulator=backend_cls.needs_emulator_ns)
+        backend = backend_cls(lab, topo, scenario)
+        backend.start()
+        lab.on_close(backend.stop)
+        if options.setup:
+            options.setup(topo)
+        if "sysctls_client" not in env:
+            env["sysctls_client"] = namespace_sysctls(topo.client)
+            env["sysctls_server"] = namespace_sysctls(topo.server)
+            env["link"] = backend.describe()
+        mib_before = (mib_snapshot(topo.client), mib_snapshot(topo.server))
+        stop_events = threading.Event()
+        event_errors: list[str] = []
+        started = time.time()
+
+        def on_sample(s: ConnectionSample) -> None:
+            if progress:
+                done = s.mptcp_bytes_acked if scenario.workload.size else time.monotonic() - transfer_t0[0]
+                progress.sample(index, float(done), total)
+
+        transfer_t0 = [time.monotonic()]
+
+        def on_start(t0: float) -> None:
+            transfer_t0[0] = t0
+            if scenario.events:
+                _schedule_events(backend, list(scenario.events), t0, stop_events, event_errors)
+
+        transfer = BulkTransfer(topo, scenario.workload, scenario.run.timeout, on_sample=on_sample, on_start=on_start)
+        lab.on_close(transfer.close)
+        lab.on_close(stop_events.set)
+        out = transfer.run()
+        stop_events.set()
+        mib_after = (mib_snapshot(topo.client), mib_snapshot(topo.server))
+        subflows, series = summarize(out.sampler.samples, topo, sender_is_client=transfer.upload)
+        if event_errors:
+            raise RunError(event_errors[0])
+        expected = len(topo.paths)
+        if out.sampler.max_subflows < expected and not scenario.events:
+            raise RunError(f"only {out.sampler.max_subflows} of {expected} subflows came up: the path manager did not use every path",
+                           "check the MPTCP endpoints and limits (mptcplab doctor) and the paths' reachability")
+    return Repetition(
+        index=index,
+        completion_s=round(out.completion_s, 6),
+        goodput_mbps=round(out.bytes * 8 / out.completion_s / 1e6, 4),
+        bytes=out.bytes,
+        mptcp=out.mptcp,
+        subflows=subflows,
+        mib=mib_delta(mib_before[0], mib_after[0]),
+        mib_server=mib_delta(mib_before[1], mib_after[1]),
+        timeseries=series,
+        started_at=started,
+    )
+
+
+def summarize_run(result: RunResult) -> None:
+    reps = [r for r in result.repetitions if not r.warmup]
+    if not reps:
+        return
+    result.summary = {
+        "goodput_mbps": median_ci([r.goodput_mbps for r in reps]),
+        "completion_s": median_ci([r.completion_s for r in reps]),
+    }
+
+
+def run_scenario(scenario: Scenario, options: RunOptions | None = None) -> RunResult:
+    """Run every repetition of `scenario` and return what was measured."""
+    options = options or RunOptions()
+    backend_cls = preflight(scenario, options.link_backend)
+    repeat = options.repeat or scenario.run.repeat
+    env = host_environment()
+    env["load_before"] = loadavg()
+    env["tags"] = dict(options.tags)
+    result = RunResult(
+        scenario=scenario.name,
+        scenario_hash=scenario.content_hash,
+        kernel=env["kernel_release"],
+        scheduler=scenario.mptcp.scheduler,
+        path_manager=scenario.mptcp.path_manager,
+        backend=backend_cls.name,
+        label=options.label,
+        environment=env,
+    )
+    for i in range(repeat):
+        if options.progress:
+            options.progress.repetition_started(i, repeat)
+        rep = run_repetition(scenario, backend_cls, i, options, env)
+        result.repetitions.append(rep)
+        if options.on_repetition:
+            options.on_repetition(rep)
+        if options.progress:
+            options.progress.repetition_finished(rep)
+    env["load_after"] = loadavg()
+    summarize_run(result)
+    return result

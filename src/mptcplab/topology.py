@@ -1,0 +1,180 @@
+"""The simult_flows layout of the kernel selftests, built over netlink.
+
+    client ──path 0── router ── server
+           ──path 1──
+           ...
+
+The client has one interface per path (10.0.<i+1>.1/24, router side .2),
+the router reaches the server on 10.0.100.0/24. With ``emulator=True`` every
+path is cut in two and a fourth namespace sits in the middle, holding two
+address-less interfaces per path between which a userspace link emulator
+forwards frames; client and router still share one subnet per path.
+
+Client source routing (one table per path) makes each subflow leave through
+its own path whatever the path manager decides.
+"""
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.generic.mptcp import MPTCP
+
+from . import netns
+from .lab import Lab
+from .scenario import Scenario
+
+SERVER_SUBNET = "10.0.100"
+MPTCP_PM_ADDR_FLAG_SUBFLOW = 0x2
+SERVER_PORT = 5201
+TABLE_BASE = 100
+
+
+@dataclass(frozen=True)
+class PathPorts:
+    """Where one path lives: interface names in each namespace and addresses."""
+
+    index: int
+    name: str
+    client_if: str
+    router_if: str
+    client_addr: str
+    router_addr: str
+    emu_client_if: str | None = None  # in the emulator namespace, facing the client
+    emu_router_if: str | None = None  # in the emulator namespace, facing the router
+
+
+@dataclass
+class Topology:
+    client: str
+    router: str
+    server: str
+    emulator: str | None
+    paths: list[PathPorts] = field(default_factory=list)
+    server_addr: str = f"{SERVER_SUBNET}.2"
+    server_port: int = SERVER_PORT
+
+    def path_of_client_addr(self, addr: str) -> PathPorts | None:
+        return next((p for p in self.paths if p.client_addr == addr), None)
+
+
+def path_ports(index: int, name: str, emulator: bool) -> PathPorts:
+    subnet = f"10.0.{index + 1}"
+    return PathPorts(
+        index=index,
+        name=name,
+        client_if=f"p{index}",
+        router_if=f"p{index}",
+        client_addr=f"{subnet}.1",
+        router_addr=f"{subnet}.2",
+        emu_client_if=f"c{index}" if emulator else None,
+        emu_router_if=f"r{index}" if emulator else None,
+    )
+
+
+def _veth(ipr: IPRoute, ifname: str, peer: str, peer_ns: str) -> None:
+    ipr.link("add", ifname=ifname, kind="veth", peer={"ifname": peer, "net_ns_fd": peer_ns})
+
+
+def _up_with_addr(ipr: IPRoute, ifname: str, addr: str | None, prefixlen: int = 24) -> int:
+    idx = ipr.link_lookup(ifname=ifname)[0]
+    if addr:
+        ipr.addr("add", index=idx, address=addr, prefixlen=prefixlen)
+    ipr.link("set", index=idx, state="up")
+    return idx
+
+
+def build(lab: Lab, scenario: Scenario, emulator: bool = False) -> Topology:
+    """Create namespaces, links, addresses, routes, MPTCP endpoints and limits."""
+    topo = Topology(
+        client=lab.netns("cli"),
+        router=lab.netns("rtr"),
+        server=lab.netns("srv"),
+        emulator=lab.netns("emu") if emulator else None,
+    )
+    topo.paths = [path_ports(i, p.name, emulator) for i, p in enumerate(scenario.paths)]
+    with ExitStack() as stack:
+        cli, rtr, srv = (stack.enter_context(netns.iproute(ns)) for ns in (topo.client, topo.router, topo.server))
+        emu = stack.enter_context(netns.iproute(topo.emulator)) if topo.emulator else None
+        _build_links(topo, cli, rtr, srv, emu)
+        _route(topo, cli, rtr, srv)
+    _disable_offloads(topo)
+    _configure_mptcp(topo, scenario)
+    return topo
+
+
+def _build_links(topo: Topology, cli: IPRoute, rtr: IPRoute, srv: IPRoute, emu: IPRoute | None) -> None:
+    for p in topo.paths:
+        if emu is None:
+            _veth(cli, p.client_if, p.router_if, topo.router)
+        else:
+            assert p.emu_client_if and p.emu_router_if
+            _veth(cli, p.client_if, p.emu_client_if, topo.emulator)
+            _veth(rtr, p.router_if, p.emu_router_if, topo.emulator)
+            _up_with_addr(emu, p.emu_client_if, None)
+            _up_with_addr(emu, p.emu_router_if, None)
+        _up_with_addr(cli, p.client_if, p.client_addr)
+        _up_with_addr(rtr, p.router_if, p.router_addr)
+    _veth(rtr, "srv", "eth0", topo.server)
+    _up_with_addr(rtr, "srv", f"{SERVER_SUBNET}.1")
+    _up_with_addr(srv, "eth0", topo.server_addr)
+    for ipr in (cli, rtr, srv) + ((emu,) if emu else ()):
+        _up_with_addr(ipr, "lo", None)
+
+
+def _route(topo: Topology, cli: IPRoute, rtr: IPRoute, srv: IPRoute) -> None:
+    netns.sysctl_write(topo.router, "net.ipv4.ip_forward", 1)
+    if topo.emulator:
+        # the emulator namespace must never answer or route anything itself
+        netns.sysctl_write(topo.emulator, "net.ipv4.ip_forward", 0)
+        netns.sysctl_write(topo.emulator, "net.ipv6.conf.all.disable_ipv6", 1)
+    for ns in (topo.client, topo.router, topo.server):
+        netns.sysctl_write(ns, "net.ipv6.conf.all.disable_ipv6", 1)
+    for p in topo.paths:
+        idx = cli.link_lookup(ifname=p.client_if)[0]
+        table = TABLE_BASE + p.index
+        # main table: path 0 first, the others as fallbacks (as simult_flows does)
+        cli.route("add", dst="0.0.0.0/0", gateway=p.router_addr, oif=idx, priority=100 + p.index)
+        cli.route("add", dst="0.0.0.0/0", gateway=p.router_addr, oif=idx, table=table)
+        cli.rule("add", src=p.client_addr, src_len=32, table=table, priority=1000 + p.index)
+    srv.route("add", dst="0.0.0.0/0", gateway=f"{SERVER_SUBNET}.1")
+
+
+def _disable_offloads(topo: Topology) -> None:
+    from .links import offloads
+
+    offloads.disable(topo.client, [p.client_if for p in topo.paths])
+    offloads.disable(topo.router, [p.router_if for p in topo.paths])
+    if topo.emulator:
+        offloads.disable(topo.emulator, [i for p in topo.paths for i in (p.emu_client_if, p.emu_router_if) if i])
+
+
+def _configure_mptcp(topo: Topology, scenario: Scenario) -> None:
+    extra = len(topo.paths) - 1
+    pm = scenario.mptcp.path_manager
+    for ns in (topo.client, topo.server):
+        netns.sysctl_write(ns, "net.mptcp.enabled", 1)
+        netns.sysctl_write(ns, "net.mptcp.scheduler", scenario.mptcp.scheduler)
+        _set_path_manager(ns, pm)
+        with netns.inside(ns):
+            pm_sock = MPTCP()
+            try:
+                pm_sock.limits("set", subflows=max(extra, 0), rcv_add_addrs=max(extra, 0))
+                if ns == topo.client and pm == "kernel":
+                    for p in topo.paths[1:]:
+                        pm_sock.endpoint("add", addr=p.client_addr, flags=MPTCP_PM_ADDR_FLAG_SUBFLOW)
+            finally:
+                pm_sock.close()
+
+
+def _set_path_manager(ns: str, pm: str) -> None:
+    try:
+        netns.sysctl_write(ns, "net.mptcp.path_manager", pm)
+    except FileNotFoundError:  # kernels before 6.15 only have pm_type
+        netns.sysctl_write(ns, "net.mptcp.pm_type", 0 if pm == "kernel" else 1)
+
+
+def client_addresses(topo: Topology) -> list[IPv4Address]:
+    return [IPv4Address(p.client_addr) for p in topo.paths]

@@ -1,0 +1,87 @@
+"""Units as tc and iperf users write them: 10mbit, 25ms, 16MiB, 1%.
+
+tc semantics: ``kbit``/``mbit``/``gbit`` are bits per second (powers of 1000),
+``kbps``/``mbps`` are *bytes* per second, ``bit``/``bps`` likewise. Sizes
+accept both SI (KB, MB) and binary (KiB, MiB) suffixes, as iperf does.
+"""
+from __future__ import annotations
+
+import re
+
+_NUM = r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*"
+
+_RATE = {
+    "bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "tbit": 1e12,
+    "bps": 8, "kbps": 8e3, "mbps": 8e6, "gbps": 8e9,
+    "kibit": 1024, "mibit": 1024**2, "gibit": 1024**3,
+}
+_TIME = {"us": 1e-6, "usec": 1e-6, "ms": 1e-3, "msec": 1e-3, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0}
+_SIZE = {
+    "b": 1, "": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3,
+}
+
+
+def _split(text: str, what: str, examples: str) -> tuple[float, str]:
+    if isinstance(text, bool):
+        raise ValueError(f"expected a {what} such as {examples}")
+    if isinstance(text, (int, float)):
+        return float(text), ""
+    m = re.fullmatch(_NUM + r"([A-Za-z%]*)\s*", str(text))
+    if not m:
+        raise ValueError(f"{text!r} is not a {what}; use e.g. {examples}")
+    return float(m.group(1)), m.group(2).lower()
+
+
+def parse_rate(text: str | int | float) -> float:
+    """Bits per second. A bare number is bits per second, as in tc."""
+    value, unit = _split(text, "rate", "'10mbit', '500kbit', '1gbit'")
+    factor = _RATE.get(unit or "bit")
+    if factor is None:
+        raise ValueError(f"unknown rate unit {unit!r} in {text!r}; use bit, kbit, mbit, gbit (or kbps/mbps for bytes/s)")
+    return value * factor
+
+
+def parse_time(text: str | int | float) -> float:
+    """Seconds. A bare number is rejected: '25' could be ms or s."""
+    value, unit = _split(text, "duration", "'25ms', '2s', '500us'")
+    if not unit:
+        raise ValueError(f"{text!r} has no unit; write e.g. '{text}ms' or '{text}s'")
+    factor = _TIME.get(unit)
+    if factor is None:
+        raise ValueError(f"unknown time unit {unit!r} in {text!r}; use us, ms, s or min")
+    return value * factor
+
+
+def parse_size(text: str | int | float) -> int:
+    """Bytes. A bare number is bytes."""
+    value, unit = _split(text, "size", "'16MiB', '100MB', '65536'")
+    factor = _SIZE.get(unit)
+    if factor is None:
+        raise ValueError(f"unknown size unit {unit!r} in {text!r}; use B, KB, MB, GB, KiB, MiB or GiB")
+    return int(value * factor)
+
+
+def parse_percent(text: str | int | float) -> float:
+    """A fraction in [0, 1]. '1%' is 0.01; a bare number is a percentage too."""
+    value, unit = _split(text, "percentage", "'1%', '0.5%'")
+    if unit not in ("", "%"):
+        raise ValueError(f"{text!r} is not a percentage; write e.g. '1%'")
+    if not 0 <= value <= 100:
+        raise ValueError(f"{text!r} is out of range: a percentage is between 0% and 100%")
+    return value / 100.0
+
+
+def format_rate(bps: float) -> str:
+    for unit, factor in (("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3)):
+        if bps >= factor:
+            return f"{bps / factor:g}{unit}"
+    return f"{bps:g}bit"
+
+
+def format_time(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:g}s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:g}ms"
+    return f"{seconds * 1e6:g}us"

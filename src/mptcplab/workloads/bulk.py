@@ -1,0 +1,177 @@
+"""Bulk transfer over real IPPROTO_MPTCP sockets, fixed size or fixed duration.
+
+Client and server are threads of this process, each with its sockets created
+inside its own namespace (a socket keeps the namespace it was created in).
+The receiver times the transfer from the client's connect() to the last
+byte; the sender keeps its socket open until the final sample is taken, so
+per-subflow counters are read before any subflow closes.
+"""
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .. import netns
+from ..errors import FallbackError, RunError
+from ..mptcp import IPPROTO_MPTCP, ConnectionSample, is_mptcp
+from ..probes import SubflowSampler
+from ..scenario import Workload
+from ..topology import Topology
+
+CHUNK = 256 * 1024
+
+
+@dataclass
+class Transfer:
+    """The raw outcome of one transfer, before it is summarized."""
+
+    bytes: int
+    completion_s: float
+    mptcp: bool
+    t0: float
+    sampler: SubflowSampler
+    server_mptcp: bool
+    errors: list[str] = field(default_factory=list)
+
+
+def mptcp_socket(ns: str) -> tuple[socket.socket, bool]:
+    """An MPTCP socket in `ns`; a plain TCP one when MPTCP is disabled there (like a legacy peer)."""
+    with netns.inside(ns):
+        try:
+            return socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP), True
+        except OSError as e:
+            if e.errno not in (errno.ENOPROTOOPT, errno.EPROTONOSUPPORT, errno.EINVAL):
+                raise
+            return socket.socket(socket.AF_INET, socket.SOCK_STREAM), False
+
+
+class BulkTransfer:
+    def __init__(self, topo: Topology, workload: Workload, timeout_s: float,
+                 on_sample: Callable[[ConnectionSample], None] | None = None,
+                 on_start: Callable[[float], None] | None = None) -> None:
+        self.topo = topo
+        self.workload = workload
+        self.timeout_s = timeout_s
+        self.on_sample = on_sample
+        self.on_start = on_start
+        self.upload = workload.direction == "upload"
+        self._received = threading.Event()
+        self._sampled = threading.Event()
+        self._sender_sock = threading.Event()
+        self._errors: list[str] = []
+        self._bytes = 0
+        self._t_end = 0.0
+        self.sampler: SubflowSampler | None = None
+        self._socks: list[socket.socket] = []
+
+    # -- the two ends ----------------------------------------------------
+    def _send(self, sock: socket.socket, t0: float) -> None:
+        buf = memoryview(bytearray(CHUNK))
+        remaining = self.workload.size if self.workload.size is not None else None
+        deadline = t0 + self.workload.duration if self.workload.duration else None
+        self.sampler = SubflowSampler(sock, t0, on_sample=self.on_sample).start()
+        self._sender_sock.set()
+        while True:
+            if remaining is not None:
+                if remaining <= 0:
+                    break
+                n = sock.send(buf[: min(CHUNK, remaining)])
+                remaining -= n
+            else:
+                if time.monotonic() >= deadline:  # type: ignore[operator]
+                    break
+                sock.send(buf)
+        sock.shutdown(socket.SHUT_WR)
+        if not self._received.wait(self._left(t0)):
+            raise RunError(f"the receiver did not finish within the timeout of {self.timeout_s:g}s")
+        self.sampler.stop()
+        self.sampler.sample()  # the final sample, before anything closes
+        self._sampled.set()
+
+    def _receive(self, sock: socket.socket, t0: float) -> None:
+        buf = bytearray(CHUNK)
+        total = 0
+        while True:
+            n = sock.recv_into(buf)
+            if n == 0:
+                break
+            total += n
+        self._t_end = time.monotonic()
+        self._bytes = total
+        self._received.set()
+        self._sampled.wait(self._left(t0))
+
+    def _left(self, t0: float) -> float:
+        return max(0.1, t0 + self.timeout_s - time.monotonic())
+
+    # -- orchestration ---------------------------------------------------
+    def run(self) -> Transfer:
+        listener, server_mptcp = mptcp_socket(self.topo.server)
+        self._socks.append(listener)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("0.0.0.0", self.topo.server_port))
+        listener.listen(1)
+        listener.settimeout(self.timeout_s)
+        client, _ = mptcp_socket(self.topo.client)
+        self._socks.append(client)
+        client.settimeout(self.timeout_s)
+        server_result: dict[str, object] = {}
+
+        t0 = time.monotonic()
+        server = threading.Thread(target=self._server, args=(listener, t0, server_result), name="bulk-server", daemon=True)
+        server.start()
+        try:
+            client.connect((self.topo.server_addr, self.topo.server_port))
+        except OSError as e:
+            raise RunError(f"the client could not connect to the server: {e.strerror or e}") from None
+        if self.on_start:
+            self.on_start(t0)
+        mptcp = is_mptcp(client)
+        if not mptcp:
+            raise FallbackError("the connection fell back to plain TCP: the server did not answer MP_CAPABLE",
+                                "check net.mptcp.enabled in the server namespace and any middlebox stripping options")
+        try:
+            if self.upload:
+                self._send(client, t0)
+            else:
+                self._receive(client, t0)
+        except socket.timeout:
+            raise RunError(f"the transfer did not finish within the timeout of {self.timeout_s:g}s", "raise [run] timeout or shrink the workload") from None
+        except OSError as e:
+            raise RunError(f"the transfer failed on the client: {e.strerror or e}") from None
+        server.join(self._left(t0))
+        if "error" in server_result:
+            raise RunError(f"the transfer failed on the server: {server_result['error']}")
+        if not self._received.is_set() or self.sampler is None:
+            raise RunError(f"the transfer did not finish within the timeout of {self.timeout_s:g}s")
+        mptcp = mptcp and is_mptcp(client)
+        return Transfer(bytes=self._bytes, completion_s=self._t_end - t0, mptcp=mptcp, t0=t0,
+                        sampler=self.sampler, server_mptcp=bool(server_result.get("mptcp", server_mptcp)))
+
+    def _server(self, listener: socket.socket, t0: float, out: dict[str, object]) -> None:
+        try:
+            conn, _ = listener.accept()
+            self._socks.append(conn)
+            conn.settimeout(self.timeout_s)
+            out["mptcp"] = is_mptcp(conn)
+            if self.upload:
+                self._receive(conn, t0)
+            else:
+                self._send(conn, t0)
+        except Exception as e:  # reported by the client side
+            out["error"] = getattr(e, "strerror", None) or str(e)
+            self._received.set()
+            self._sampled.set()
+
+    def close(self) -> None:
+        if self.sampler:
+            self.sampler.stop()
+        for s in self._socks:
+            try:
+                s.close()
+            except OSError:
+                pass

@@ -1,0 +1,82 @@
+"""Shared helpers: tests run the real kernel MPTCP in real namespaces, as root."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from mptcplab.cleanup import run_alive
+from mptcplab.lab import PREFIX
+from mptcplab.netns import list_netns
+
+CLI = str(Path(sys.executable).parent / "mptcplab")
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root to build namespaces")
+
+
+def leftovers() -> list[str]:
+    """Lab namespaces whose run is gone: what a test must never leave behind.
+
+    Namespaces of runs that are still alive (other tests, other labs on this
+    machine) are not leftovers.
+    """
+    out = []
+    for ns in list_netns():
+        if ns.startswith(PREFIX):
+            run_id = ns.removeprefix(PREFIX).split("-", 1)[0]
+            if run_id == "probe" or not run_alive(run_id):
+                out.append(ns)
+    return out
+
+
+def lab_namespaces() -> set[str]:
+    return {ns for ns in list_netns() if ns.startswith(PREFIX) and "-probe-" not in ns and not ns.startswith(PREFIX + "probe")}
+
+
+def cli(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def write_scenario(tmp_path: Path, body: str, name: str = "s.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+TWO_PATHS = """
+name = "t-two-paths"
+[[path]]
+name = "a"
+rate = "10mbit"
+[[path]]
+name = "b"
+rate = "10mbit"
+[workload]
+size = "{size}"
+[run]
+repeat = {repeat}
+timeout = "60s"
+link_backend = "{backend}"
+"""
+
+
+@pytest.fixture
+def two_paths(tmp_path: Path):
+    def make(size: str = "4MiB", repeat: int = 1, backend: str = "auto") -> Path:
+        return write_scenario(tmp_path, TWO_PATHS.format(size=size, repeat=repeat, backend=backend))
+    return make

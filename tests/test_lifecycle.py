@@ -1,0 +1,117 @@
+"""Bad input, signals, crashes and concurrency: nothing is ever left behind."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+
+import pytest
+
+from mptcplab import RunOptions, load_scenario, run_scenario
+
+from .conftest import CLI, cli, lab_namespaces, leftovers, requires_root, wait_for, write_scenario
+
+pytestmark = requires_root
+
+BAD = {
+    "negative delay": ('name="x"\n[[path]]\nname="a"\nrate="1mbit"\ndelay="-1ms"\n[workload]\nsize="1MiB"\n', "path[0].delay"),
+    "no paths": ('name="x"\npath=[]\n[workload]\nsize="1MiB"\n', "path"),
+    "loss 150%": ('name="x"\n[[path]]\nname="a"\nrate="1mbit"\nloss="150%"\n[workload]\nsize="1MiB"\n', "path[0].loss"),
+    "missing workload": ('name="x"\n[[path]]\nname="a"\nrate="1mbit"\n', "workload"),
+    "unknown key": ('name="x"\nfoo=1\n[[path]]\nname="a"\nrate="1mbit"\n[workload]\nsize="1MiB"\n', "foo"),
+    "bad unit": ('name="x"\n[[path]]\nname="a"\nrate="10 furlongs"\n[workload]\nsize="1MiB"\n', "path[0].rate"),
+    "missing scheduler": ('name="x"\n[mptcp]\nscheduler="nope"\n[[path]]\nname="a"\nrate="1mbit"\n[workload]\nsize="1MiB"\n', "scheduler 'nope'"),
+    "unsupported by backend": ('name="x"\n[[path]]\nname="a"\nrate="1mbit"\ndelay="10ms"\n[workload]\nsize="1MiB"\n[run]\nlink_backend="tbf"\n', "tbf backend cannot"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_scenario_one_line_nonzero_nothing_built(tmp_path, case):
+    body, words = BAD[case]
+    before = lab_namespaces()
+    proc = cli("run", str(write_scenario(tmp_path, body)))
+    assert proc.returncode != 0
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and words in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert lab_namespaces() <= before  # nothing was built
+
+
+def test_bad_cli_option_is_usage_error(two_paths):
+    proc = cli("run", str(two_paths()), "--repeat", "0")
+    assert proc.returncode == 2
+    proc = cli("run", str(two_paths()), "--link-backend", "carrier-pigeon")
+    assert proc.returncode == 2 and "carrier-pigeon" in proc.stderr
+
+
+def _start_run(path) -> tuple[subprocess.Popen, set[str]]:
+    before = lab_namespaces()
+    proc = subprocess.Popen([CLI, "run", str(path), "--repeat", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: any(ns.endswith("-srv") for ns in lab_namespaces() - before), timeout=30), "the run never built its namespaces"
+    mine = lab_namespaces() - before
+    return proc, mine
+
+
+def test_sigterm_leaves_nothing(two_paths):
+    proc, mine = _start_run(two_paths(size="40MiB"))
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode != 0
+    assert "SIGTERM" in stderr and "Traceback" not in stderr
+    assert not (mine & lab_namespaces()), "SIGTERM left namespaces behind"
+
+
+def test_ctrl_c_leaves_nothing(two_paths):
+    proc, mine = _start_run(two_paths(size="40MiB"))
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert not (mine & lab_namespaces())
+
+
+def test_cleanup_removes_what_sigkill_left(two_paths):
+    proc, mine = _start_run(two_paths(size="40MiB"))
+    proc.kill()
+    proc.wait()
+    assert mine & lab_namespaces(), "SIGKILL cannot clean up: namespaces should still be there"
+    assert set(leftovers()) >= (mine & lab_namespaces())
+    out = cli("cleanup")
+    assert out.returncode == 0
+    for ns in mine:
+        assert ns not in lab_namespaces()
+    assert "removed namespace" in out.stdout
+
+
+def test_cleanup_keeps_live_runs(two_paths):
+    proc, mine = _start_run(two_paths(size="12MiB"))
+    try:
+        out = cli("cleanup")
+        assert out.returncode == 0
+        assert mine <= lab_namespaces(), "cleanup removed a live run's namespaces"
+    finally:
+        proc.wait(timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_two_runs_at_once_both_succeed(two_paths):
+    scn = load_scenario(two_paths(size="3MiB"))
+    results, errors = [], []
+
+    def go():
+        try:
+            results.append(run_scenario(scn, RunOptions(repeat=1)))
+        except Exception as e:  # collected for the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=go) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=180)
+    assert not errors, errors
+    assert len(results) == 2
+    for r in results:
+        assert r.repetitions[0].mptcp and r.repetitions[0].goodput_mbps > 5
+    assert not leftovers()

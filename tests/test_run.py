@@ -1,0 +1,118 @@
+"""The core loop on the real kernel: real namespaces, real MPTCP sockets."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mptcplab import RunOptions, load_scenario, run_scenario
+from mptcplab import netns
+from mptcplab.errors import FallbackError, UnsupportedError
+
+from .conftest import cli, leftovers, requires_root, write_scenario
+
+pytestmark = requires_root
+
+
+def test_two_paths_use_both_subflows_and_reach_80_percent(two_paths):
+    result = run_scenario(load_scenario(two_paths(size="6MiB", backend="tbf")), RunOptions(repeat=2))
+    assert result.backend == "tbf"
+    for rep in result.repetitions:
+        assert rep.mptcp
+        assert {s.path for s in rep.subflows} == {"a", "b"}
+        for sf in rep.subflows:
+            assert sf.bytes_sent > 0.1 * rep.bytes, f"path {sf.path} carried almost nothing: {sf}"
+        assert rep.goodput_mbps >= 0.8 * 20, rep.goodput_mbps
+        assert rep.mib["MPTcpExtMPCapableSYNTX"] == 1
+        assert rep.mib["MPTcpExtMPJoinSynTx"] >= 1
+        assert rep.mib_server["MPTcpExtMPCapableSYNRX"] == 1
+        ts = rep.timeseries
+        assert ts is not None and ts.interval_s <= 0.1
+        assert len(ts.t) >= rep.completion_s / 0.1 * 0.8  # at least 10 Hz
+        assert max(ts.throughput_mbps["a"]) > 0 and max(ts.throughput_mbps["b"]) > 0
+    s = result.summary["goodput_mbps"]
+    assert s.ci95[0] <= s.median <= s.ci95[1]
+    assert not leftovers()
+
+
+def test_download_direction(tmp_path):
+    path = write_scenario(tmp_path, """
+        name = "dl"
+        [[path]]
+        name = "a"
+        rate = "10mbit"
+        [[path]]
+        name = "b"
+        rate = "5mbit"
+        [workload]
+        direction = "download"
+        duration = "2s"
+        [run]
+        link_backend = "tbf"
+    """)
+    result = run_scenario(load_scenario(path), RunOptions(repeat=1))
+    rep = result.repetitions[0]
+    assert 1.9 < rep.completion_s < 4
+    a, b = rep.subflows
+    assert a.bytes_sent > 0 and b.bytes_sent > 0
+    # the fast path carries more than the slow one
+    assert a.bytes_sent > b.bytes_sent
+    assert rep.goodput_mbps >= 0.7 * 15
+
+
+def test_fallback_to_tcp_is_an_error(two_paths):
+    def disable_server_mptcp(topo):
+        netns.sysctl_write(topo.server, "net.mptcp.enabled", 0)
+
+    with pytest.raises(FallbackError, match="fell back to plain TCP"):
+        run_scenario(load_scenario(two_paths(size="1MiB")), RunOptions(repeat=1, setup=disable_server_mptcp))
+    assert not leftovers()
+
+
+def test_missing_scheduler_is_refused_before_building(tmp_path):
+    path = write_scenario(tmp_path, """
+        name = "x"
+        [mptcp]
+        scheduler = "blest"
+        [[path]]
+        name = "a"
+        rate = "10mbit"
+        [workload]
+        size = "1MiB"
+    """)
+    with pytest.raises(UnsupportedError, match="scheduler 'blest' is not available"):
+        run_scenario(load_scenario(path))
+
+
+def test_cli_json_follows_the_contract(two_paths):
+    proc = cli("run", str(two_paths(size="2MiB")), "--json", "--repeat", "2", "--label", "ci")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)  # exactly one document
+    for key in ("scenario", "kernel", "scheduler", "backend", "repetitions", "summary"):
+        assert key in doc
+    assert doc["label"] == "ci" and len(doc["repetitions"]) == 2
+    rep = doc["repetitions"][0]
+    for key in ("completion_s", "goodput_mbps", "mptcp", "subflows", "mib"):
+        assert key in rep
+    for key in ("path", "bytes_sent", "retransmits", "rtt_ms"):
+        assert key in rep["subflows"][0]
+    for metric in ("goodput_mbps", "completion_s"):
+        assert set(doc["summary"][metric]) >= {"median", "ci95"}
+        assert len(doc["summary"][metric]["ci95"]) == 2
+    assert "rep 2" in proc.stderr  # progress went to stderr
+
+
+def test_cli_table(two_paths):
+    proc = cli("run", str(two_paths(size="1MiB")))
+    assert proc.returncode == 0, proc.stderr
+    assert "goodput_mbps: median" in proc.stdout
+    assert "a share" in proc.stdout
+
+
+def test_doctor_and_scenarios():
+    proc = cli("doctor")
+    assert proc.returncode == 0, proc.stdout
+    assert "OK" in proc.stdout and "net.mptcp.enabled" in proc.stdout
+    assert "netem qdisc" in proc.stdout
+    proc = cli("scenarios")
+    assert proc.returncode == 0 and "demo" in proc.stdout
