@@ -5,7 +5,6 @@ import os
 import secrets
 from functools import lru_cache
 
-from pyroute2 import netns as pr_netns
 
 from . import netns
 from .lab import PREFIX, remove_netns
@@ -13,7 +12,7 @@ from .lab import PREFIX, remove_netns
 
 def _scratch_try(kind: str, **params: object) -> bool:
     name = f"{PREFIX}probe-{secrets.token_hex(3)}"
-    pr_netns.create(name)
+    netns.create(name)
     try:
         with netns.iproute(name) as ipr:
             ipr.link("add", ifname="d0", kind="veth", peer="d1")  # no dummy module on many kernels

@@ -19,6 +19,7 @@ from types import FrameType, TracebackType
 
 from pyroute2 import netns as pr_netns
 
+from . import netns
 from .errors import EnvironmentProblem, Interrupted
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class Lab:
     def netns(self, role: str) -> str:
         name = self.prefix + role
         self._namespaces.append(name)  # first, so an interrupt inside create() still removes it
-        pr_netns.create(name)
+        netns.create(name)
         return name
 
     def add_process(self, proc: subprocess.Popen) -> subprocess.Popen:
@@ -141,7 +142,7 @@ def remove_netns(name: str, pids: dict[str, list[int]] | None = None) -> bool:
         except ProcessLookupError:
             pass
     try:
-        pr_netns.remove(name)
+        netns.remove(name)
         return True
     except FileNotFoundError:
         return False

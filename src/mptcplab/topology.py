@@ -78,12 +78,18 @@ def _veth(ipr: IPRoute, ifname: str, peer: str, peer_ns: str) -> None:
     ipr.link("add", ifname=ifname, kind="veth", peer={"ifname": peer, "net_ns_fd": peer_ns})
 
 
-def _up_with_addr(ipr: IPRoute, ifname: str, addr: str | None, prefixlen: int = 24) -> int:
-    idx = ipr.link_lookup(ifname=ifname)[0]
-    if addr:
-        ipr.addr("add", index=idx, address=addr, prefixlen=prefixlen)
-    ipr.link("set", index=idx, state="up")
-    return idx
+def _indexes(ipr: IPRoute) -> dict[str, int]:
+    """Interface name -> index, in one dump instead of a lookup per interface."""
+    return {link.get_attr("IFLA_IFNAME"): link["index"] for link in ipr.get_links()}
+
+
+def _bring_up(ipr: IPRoute, addrs: dict[str, str | None], prefixlen: int = 24) -> dict[str, int]:
+    index = _indexes(ipr)
+    for ifname, addr in addrs.items():
+        if addr:
+            ipr.addr("add", index=index[ifname], address=addr, prefixlen=prefixlen)
+        ipr.link("set", index=index[ifname], state="up")
+    return index
 
 
 def build(lab: Lab, scenario: Scenario, emulator: bool = False) -> Topology:
@@ -98,33 +104,31 @@ def build(lab: Lab, scenario: Scenario, emulator: bool = False) -> Topology:
     with ExitStack() as stack:
         cli, rtr, srv = (stack.enter_context(netns.iproute(ns)) for ns in (topo.client, topo.router, topo.server))
         emu = stack.enter_context(netns.iproute(topo.emulator)) if topo.emulator else None
-        _build_links(topo, cli, rtr, srv, emu)
-        _route(topo, cli, rtr, srv)
+        cli_index = _build_links(topo, cli, rtr, srv, emu)
+        _route(topo, cli, srv, cli_index)
     _disable_offloads(topo)
     _configure_mptcp(topo, scenario)
     return topo
 
 
-def _build_links(topo: Topology, cli: IPRoute, rtr: IPRoute, srv: IPRoute, emu: IPRoute | None) -> None:
+def _build_links(topo: Topology, cli: IPRoute, rtr: IPRoute, srv: IPRoute, emu: IPRoute | None) -> dict[str, int]:
     for p in topo.paths:
         if emu is None:
             _veth(cli, p.client_if, p.router_if, topo.router)
         else:
-            assert p.emu_client_if and p.emu_router_if
+            assert p.emu_client_if and p.emu_router_if and topo.emulator
             _veth(cli, p.client_if, p.emu_client_if, topo.emulator)
             _veth(rtr, p.router_if, p.emu_router_if, topo.emulator)
-            _up_with_addr(emu, p.emu_client_if, None)
-            _up_with_addr(emu, p.emu_router_if, None)
-        _up_with_addr(cli, p.client_if, p.client_addr)
-        _up_with_addr(rtr, p.router_if, p.router_addr)
     _veth(rtr, "srv", "eth0", topo.server)
-    _up_with_addr(rtr, "srv", f"{SERVER_SUBNET}.1")
-    _up_with_addr(srv, "eth0", topo.server_addr)
-    for ipr in (cli, rtr, srv) + ((emu,) if emu else ()):
-        _up_with_addr(ipr, "lo", None)
+    cli_index = _bring_up(cli, {"lo": None, **{p.client_if: p.client_addr for p in topo.paths}})
+    _bring_up(rtr, {"lo": None, "srv": f"{SERVER_SUBNET}.1", **{p.router_if: p.router_addr for p in topo.paths}})
+    _bring_up(srv, {"lo": None, "eth0": topo.server_addr})
+    if emu is not None:
+        _bring_up(emu, {"lo": None, **{i: None for p in topo.paths for i in (p.emu_client_if, p.emu_router_if) if i}})
+    return cli_index
 
 
-def _route(topo: Topology, cli: IPRoute, rtr: IPRoute, srv: IPRoute) -> None:
+def _route(topo: Topology, cli: IPRoute, srv: IPRoute, cli_index: dict[str, int]) -> None:
     netns.sysctl_write(topo.router, "net.ipv4.ip_forward", 1)
     if topo.emulator:
         # the emulator namespace must never answer or route anything itself
@@ -133,7 +137,7 @@ def _route(topo: Topology, cli: IPRoute, rtr: IPRoute, srv: IPRoute) -> None:
     for ns in (topo.client, topo.router, topo.server):
         netns.sysctl_write(ns, "net.ipv6.conf.all.disable_ipv6", 1)
     for p in topo.paths:
-        idx = cli.link_lookup(ifname=p.client_if)[0]
+        idx = cli_index[p.client_if]
         table = TABLE_BASE + p.index
         # main table: path 0 first, the others as fallbacks (as simult_flows does)
         cli.route("add", dst="0.0.0.0/0", gateway=p.router_addr, oif=idx, priority=100 + p.index)

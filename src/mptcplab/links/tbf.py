@@ -40,17 +40,20 @@ class TbfLink(LinkBackend):
             return self.topo.client, ports.client_if
         return self.topo.router, ports.router_if
 
-    def _set(self, path: str, direction: str, rate_bps: float, cmd: str) -> None:
-        spec = self.scenario.path(path).link(direction)  # type: ignore[arg-type]
-        ns, ifname = self._where(path, direction)
-        with netns.iproute(ns) as ipr:
-            idx = ipr.link_lookup(ifname=ifname)[0]
-            ipr.tc(cmd, "tbf", index=idx, handle="1:", **tbf_params(rate_bps, queue_limit_bytes(spec, rate_bps)))
+    def _set(self, changes: list[tuple[str, str, float]], cmd: str) -> None:
+        """Apply (path, direction, rate) changes, one netlink socket per namespace."""
+        by_ns: dict[str, list[tuple[str, str, float]]] = {}
+        for path, direction, rate in changes:
+            by_ns.setdefault(self._where(path, direction)[0], []).append((path, direction, rate))
+        for ns, items in by_ns.items():
+            with netns.iproute(ns) as ipr:
+                for path, direction, rate in items:
+                    spec = self.scenario.path(path).link(direction)  # type: ignore[arg-type]
+                    idx = ipr.link_lookup(ifname=self._where(path, direction)[1])[0]
+                    ipr.tc(cmd, "tbf", index=idx, handle="1:", **tbf_params(rate, queue_limit_bytes(spec, rate)))
 
     def start(self) -> None:
-        for path, direction, spec in specs(self.scenario):
-            assert spec.rate_bps is not None
-            self._set(path, direction, spec.rate_bps, "add")
+        self._set([(path, direction, spec.rate_bps) for path, direction, spec in specs(self.scenario) if spec.rate_bps], "add")
 
     def apply(self, event: Event) -> None:
         directions = ("up", "down") if event.direction == "both" else (event.direction,)
@@ -62,8 +65,7 @@ class TbfLink(LinkBackend):
                 ipr.link("set", index=idx, state=event.action)
             return
         if event.rate is not None:
-            for direction in directions:
-                self._set(event.path, direction, event.rate, "change")
+            self._set([(event.path, d, event.rate) for d in directions], "change")
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"backend": self.name, "paths": {}}
