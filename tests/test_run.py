@@ -116,3 +116,27 @@ def test_doctor_and_scenarios():
     assert "netem qdisc" in proc.stdout
     proc = cli("scenarios")
     assert proc.returncode == 0 and "demo" in proc.stdout
+
+
+def test_userspace_path_manager_opens_a_subflow_per_path(tmp_path):
+    path = write_scenario(tmp_path, """
+        name = "upm"
+        [mptcp]
+        path_manager = "userspace"
+        [[path]]
+        name = "a"
+        rate = "10mbit"
+        [[path]]
+        name = "b"
+        rate = "10mbit"
+        [workload]
+        size = "3MiB"
+        [run]
+        link_backend = "tbf"
+    """)
+    result = run_scenario(load_scenario(path), RunOptions(repeat=1))
+    rep = result.repetitions[0]
+    assert result.path_manager == "userspace"
+    assert rep.mib["MPTcpExtMPJoinSynTx"] >= 1 and rep.mib_server["MPTcpExtMPJoinRejected"] == 0
+    assert all(sf.bytes_sent > 0 for sf in rep.subflows)
+    assert rep.goodput_mbps > 0.8 * 20

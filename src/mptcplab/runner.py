@@ -19,6 +19,7 @@ from .lab import Lab
 from .links import select_backend
 from .links.base import LinkBackend
 from .mptcp import ConnectionSample
+from .pathmanager import EventListener, open_subflows
 from .probes import mib_delta, mib_snapshot, summarize
 from .result import Repetition, RunResult
 from .scenario import Event, Scenario
@@ -62,9 +63,6 @@ def preflight(scenario: Scenario, link_backend: str | None = None) -> type[LinkB
     pms = capabilities.available_path_managers()
     if scenario.mptcp.path_manager not in pms:
         raise UnsupportedError(f"path manager {scenario.mptcp.path_manager!r} is not available (available: {', '.join(pms)})")
-    if scenario.mptcp.path_manager == "userspace" and len(scenario.paths) > 1:
-        raise UnsupportedError("the userspace path manager needs a daemon to open subflows, which mptcplab does not drive yet",
-                               "use path_manager = \"kernel\"")
     return select_backend(link_backend or scenario.run.link_backend, scenario)
 
 
@@ -92,6 +90,8 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
         backend = backend_cls(lab, topo, scenario)
         backend.start()
         lab.on_close(backend.stop)
+        if scenario.mptcp.path_manager == "userspace":
+            lab.on_close(EventListener([topo.client, topo.server]).close)
         if options.setup:
             options.setup(topo)
         if "sysctls_client" not in env:
@@ -115,7 +115,9 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
             if scenario.events:
                 _schedule_events(backend, list(scenario.events), t0, stop_events, event_errors)
 
-        transfer = BulkTransfer(topo, scenario.workload, scenario.run.timeout, on_sample=on_sample, on_start=on_start)
+        userspace_pm = scenario.mptcp.path_manager == "userspace" and len(topo.paths) > 1
+        transfer = BulkTransfer(topo, scenario.workload, scenario.run.timeout, on_sample=on_sample, on_start=on_start,
+                                on_connected=(lambda sock: open_subflows(topo, sock)) if userspace_pm else None)
         lab.on_close(transfer.close)
         lab.on_close(stop_events.set)
         out = transfer.run()

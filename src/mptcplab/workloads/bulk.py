@@ -52,12 +52,14 @@ def mptcp_socket(ns: str) -> tuple[socket.socket, bool]:
 class BulkTransfer:
     def __init__(self, topo: Topology, workload: Workload, timeout_s: float,
                  on_sample: Callable[[ConnectionSample], None] | None = None,
-                 on_start: Callable[[float], None] | None = None) -> None:
+                 on_start: Callable[[float], None] | None = None,
+                 on_connected: Callable[[socket.socket], None] | None = None) -> None:
         self.topo = topo
         self.workload = workload
         self.timeout_s = timeout_s
         self.on_sample = on_sample
         self.on_start = on_start
+        self.on_connected = on_connected
         self.upload = workload.direction == "upload"
         self._received = threading.Event()
         self._sampled = threading.Event()
@@ -134,6 +136,9 @@ class BulkTransfer:
         if not mptcp:
             raise FallbackError("the connection fell back to plain TCP: the server did not answer MP_CAPABLE",
                                 "check net.mptcp.enabled in the server namespace and any middlebox stripping options")
+        if self.on_connected:
+            # a path manager may need the connection fully established, i.e. data flowing
+            threading.Thread(target=self._connected, args=(client,), name="on-connected", daemon=True).start()
         try:
             if self.upload:
                 self._send(client, t0)
@@ -149,8 +154,16 @@ class BulkTransfer:
         if not self._received.is_set() or self.sampler is None:
             raise RunError(f"the transfer did not finish within the timeout of {self.timeout_s:g}s")
         mptcp = mptcp and is_mptcp(client)
+        if self._errors:
+            raise RunError(self._errors[0])
         return Transfer(bytes=self._bytes, completion_s=self._t_end - t0, mptcp=mptcp, t0=t0,
                         sampler=self.sampler, server_mptcp=bool(server_result.get("mptcp", server_mptcp)))
+
+    def _connected(self, client: socket.socket) -> None:
+        try:
+            self.on_connected(client)  # type: ignore[misc]
+        except Exception as e:  # reported with the run's result
+            self._errors.append(str(e))
 
     def _server(self, listener: socket.socket, t0: float, out: dict[str, object]) -> None:
         try:
