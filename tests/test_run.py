@@ -84,8 +84,9 @@ def test_missing_scheduler_is_refused_before_building(tmp_path):
         run_scenario(load_scenario(path))
 
 
-def test_cli_json_follows_the_contract(two_paths):
-    proc = cli("run", str(two_paths(size="2MiB")), "--json", "--repeat", "2", "--label", "ci")
+def test_cli_json_follows_the_contract(two_paths, tmp_path):
+    png = tmp_path / "run.png"
+    proc = cli("run", str(two_paths(size="2MiB")), "--json", "--repeat", "2", "--label", "ci", "--plot", str(png))
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)  # exactly one document
     for key in ("scenario", "kernel", "scheduler", "backend", "repetitions", "summary"):
@@ -100,6 +101,25 @@ def test_cli_json_follows_the_contract(two_paths):
         assert set(doc["summary"][metric]) >= {"median", "ci95"}
         assert len(doc["summary"][metric]["ci95"]) == 2
     assert "rep 2" in proc.stderr  # progress went to stderr
+    _assert_png(png, min_width=800)
+    saved = tmp_path / "run.json"
+    saved.write_text(proc.stdout)
+    png2 = tmp_path / "rep1.png"
+    proc = cli("plot", str(saved), "-o", str(png2), "--rep", "1")
+    assert proc.returncode == 0, proc.stderr
+    _assert_png(png2, min_width=400)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"x": 1}')
+    proc = cli("plot", str(bad))
+    assert proc.returncode == 2 and "not a result" in proc.stderr
+
+
+def _assert_png(path, min_width):
+    import matplotlib.image
+
+    img = matplotlib.image.imread(path)
+    assert img.shape[1] >= min_width and img.shape[0] > 300
+    assert img.std() > 0.01  # not a blank canvas
 
 
 def test_cli_table(two_paths):

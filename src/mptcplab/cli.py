@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, NoReturn, Optional, ParamSpec, TypeVar
 
 import typer
@@ -18,7 +19,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from . import runner
 from .errors import Interrupted, LabError, UsageError
-from .result import Repetition
+from .result import Repetition, RunResult
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -107,6 +108,7 @@ def run(
     label: Annotated[Optional[str], typer.Option("--label", help="a free-form label stored with the run")] = None,
     link_backend: Annotated[Optional[str], typer.Option("--link-backend", help="auto, tbf, netem or wire (default: the scenario's, else auto)")] = None,
     timeseries: Annotated[bool, typer.Option("--timeseries/--no-timeseries", help="include per-subflow time series in the JSON")] = True,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="also draw per-path throughput and RTT over time into this PNG")] = None,
 ) -> None:
     """Run a scenario on this machine's kernel and print its results."""
     from .scenario import load_scenario
@@ -114,6 +116,8 @@ def run(
     scn = load_scenario(scenario)
     if link_backend is not None and link_backend not in ("auto", "tbf", "netem", "wire"):
         raise UsageError(f"--link-backend {link_backend!r}: choose auto, tbf, netem or wire")
+    if plot is not None and not plot.resolve().parent.is_dir():
+        raise UsageError(f"--plot {plot}: the directory {plot.resolve().parent} does not exist")
     runner.preflight(scn, link_backend)  # refuse before anything is built or drawn
     with RichProgress(scn.name) as progress:
         result = runner.run_scenario(scn, runner.RunOptions(repeat=repeat, label=label, link_backend=link_backend, progress=progress))
@@ -123,6 +127,40 @@ def run(
         from .report import print_run
 
         print_run(result, out)
+    if plot is not None:
+        _plot(result, plot)
+
+
+@app.command("plot")
+@handled
+def plot_cmd(
+    result_json: Annotated[Path, typer.Argument(help="a result saved from 'mptcplab run --json'")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="the PNG to write")] = Path("mptcplab.png"),
+    repetition: Annotated[Optional[int], typer.Option("--rep", help="only this repetition (1-based)")] = None,
+) -> None:
+    """Draw per-path throughput and RTT over time from a JSON result."""
+    from pydantic import ValidationError
+
+    from .result import RunResult
+
+    try:
+        result = RunResult.model_validate_json(result_json.read_text())
+    except OSError as e:
+        raise UsageError(f"{result_json}: cannot read: {e.strerror}") from None
+    except ValidationError:
+        raise UsageError(f"{result_json}: not a result written by 'mptcplab run --json'") from None
+    _plot(result, output, None if repetition is None else repetition - 1, console=out)
+
+
+def _plot(result: RunResult, path: Path, repetition: int | None = None, console: Console = err) -> None:
+    from .plots import plot_run
+
+    try:
+        console.print(f"plot written to {plot_run(result, path, repetition)}", highlight=False)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    except OSError as e:
+        raise UsageError(f"cannot write the plot {path}: {e.strerror}") from None
 
 
 @app.command()
