@@ -122,6 +122,9 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
         lab.on_close(stop_events.set)
         out = transfer.run()
         stop_events.set()
+        link_stats = backend.stats()  # the emulator's own counters, while it still runs
+        if link_stats:
+            env.setdefault("link_stats", []).append(link_stats)
         mib_after = (mib_snapshot(topo.client), mib_snapshot(topo.server))
         subflows, series = summarize(out.sampler.samples, topo, sender_is_client=transfer.upload)
         if event_errors:
@@ -182,5 +185,6 @@ def run_scenario(scenario: Scenario, options: RunOptions | None = None) -> RunRe
         if options.progress:
             options.progress.repetition_finished(rep)
     env["load_after"] = loadavg()
+    result.environment = env  # pydantic copied env when the result was made; keep what was added since
     summarize_run(result)
     return result

@@ -45,6 +45,10 @@ class LinkBackend(ABC):
     def stop(self) -> None:
         """Detach; the lab removes namespaces anyway, so this may do nothing."""
 
+    def stats(self) -> dict[str, Any]:
+        """The emulator's own counters for the run so far ({} when it keeps none)."""
+        return {}
+
     def describe(self) -> dict[str, Any]:
         """Parameters to record with the result (what was really configured)."""
         return {"backend": self.name}

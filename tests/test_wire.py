@@ -1,0 +1,225 @@
+"""The wire backend: real MPTCP through the userspace link emulator.
+
+Every test runs the real kernel's MPTCP over veth pairs cut by a forwarder
+process in the emulator namespace, and checks what TCP itself reports
+(TCP_INFO via MPTCP_FULL_INFO) plus the forwarder's own counters.
+"""
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from mptcplab import RunOptions, load_scenario, run_scenario
+from mptcplab.links import offloads
+from mptcplab.links.traces import capacity_bytes, load_trace
+from mptcplab.scenario import parse_scenario
+
+from .conftest import cli, leftovers, requires_root, write_scenario
+
+pytestmark = requires_root
+
+
+def _run(tmp_path, body: str):
+    result = run_scenario(load_scenario(write_scenario(tmp_path, body)), RunOptions(repeat=1))
+    assert result.backend == "wire"
+    assert not leftovers()
+    return result, result.repetitions[0]
+
+
+def _window_mean(series: list[float], t: list[float], start: float, end: float) -> float:
+    values = [v for ti, v in zip(t, series) if start <= ti < end]
+    return statistics.fmean(values) if values else 0.0
+
+
+def test_rtts_follow_the_configured_delays(tmp_path):
+    result, rep = _run(tmp_path, """
+        name = "rtt"
+        [[path]]
+        name = "near"
+        rate = "20mbit"
+        delay = "10ms"
+        [[path]]
+        name = "far"
+        rate = "20mbit"
+        delay = "40ms"
+        [workload]
+        duration = "4s"
+        [run]
+        link_backend = "wire"
+    """)
+    rtt = {sf.path: sf for sf in rep.subflows}
+    # the path's own RTT: 2 x one-way delay plus serialization of a frame and an ACK at 20 mbit
+    assert abs(rtt["near"].min_rtt_ms - 20) <= 3, rtt["near"]
+    assert abs(rtt["far"].min_rtt_ms - 80) <= 3, rtt["far"]
+    # queueing the scenario asked for (100 ms at the rate) can only add to it
+    assert rtt["near"].rtt_median_ms >= rtt["near"].min_rtt_ms
+    assert rep.goodput_mbps >= 0.75 * 40, rep.goodput_mbps
+    link = result.environment["link"]
+    assert link["backend"] == "wire" and link["paths"]["far"]["up"]["delay_s"] == 0.04
+    stats = result.environment["link_stats"][0]["paths"]
+    for path in ("near", "far"):
+        for direction in ("up", "down"):
+            d = stats[path][direction]
+            assert d["frames_out"] > 0
+            assert d["frames_out"] + sum(d["drops"].values()) + d["queued"] == d["frames_in"], d
+
+
+def test_loss_shows_up_on_that_subflow_only(tmp_path):
+    result, rep = _run(tmp_path, """
+        name = "loss"
+        [[path]]
+        name = "lossy"
+        rate = "10mbit"
+        delay = "5ms"
+        loss = "1%"
+        queue = "2000p"
+        [[path]]
+        name = "clean"
+        rate = "10mbit"
+        delay = "5ms"
+        queue = "2000p"
+        [workload]
+        duration = "3s"
+        [run]
+        link_backend = "wire"
+    """)
+    sf = {s.path: s for s in rep.subflows}
+    assert sf["lossy"].retransmits > 0, sf["lossy"]
+    assert sf["clean"].retransmits == 0, sf["clean"]
+    stats = result.environment["link_stats"][0]["paths"]
+    up = stats["lossy"]["up"]
+    assert up["drops"]["loss"] > 0 and up["drops"]["queue"] == 0
+    assert sum(stats["clean"]["up"]["drops"].values()) == 0
+
+
+def test_path_down_moves_traffic_and_up_brings_it_back(tmp_path):
+    result, rep = _run(tmp_path, """
+        name = "failover"
+        [[path]]
+        name = "a"
+        rate = "10mbit"
+        delay = "5ms"
+        [[path]]
+        name = "b"
+        rate = "10mbit"
+        delay = "5ms"
+        [workload]
+        duration = "10s"
+        [run]
+        link_backend = "wire"
+        [[event]]
+        at = "2s"
+        path = "a"
+        action = "down"
+        [[event]]
+        at = "5s"
+        path = "a"
+        action = "up"
+    """)
+    ts = rep.timeseries
+    assert ts is not None
+    a, b = ts.throughput_mbps["a"], ts.throughput_mbps["b"]
+    assert _window_mean(a, ts.t, 0.5, 2.0) > 5, "path a carried traffic before it failed"
+    assert _window_mean(a, ts.t, 2.5, 5.0) < 0.5, "path a carried traffic while down"
+    assert _window_mean(b, ts.t, 2.5, 5.0) > 8, "path b did not take the whole transfer over"
+    assert _window_mean(a, ts.t, 7.0, 10.0) > 5, "traffic did not come back to path a"
+    assert 9.5 < rep.completion_s < 13 and rep.goodput_mbps > 10
+    assert result.environment["link_stats"][0]["paths"]["a"]["up"]["drops"]["down"] > 0
+
+
+def test_cellular_trace_replays_its_mean_rate(tmp_path):
+    trace = "ATT-LTE-driving-2016.up"  # bundled with mptcplab
+    result, rep = _run(tmp_path, f"""
+        name = "cell"
+        [[path]]
+        name = "lte"
+        trace_up = "{trace}"
+        rate = "10mbit"
+        delay = "10ms"
+        queue = "300p"
+        [[path]]
+        name = "wifi"
+        rate = "10mbit"
+        delay = "5ms"
+        [workload]
+        duration = "6s"
+        [run]
+        link_backend = "wire"
+    """)
+    up = result.environment["link_stats"][0]["paths"]["lte"]["up"]
+    stamps = load_trace(result.environment["link"]["paths"]["lte"]["up"]["trace"])
+    # a 6 s replay covers a slice of the 120 s trace: compare with that slice's own mean
+    start, end = up["first_out"] - up["trace_epoch"], up["last_out"] - up["trace_epoch"]
+    delivered = up["bytes_out"] - 14 * up["frames_out"]  # IP bytes, as Mahimahi counts
+    expected = capacity_bytes(stamps, start, end)
+    assert abs(delivered / expected - 1) <= 0.05, (delivered, expected)
+    assert {s.path for s in rep.subflows if s.bytes_acked > 0} == {"lte", "wifi"}
+
+
+def test_offloads_are_off_on_every_emulated_interface(tmp_path):
+    seen = {}
+
+    def check(topo):
+        for p in topo.paths:
+            seen[(topo.emulator, p.emu_client_if)] = offloads.enabled(topo.emulator, p.emu_client_if)
+            seen[(topo.emulator, p.emu_router_if)] = offloads.enabled(topo.emulator, p.emu_router_if)
+            seen[(topo.client, p.client_if)] = offloads.enabled(topo.client, p.client_if)
+            seen[(topo.router, p.router_if)] = offloads.enabled(topo.router, p.router_if)
+
+    path = write_scenario(tmp_path, """
+        name = "offloads"
+        [[path]]
+        name = "a"
+        rate = "10mbit"
+        delay = "1ms"
+        [[path]]
+        name = "b"
+        rate = "10mbit"
+        [workload]
+        size = "256KiB"
+        [run]
+        link_backend = "wire"
+    """)
+    run_scenario(load_scenario(path), RunOptions(repeat=1, setup=check))
+    assert len(seen) == 8
+    for where, features in seen.items():
+        assert features and not any(features.values()), (where, features)
+    assert not leftovers()
+
+
+BASE = 'name="x"\n[[path]]\nname="a"\nrate="10mbit"\n{path}[workload]\nduration="3s"\n[run]\nlink_backend="wire"\n{events}'
+BAD = {
+    "missing trace": (BASE.format(path='trace_up="no-such-trace.up"\n', events=""), "does not exist"),
+    "malformed trace": (BASE.format(path='trace_up="{bad}"\n', events=""), "not a whole number of milliseconds"),
+    "event after the end": (BASE.format(path="", events='[[event]]\nat="5s"\npath="a"\naction="down"\n'), "after the run ends"),
+    "event on unknown path": (BASE.format(path="", events='[[event]]\nat="1s"\npath="zz"\naction="down"\n'), "path 'zz', which does not exist"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_values_give_one_line_and_build_nothing(tmp_path, case):
+    body, words = BAD[case]
+    bad_trace = tmp_path / "bad.up"
+    bad_trace.write_text("0\n5\nfive\n")
+    before = set(leftovers())
+    proc = cli("run", str(write_scenario(tmp_path, body.replace("{bad}", str(bad_trace)))), "--link-backend", "wire")
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert set(leftovers()) <= before
+
+
+def test_every_scenario_property_is_supported():
+    from mptcplab.links.wire import WireLink
+
+    scenario = parse_scenario({
+        "name": "all",
+        "path": [{"name": "a", "rate": "5mbit", "delay": "20ms", "jitter": "2ms", "jitter_distribution": "pareto",
+                  "reorder": True, "loss": {"model": "gilbert-elliott", "p": "1%", "r": "30%"}, "queue": "64KiB",
+                  "up": {"rate": "1mbit"}}],
+        "workload": {"size": "1MiB"},
+        "event": [{"at": "1s", "path": "a", "action": "set", "rate": "2mbit", "delay": "5ms", "loss": "2%"}],
+    })
+    assert WireLink.unsupported(scenario) is None
