@@ -44,7 +44,8 @@ def available_schedulers(ns: str | None = None) -> list[str]:
     try:
         return netns.sysctl_read(ns, "net.mptcp.available_schedulers").split()
     except FileNotFoundError:
-        return []
+        # before 6.6 there is no scheduler sysctl: the built-in one is the only one
+        return ["default"] if os.path.exists("/proc/sys/net/mptcp/enabled") else []
 
 
 def available_path_managers(ns: str | None = None) -> list[str]:

@@ -135,8 +135,53 @@ def is_mptcp(sock: socket.socket) -> bool:
         raise
 
 
+class SubflowData(ctypes.Structure):
+    """The header of MPTCP_TCPINFO / MPTCP_SUBFLOW_ADDRS (5.16+), followed by an array."""
+
+    _fields_ = [("size_subflow_data", u32), ("num_subflows", u32), ("size_kernel", u32), ("size_user", u32)]
+
+
+def _subflow_array(fd: int, opt: int, elem: type[ctypes.Structure]) -> tuple[int, ctypes.Array]:
+    """The kernel strides its array by min(our element size, its own): re-pack into ours."""
+    size = ctypes.sizeof(elem)
+    buf = ctypes.create_string_buffer(ctypes.sizeof(SubflowData) + size * MAX_SUBFLOWS)
+    hdr = SubflowData.from_buffer(buf)
+    hdr.size_subflow_data = ctypes.sizeof(SubflowData)
+    hdr.size_user = size
+    _getsockopt(fd, SOL_MPTCP, opt, buf)
+    stride, n = hdr.size_user, min(hdr.num_subflows, MAX_SUBFLOWS)
+    items = (elem * MAX_SUBFLOWS)()
+    raw = buf.raw[hdr.size_subflow_data:]
+    for i in range(n):
+        ctypes.memmove(ctypes.addressof(items[i]), raw[i * stride:(i + 1) * stride], min(stride, size))
+    return hdr.num_subflows, items
+
+
+def _separate_info(sock: socket.socket) -> tuple[int, ctypes.Array, ctypes.Array, MptcpInfo]:
+    """Kernels before 6.5 have no MPTCP_FULL_INFO: the same data from three getsockopts (not atomic)."""
+    fd = sock.fileno()
+    n_ti, ti = _subflow_array(fd, MPTCP_TCPINFO, TcpInfo)
+    n_sf, addrs = _subflow_array(fd, MPTCP_SUBFLOW_ADDRS, SubflowAddrs)
+    sf = (SubflowInfo * MAX_SUBFLOWS)()
+    for i in range(min(n_sf, MAX_SUBFLOWS)):
+        sf[i].id = i + 1
+        sf[i].addrs = addrs[i]
+    mi = MptcpInfo()
+    _getsockopt(fd, SOL_MPTCP, MPTCP_INFO, mi)
+    return min(n_ti, n_sf), sf, ti, mi
+
+
 def full_info(sock: socket.socket) -> ConnectionSample:
     """MPTCP_FULL_INFO: the connection and every subflow's tcp_info and addresses, atomically."""
+    try:
+        return _full_info(sock)
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.ENOPROTOOPT, errno.EINVAL):
+            raise
+    return _sample(*_separate_info(sock))
+
+
+def _full_info(sock: socket.socket) -> ConnectionSample:
     sf = (SubflowInfo * MAX_SUBFLOWS)()
     ti = (TcpInfo * MAX_SUBFLOWS)()
     req = FullInfo()
@@ -146,7 +191,11 @@ def full_info(sock: socket.socket) -> ConnectionSample:
     req.subflow_info = ctypes.addressof(sf)
     req.tcp_info = ctypes.addressof(ti)
     _getsockopt(sock.fileno(), SOL_MPTCP, MPTCP_FULL_INFO, req)
-    n = min(req.num_subflows, MAX_SUBFLOWS)
+    return _sample(req.num_subflows, sf, ti, req.mptcp_info)
+
+
+def _sample(num_subflows: int, sf: ctypes.Array, ti: ctypes.Array, mi: MptcpInfo) -> ConnectionSample:
+    n = min(num_subflows, MAX_SUBFLOWS)
     subflows = tuple(
         SubflowSample(
             id=sf[i].id,
@@ -164,9 +213,8 @@ def full_info(sock: socket.socket) -> ConnectionSample:
         )
         for i in range(n)
     )
-    mi = req.mptcp_info
     return ConnectionSample(
-        subflows_total=req.num_subflows,
+        subflows_total=num_subflows,
         mptcp_bytes_sent=mi.bytes_sent,
         mptcp_bytes_acked=mi.bytes_acked,
         mptcp_bytes_received=mi.bytes_received,

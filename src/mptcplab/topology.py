@@ -160,7 +160,7 @@ def _configure_mptcp(topo: Topology, scenario: Scenario) -> None:
     pm = scenario.mptcp.path_manager
     for ns in (topo.client, topo.server):
         netns.sysctl_write(ns, "net.mptcp.enabled", 1)
-        netns.sysctl_write(ns, "net.mptcp.scheduler", scenario.mptcp.scheduler)
+        _set_scheduler(ns, scenario.mptcp.scheduler)
         _set_path_manager(ns, pm)
         with netns.inside(ns):
             pm_sock = MPTCP()
@@ -171,6 +171,14 @@ def _configure_mptcp(topo: Topology, scenario: Scenario) -> None:
                         pm_sock.endpoint("add", addr=p.client_addr, flags=MPTCP_PM_ADDR_FLAG_SUBFLOW)
             finally:
                 pm_sock.close()
+
+
+def _set_scheduler(ns: str, scheduler: str) -> None:
+    try:
+        netns.sysctl_write(ns, "net.mptcp.scheduler", scheduler)
+    except FileNotFoundError:  # before 6.6: no sysctl, only the built-in scheduler (preflight checked)
+        if scheduler != "default":
+            raise
 
 
 def _set_path_manager(ns: str, pm: str) -> None:

@@ -1,0 +1,112 @@
+"""Inside the guest: run one job with the ordinary runner and report as JSON lines.
+
+The guest's init runs this with the host's own Python over the read-only
+virtiofs mount; stdout is the guest's second serial port, which the host
+reads. One line per event: ``ready`` (booted), ``progress`` (repetition
+started / sampled / finished), then exactly one ``result`` or ``error``.
+Under emulation the guest CPU may be the bottleneck, so every repetition
+carries how busy the guest's CPUs were while it ran.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pickle
+import sys
+import time
+import traceback
+from typing import Any
+
+from ..errors import LabError
+from ..result import Repetition
+from ..runner import Progress, RunOptions, run_scenario
+from ..scenario import Scenario
+
+SATURATED = 0.9  # busy fraction of the guest's CPUs above which a result is CPU bound
+SAMPLE_EVERY_S = 0.5
+
+
+def emit(doc: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(doc, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def cpu_times() -> list[tuple[int, int]]:
+    """(busy, total) jiffies for all CPUs together, then each CPU, from /proc/stat."""
+    out = []
+    with open("/proc/stat") as f:
+        for line in f:
+            if not line.startswith("cpu"):
+                break
+            vals = [int(x) for x in line.split()[1:]]
+            idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+            out.append((sum(vals) - idle, sum(vals)))
+    return out
+
+
+def busy_fraction(before: list[tuple[int, int]], after: list[tuple[int, int]]) -> tuple[float, float]:
+    """(all CPUs, busiest CPU) busy fraction between two cpu_times()."""
+    fracs = [(b1 - b0) / (t1 - t0) if t1 > t0 else 0.0 for (b0, t0), (b1, t1) in zip(before, after)]
+    return round(fracs[0], 3), round(max(fracs[1:] or [0.0]), 3)
+
+
+class GuestProgress(Progress):
+    """Forwards the runner's progress to the host and measures CPU load per repetition."""
+
+    def __init__(self) -> None:
+        self.cpu: list[dict[str, float]] = []
+        self._start: list[tuple[int, int]] = []
+        self._last_sample = 0.0
+
+    def repetition_started(self, index: int, total: int) -> None:
+        self._start = cpu_times()
+        emit({"type": "progress", "event": "started", "index": index, "total": total})
+
+    def sample(self, index: int, done: float, total: float) -> None:
+        now = time.monotonic()
+        if now - self._last_sample >= SAMPLE_EVERY_S:
+            self._last_sample = now
+            emit({"type": "progress", "event": "sample", "index": index, "done": done, "total": total})
+
+    def repetition_finished(self, rep: Repetition) -> None:
+        total, busiest = busy_fraction(self._start, cpu_times())
+        self.cpu.append({"busy": total, "busiest_cpu": busiest})
+        emit({"type": "progress", "event": "finished", "repetition": rep.model_dump(mode="json", exclude={"timeseries"})})
+
+
+def run_job(job: dict[str, Any]) -> None:
+    scenario: Scenario = pickle.loads(base64.b64decode(job["scenario_pickle"]))  # written by the host's lab
+    progress = GuestProgress()
+    options = RunOptions(repeat=job.get("repeat"), label=job.get("label"), link_backend=job.get("link_backend"),
+                         progress=progress, tags=job.get("tags") or {})
+    result = run_scenario(scenario, options)
+    busy = [c["busy"] for c in progress.cpu]
+    result.environment["guest_cpu"] = {
+        "per_repetition": progress.cpu,
+        "saturated": any(c["busy"] >= SATURATED for c in progress.cpu),
+        "max_busy": max(busy, default=0.0),
+        "cpus": os.cpu_count(),
+    }
+    emit({"type": "result", "result": result.to_json(timeseries=job.get("timeseries", True))})
+
+
+def main(job_path: str) -> int:
+    with open("/proc/uptime") as f:
+        uptime = float(f.read().split()[0])
+    emit({"type": "ready", "kernel": os.uname().release, "uptime_s": uptime})
+    try:
+        with open(job_path) as f:
+            run_job(json.load(f))
+    except LabError as e:
+        emit({"type": "error", "kind": type(e).__name__, "exit_code": e.exit_code, "message": e.message, "hint": e.hint})
+        return 1
+    except BaseException as e:  # the host must always get an answer; the traceback goes to the console
+        traceback.print_exc()
+        emit({"type": "error", "kind": "RunError", "exit_code": 1, "message": f"{type(e).__name__}: {e}", "hint": None})
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
