@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV   := .venv
 # iproute2: ip/tc for users and the topology benchmark; kmod, procps: doctor and nstat;
 # python3-venv: the virtualenv; git: the commit recorded with each result.
-DEB_PACKAGES := iproute2 procps kmod git python3 python3-venv python3-dev gcc ethtool
+# postgresql: the store tests start a throwaway PostgreSQL cluster of their own.
+DEB_PACKAGES := iproute2 procps kmod git python3 python3-venv python3-dev gcc ethtool postgresql
 
 .PHONY: install deb-packages demo test bench clean
 
@@ -34,6 +35,7 @@ test: install
 
 bench: install
 	$(VENV)/bin/python bench/topology_build.py
+	$(VENV)/bin/python bench/verdict_validation.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -80,3 +80,11 @@ def two_paths(tmp_path: Path):
     def make(size: str = "4MiB", repeat: int = 1, backend: str = "auto") -> Path:
         return write_scenario(tmp_path, TWO_PATHS.format(size=size, repeat=repeat, backend=backend))
     return make
+
+
+@pytest.fixture(autouse=True)
+def results_store(tmp_path_factory, monkeypatch) -> Path:
+    """Every test's runs are stored in its own SQLite file, never in the user's results database."""
+    db = tmp_path_factory.mktemp("store") / "results.db"
+    monkeypatch.setenv("MPTCPLAB_DB", str(db))
+    return db

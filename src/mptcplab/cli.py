@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, NoReturn, Optional, ParamSpec, TypeVar
 
@@ -68,6 +69,9 @@ class RichProgress(runner.Progress):
     def __exit__(self, *exc: object) -> None:
         self.bar.stop()
 
+    def scenario_started(self, name: str) -> None:
+        self.scenario = name  # interleaved runs: the bar says which scenario this repetition is
+
     def repetition_started(self, index: int, total: int) -> None:
         self.task = self.bar.add_task(f"{self.scenario} rep {index + 1}/{total}", total=1.0)
 
@@ -102,33 +106,52 @@ def doctor() -> None:
 @app.command()
 @handled
 def run(
-    scenario: Annotated[str, typer.Argument(help="a TOML file or the name of a built-in scenario")],
+    scenario: Annotated[list[str], typer.Argument(help="TOML files or names of built-in scenarios; several run interleaved, A B A B ...")],
     repeat: Annotated[Optional[int], typer.Option("--repeat", "-n", min=1, help="repetitions (default: the scenario's [run] repeat)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print exactly one JSON document on stdout")] = False,
     label: Annotated[Optional[str], typer.Option("--label", help="a free-form label stored with the run")] = None,
     link_backend: Annotated[Optional[str], typer.Option("--link-backend", help="auto, tbf, netem or wire (default: the scenario's, else auto)")] = None,
     timeseries: Annotated[bool, typer.Option("--timeseries/--no-timeseries", help="include per-subflow time series in the JSON")] = True,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="also draw per-path throughput and RTT over time into this PNG")] = None,
+    warmup: Annotated[bool, typer.Option("--warmup", help="run one extra first repetition, kept but flagged warm-up and left out of summaries")] = False,
+    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="key=value stored with the run (repeatable)")] = None,
+    db: Annotated[Optional[str], typer.Option("--db", help="results database: a SQLite path or a URL (default: $MPTCPLAB_DB, else ~/.local/share/mptcplab/results.db)")] = None,
+    store: Annotated[bool, typer.Option("--store/--no-store", help="store the run in the results database")] = True,
 ) -> None:
-    """Run a scenario on this machine's kernel and print its results."""
+    """Run scenarios on this machine's kernel, store and print their results."""
+    from .cli_store import parse_tags, recorder_for
     from .scenario import load_scenario
 
-    scn = load_scenario(scenario)
+    scns = [load_scenario(s) for s in scenario]
+    scn = scns[0]
+    if plot is not None and len(scns) > 1:
+        raise UsageError("--plot draws one run: give one scenario")
+    tags = parse_tags(tag or [])
+    recorder = recorder_for(db, err) if store else None
     if link_backend is not None and link_backend not in ("auto", "tbf", "netem", "wire"):
         raise UsageError(f"--link-backend {link_backend!r}: choose auto, tbf, netem or wire")
     if plot is not None and not plot.resolve().parent.is_dir():
         raise UsageError(f"--plot {plot}: the directory {plot.resolve().parent} does not exist")
-    runner.preflight(scn, link_backend)  # refuse before anything is built or drawn
-    with RichProgress(scn.name) as progress:
-        result = runner.run_scenario(scn, runner.RunOptions(repeat=repeat, label=label, link_backend=link_backend, progress=progress))
+    for s in scns:
+        runner.preflight(s, link_backend)  # refuse before anything is built or drawn
+    options = runner.RunOptions(repeat=repeat, label=label, link_backend=link_backend, tags=tags,
+                                warmup=1 if warmup else 0, sinks=[recorder] if recorder else [])
+    try:
+        with RichProgress(scn.name) as progress:
+            results = runner.run_scenarios(scns, replace(options, progress=progress))
+    finally:
+        for line in recorder.report_lines() if recorder else []:
+            err.print(line, highlight=False, markup=False, soft_wrap=True)
     if as_json:
-        sys.stdout.write(json.dumps(result.to_json(timeseries=timeseries)) + "\n")
+        docs = [r.to_json(timeseries=timeseries) for r in results]
+        sys.stdout.write(json.dumps(docs[0] if len(docs) == 1 else {"runs": docs}) + "\n")
     else:
         from .report import print_run
 
-        print_run(result, out)
+        for result in results:
+            print_run(result, out)
     if plot is not None:
-        _plot(result, plot)
+        _plot(results[0], plot)
 
 
 @app.command("plot")
@@ -192,6 +215,9 @@ def cleanup(
         out.print(f"kept {ns}: its run is still alive (use --all to remove it anyway)", highlight=False)
     if not (report.namespaces or report.processes or report.lock_files):
         out.print("nothing to clean up")
+
+
+from . import cli_store  # noqa: E402,F401  (registers runs, show, export, compare, import on `app`)
 
 
 def main() -> None:

@@ -48,6 +48,7 @@ def lab_version() -> dict[str, str]:
 
 def host_environment() -> dict[str, Any]:
     return {
+        "hostname": os.uname().nodename,
         "kernel_release": os.uname().release,
         "kernel_version": os.uname().version,
         "cmdline": _read("/proc/cmdline"),
@@ -55,6 +56,7 @@ def host_environment() -> dict[str, Any]:
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "mptcplab": lab_version(),
+        "python": platform.python_version(),
     }
 
 

@@ -50,6 +50,12 @@ class RunError(LabError):
     exit_code = 1
 
 
+class StoreError(LabError):
+    """The results store cannot be opened, read or written (locked, full, unreachable)."""
+
+    exit_code = 1
+
+
 class FallbackError(RunError):
     """The connection fell back to plain TCP: never a valid MPTCP result."""
 

@@ -53,6 +53,8 @@ class Estimate(BaseModel):
 
 
 class RunResult(BaseModel):
+    #: the stored run's id (`mptcplab show RUN_ID`); unique across machines
+    run_id: str = ""
     scenario: str
     scenario_hash: str = ""
     kernel: str
@@ -64,6 +66,10 @@ class RunResult(BaseModel):
     summary: dict[str, Estimate] = Field(default_factory=dict)
     environment: dict[str, Any] = Field(default_factory=dict)
     errors: list[str] = Field(default_factory=list)
+    #: completed, interrupted (Ctrl-C/SIGTERM: finished repetitions are kept) or failed
+    status: str = "completed"
+    started_at: float = 0.0
+    ended_at: float | None = None
 
     def to_json(self, timeseries: bool = True) -> dict[str, Any]:
         exclude: Any = {"repetitions": {"__all__": {"timeseries"}}} if not timeseries else None

@@ -5,6 +5,7 @@ repetition inherits TCP metrics or PM state from the one before.
 """
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -37,14 +38,31 @@ class RunOptions:
     on_repetition: Callable[[Repetition], None] | None = None
     progress: "Progress | None" = None
     tags: dict[str, str] = field(default_factory=dict)
+    #: extra first repetitions, run and kept but flagged warm-up: summaries and compare skip them
+    warmup: int = 0
+    #: where results go as they are measured (the store's recorder)
+    sinks: list["RunSink"] = field(default_factory=list)
 
 
 class Progress:
     """What the runner tells a UI; the CLI renders it with rich on stderr."""
 
+    def scenario_started(self, name: str) -> None: ...
     def repetition_started(self, index: int, total: int) -> None: ...
     def sample(self, index: int, done: float, total: float) -> None: ...
     def repetition_finished(self, rep: Repetition) -> None: ...
+
+
+class RunSink:
+    """Where a run goes while it runs (the results store): every call may persist, none may be skipped.
+
+    run_finished is called however the run ends (completed, failed, interrupted),
+    so what finished is never lost.
+    """
+
+    def run_started(self, result: RunResult, scenario: Scenario) -> None: ...
+    def repetition_finished(self, result: RunResult, rep: Repetition) -> None: ...
+    def run_finished(self, result: RunResult) -> None: ...
 
 
 def preflight(scenario: Scenario, link_backend: str | None = None) -> type[LinkBackend]:
@@ -159,13 +177,65 @@ def summarize_run(result: RunResult) -> None:
 
 def run_scenario(scenario: Scenario, options: RunOptions | None = None) -> RunResult:
     """Run every repetition of `scenario` and return what was measured."""
+    return run_scenarios([scenario], options)[0]
+
+
+def run_scenarios(scenarios: list[Scenario], options: RunOptions | None = None) -> list[RunResult]:
+    """Run several scenarios with their repetitions interleaved (A B A B ...), one RunResult each.
+
+    Interleaving makes slow drift of the machine (load, thermal state) hit
+    every scenario alike instead of biasing whichever ran last. The first
+    `options.warmup` repetitions of each are run and kept but flagged warm-up.
+    Sinks hear of each run's start, each repetition as it ends, and each run's
+    end however it ends: an interrupted run keeps its finished repetitions.
+    """
     options = options or RunOptions()
-    backend_cls = preflight(scenario, options.link_backend)
-    repeat = options.repeat or scenario.run.repeat
-    env = host_environment()
-    env["load_before"] = loadavg()
-    env["tags"] = dict(options.tags)
+    backends = [preflight(s, options.link_backend) for s in scenarios]
+    host = host_environment()
+    host["load_before"] = loadavg()
+    host["tags"] = dict(options.tags)
+    results = [_new_result(s, b, options, dict(host)) for s, b in zip(scenarios, backends)]
+    totals = [options.warmup + (options.repeat or s.run.repeat) for s in scenarios]
+    started: list[RunResult] = []
+    current: RunResult | None = None
+    try:
+        for result, scenario in zip(results, scenarios):
+            for sink in options.sinks:
+                sink.run_started(result, scenario)
+            started.append(result)
+        for i in range(max(totals)):
+            for scenario, backend_cls, result, total in zip(scenarios, backends, results, totals):
+                if i < total:
+                    current = result
+                    _one_repetition(scenario, backend_cls, result, i, total, options)
+        for result in results:
+            result.status = "completed"
+    except BaseException as e:
+        for result, total in zip(results, totals):
+            if result is current and not isinstance(e, KeyboardInterrupt):
+                result.status = "failed"
+                result.errors.append(str(e))
+            elif len(result.repetitions) < total:
+                result.status = "interrupted"  # stopped (Ctrl-C, or another scenario failed) before its last repetition
+            else:
+                result.status = "completed"
+        raise
+    finally:
+        for result in results:
+            result.environment["load_after"] = loadavg()
+            result.ended_at = round(time.time(), 6)
+            summarize_run(result)
+        for result in started:
+            for sink in options.sinks:
+                sink.run_finished(result)
+    return results
+
+
+def _new_result(scenario: Scenario, backend_cls: type[LinkBackend], options: RunOptions, env: dict[str, Any]) -> RunResult:
+    env.update(scheduler=scenario.mptcp.scheduler, path_manager=scenario.mptcp.path_manager,
+               link_backend=backend_cls.name, label=options.label)
     result = RunResult(
+        run_id=secrets.token_hex(5),
         scenario=scenario.name,
         scenario_hash=scenario.content_hash,
         kernel=env["kernel_release"],
@@ -173,18 +243,24 @@ def run_scenario(scenario: Scenario, options: RunOptions | None = None) -> RunRe
         path_manager=scenario.mptcp.path_manager,
         backend=backend_cls.name,
         label=options.label,
-        environment=env,
+        status="running",
+        started_at=round(time.time(), 6),
     )
-    for i in range(repeat):
-        if options.progress:
-            options.progress.repetition_started(i, repeat)
-        rep = run_repetition(scenario, backend_cls, i, options, env)
-        result.repetitions.append(rep)
-        if options.on_repetition:
-            options.on_repetition(rep)
-        if options.progress:
-            options.progress.repetition_finished(rep)
-    env["load_after"] = loadavg()
-    result.environment = env  # pydantic copied env when the result was made; keep what was added since
-    summarize_run(result)
+    result.environment = env  # assigned, not copied: run_repetition adds sysctls and link parameters to it
     return result
+
+
+def _one_repetition(scenario: Scenario, backend_cls: type[LinkBackend], result: RunResult, index: int, total: int,
+                    options: RunOptions) -> None:
+    if options.progress:
+        options.progress.scenario_started(scenario.name)
+        options.progress.repetition_started(index, total)
+    rep = run_repetition(scenario, backend_cls, index, options, result.environment)
+    rep.warmup = index < options.warmup
+    result.repetitions.append(rep)
+    if options.on_repetition:
+        options.on_repetition(rep)
+    for sink in options.sinks:
+        sink.repetition_finished(result, rep)
+    if options.progress:
+        options.progress.repetition_finished(rep)

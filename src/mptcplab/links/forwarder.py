@@ -399,10 +399,13 @@ def write(obj: dict) -> None:
     os.write(1, (json.dumps(obj) + "\n").encode())
 
 
+WAKEUPS = [0]  # loop iterations: CPU per frame is mostly per wakeup at low rates
+
+
 def report(dirs: list[Direction], t0: float, realtime: bool) -> dict:
     usage = os.times()
     return {"directions": {d.name: d.report() for d in dirs}, "elapsed_s": mono() - t0,
-            "cpu_s": usage.user + usage.system, "realtime": realtime}
+            "cpu_s": usage.user + usage.system, "user_s": usage.user, "wakeups": WAKEUPS[0], "realtime": realtime}
 
 
 def control(line: bytes, dirs: list[Direction], t0: float, realtime: bool) -> bool:
@@ -437,6 +440,7 @@ def run(dirs: list[Direction], t0: float, realtime: bool) -> None:
     off_ns = time.time_ns() - time.monotonic_ns()
     next_sync = mono() + 1.0
     while True:
+        WAKEUPS[0] += 1
         for d in dirs:
             d.receive(off_ns)
         now = mono()

@@ -1,0 +1,194 @@
+"""Is the candidate slower than the baseline, and how sure are we? (docs/statistics.md)
+
+Per scenario and metric: the medians of both sides, the relative change of
+the candidate's median, its percentile-bootstrap 95% CI, the one-sided exact
+Mann-Whitney U p-value in the direction of the change, and a verdict:
+
+    regressed  iff  change is worse by at least `threshold`  and  p < alpha
+    improved   iff  change is better by at least `threshold` and  p < alpha
+    unchanged  otherwise
+
+The rank test bounds the false-alarm rate by alpha for any distribution of
+the repetitions (they need only be exchangeable, which interleaving helps);
+the threshold keeps statistically real but practically irrelevant shifts
+from failing a CI job. With 5 repetitions per side the smallest attainable
+one-sided p is 1/252 = 0.004, so alpha = 0.01 admits at most one swapped pair.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from math import comb
+from typing import Any, Literal
+
+import numpy as np
+from scipy.stats import PermutationMethod, mannwhitneyu
+
+BOOTSTRAP_RESAMPLES = 4000
+SEED = 20261125
+DEFAULT_THRESHOLD = 0.05
+DEFAULT_ALPHA = 0.01
+
+Verdict = Literal["improved", "regressed", "unchanged"]
+
+
+@dataclass
+class Comparison:
+    scenario: str
+    metric: str
+    better: str  # "higher" or "lower"
+    baseline_median: float
+    candidate_median: float
+    n_baseline: int
+    n_candidate: int
+    change: float  # relative change of the candidate's median: (c - b) / b
+    ci95: tuple[float, float]
+    p_value: float  # one-sided, in the direction of the observed change
+    verdict: Verdict
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def min_p_value(n1: int, n2: int) -> float:
+    """The smallest one-sided exact Mann-Whitney p-value that n1 vs n2 repetitions can reach."""
+    return 1 / comb(n1 + n2, n1)
+
+
+def change_ci(baseline: Sequence[float], candidate: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of median(candidate)/median(baseline) - 1, sides resampled independently."""
+    b, c = np.asarray(baseline, float), np.asarray(candidate, float)
+    rng = np.random.default_rng(SEED)
+    mb = np.median(rng.choice(b, size=(BOOTSTRAP_RESAMPLES, b.size)), axis=1)
+    mc = np.median(rng.choice(c, size=(BOOTSTRAP_RESAMPLES, c.size)), axis=1)
+    ratio = mc[mb != 0] / mb[mb != 0] - 1
+    if ratio.size == 0:
+        return (float("nan"), float("nan"))
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(ratio, [alpha, 1 - alpha])
+    return (float(lo), float(hi))
+
+
+def directional_p(baseline: Sequence[float], candidate: Sequence[float], change: float) -> float:
+    """One-sided Mann-Whitney U p-value for 'candidate > baseline' if the medians rose, else for '<'."""
+    if len(set(baseline) | set(candidate)) == 1:
+        return 1.0  # every value equal: no evidence of any shift
+    alternative = "greater" if change >= 0 else "less"
+    ties = len(set(baseline) | set(candidate)) < len(baseline) + len(candidate)
+    # exact null distribution without ties; with ties a permutation test (exhaustive at these sizes)
+    method: Any = PermutationMethod(n_resamples=20000, random_state=SEED) if ties else "exact"
+    return float(mannwhitneyu(candidate, baseline, alternative=alternative, method=method).pvalue)
+
+
+def decide(change: float, p_value: float, better: str, threshold: float, alpha: float) -> Verdict:
+    if p_value >= alpha or abs(change) < threshold:
+        return "unchanged"
+    good = change > 0 if better == "higher" else change < 0
+    return "improved" if good else "regressed"
+
+
+def compare_samples(baseline: Sequence[float], candidate: Sequence[float], *, scenario: str = "", metric: str = "goodput_mbps",
+                    better: str = "higher", threshold: float = DEFAULT_THRESHOLD, alpha: float = DEFAULT_ALPHA) -> Comparison:
+    """The comparison of one metric of one scenario: the decision rule the CLI and the benchmark share."""
+    if not baseline or not candidate:
+        raise ValueError("both sides need at least one value")
+    mb, mc = float(np.median(baseline)), float(np.median(candidate))
+    change = (mc - mb) / mb if mb else (0.0 if mc == mb else float("inf"))
+    p = directional_p(baseline, candidate, change)
+    notes = []
+    if min_p_value(len(baseline), len(candidate)) >= alpha:
+        notes.append(f"{len(baseline)} vs {len(candidate)} repetitions can never reach p < {alpha:g}: "
+                     f"the verdict can only be unchanged (5 per side are enough for alpha = 0.01)")
+    return Comparison(scenario=scenario, metric=metric, better=better, baseline_median=mb, candidate_median=mc,
+                      n_baseline=len(baseline), n_candidate=len(candidate), change=change,
+                      ci95=change_ci(baseline, candidate), p_value=p,
+                      verdict=decide(change, p, better, threshold, alpha), notes=notes)
+
+
+@dataclass
+class Report:
+    """A whole `mptcplab compare`: its comparisons and the notes that go on their own lines."""
+
+    baseline: str
+    candidate: str
+    threshold: float
+    alpha: float
+    comparisons: list[Comparison] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def regressed(self) -> bool:
+        return any(c.verdict == "regressed" for c in self.comparisons)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"baseline": self.baseline, "candidate": self.candidate, "threshold": self.threshold, "alpha": self.alpha,
+                "regressed": self.regressed, "notes": self.notes, "comparisons": [c.to_json() for c in self.comparisons]}
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:+.1f}%"
+
+
+def rows(report: Report) -> list[list[str]]:
+    """The table both the terminal and Markdown render."""
+    return [[c.scenario, c.metric, f"{c.baseline_median:.3f} (n={c.n_baseline})", f"{c.candidate_median:.3f} (n={c.n_candidate})",
+             _pct(c.change), f"[{_pct(c.ci95[0])}, {_pct(c.ci95[1])}]", f"{c.p_value:.4f}", c.verdict]
+            for c in report.comparisons]
+
+
+HEADER = ["scenario", "metric", "baseline median", "candidate median", "change", "95% CI of change", "p (MWU, one-sided)", "verdict"]
+
+
+def to_markdown(report: Report) -> str:
+    """Ready to paste into a mailing-list reply or a pull-request comment."""
+    verdict = "**regressed**" if report.regressed else "no regression"
+    lines = [f"mptcplab compare: baseline `{report.baseline}` vs candidate `{report.candidate}` — {verdict} "
+             f"(threshold {report.threshold * 100:g}%, alpha {report.alpha:g})", ""]
+    lines += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    for row in rows(report):
+        row[-1] = f"**{row[-1]}**" if row[-1] == "regressed" else row[-1]
+        lines.append("| " + " | ".join(row) + " |")
+    notes = report.notes + [n for c in report.comparisons for n in c.notes]
+    if notes:
+        lines.append("")
+        lines += [f"- {n}" for n in dict.fromkeys(notes)]
+    lines += ["", "Verdict: regressed/improved when the median changed by at least the threshold and the one-sided "
+              "exact Mann-Whitney U test gives p < alpha; 95% CI by percentile bootstrap."]
+    return "\n".join(lines)
+
+
+def compare_stored(store: Any, baseline: str, candidate: str, metrics: Sequence[str] = ("goodput_mbps",),
+                   threshold: float = DEFAULT_THRESHOLD, alpha: float = DEFAULT_ALPHA) -> Report:
+    """Compare the runs two selectors name in `store`, paired by scenario name (UsageError if they pair nothing)."""
+    from ..errors import UsageError
+    from ..store import METRICS
+
+    sides = {}
+    for side, selector in (("baseline", baseline), ("candidate", candidate)):
+        runs = store.select_runs(selector)
+        if not runs:
+            raise UsageError(f"--{side} {selector!r} matches no run in {store.where}",
+                             "a selector is a run id, a label, a kernel release or a tag key=value; list runs with: mptcplab runs")
+        sides[side] = runs
+    report = Report(baseline=baseline, candidate=candidate, threshold=threshold, alpha=alpha)
+    for metric in metrics:
+        b_samples = store.samples(sides["baseline"], metric)
+        c_samples = store.samples(sides["candidate"], metric)
+        common = sorted(set(b_samples) & set(c_samples))
+        if not common:
+            raise UsageError(f"the baseline ({', '.join(sorted(b_samples)) or 'no measured repetitions'}) and the candidate "
+                             f"({', '.join(sorted(c_samples)) or 'no measured repetitions'}) share no scenario to compare",
+                             "runs are paired by scenario name")
+        for name in sorted(set(b_samples) ^ set(c_samples)):
+            side = "baseline" if name in b_samples else "candidate"
+            report.notes.append(f"scenario {name} ran only in the {side}: not compared")
+        for name in common:
+            b, c = b_samples[name], c_samples[name]
+            if b.versions != c.versions:
+                report.notes.append(f"scenario {name}: the sides ran different versions of the scenario file "
+                                    f"(baseline {', '.join(sorted(b.versions))}; candidate {', '.join(sorted(c.versions))}); compared anyway")
+            report.comparisons.append(compare_samples(b.values, c.values, scenario=name, metric=metric,
+                                                      better=METRICS.get(metric, "higher"), threshold=threshold, alpha=alpha))
+    report.notes = list(dict.fromkeys(report.notes))
+    return report

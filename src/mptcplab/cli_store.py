@@ -1,0 +1,275 @@
+"""The results-store commands: runs, show, export, compare, import (registered on cli.app).
+
+Contract: flags, JSON keys and exit codes are what scripts and CI jobs call.
+`compare` exits 0 when nothing regressed, 1 when something did, 2 on a usage
+error (including a selector that matches no run).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import re
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .cli import app, handled, out
+from .errors import UsageError
+
+DbOption = Annotated[Optional[str], typer.Option(
+    "--db", help="results database: a SQLite path or a URL (default: $MPTCPLAB_DB, else ~/.local/share/mptcplab/results.db)")]
+
+
+def parse_tags(items: list[str]) -> dict[str, str]:
+    """`--tag key=value` (repeatable) into a dict; a malformed one is a usage error."""
+    tags = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--tag {item!r}: write it as key=value")
+        tags[key.strip()] = value.strip()
+    return tags
+
+
+def recorder_for(db: str | None, err: Console) -> Any:
+    """The run's store recorder; a bad --db is refused before anything runs."""
+    from .store.recorder import StoreRecorder
+
+    return StoreRecorder(db, warn=lambda m: err.print(f"warning: {m}", highlight=False, markup=False, soft_wrap=True))
+
+
+def parse_since(text: str) -> float:
+    """`--since`: an ISO date/time (2026-11-25, 2026-11-25T08:00) or an age (30m, 12h, 7d, 2w)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*", text)
+    if m:
+        seconds = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+        return time.time() - float(m.group(1)) * seconds
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise UsageError(f"--since {text!r}: give a date/time (2026-11-25, 2026-11-25T08:00) or an age (30m, 12h, 7d, 2w)") from None
+
+
+def _store(db: str | None) -> Any:
+    from .store import open_store
+
+    return open_store(db)
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _filter(scenario: str | None, label: str | None, kernel: str | None, since: str | None, tag: list[str] | None,
+            run_ids: list[str] | None = None) -> Any:
+    from .store import RunFilter
+
+    return RunFilter(scenario=scenario, label=label, kernel=kernel, since=parse_since(since) if since else None,
+                     tags=parse_tags(tag or []), run_ids=list(run_ids or []))
+
+
+@app.command()
+@handled
+def runs(
+    scenario: Annotated[Optional[str], typer.Option("--scenario", help="only runs of this scenario (by name)")] = None,
+    label: Annotated[Optional[str], typer.Option("--label", help="only runs with this label")] = None,
+    kernel: Annotated[Optional[str], typer.Option("--kernel", help="only runs on this kernel release")] = None,
+    since: Annotated[Optional[str], typer.Option("--since", help="only runs started since a date/time or an age (12h, 7d)")] = None,
+    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="only runs with this key=value tag (repeatable)")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="at most this many, newest first")] = 50,
+    db: DbOption = None,
+) -> None:
+    """List stored runs, newest first."""
+    store = _store(db)
+    found = store.list_runs(_filter(scenario, label, kernel, since, tag), limit=limit)
+    if not found:
+        out.print(f"no runs in {store.where} match", highlight=False)
+        return
+    table = Table(title=f"runs in {store.where}", title_justify="left")
+    for col in ("run", "started", "scenario", "version", "label", "kernel", "status", "reps", "goodput mbit/s"):
+        table.add_column(col, justify="right" if col in ("reps", "goodput mbit/s") else "left")
+    for r in found:
+        table.add_row(r.uid, _when(r.started_at), r.scenario, r.scenario_hash[:8], r.label or "", r.kernel, r.status,
+                      str(r.repetitions), f"{r.goodput_median:.2f}" if r.goodput_median is not None else "")
+    out.print(table)
+
+
+@app.command()
+@handled
+def show(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="a run id (or an unambiguous prefix of at least 4 characters)")],
+    as_json: Annotated[bool, typer.Option("--json", help="the run as one JSON document (the `run --json` format)")] = False,
+    db: DbOption = None,
+) -> None:
+    """Show one stored run in full: environment, scenario, repetitions and summary."""
+    from .report import print_run
+
+    store = _store(db)
+    uid = store.resolve_run(run_id)
+    result = store.load_result(uid)
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_json()) + "\n")
+        return
+    env = result.environment
+    lab = env.get("mptcplab") or {}
+    lines = [
+        f"run {result.run_id}: {result.scenario} (version {result.scenario_hash}), {result.status}, "
+        f"{_when(result.started_at)}" + (f" to {_when(result.ended_at)}" if result.ended_at else ""),
+        f"label: {result.label or '-'}; tags: {', '.join(f'{k}={v}' for k, v in (env.get('tags') or {}).items()) or '-'}",
+        f"kernel: {env.get('kernel_release', '')} {env.get('kernel_version', '')}",
+        f"cmdline: {env.get('cmdline', '')}",
+        f"host: {env.get('hostname', '')}, {env.get('cpu_count', '')} x {env.get('cpu_model', '')}, "
+        f"load {env.get('load_before')} -> {env.get('load_after')}",
+        f"mptcplab {lab.get('version', '')} {lab.get('commit', '')}; scheduler {result.scheduler}, "
+        f"path manager {result.path_manager}, link backend {result.backend}",
+        f"link: {json.dumps(env.get('link'))}",
+        f"net.mptcp (client): {json.dumps(env.get('sysctls_client'))}",
+        f"net.mptcp (server): {json.dumps(env.get('sysctls_server'))}",
+    ]
+    for line in lines:
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
+    if result.repetitions:
+        print_run(result, out)
+    else:
+        out.print("no finished repetitions")
+
+
+EXPORT_COLUMNS = ["run_id", "scenario", "scenario_hash", "label", "kernel", "scheduler", "path_manager", "backend",
+                  "status", "run_started_at", "repetition", "warmup", "started_at", "goodput_mbps", "completion_s", "bytes"]
+
+
+def _csv_rows(results: list[Any]) -> tuple[list[str], list[dict[str, Any]]]:
+    """One row per repetition; per-path and per-tag values as `<path>.<field>` and `tag.<key>` columns."""
+    from .store.store import repetition_metrics
+
+    columns = list(EXPORT_COLUMNS) + ["retransmits", "bytes_retrans", "rtt_ms"]
+    rows = []
+    for r in results:
+        for rep in r.repetitions:
+            row: dict[str, Any] = dict(
+                run_id=r.run_id, scenario=r.scenario, scenario_hash=r.scenario_hash, label=r.label or "", kernel=r.kernel,
+                scheduler=r.scheduler, path_manager=r.path_manager, backend=r.backend, status=r.status,
+                run_started_at=r.started_at, repetition=rep.index, warmup=rep.warmup, started_at=rep.started_at,
+                goodput_mbps=rep.goodput_mbps, completion_s=rep.completion_s, bytes=rep.bytes)
+            row.update({k: v for k, v in repetition_metrics(rep).items() if k not in row})
+            for sf in rep.subflows:
+                for key in ("share", "bytes_sent", "retransmits", "rtt_median_ms"):
+                    row[f"{sf.path}.{key}"] = getattr(sf, key)
+            for key, value in (r.environment.get("tags") or {}).items():
+                row[f"tag.{key}"] = value
+            columns += [k for k in row if k not in columns]
+            rows.append(row)
+    return columns, rows
+
+
+@app.command()
+@handled
+def export(
+    run_ids: Annotated[Optional[list[str]], typer.Argument(metavar="[RUN]...", help="run ids (default: every run the filters match)")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv (one row per repetition) or json (one document per run)")] = "csv",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write here instead of stdout")] = None,
+    scenario: Annotated[Optional[str], typer.Option("--scenario", help="only runs of this scenario")] = None,
+    label: Annotated[Optional[str], typer.Option("--label", help="only runs with this label")] = None,
+    kernel: Annotated[Optional[str], typer.Option("--kernel", help="only runs on this kernel release")] = None,
+    since: Annotated[Optional[str], typer.Option("--since", help="only runs started since a date/time or an age (12h, 7d)")] = None,
+    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="only runs with this key=value tag (repeatable)")] = None,
+    db: DbOption = None,
+) -> None:
+    """Export stored runs for other tools (pandas, spreadsheets): CSV or JSON."""
+    if fmt not in ("csv", "json"):
+        raise UsageError(f"--format {fmt!r}: choose csv or json")
+    store = _store(db)
+    ids = [store.resolve_run(r) for r in run_ids or []]
+    found = store.list_runs(_filter(scenario, label, kernel, since, tag, ids))
+    results = [store.load_result(r.uid) for r in reversed(found)]  # oldest first
+    stream = output.open("w", newline="") if output else sys.stdout
+    try:
+        if fmt == "json":
+            json.dump([r.to_json() for r in results], stream)
+            stream.write("\n")
+        else:
+            columns, rows = _csv_rows(results)
+            writer = csv.DictWriter(stream, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+    finally:
+        if output:
+            stream.close()
+
+
+def _parse_threshold(text: str) -> float:
+    try:
+        value = float(text.strip().removesuffix("%")) / 100 if text.strip().endswith("%") else float(text)
+    except ValueError:
+        raise UsageError(f"--threshold {text!r}: give a percentage such as 5%") from None
+    if not 0 <= value < 1:
+        raise UsageError(f"--threshold {text!r}: must be between 0% and 100%")
+    return value
+
+
+@app.command()
+@handled
+def compare(
+    baseline: Annotated[str, typer.Option("--baseline", help="selector: a run id, label, kernel release or tag key=value")],
+    candidate: Annotated[str, typer.Option("--candidate", help="selector: a run id, label, kernel release or tag key=value")],
+    metric: Annotated[Optional[list[str]], typer.Option("--metric", help="goodput_mbps (default), completion_s, retransmits, bytes_retrans, rtt_ms (repeatable)")] = None,
+    threshold: Annotated[str, typer.Option("--threshold", help="smallest relative change that counts")] = "5%",
+    alpha: Annotated[float, typer.Option("--alpha", min=0.0001, max=0.5, help="significance level of the one-sided Mann-Whitney U test")] = 0.01,
+    fmt: Annotated[str, typer.Option("--format", help="table, markdown or json")] = "table",
+    db: DbOption = None,
+) -> None:
+    """Is the candidate slower than the baseline? Exit 0: nothing regressed, 1: something did, 2: usage error."""
+    from .analysis.compare import HEADER, compare_stored, rows, to_markdown
+    from .store import METRICS
+
+    if fmt not in ("table", "markdown", "json"):
+        raise UsageError(f"--format {fmt!r}: choose table, markdown or json")
+    metrics = metric or ["goodput_mbps"]
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise UsageError(f"--metric {unknown[0]!r}: choose one of {', '.join(METRICS)}")
+    store = _store(db)
+    report = compare_stored(store, baseline, candidate, metrics, threshold=_parse_threshold(threshold), alpha=alpha)
+    if fmt == "json":
+        sys.stdout.write(json.dumps(report.to_json()) + "\n")
+    elif fmt == "markdown":
+        sys.stdout.write(to_markdown(report) + "\n")
+    else:
+        for note in report.notes:
+            out.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+        table = Table(title=f"baseline {baseline} vs candidate {candidate} (threshold {report.threshold * 100:g}%, alpha {alpha:g})",
+                      title_justify="left")
+        for col in HEADER:
+            table.add_column(col, justify="left" if col in ("scenario", "metric", "verdict") else "right")
+        for row in rows(report):
+            style = {"regressed": "red", "improved": "green"}.get(row[-1])
+            table.add_row(*row[:-1], f"[{style}]{row[-1]}[/{style}]" if style else row[-1])
+        out.print(table)
+        for note in dict.fromkeys(n for c in report.comparisons for n in c.notes):
+            out.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+    raise typer.Exit(1 if report.regressed else 0)
+
+
+@app.command("import")
+@handled
+def import_cmd(
+    files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="spool files (or `run --json` documents) to load")],
+    db: DbOption = None,
+) -> None:
+    """Load spooled results (written when the database was unavailable) into the store; importing twice adds nothing."""
+    from .store.location import spool_dir
+    from .store.recorder import import_file
+
+    store = _store(db)
+    for path in files:
+        result, added = import_file(store, path)
+        out.print(f"imported run {result.run_id} ({result.scenario}): {added} new of {len(result.repetitions)} "
+                  f"repetitions into {store.where}", highlight=False)
+        if path.resolve().parent == spool_dir().resolve():
+            path.unlink()  # the lab's own spool file: its content is now in the store

@@ -1,0 +1,357 @@
+"""The results store: RunResults in, RunResults (and samples to compare) out.
+
+Writes are small transactions that follow the run as it happens: the run row
+when it starts, each repetition when it ends, the status when it stops, so an
+interrupted run keeps every repetition that finished. Importing a result
+(from a spool file) is idempotent: repetitions already stored are skipped.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, selectinload
+
+from ..errors import StoreError, UsageError
+from ..result import Repetition, RunResult, SubflowResult, TimeSeries
+from .database import make_engine, migrate
+from .location import display, resolve_db
+from .models import Environment, Measurement, RepetitionRow, Run, ScenarioVersion, SeriesRow, SubflowRow, Tag
+
+#: metrics every repetition stores in `measurements`, and which way is better
+METRICS: dict[str, str] = {
+    "goodput_mbps": "higher",
+    "completion_s": "lower",
+    "retransmits": "lower",
+    "bytes_retrans": "lower",
+    "rtt_ms": "lower",
+}
+
+
+def repetition_metrics(rep: Repetition) -> dict[str, float]:
+    """The scalar metrics of one repetition; rtt_ms is the byte-share-weighted median RTT of its paths."""
+    shares = sum(s.share for s in rep.subflows)
+    rtt = sum(s.rtt_median_ms * s.share for s in rep.subflows) / shares if shares else 0.0
+    return {
+        "goodput_mbps": rep.goodput_mbps,
+        "completion_s": rep.completion_s,
+        "retransmits": float(sum(s.retransmits for s in rep.subflows)),
+        "bytes_retrans": float(sum(s.bytes_retrans for s in rep.subflows)),
+        "rtt_ms": round(rtt, 4),
+    }
+
+
+@dataclass
+class RunFilter:
+    """What `mptcplab runs` and `export` select by; all given fields must match."""
+
+    scenario: str | None = None
+    label: str | None = None
+    kernel: str | None = None
+    since: float | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    run_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunSummary:
+    uid: str
+    scenario: str
+    scenario_hash: str
+    label: str | None
+    kernel: str
+    status: str
+    started_at: float
+    repetitions: int
+    goodput_median: float | None
+
+
+@dataclass
+class Sample:
+    """All measured (non-warm-up) values of one metric for one scenario on one side of a comparison."""
+
+    values: list[float] = field(default_factory=list)
+    versions: set[str] = field(default_factory=set)
+    runs: set[str] = field(default_factory=set)
+
+
+class Store:
+    """One database (SQLite file or PostgreSQL), migrated to the newest schema when opened."""
+
+    def __init__(self, engine: Engine, url: URL) -> None:
+        self.engine = engine
+        self.url = url
+
+    @property
+    def where(self) -> str:
+        return display(self.url)
+
+    # -- writing ------------------------------------------------------------
+    @contextmanager
+    def _session(self, doing: str) -> Iterator[Session]:
+        try:
+            with Session(self.engine, expire_on_commit=False) as session, session.begin():
+                yield session
+        except SQLAlchemyError as e:
+            raise StoreError(f"cannot {doing} in {self.where}: {_reason(e)}") from e
+
+    def begin_run(self, result: RunResult, scenario: dict[str, Any] | None) -> None:
+        """Record a run as it starts (status 'running'), with its scenario version and environment."""
+        with self._session("record the run") as s:
+            s.add(self._run_row(s, result, scenario, status="running"))
+
+    def add_repetition(self, run_id: str, rep: Repetition) -> None:
+        with self._session("record a repetition") as s:
+            run = s.scalars(select(Run).where(Run.uid == run_id)).one()
+            s.add(_repetition_row(run.id, rep))
+
+    def finish_run(self, result: RunResult) -> None:
+        with self._session("record the end of the run") as s:
+            run = s.scalars(select(Run).where(Run.uid == result.run_id)).one()
+            run.status = result.status
+            run.ended_at = result.ended_at
+            run.errors = list(result.errors)
+            for key, value in _environment_fields(result).items():
+                setattr(run.environment, key, value)
+
+    def save_result(self, result: RunResult, scenario: dict[str, Any] | None) -> int:
+        """Store a whole result (an import); returns how many repetitions were new. Idempotent."""
+        with self._session("import the run") as s:
+            run = s.scalars(select(Run).where(Run.uid == result.run_id)).one_or_none()
+            if run is None:
+                run = self._run_row(s, result, scenario, status=result.status)
+                s.add(run)
+                s.flush()
+                have: set[int] = set()
+            else:
+                have = set(s.scalars(select(RepetitionRow.index).where(RepetitionRow.run_id == run.id)))
+            new = [rep for rep in result.repetitions if rep.index not in have]
+            for rep in new:
+                s.add(_repetition_row(run.id, rep))
+            run.status, run.ended_at, run.errors = result.status, result.ended_at, list(result.errors)
+            for key, value in _environment_fields(result).items():
+                setattr(run.environment, key, value)
+            return len(new)
+
+    def _run_row(self, s: Session, result: RunResult, scenario: dict[str, Any] | None, status: str) -> Run:
+        return Run(
+            uid=result.run_id,
+            scenario_id=self._scenario_version(s, result.scenario, result.scenario_hash, scenario),
+            label=result.label, status=status, started_at=result.started_at or time.time(), ended_at=result.ended_at,
+            kernel=result.kernel, scheduler=result.scheduler, path_manager=result.path_manager, backend=result.backend,
+            errors=list(result.errors),
+            environment=Environment(**_environment_fields(result)),
+            tags=[Tag(key=k, value=str(v)) for k, v in (result.environment.get("tags") or {}).items()],
+        )
+
+    def _scenario_version(self, s: Session, name: str, content_hash: str, content: dict[str, Any] | None) -> int:
+        """The id of this (name, hash); created if new. Two writers racing on it: one wins, the other reads."""
+        query = select(ScenarioVersion.id).where(ScenarioVersion.name == name, ScenarioVersion.content_hash == content_hash)
+        found = s.scalars(query).first()
+        if found is not None:
+            return found
+        try:
+            with s.begin_nested():
+                row = ScenarioVersion(name=name, content_hash=content_hash, content=content, first_seen=time.time())
+                s.add(row)
+            return row.id
+        except IntegrityError:
+            return s.scalars(query).one()
+
+    # -- reading ------------------------------------------------------------
+    def resolve_run(self, ref: str) -> str:
+        """A run id from a full id or an unambiguous prefix of at least 4 characters."""
+        with self._session("read runs") as s:
+            exact = s.scalars(select(Run.uid).where(Run.uid == ref)).first()
+            if exact:
+                return exact
+            matches = list(s.scalars(select(Run.uid).where(Run.uid.startswith(ref)).limit(3))) if len(ref) >= 4 else []
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise UsageError(f"run id {ref!r} is ambiguous in {self.where}: {', '.join(matches)}, ...", "give more characters")
+        raise UsageError(f"no run {ref!r} in {self.where}", "list the stored runs with: mptcplab runs")
+
+    def load_result(self, run_id: str) -> RunResult:
+        """The stored run as the RunResult it was (the same JSON as `mptcplab run --json`)."""
+        from ..runner import summarize_run
+
+        with self._session("read the run") as s:
+            run = s.scalars(select(Run).where(Run.uid == run_id).options(
+                selectinload(Run.repetitions).selectinload(RepetitionRow.series), selectinload(Run.environment))).one()
+            result = RunResult(
+                run_id=run.uid, scenario=run.scenario.name, scenario_hash=run.scenario.content_hash, kernel=run.kernel,
+                scheduler=run.scheduler, path_manager=run.path_manager, backend=run.backend, label=run.label,
+                environment=run.environment.document, errors=list(run.errors), status=run.status,
+                started_at=run.started_at, ended_at=run.ended_at,
+                repetitions=[_repetition(r) for r in run.repetitions],
+            )
+        summarize_run(result)
+        return result
+
+    def scenario_content(self, run_id: str) -> dict[str, Any] | None:
+        with self._session("read the run") as s:
+            return s.scalars(select(ScenarioVersion.content).join(Run).where(Run.uid == run_id)).one()
+
+    def list_runs(self, flt: RunFilter, limit: int | None = None) -> list[RunSummary]:
+        """Runs matching `flt`, newest first, with their number of repetitions and median goodput."""
+        import statistics
+
+        with self._session("read runs") as s:
+            q = _filtered(select(Run), flt).order_by(Run.started_at.desc())
+            if limit:
+                q = q.limit(limit)
+            runs = list(s.scalars(q))
+            goodput: dict[int, list[float]] = {}
+            counts: dict[int, int] = {}
+            if runs:
+                rows = s.execute(
+                    select(RepetitionRow.run_id, RepetitionRow.warmup, Measurement.value)
+                    .join(Measurement, Measurement.repetition_id == RepetitionRow.id)
+                    .where(RepetitionRow.run_id.in_([r.id for r in runs]), Measurement.metric == "goodput_mbps"))
+                for run_pk, warmup, value in rows:
+                    counts[run_pk] = counts.get(run_pk, 0) + 1
+                    if not warmup:
+                        goodput.setdefault(run_pk, []).append(value)
+            return [RunSummary(uid=r.uid, scenario=r.scenario.name, scenario_hash=r.scenario.content_hash, label=r.label,
+                               kernel=r.kernel, status=r.status, started_at=r.started_at,
+                               repetitions=counts.get(r.id, 0),
+                               goodput_median=statistics.median(goodput[r.id]) if r.id in goodput else None)
+                    for r in runs]
+
+    def select_runs(self, selector: str) -> list[str]:
+        """Run ids a compare selector names: `run:ID`, `label:L`, `kernel:K`, `tag:K=V` or `K=V`; a bare
+        word is tried as a run id (or unique prefix), then a label, then a kernel release."""
+        kind, sep, value = selector.partition(":")
+        if not sep or kind not in ("run", "label", "kernel", "tag"):
+            kind, value = "", selector
+        if not kind and "=" in value:
+            kind = "tag"
+        with self._session("read runs") as s:
+            def by(flt: RunFilter) -> list[str]:
+                return list(s.scalars(_filtered(select(Run.uid), flt).order_by(Run.started_at)))
+
+            if kind == "tag":
+                key, _, val = value.partition("=")
+                return by(RunFilter(tags={key: val}))
+            if kind == "label":
+                return by(RunFilter(label=value))
+            if kind == "kernel":
+                return by(RunFilter(kernel=value))
+            exact = by(RunFilter(run_ids=[value]))
+            if exact or kind == "run":
+                return exact
+            prefixed = list(s.scalars(select(Run.uid).where(Run.uid.startswith(value)))) if len(value) >= 4 else []
+            if len(prefixed) == 1:
+                return prefixed
+            return by(RunFilter(label=value)) or by(RunFilter(kernel=value))
+
+    def samples(self, run_ids: list[str], metric: str) -> dict[str, Sample]:
+        """Per scenario name, the non-warm-up values of `metric` over the given runs."""
+        out: dict[str, Sample] = {}
+        with self._session("read measurements") as s:
+            rows = s.execute(
+                select(ScenarioVersion.name, ScenarioVersion.content_hash, Run.uid, Measurement.value)
+                .join(Run, Run.scenario_id == ScenarioVersion.id)
+                .join(RepetitionRow, RepetitionRow.run_id == Run.id)
+                .join(Measurement, Measurement.repetition_id == RepetitionRow.id)
+                .where(Run.uid.in_(run_ids), Measurement.metric == metric, RepetitionRow.warmup.is_(False))
+                .order_by(Run.started_at, RepetitionRow.index))
+            for name, content_hash, uid, value in rows:
+                sample = out.setdefault(name, Sample())
+                sample.values.append(value)
+                sample.versions.add(content_hash)
+                sample.runs.add(uid)
+        return out
+
+    def stored_metrics(self) -> list[str]:
+        with self._session("read measurements") as s:
+            return sorted(s.scalars(select(Measurement.metric).distinct()))
+
+    def count_runs(self) -> int:
+        with self._session("read runs") as s:
+            return s.scalar(select(func.count(Run.id))) or 0
+
+
+def _filtered(q: Any, flt: RunFilter) -> Any:
+    if flt.scenario:
+        q = q.join(ScenarioVersion, Run.scenario_id == ScenarioVersion.id).where(ScenarioVersion.name == flt.scenario)
+    if flt.label is not None:
+        q = q.where(Run.label == flt.label)
+    if flt.kernel:
+        q = q.where(Run.kernel == flt.kernel)
+    if flt.since is not None:
+        q = q.where(Run.started_at >= flt.since)
+    if flt.run_ids:
+        q = q.where(Run.uid.in_(flt.run_ids))
+    for key, value in flt.tags.items():
+        q = q.where(Run.id.in_(select(Tag.run_id).where(Tag.key == key, Tag.value == value)))
+    return q
+
+
+def _environment_fields(result: RunResult) -> dict[str, Any]:
+    """The environment's columns (to group and filter by) and the whole document (to reproduce)."""
+    env = result.environment
+    lab = env.get("mptcplab") or {}
+    return dict(
+        hostname=env.get("hostname", ""), kernel_release=env.get("kernel_release", ""),
+        kernel_version=env.get("kernel_version", ""), cmdline=env.get("cmdline", ""),
+        cpu_model=env.get("cpu_model", ""), cpu_count=env.get("cpu_count"),
+        lab_version=lab.get("version", ""), lab_commit=lab.get("commit", ""),
+        link_backend=result.backend, load_before=env.get("load_before"), load_after=env.get("load_after"),
+        sysctls_client=env.get("sysctls_client"), sysctls_server=env.get("sysctls_server"),
+        link=env.get("link"), document=dict(env),
+    )
+
+
+def _repetition_row(run_pk: int, rep: Repetition) -> RepetitionRow:
+    ts = rep.timeseries
+    paths = list(dict.fromkeys([*(ts.throughput_mbps if ts else {}), *(ts.rtt_ms if ts else {})]))
+    return RepetitionRow(
+        run_id=run_pk, index=rep.index, warmup=rep.warmup, started_at=rep.started_at, bytes=rep.bytes, mptcp=rep.mptcp,
+        mib=rep.mib, mib_server=rep.mib_server,
+        series_interval_s=ts.interval_s if ts else None, series_t=ts.t if ts else None,
+        measurements=[Measurement(metric=k, value=v) for k, v in repetition_metrics(rep).items()],
+        subflows=[SubflowRow(position=i, **sf.model_dump()) for i, sf in enumerate(rep.subflows)],
+        series=[SeriesRow(position=i, path=p, throughput_mbps=ts.throughput_mbps.get(p), rtt_ms=ts.rtt_ms.get(p))
+                for i, p in enumerate(paths)] if ts else [],
+    )
+
+
+def _repetition(row: RepetitionRow) -> Repetition:
+    metrics = {m.metric: m.value for m in row.measurements}
+    ts = None
+    if row.series_interval_s is not None:
+        ts = TimeSeries(interval_s=row.series_interval_s, t=row.series_t or [],
+                        throughput_mbps={r.path: r.throughput_mbps for r in row.series if r.throughput_mbps is not None},
+                        rtt_ms={r.path: r.rtt_ms for r in row.series if r.rtt_ms is not None})
+    return Repetition(
+        index=row.index, completion_s=metrics["completion_s"], goodput_mbps=metrics["goodput_mbps"], bytes=row.bytes,
+        mptcp=row.mptcp, mib=row.mib, mib_server=row.mib_server, started_at=row.started_at, warmup=row.warmup,
+        timeseries=ts,
+        subflows=[SubflowResult(**{k: getattr(sf, k) for k in SubflowResult.model_fields}) for sf in row.subflows],
+    )
+
+
+def _reason(e: BaseException) -> str:
+    """The driver's own words, first line only (`database is locked`, `connection refused`, ...)."""
+    orig = getattr(e, "orig", None) or e
+    text = str(orig).strip().splitlines()
+    return text[0] if text else type(orig).__name__
+
+
+def open_store(db: str | URL | None = None) -> Store:
+    """Open (and migrate) the store named by --db / $MPTCPLAB_DB / the default; StoreError if it cannot be."""
+    url = db if isinstance(db, URL) else resolve_db(db)
+    try:
+        engine = make_engine(url)
+        migrate(engine)
+    except (SQLAlchemyError, OSError) as e:
+        raise StoreError(f"cannot open the results store {display(url)}: {_reason(e)}") from e
+    return Store(engine, url)

@@ -1,0 +1,233 @@
+"""The results store on SQLite and on a real PostgreSQL server, with real MPTCP runs."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from mptcplab.runner import RunOptions, run_scenarios
+from mptcplab.scenario import load_scenario
+from mptcplab.store import RunFilter, open_store
+from mptcplab.store.database import current_revision, head_revision
+from mptcplab.store.recorder import StoreRecorder
+
+from .conftest import CLI, cli, leftovers, requires_root, wait_for, write_scenario
+from .pg import create_database, postgres_server  # noqa: F401  (a fixture)
+
+pytestmark = requires_root
+
+TWO_PATHS = """
+name = "st-two-paths"
+[[path]]
+name = "a"
+rate = "10mbit"
+[[path]]
+name = "b"
+rate = "{rate_b}"
+[workload]
+size = "1MiB"
+[run]
+link_backend = "tbf"
+"""
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    """A fresh, empty database of each kind."""
+    if request.param == "sqlite":
+        return str(tmp_path / "results.db")
+    return create_database(request.getfixturevalue("postgres_server"))
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory):
+    """One real 2-path MPTCP run (2 repetitions, one of them warm-up), as the runner produced it."""
+    tmp = tmp_path_factory.mktemp("real")
+    scenario = load_scenario(write_scenario(tmp, TWO_PATHS.format(rate_b="10mbit")))
+    result = run_scenarios([scenario], RunOptions(repeat=1, warmup=1, label="real", tags={"suite": "store"}))[0]
+    return scenario, result
+
+
+def test_migration_from_an_empty_database(db_url):
+    store = open_store(db_url)
+    assert current_revision(store.engine) == head_revision()
+    assert store.count_runs() == 0
+    again = open_store(db_url)  # opening a migrated database changes nothing
+    assert current_revision(again.engine) == head_revision()
+
+
+def test_round_trip_of_a_real_run(db_url, real_run):
+    scenario, result = real_run
+    assert result.status == "completed" and len(result.repetitions) == 2 and result.repetitions[0].warmup
+    store = open_store(db_url)
+    assert store.save_result(result, scenario.normalized()) == 2
+    back = store.load_result(result.run_id)
+    assert back.to_json() == result.to_json()
+    assert back.environment["sysctls_client"]["net.mptcp.enabled"] == "1"
+    assert store.scenario_content(result.run_id) == scenario.normalized()
+    assert store.save_result(result, scenario.normalized()) == 0  # idempotent
+    shown = cli("show", result.run_id[:6], "--json", "--db", db_url)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == result.to_json()
+    listed = cli("runs", "--label", "real", "--tag", "suite=store", "--db", db_url)
+    assert result.run_id in listed.stdout
+    assert cli("runs", "--label", "other", "--db", db_url).stdout.count(result.run_id) == 0
+    csv_out = cli("export", "--format", "csv", "--db", db_url)
+    assert csv_out.returncode == 0 and len(csv_out.stdout.strip().splitlines()) == 3  # header + 2 repetitions
+    assert "a.share" in csv_out.stdout.splitlines()[0]
+
+
+def test_run_stores_by_default_and_says_where(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.delenv("MPTCPLAB_DB", raising=False)
+    path = write_scenario(tmp_path, TWO_PATHS.format(rate_b="10mbit"))
+    proc = cli("run", str(path), "--repeat", "1", "--json", "--tag", "who=test")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)  # stdout stays exactly one document
+    db = tmp_path / "data" / "mptcplab" / "results.db"
+    assert f"stored run {doc['run_id']}" in proc.stderr and str(db) in proc.stderr
+    assert open_store(str(db)).load_result(doc["run_id"]).to_json() == doc
+
+
+def test_killed_run_keeps_finished_repetitions(db_url, tmp_path):
+    path = write_scenario(tmp_path, TWO_PATHS.format(rate_b="10mbit"))
+    proc = subprocess.Popen([CLI, "run", str(path), "--repeat", "30", "--db", db_url],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    store = open_store(db_url)
+    this_scenario = RunFilter(scenario="st-two-paths")
+
+    def finished_reps() -> int:
+        runs = store.list_runs(this_scenario)
+        return runs[0].repetitions if runs else 0
+
+    assert wait_for(lambda: finished_reps() >= 2, timeout=120), "no repetition was stored"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    run = store.list_runs(this_scenario)[0]
+    assert run.status == "interrupted" and 2 <= run.repetitions < 30
+    assert len(store.load_result(run.uid).repetitions) == run.repetitions
+    assert f"stored run {run.uid}" in err
+    assert not leftovers()
+
+
+def test_unreachable_database_spools_and_import_recovers(db_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("MPTCPLAB_DB_TIMEOUT", "3")
+    path = write_scenario(tmp_path, TWO_PATHS.format(rate_b="10mbit"))
+    proc = cli("run", str(path), "--repeat", "2", "--json", "--db", "postgresql+psycopg://nobody@127.0.0.1:1/none")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "cannot open the results store" in warnings[0], proc.stderr
+    spooled = tmp_path / "data" / "mptcplab" / "spool" / f"st-two-paths-{doc['run_id']}.json"
+    assert spooled.exists() and f"mptcplab import {spooled}" in proc.stderr
+    imported = cli("import", str(spooled), "--db", db_url)
+    assert imported.returncode == 0, imported.stderr
+    assert "2 new of 2 repetitions" in imported.stdout
+    assert not spooled.exists()  # the lab's own spool file is removed once its content is stored
+    store = open_store(db_url)
+    assert store.load_result(doc["run_id"]).to_json() == doc
+    assert store.scenario_content(doc["run_id"])["name"] == "st-two-paths"
+
+
+def test_import_is_idempotent_and_refuses_junk(db_url, real_run, tmp_path):
+    _, result = real_run
+    doc = tmp_path / "run.json"
+    doc.write_text(json.dumps(result.to_json()))  # a `run --json` document imports too
+    assert "2 new of 2" in cli("import", str(doc), "--db", db_url).stdout
+    assert "0 new of 2" in cli("import", str(doc), "--db", db_url).stdout
+    junk = tmp_path / "junk.json"
+    junk.write_text("{not json")
+    bad = cli("import", str(junk), "--db", db_url)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
+
+
+WRITER = textwrap.dedent("""
+    import json, sys
+    from mptcplab.result import RunResult
+    from mptcplab.store import RunFilter, open_store
+    url, doc, worker, count = sys.argv[1], json.load(open(sys.argv[2])), sys.argv[3], int(sys.argv[4])
+    for i in range(count):
+        store = open_store(url)  # every writer also races on the migration of the fresh database
+        result = RunResult.model_validate({**doc, "run_id": f"w{worker}-{i}"})
+        store.save_result(result, None)
+""")
+
+
+def test_concurrent_writers_lose_nothing(db_url, real_run, tmp_path):
+    _, result = real_run
+    doc = tmp_path / "run.json"
+    doc.write_text(json.dumps(result.to_json()))
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, db_url, str(doc), str(w), "6"], stderr=subprocess.PIPE, text=True)
+               for w in range(4)]
+    for w in writers:
+        _, err = w.communicate(timeout=120)
+        assert w.returncode == 0, err
+    store = open_store(db_url)
+    assert store.count_runs() == 24
+    for w in range(4):
+        for i in range(6):
+            assert len(store.load_result(f"w{w}-{i}").repetitions) == 2
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    """Real runs, interleaved: a 2 x 10 mbit baseline and a candidate whose path b dropped to 2 mbit."""
+    tmp = tmp_path_factory.mktemp("compare")
+    base = load_scenario(write_scenario(tmp, TWO_PATHS.format(rate_b="10mbit"), "base.toml"))
+    worse = load_scenario(write_scenario(tmp, TWO_PATHS.format(rate_b="2mbit"), "worse.toml"))
+    db = str(tmp / "compare.db")
+    results = run_scenarios([base, worse], RunOptions(repeat=5, sinks=[StoreRecorder(db)]))
+    return db, results[0].run_id, results[1].run_id
+
+
+def test_compare_says_regressed_on_a_degraded_candidate(compared):
+    db, base, worse = compared
+    proc = cli("compare", "--baseline", base, "--candidate", worse, "--db", db)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "regressed" in proc.stdout
+    assert "different versions of the scenario file" in proc.stdout
+    md = cli("compare", "--baseline", base, "--candidate", worse, "--format", "markdown", "--db", db)
+    assert md.returncode == 1 and "| st-two-paths | goodput_mbps |" in md.stdout and "**regressed**" in md.stdout
+    js = json.loads(cli("compare", "--baseline", base, "--candidate", worse, "--format", "json", "--db", db).stdout)
+    (c,) = js["comparisons"]
+    assert js["regressed"] and c["verdict"] == "regressed" and c["change"] < -0.05 and c["p_value"] < 0.01
+    assert c["ci95"][0] <= c["change"] <= c["ci95"][1] and c["n_baseline"] == c["n_candidate"] == 5
+    # and the other way round it is an improvement, which does not fail the gate
+    assert cli("compare", "--baseline", worse, "--candidate", base, "--db", db).returncode == 0
+
+
+def test_compare_says_unchanged_on_identical_data(compared):
+    db, base, _ = compared
+    proc = cli("compare", "--baseline", base, "--candidate", base, "--format", "json", "--db", db)
+    assert proc.returncode == 0, proc.stderr
+    (c,) = json.loads(proc.stdout)["comparisons"]
+    assert c["verdict"] == "unchanged" and c["change"] == 0.0
+
+
+@pytest.mark.parametrize("args", [
+    ["--baseline", "no-such-label", "--candidate", "also-missing"],
+    ["--baseline", "tag:nope=1", "--candidate", "kernel:0.0.0"],
+    ["--baseline", "x", "--candidate", "y", "--metric", "speed"],
+    ["--baseline", "x", "--candidate", "y", "--threshold", "lots"],
+])
+def test_compare_usage_errors_are_one_line_and_exit_2(compared, args):
+    db, _, _ = compared
+    proc = cli("compare", *args, "--db", db)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error:")
+
+
+def test_bad_db_is_refused_before_anything_is_built(tmp_path):
+    path = write_scenario(tmp_path, TWO_PATHS.format(rate_b="10mbit"))
+    before = {ns for ns in os.listdir("/run/netns")} if os.path.isdir("/run/netns") else set()
+    proc = cli("run", str(path), "--db", "mysql://somewhere/db")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "only SQLite and PostgreSQL" in proc.stderr
+    after = {ns for ns in os.listdir("/run/netns")} if os.path.isdir("/run/netns") else set()
+    assert not {ns for ns in after - before if ns.startswith("mptl-")}
