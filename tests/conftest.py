@@ -39,6 +39,24 @@ def lab_namespaces() -> set[str]:
     return {ns for ns in list_netns() if ns.startswith(PREFIX) and "-probe-" not in ns and not ns.startswith(PREFIX + "probe")}
 
 
+def namespaces_of_pid(pid: int) -> set[str]:
+    """The lab namespaces of the run(s) that process `pid` holds locks for.
+
+    Other labs (other tests, other engineers) may run at the same time, so a
+    test identifies its own run by the pid written in the run's lock file.
+    """
+    from mptcplab.lab import RUN_DIR
+
+    ids = set()
+    for lock in Path(RUN_DIR).glob("*.lock"):
+        try:
+            if lock.read_text().strip() == str(pid):
+                ids.add(lock.stem)
+        except OSError:
+            continue
+    return {ns for ns in list_netns() if ns.startswith(PREFIX) and ns.removeprefix(PREFIX).split("-", 1)[0] in ids}
+
+
 def cli(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout, **kw)
 

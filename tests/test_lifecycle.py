@@ -9,7 +9,7 @@ import pytest
 
 from mptcplab import RunOptions, load_scenario, run_scenario
 
-from .conftest import CLI, cli, lab_namespaces, leftovers, requires_root, wait_for, write_scenario
+from .conftest import CLI, cli, lab_namespaces, leftovers, namespaces_of_pid, requires_root, wait_for, write_scenario
 
 pytestmark = requires_root
 
@@ -28,14 +28,14 @@ BAD = {
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_scenario_one_line_nonzero_nothing_built(tmp_path, case):
     body, words = BAD[case]
-    before = lab_namespaces()
+    before = set(leftovers())
     proc = cli("run", str(write_scenario(tmp_path, body)))
     assert proc.returncode != 0
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: ") and words in lines[0], lines[0]
     assert "Traceback" not in proc.stderr and proc.stdout == ""
-    assert lab_namespaces() <= before  # nothing was built
+    assert set(leftovers()) <= before  # nothing was built, or it was all removed
 
 
 def test_bad_cli_option_is_usage_error(two_paths):
@@ -46,11 +46,9 @@ def test_bad_cli_option_is_usage_error(two_paths):
 
 
 def _start_run(path) -> tuple[subprocess.Popen, set[str]]:
-    before = lab_namespaces()
     proc = subprocess.Popen([CLI, "run", str(path), "--repeat", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert wait_for(lambda: any(ns.endswith("-srv") for ns in lab_namespaces() - before), timeout=30), "the run never built its namespaces"
-    mine = lab_namespaces() - before
-    return proc, mine
+    assert wait_for(lambda: any(ns.endswith("-srv") for ns in namespaces_of_pid(proc.pid)), timeout=90), "the run never built its namespaces"
+    return proc, namespaces_of_pid(proc.pid)
 
 
 def test_sigterm_leaves_nothing(two_paths):
@@ -97,6 +95,7 @@ def test_cleanup_keeps_live_runs(two_paths):
 
 def test_two_runs_at_once_both_succeed(two_paths):
     scn = load_scenario(two_paths(size="3MiB"))
+    before = set(leftovers())
     results, errors = [], []
 
     def go():
@@ -114,4 +113,25 @@ def test_two_runs_at_once_both_succeed(two_paths):
     assert len(results) == 2
     for r in results:
         assert r.repetitions[0].mptcp and r.repetitions[0].goodput_mbps > 5
-    assert not leftovers()
+    assert set(leftovers()) <= before
+
+
+def test_run_past_its_timeout_fails_cleanly(tmp_path):
+    path = write_scenario(tmp_path, """
+        name = "slow"
+        [[path]]
+        name = "a"
+        rate = "2mbit"
+        [workload]
+        size = "40MiB"
+        [run]
+        timeout = "3s"
+        link_backend = "tbf"
+    """)
+    before = set(leftovers())
+    proc = cli("run", str(path), "--repeat", "1")
+    assert proc.returncode == 1
+    last = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert len(last) == 1 and "timeout of 3s" in last[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert set(leftovers()) <= before

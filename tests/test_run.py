@@ -15,6 +15,7 @@ pytestmark = requires_root
 
 
 def test_two_paths_use_both_subflows_and_reach_80_percent(two_paths):
+    before = set(leftovers())
     result = run_scenario(load_scenario(two_paths(size="6MiB", backend="tbf")), RunOptions(repeat=2))
     assert result.backend == "tbf"
     for rep in result.repetitions:
@@ -32,7 +33,7 @@ def test_two_paths_use_both_subflows_and_reach_80_percent(two_paths):
         assert max(ts.throughput_mbps["a"]) > 0 and max(ts.throughput_mbps["b"]) > 0
     s = result.summary["goodput_mbps"]
     assert s.ci95[0] <= s.median <= s.ci95[1]
-    assert not leftovers()
+    assert set(leftovers()) <= before
 
 
 def test_download_direction(tmp_path):
@@ -46,13 +47,13 @@ def test_download_direction(tmp_path):
         rate = "5mbit"
         [workload]
         direction = "download"
-        duration = "2s"
+        duration = "4s"
         [run]
         link_backend = "tbf"
     """)
     result = run_scenario(load_scenario(path), RunOptions(repeat=1))
     rep = result.repetitions[0]
-    assert 1.9 < rep.completion_s < 4
+    assert 3.9 < rep.completion_s < 7
     a, b = rep.subflows
     assert a.bytes_sent > 0 and b.bytes_sent > 0
     # the fast path carries more than the slow one
@@ -64,9 +65,10 @@ def test_fallback_to_tcp_is_an_error(two_paths):
     def disable_server_mptcp(topo):
         netns.sysctl_write(topo.server, "net.mptcp.enabled", 0)
 
+    before = set(leftovers())
     with pytest.raises(FallbackError, match="fell back to plain TCP"):
         run_scenario(load_scenario(two_paths(size="1MiB")), RunOptions(repeat=1, setup=disable_server_mptcp))
-    assert not leftovers()
+    assert set(leftovers()) <= before
 
 
 def test_missing_scheduler_is_refused_before_building(tmp_path):

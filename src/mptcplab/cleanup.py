@@ -22,6 +22,11 @@ class CleanupReport:
 
 
 def run_alive(run_id: str) -> bool:
+    """The lock is held AND the process that took it still exists.
+
+    A child forked by the run (and not exec'd) inherits the locked file
+    description, so a held lock alone can outlive a SIGKILLed run.
+    """
     try:
         fd = os.open(lock_path(run_id), os.O_RDWR)
     except FileNotFoundError:
@@ -29,10 +34,24 @@ def run_alive(run_id: str) -> bool:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        return True
+        return _owner_alive(fd)
     finally:
         os.close(fd)
     return False
+
+
+def _owner_alive(fd: int) -> bool:
+    try:
+        pid = int(os.pread(fd, 32, 0).split()[0])
+    except (ValueError, IndexError, OSError):
+        return True  # cannot tell: never remove what may be live
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _run_id(ns: str) -> str:

@@ -51,7 +51,7 @@ class Lab:
         if os.geteuid() != 0:
             raise EnvironmentProblem("the lab needs root (CAP_NET_ADMIN) to create network namespaces", "run it with sudo")
         os.makedirs(RUN_DIR, exist_ok=True)
-        self._lock_fd = os.open(lock_path(self.run_id), os.O_CREAT | os.O_RDWR, 0o644)
+        self._lock_fd = os.open(lock_path(self.run_id), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o644)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         os.write(self._lock_fd, f"{os.getpid()}\n".encode())
         if threading.current_thread() is threading.main_thread():

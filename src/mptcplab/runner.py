@@ -9,11 +9,12 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import capabilities
 from .analysis.stats import median_ci
+from .cancel import Cancel, interruptible
 from .environment import host_environment, loadavg, namespace_sysctls
 from .errors import EnvironmentProblem, RunError, UnsupportedError
 from .lab import Lab
@@ -42,6 +43,8 @@ class RunOptions:
     warmup: int = 0
     #: where results go as they are measured (the store's recorder)
     sinks: list["RunSink"] = field(default_factory=list)
+    #: set by run_scenario when it runs the work in a worker thread
+    cancel: Cancel | None = None
 
 
 class Progress:
@@ -104,6 +107,8 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
     progress = options.progress
     total = float(scenario.workload.size or scenario.workload.duration or 1)
     with Lab() as lab:
+        if options.cancel:
+            options.cancel.check()
         topo = build(lab, scenario, emulator=backend_cls.needs_emulator_ns)
         backend = backend_cls(lab, topo, scenario)
         backend.start()
@@ -135,7 +140,8 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
 
         userspace_pm = scenario.mptcp.path_manager == "userspace" and len(topo.paths) > 1
         transfer = BulkTransfer(topo, scenario.workload, scenario.run.timeout, on_sample=on_sample, on_start=on_start,
-                                on_connected=(lambda sock: open_subflows(topo, sock)) if userspace_pm else None)
+                                on_connected=(lambda sock: open_subflows(topo, sock)) if userspace_pm else None,
+                                cancel=options.cancel)
         lab.on_close(transfer.close)
         lab.on_close(stop_events.set)
         out = transfer.run()
@@ -176,7 +182,11 @@ def summarize_run(result: RunResult) -> None:
 
 
 def run_scenario(scenario: Scenario, options: RunOptions | None = None) -> RunResult:
-    """Run every repetition of `scenario` and return what was measured."""
+    """Run every repetition of `scenario` and return what was measured.
+
+    Called from the main thread, the work runs in a worker so that Ctrl-C and
+    SIGTERM cancel it cleanly (see cancel.py).
+    """
     return run_scenarios([scenario], options)[0]
 
 
@@ -190,6 +200,8 @@ def run_scenarios(scenarios: list[Scenario], options: RunOptions | None = None) 
     end however it ends: an interrupted run keeps its finished repetitions.
     """
     options = options or RunOptions()
+    if options.cancel is None and threading.current_thread() is threading.main_thread():
+        return interruptible(lambda cancel: run_scenarios(scenarios, replace(options, cancel=cancel)))
     backends = [preflight(s, options.link_backend) for s in scenarios]
     host = host_environment()
     host["load_before"] = loadavg()
@@ -252,6 +264,8 @@ def _new_result(scenario: Scenario, backend_cls: type[LinkBackend], options: Run
 
 def _one_repetition(scenario: Scenario, backend_cls: type[LinkBackend], result: RunResult, index: int, total: int,
                     options: RunOptions) -> None:
+    if options.cancel:
+        options.cancel.check()
     if options.progress:
         options.progress.scenario_started(scenario.name)
         options.progress.repetition_started(index, total)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .. import netns
+from ..cancel import Cancel
 from ..errors import FallbackError, RunError
 from ..mptcp import IPPROTO_MPTCP, ConnectionSample, is_mptcp
 from ..probes import SubflowSampler
@@ -53,13 +54,15 @@ class BulkTransfer:
     def __init__(self, topo: Topology, workload: Workload, timeout_s: float,
                  on_sample: Callable[[ConnectionSample], None] | None = None,
                  on_start: Callable[[float], None] | None = None,
-                 on_connected: Callable[[socket.socket], None] | None = None) -> None:
+                 on_connected: Callable[[socket.socket], None] | None = None,
+                 cancel: Cancel | None = None) -> None:
         self.topo = topo
         self.workload = workload
         self.timeout_s = timeout_s
         self.on_sample = on_sample
         self.on_start = on_start
         self.on_connected = on_connected
+        self.cancel = cancel
         self.upload = workload.direction == "upload"
         self._received = threading.Event()
         self._sampled = threading.Event()
@@ -69,6 +72,7 @@ class BulkTransfer:
         self._t_end = 0.0
         self.sampler: SubflowSampler | None = None
         self._socks: list[socket.socket] = []
+        self._remove_hook = cancel.on_cancel(self.abort) if cancel else None
 
     # -- the two ends ----------------------------------------------------
     def _send(self, sock: socket.socket, t0: float) -> None:
@@ -77,15 +81,22 @@ class BulkTransfer:
         deadline = t0 + self.workload.duration if self.workload.duration else None
         self.sampler = SubflowSampler(sock, t0, on_sample=self.on_sample).start()
         self._sender_sock.set()
+        give_up = t0 + self.timeout_s
         while True:
+            self._check()
+            now = time.monotonic()
+            if now >= give_up:
+                raise socket.timeout()
             if remaining is not None:
                 if remaining <= 0:
                     break
+                sock.settimeout(give_up - now)
                 n = sock.send(buf[: min(CHUNK, remaining)])
                 remaining -= n
             else:
-                if time.monotonic() >= deadline:  # type: ignore[operator]
+                if now >= deadline:  # type: ignore[operator]
                     break
+                sock.settimeout(min(give_up, deadline) - now + 0.5)  # type: ignore[operator]
                 sock.send(buf)
         sock.shutdown(socket.SHUT_WR)
         if not self._received.wait(self._left(t0)):
@@ -97,7 +108,13 @@ class BulkTransfer:
     def _receive(self, sock: socket.socket, t0: float) -> None:
         buf = bytearray(CHUNK)
         total = 0
+        give_up = t0 + self.timeout_s
         while True:
+            self._check()
+            left = give_up - time.monotonic()
+            if left <= 0:
+                raise socket.timeout()
+            sock.settimeout(left)
             n = sock.recv_into(buf)
             if n == 0:
                 break
@@ -106,6 +123,20 @@ class BulkTransfer:
         self._bytes = total
         self._received.set()
         self._sampled.wait(self._left(t0))
+
+    def _check(self) -> None:
+        if self.cancel:
+            self.cancel.check()
+
+    def abort(self) -> None:
+        """Wake every blocked send/recv/accept (close() alone does not) and every wait."""
+        self._received.set()
+        self._sampled.set()
+        for s in list(self._socks):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def _left(self, t0: float) -> float:
         return max(0.1, t0 + self.timeout_s - time.monotonic())
@@ -129,6 +160,7 @@ class BulkTransfer:
         try:
             client.connect((self.topo.server_addr, self.topo.server_port))
         except OSError as e:
+            self._check()
             raise RunError(f"the client could not connect to the server: {e.strerror or e}") from None
         if self.on_start:
             self.on_start(t0)
@@ -145,10 +177,13 @@ class BulkTransfer:
             else:
                 self._receive(client, t0)
         except socket.timeout:
+            self._check()
             raise RunError(f"the transfer did not finish within the timeout of {self.timeout_s:g}s", "raise [run] timeout or shrink the workload") from None
         except OSError as e:
+            self._check()
             raise RunError(f"the transfer failed on the client: {e.strerror or e}") from None
         server.join(self._left(t0))
+        self._check()
         if "error" in server_result:
             raise RunError(f"the transfer failed on the server: {server_result['error']}")
         if not self._received.is_set() or self.sampler is None:
@@ -175,12 +210,14 @@ class BulkTransfer:
                 self._receive(conn, t0)
             else:
                 self._send(conn, t0)
-        except Exception as e:  # reported by the client side
+        except BaseException as e:  # reported by the client side (Interrupted included)
             out["error"] = getattr(e, "strerror", None) or str(e)
             self._received.set()
             self._sampled.set()
 
     def close(self) -> None:
+        if self._remove_hook:
+            self._remove_hook()
         if self.sampler:
             self.sampler.stop()
         for s in self._socks:
