@@ -35,6 +35,7 @@ test: install
 
 bench: install
 	$(VENV)/bin/python bench/topology_build.py
+	flock /tmp/mptcplab-heavy.lock $(VENV)/bin/python bench/link_accuracy.py --workers both
 	$(VENV)/bin/python bench/verdict_validation.py
 
 clean:
