@@ -117,6 +117,7 @@ def run(
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="key=value stored with the run (repeatable)")] = None,
     db: Annotated[Optional[str], typer.Option("--db", help="results database: a SQLite path or a URL (default: $MPTCPLAB_DB, else ~/.local/share/mptcplab/results.db)")] = None,
     store: Annotated[bool, typer.Option("--store/--no-store", help="store the run in the results database")] = True,
+    kernel: Annotated[Optional[str], typer.Option("--kernel", help="run inside a QEMU guest booted with this kernel (mptcplab kernel list)")] = None,
 ) -> None:
     """Run scenarios on this machine's kernel, store and print their results."""
     from .cli_store import parse_tags, recorder_for
@@ -132,13 +133,22 @@ def run(
         raise UsageError(f"--link-backend {link_backend!r}: choose auto, tbf, netem or wire")
     if plot is not None and not plot.resolve().parent.is_dir():
         raise UsageError(f"--plot {plot}: the directory {plot.resolve().parent} does not exist")
-    for s in scns:
+    if kernel is not None:
+        from .kernels.catalog import resolve
+
+        resolve(kernel)  # an unknown kernel is refused before anything starts
+    for s in scns if kernel is None else []:  # with --kernel the guest checks its own kernel
         runner.preflight(s, link_backend)  # refuse before anything is built or drawn
     options = runner.RunOptions(repeat=repeat, label=label, link_backend=link_backend, tags=tags,
                                 warmup=1 if warmup else 0, sinks=[recorder] if recorder else [])
     try:
         with RichProgress(scn.name) as progress:
-            results = runner.run_scenarios(scns, replace(options, progress=progress))
+            if kernel is not None:
+                from .cli_kernel import run_on_kernel
+
+                results = run_on_kernel(kernel, scns, replace(options, progress=progress), timeseries)
+            else:
+                results = runner.run_scenarios(scns, replace(options, progress=progress))
     finally:
         for line in recorder.report_lines() if recorder else []:
             err.print(line, highlight=False, markup=False, soft_wrap=True)
@@ -218,6 +228,7 @@ def cleanup(
 
 
 from . import cli_store  # noqa: E402,F401  (registers runs, show, export, compare, import on `app`)
+from . import cli_kernel  # noqa: E402,F401  (registers kernel fetch/list/add and matrix on `app`)
 
 
 def main() -> None:

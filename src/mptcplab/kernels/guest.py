@@ -133,17 +133,17 @@ def qemu_command(kernel: Kernel, initrd: Path, tmp: Path, cmdline: str, cfg: Gue
     ]
 
 
-def _guest_cmdline(job: Path, cfg: GuestConfig) -> str:
+def _guest_cmdline(cfg: GuestConfig) -> str:
     import mptcplab
 
     pythonpath = str(Path(mptcplab.__file__).resolve().parents[1])
     python = sys.executable
-    for value in (str(job), pythonpath, python):
+    for value in (pythonpath, python):
         if any(c.isspace() for c in value):
             raise EnvironmentProblem(f"{value!r} contains whitespace, which the guest's kernel command line cannot carry",
                                      "install the lab in a path without spaces")
-    return " ".join(["console=ttyS0", "panic=-1", "quiet", "loglevel=4", f"mptcplab.job={job}",
-                     f"mptcplab.python={python}", f"mptcplab.pythonpath={pythonpath}", *cfg.extra_cmdline])
+    return " ".join(["console=ttyS0", "panic=-1", "loglevel=4", f"mptcplab.python={python}",
+                     f"mptcplab.pythonpath={pythonpath}", *cfg.extra_cmdline])
 
 
 def console_tail(path: Path, n: int = CONSOLE_TAIL) -> str:
@@ -158,130 +158,174 @@ def console_tail(path: Path, n: int = CONSOLE_TAIL) -> str:
     return " | ".join(tail) or "(no console output)"
 
 
-@dataclass
-class GuestReport:
-    """What one guest run gave back, with how long it took to get there."""
+class GuestSession:
+    """One booted guest that runs jobs on request: `with GuestSession(k) as g: g.run(...)`.
 
-    result: RunResult
-    boot_s: float
-    wall_s: float
-
-
-class GuestRun:
-    """One boot of `kernel` running one job; use run()."""
+    Booting (kernel plus the lab's imports over virtiofs under TCG) costs far
+    more than a short repetition, so a guest stays up for all the jobs of a
+    `run --kernel` or a matrix; every repetition still gets fresh namespaces
+    inside it, exactly as on the host. Jobs go in as JSON lines on the
+    guest's second serial port, answers come back on the same port.
+    """
 
     def __init__(self, kernel: Kernel, cfg: GuestConfig | None = None) -> None:
         self.kernel = kernel
         self.cfg = cfg or GuestConfig()
         self.accel = self.cfg.accelerator or accelerator()
-        self.uptime_at_ready: float | None = None  # the guest's own clock when Python was up
+        self.boot_s: float | None = None  # launch to the lab answering, host clock
+        self.uptime_at_ready: float | None = None  # the same, guest clock
+        self._lab: Lab | None = None
+        self._buf = b""
+        self._cmd: list[str] = []
 
-    def run(self, scenario: Scenario, options: RunOptions, timeseries: bool = True) -> GuestReport:
+    # -- lifecycle -------------------------------------------------------
+    def __enter__(self) -> "GuestSession":
         check_tools()
         initrd = initramfs.build(self.kernel)
-        repeat = options.repeat or scenario.run.repeat
-        # the validated model itself: the guest runs the same code, and units are already resolved
-        job = {"scenario_pickle": base64.b64encode(pickle.dumps(scenario)).decode(), "repeat": repeat, "label": options.label,
-               "link_backend": options.link_backend, "tags": options.tags, "timeseries": timeseries}
-        deadline_run = repeat * (scenario.run.timeout + PER_REPETITION_SLACK_S)
-        with Lab() as lab:
-            tmp = Path(tempfile.mkdtemp(prefix=f"mptcplab-guest-{lab.run_id}-"))
-            procs: list[subprocess.Popen] = []
-            lab.on_close(lambda: self._teardown(procs, tmp))
-            (tmp / "job.json").write_text(json.dumps(job))
-            procs.append(self._start_virtiofsd(tmp))
-            cmd = qemu_command(self.kernel, initrd, tmp, _guest_cmdline(tmp / "job.json", self.cfg), self.cfg, self.accel)
-            t0 = time.monotonic()
-            qemu = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=open(tmp / "qemu.err", "wb"),
-                                    preexec_fn=_die_with_parent)
-            procs.append(qemu)
-            doc, boot_s = self._read(qemu, tmp, t0, deadline_run, options.progress)
-            wall = time.monotonic() - t0
-        result = RunResult.model_validate(doc)
-        result.environment["guest"] = {
-            "accelerator": self.accel, "cpus": self.cfg.cpus, "memory_mb": self.cfg.memory_mb, "boot_s": round(boot_s, 3),
-            "wall_s": round(wall, 3), "kernel_version": self.kernel.version, "kernel_origin": self.kernel.origin,
-            "qemu": _qemu_version(), "cmdline": cmd[cmd.index("-append") + 1], "uptime_at_ready_s": self.uptime_at_ready,
-        }
-        result.environment["host_kernel_release"] = os.uname().release
-        return GuestReport(result, boot_s, wall)
+        self._lab = Lab().__enter__()
+        try:
+            self._tmp = Path(tempfile.mkdtemp(prefix=f"mptcplab-guest-{self._lab.run_id}-"))
+            self._procs: list[subprocess.Popen] = []
+            self._lab.on_close(self._teardown)
+            self._procs.append(self._start_virtiofsd())
+            self._cmd = qemu_command(self.kernel, initrd, self._tmp, _guest_cmdline(self.cfg), self.cfg, self.accel)
+            self._t0 = time.monotonic()
+            self.qemu = subprocess.Popen(self._cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=open(self._tmp / "qemu.err", "wb"), preexec_fn=_die_with_parent)
+            self._procs.append(self.qemu)
+        except BaseException:
+            self._lab.close()
+            raise
+        return self
 
-    def _start_virtiofsd(self, tmp: Path) -> subprocess.Popen:
-        sock = tmp / "fs.sock"
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._lab is not None:
+            self._lab.close()
+            self._lab = None
+
+    def _teardown(self) -> None:
+        qemu = getattr(self, "qemu", None)
+        if qemu is not None and qemu.poll() is None and qemu.stdin:
+            try:  # ask the guest to power off; it takes a moment, then it is killed anyway
+                qemu.stdin.write(b'{"type":"quit"}\n')
+                qemu.stdin.close()
+                qemu.wait(timeout=3)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        for proc in reversed(self._procs):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            for stream in (proc.stdin, proc.stdout):
+                if stream:
+                    try:
+                        stream.close()
+                    except OSError:
+                        pass
+        try:  # the last boot's whole console stays with the kernel, for whoever debugs it
+            shutil.copyfile(self._tmp / "console.log", self.kernel.dir / "last-console.log")
+        except OSError:
+            pass
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def _start_virtiofsd(self) -> subprocess.Popen:
+        sock = self._tmp / "fs.sock"
         proc = subprocess.Popen([virtiofsd_path() or "virtiofsd", f"--socket-path={sock}", "-o", "source=/", "-o", "cache=always",
                                  "-o", "sandbox=chroot", "-o", "log_level=err"],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(tmp / "virtiofsd.err", "wb"),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(self._tmp / "virtiofsd.err", "wb"),
                                 preexec_fn=_die_with_parent)
         end = time.monotonic() + 10
         while not sock.exists():
             if proc.poll() is not None or time.monotonic() > end:
-                err = (tmp / "virtiofsd.err").read_text(errors="replace").strip().splitlines()
+                err = (self._tmp / "virtiofsd.err").read_text(errors="replace").strip().splitlines()
+                proc.kill()
+                proc.wait()
                 raise EnvironmentProblem(f"virtiofsd did not start: {err[-1] if err else 'no socket after 10 s'}")
             time.sleep(0.02)
         return proc
 
-    @staticmethod
-    def _teardown(procs: list[subprocess.Popen], tmp: Path) -> None:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.kill()  # the guest holds no state worth a clean shutdown
-            proc.wait()
-            if proc.stdout:
-                proc.stdout.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+    # -- jobs ------------------------------------------------------------
+    def wait_ready(self) -> float:
+        """Block until the guest's lab answers; the boot time in seconds."""
+        if self.boot_s is None:
+            self._until({"ready"}, self._t0 + BOOT_TIMEOUT_S, None, "did not boot")
+        assert self.boot_s is not None
+        return self.boot_s
 
-    def _fail(self, what: str, tmp: Path) -> RunError:
-        kept = self.kernel.dir / "last-console.log"  # the whole console of the last failed boot, for a human
+    def run(self, scenario: Scenario, options: RunOptions | None = None, timeseries: bool = True) -> RunResult:
+        """`run_scenario` inside the guest; the result carries the guest's kernel and CPU load."""
+        options = options or RunOptions()
+        self.wait_ready()
+        repeat = options.repeat or scenario.run.repeat
+        job = {"type": "job", "scenario_pickle": base64.b64encode(pickle.dumps(scenario)).decode(),  # units already resolved
+               "repeat": repeat, "label": options.label, "link_backend": options.link_backend,
+               "tags": options.tags, "timeseries": timeseries, "warmup": getattr(options, "warmup", 0)}
+        assert self.qemu.stdin is not None
         try:
-            shutil.copyfile(tmp / "console.log", kept)
+            self.qemu.stdin.write(json.dumps(job).encode() + b"\n")
+            self.qemu.stdin.flush()
         except OSError:
-            pass
-        return RunError(f"kernel {self.kernel.release}: {what}; last console lines: {console_tail(tmp / 'console.log')}",
-                        f"full console in {kept}")
+            raise self._fail("the guest stopped before it took the job") from None
+        t0 = time.monotonic()
+        timeout = (repeat + job["warmup"]) * (scenario.run.timeout + PER_REPETITION_SLACK_S)
+        doc = self._until({"result"}, t0 + timeout, options.progress, f"did not finish the run within {timeout:.0f} s (guest killed)")
+        result = RunResult.model_validate(doc["result"])
+        result.environment["guest"] = {
+            "accelerator": self.accel, "cpus": self.cfg.cpus, "memory_mb": self.cfg.memory_mb, "boot_s": round(self.boot_s or 0, 3),
+            "uptime_at_ready_s": self.uptime_at_ready, "run_wall_s": round(time.monotonic() - t0, 3),
+            "kernel_version": self.kernel.version, "kernel_origin": self.kernel.origin, "qemu": _qemu_version(),
+            "cmdline": self._cmd[self._cmd.index("-append") + 1],
+        }
+        result.environment["host_kernel_release"] = os.uname().release
+        return result
 
-    def _read(self, qemu: subprocess.Popen, tmp: Path, t0: float, run_timeout: float,
-              progress: Progress | None) -> tuple[dict[str, Any], float]:
-        """Follow the guest's JSON lines until its result, an error, its exit or a timeout."""
-        assert qemu.stdout is not None
-        sel = selectors.DefaultSelector()
-        sel.register(qemu.stdout, selectors.EVENT_READ)
-        buf = b""
-        boot_s: float | None = None
-        deadline = t0 + BOOT_TIMEOUT_S
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                phase = "did not boot" if boot_s is None else "did not finish the run"
-                raise self._fail(f"{phase} within {BOOT_TIMEOUT_S if boot_s is None else run_timeout:.0f} s (guest killed)", tmp)
-            if not sel.select(timeout=min(left, 1.0)):
-                continue
-            chunk = os.read(qemu.stdout.fileno(), 65536)
-            if not chunk:
-                qemu.wait()
-                err = (tmp / "qemu.err").read_text(errors="replace").strip().splitlines()
-                if qemu.returncode not in (0, None) and err:
-                    raise RunError(f"qemu failed for kernel {self.kernel.release}: {err[-1]}")
-                raise self._fail("the guest stopped without a result", tmp)
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for raw in lines:
-                msg = _parse(raw)
-                if msg is None:
+    def _fail(self, what: str) -> RunError:
+        return RunError(f"kernel {self.kernel.release}: {what}; last console lines: {console_tail(self._tmp / 'console.log')}",
+                        f"full console in {self.kernel.dir / 'last-console.log'}")
+
+    def _until(self, kinds: set[str], deadline: float, progress: Progress | None, late: str) -> dict[str, Any]:
+        """Follow the guest's JSON lines until one of `kinds`, an error, its exit or the deadline."""
+        assert self.qemu.stdout is not None
+        fd = self.qemu.stdout.fileno()
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            while True:
+                while b"\n" in self._buf:
+                    raw, self._buf = self._buf.split(b"\n", 1)
+                    msg = _parse(raw)
+                    if msg is not None and self._handle(msg, progress) in kinds:
+                        return msg
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.qemu.kill()
+                    raise self._fail(late)
+                if not sel.select(timeout=min(left, 1.0)):
                     continue
-                kind = msg.get("type")
-                if kind == "ready":
-                    boot_s = time.monotonic() - t0
-                    self.uptime_at_ready = msg.get("uptime_s")
-                    deadline = time.monotonic() + run_timeout
-                elif kind == "progress" and progress is not None:
-                    _forward(progress, msg)
-                elif kind == "error":
-                    cls = getattr(errors, str(msg.get("kind")), RunError)
-                    if not (isinstance(cls, type) and issubclass(cls, errors.LabError)):
-                        cls = RunError
-                    raise cls(f"in the guest (kernel {self.kernel.release}): {msg.get('message')}", msg.get("hint"))
-                elif kind == "result":
-                    return msg["result"], boot_s or 0.0
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    self.qemu.wait()
+                    err = (self._tmp / "qemu.err").read_text(errors="replace").strip().splitlines()
+                    if self.qemu.returncode not in (0, None) and err:
+                        raise RunError(f"qemu failed for kernel {self.kernel.release}: {err[-1]}")
+                    raise self._fail("the guest stopped without a result")
+                self._buf += chunk
+
+    def _handle(self, msg: dict[str, Any], progress: Progress | None) -> str:
+        kind = str(msg.get("type"))
+        if kind == "ready":
+            self.boot_s = time.monotonic() - self._t0
+            self.uptime_at_ready = msg.get("uptime_s")
+        elif kind == "progress" and progress is not None:
+            _forward(progress, msg)
+        elif kind == "error":
+            cls = getattr(errors, str(msg.get("kind")), RunError)
+            if not (isinstance(cls, type) and issubclass(cls, errors.LabError)):
+                cls = RunError
+            raise cls(f"in the guest (kernel {self.kernel.release}): {msg.get('message')}", msg.get("hint"))
+        return kind
 
 
 def _parse(raw: bytes) -> dict[str, Any] | None:
@@ -314,5 +358,6 @@ def _qemu_version() -> str:
 
 def run_in_guest(kernel: Kernel, scenario: Scenario, options: RunOptions | None = None,
                  cfg: GuestConfig | None = None, timeseries: bool = True) -> RunResult:
-    """`run_scenario`, but inside a guest booted with `kernel`."""
-    return GuestRun(kernel, cfg).run(scenario, options or RunOptions(), timeseries).result
+    """`run_scenario`, but inside a guest booted with `kernel` for this one run."""
+    with GuestSession(kernel, cfg) as guest:
+        return guest.run(scenario, options, timeseries)

@@ -1,9 +1,10 @@
 """Inside the guest: run one job with the ordinary runner and report as JSON lines.
 
 The guest's init runs this with the host's own Python over the read-only
-virtiofs mount; stdout is the guest's second serial port, which the host
-reads. One line per event: ``ready`` (booted), ``progress`` (repetition
-started / sampled / finished), then exactly one ``result`` or ``error``.
+virtiofs mount; stdin and stdout are the guest's second serial port. Jobs
+come in one JSON line each; out go ``ready`` once (booted), then per job
+``progress`` lines (repetition started / sampled / finished) and exactly
+one ``result`` or ``error``.
 Under emulation the guest CPU may be the bottleneck, so every repetition
 carries how busy the guest's CPUs were while it ran.
 """
@@ -80,6 +81,8 @@ def run_job(job: dict[str, Any]) -> None:
     progress = GuestProgress()
     options = RunOptions(repeat=job.get("repeat"), label=job.get("label"), link_backend=job.get("link_backend"),
                          progress=progress, tags=job.get("tags") or {})
+    if job.get("warmup"):
+        options.warmup = job["warmup"]  # type: ignore[attr-defined]
     result = run_scenario(scenario, options)
     busy = [c["busy"] for c in progress.cpu]
     result.environment["guest_cpu"] = {
@@ -91,22 +94,27 @@ def run_job(job: dict[str, Any]) -> None:
     emit({"type": "result", "result": result.to_json(timeseries=job.get("timeseries", True))})
 
 
-def main(job_path: str) -> int:
+def main() -> int:
+    """Answer jobs from stdin until the host says quit or goes away."""
     with open("/proc/uptime") as f:
         uptime = float(f.read().split()[0])
     emit({"type": "ready", "kernel": os.uname().release, "uptime_s": uptime})
-    try:
-        with open(job_path) as f:
-            run_job(json.load(f))
-    except LabError as e:
-        emit({"type": "error", "kind": type(e).__name__, "exit_code": e.exit_code, "message": e.message, "hint": e.hint})
-        return 1
-    except BaseException as e:  # the host must always get an answer; the traceback goes to the console
-        traceback.print_exc()
-        emit({"type": "error", "kind": "RunError", "exit_code": 1, "message": f"{type(e).__name__}: {e}", "hint": None})
-        return 1
+    for line in sys.stdin:
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue  # line noise on the serial port
+        if msg.get("type") == "quit":
+            break
+        try:
+            run_job(msg)
+        except LabError as e:
+            emit({"type": "error", "kind": type(e).__name__, "exit_code": e.exit_code, "message": e.message, "hint": e.hint})
+        except Exception as e:  # the host must always get an answer; the traceback goes to the console
+            traceback.print_exc()
+            emit({"type": "error", "kind": "RunError", "exit_code": 1, "message": f"{type(e).__name__}: {e}", "hint": None})
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main())

@@ -29,7 +29,7 @@ MODULES: dict[str, bool] = {
 GUEST_MOUNT = "/host"  # where the host's root is mounted in the guest
 
 INIT = r"""#!/bin/busybox sh
-# mptcplab guest init: modules, the host's filesystem read-only, the job, power off.
+# mptcplab guest init: modules, the host's filesystem read-only, the lab's job loop, power off.
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev
@@ -43,9 +43,10 @@ mount -t proc proc $H/proc; mount -t sysfs sysfs $H/sys; mount -t devtmpfs devtm
 mount -t tmpfs tmpfs $H/run; mkdir -p $H/dev/shm $H/run/tmp; mount -t tmpfs tmpfs $H/dev/shm
 mount -t bpf bpf $H/sys/fs/bpf 2>/dev/null
 stty -F /dev/ttyS1 raw -echo 2>/dev/null
+say "host filesystem mounted at $(cut -d' ' -f1 /proc/uptime) s"
 chroot $H /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/run/tmp TMPDIR=/run/tmp \
     PYTHONPATH="$(arg pythonpath)" PYTHONDONTWRITEBYTECODE=1 \
-    "$(arg python)" -m mptcplab.kernels.guest_main "$(arg job)" > /dev/ttyS1 2> /dev/ttyS0
+    "$(arg python)" -m mptcplab.kernels.guest_main < /dev/ttyS1 > /dev/ttyS1 2> /dev/ttyS0
 say "job exited with status $?"
 poweroff -f
 """

@@ -1,0 +1,182 @@
+"""`mptcplab kernel fetch|list|add`, `mptcplab matrix` and the guest side of `run --kernel`.
+
+Registered on cli.py's `app`; the machinery is in mptcplab.kernels.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from .cli import RichProgress, app, handled, out
+from .errors import UsageError
+from .result import RunResult
+from .runner import RunOptions
+from .scenario import Scenario
+
+kernel_app = typer.Typer(no_args_is_help=True, help="Other kernels: fetch Debian kernels, add your own, list them.")
+app.add_typer(kernel_app, name="kernel")
+
+
+@kernel_app.command("fetch")
+@handled
+def fetch_cmd(
+    version: Annotated[str, typer.Argument(help="6.1, 6.12, 6.12.95, 7.2, a suite (trixie, sid...), a release or a package version")],
+    refresh: Annotated[bool, typer.Option("--refresh", help="ask the archive even when a cached kernel matches")] = False,
+) -> None:
+    """Download a Debian cloud kernel and its modules into the cache (nothing is installed on the host)."""
+    from .kernels.fetch import fetch
+
+    kernel, was_cached = fetch(version, refresh=refresh)
+    verb = "already cached" if was_cached else "fetched"
+    out.print(f"{verb}: {kernel.release} ({kernel.version}, {kernel.origin}) in {kernel.dir}", highlight=False)
+
+
+@kernel_app.command("list")
+@handled
+def list_cmd(
+    cached_only: Annotated[bool, typer.Option("--cached", help="only the cache; do not ask the archive")] = False,
+) -> None:
+    """What is cached, and what the Debian archive offers."""
+    from .kernels.catalog import cached
+
+    table = Table(title="cached kernels", title_justify="left")
+    for col in ("release", "version", "origin", "MPTCP"):
+        table.add_column(col)
+    for k in cached():
+        table.add_row(k.release, k.version, k.origin, k.config_value("MPTCP") or "?")
+    out.print(table)
+    if cached_only:
+        return
+    from .kernels.fetch import PrivateApt
+
+    apt = PrivateApt()
+    apt.update()
+    have = {k.release for k in cached()}
+    offer = Table(title="fetchable (mptcplab kernel fetch VERSION)", title_justify="left")
+    for col in ("version", "suite", "release", "cached"):
+        offer.add_column(col)
+    for c in apt.candidates():
+        offer.add_row(c.upstream, c.suite, c.release, "yes" if c.release in have else "")
+    out.print(offer)
+
+
+@kernel_app.command("add")
+@handled
+def add_cmd(
+    path: Annotated[Path, typer.Argument(help="a bzImage (e.g. arch/x86/boot/bzImage of your build)")],
+    modules: Annotated[Optional[Path], typer.Option("--modules", help="modules: INSTALL_MOD_PATH, its lib/modules/RELEASE, or a tree with modules.dep")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="the kernel's .config (default: the build tree's, when found)")] = None,
+) -> None:
+    """Register a kernel you built; it is copied into the cache."""
+    from .kernels.custom import add
+
+    kernel = add(path, modules, config)
+    out.print(f"added: {kernel.release} in {kernel.dir}" + ("" if kernel.modules else " (no modules: the needed drivers must be built in)"),
+              highlight=False)
+
+
+def run_on_kernel(kernel: str, scenarios: list[Scenario], options: RunOptions, timeseries: bool) -> list[RunResult]:
+    """`run --kernel K`: every scenario in one guest booted with K (kernels are checked before booting)."""
+    from .kernels.catalog import resolve
+    from .kernels.guest import GuestSession
+
+    k = resolve(kernel)
+    sinks = list(getattr(options, "sinks", []) or [])
+    results = []
+    with GuestSession(k) as guest:
+        for scenario in scenarios:
+            result = guest.run(scenario, options, timeseries)
+            feed_sinks(sinks, result, scenario)
+            results.append(result)
+    return results
+
+
+def feed_sinks(sinks: list, result: RunResult, scenario: Scenario) -> None:
+    """Hand a finished guest run to the host's sinks (the store) as if it had run here."""
+    if not sinks:
+        return
+    shell = result.model_copy(update={"repetitions": []}, deep=True)
+    for sink in sinks:
+        sink.run_started(shell, scenario)
+    for rep in result.repetitions:
+        shell.repetitions.append(rep)
+        for sink in sinks:
+            sink.repetition_finished(shell, rep)
+    shell.summary = result.summary
+    for sink in sinks:
+        sink.run_finished(shell)
+
+
+def _fmt(est: object) -> str:
+    if est is None:
+        return "-"
+    return f"{est.median:.2f} [{est.ci95[0]:.2f}, {est.ci95[1]:.2f}]"  # type: ignore[attr-defined]
+
+
+@app.command()
+@handled
+def matrix(
+    scenario: Annotated[list[str], typer.Argument(help="TOML files or built-in scenario names")],
+    kernels: Annotated[str, typer.Option("--kernels", help="comma-separated kernels (release, version or prefix); the first is the baseline")],
+    repeat: Annotated[Optional[int], typer.Option("--repeat", "-n", min=1, help="repetitions per scenario and kernel")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON list: a `run --json` document per scenario x kernel")] = False,
+    label: Annotated[Optional[str], typer.Option("--label", help="a free-form label stored with every run")] = None,
+    link_backend: Annotated[Optional[str], typer.Option("--link-backend", help="auto, tbf, netem or wire")] = None,
+    timeseries: Annotated[bool, typer.Option("--timeseries/--no-timeseries", help="include per-subflow time series in the JSON")] = True,
+    db: Annotated[Optional[str], typer.Option("--db", help="results database (as for run)")] = None,
+    store: Annotated[bool, typer.Option("--store/--no-store", help="store every cell in the results database")] = True,
+) -> None:
+    """Run every scenario on every kernel in QEMU guests, kernels interleaved, and print scenario x kernel."""
+    from .kernels.catalog import resolve
+    from .kernels.matrix import run_matrix, table_rows
+    from .scenario import load_scenario
+
+    names = [k.strip() for k in kernels.split(",") if k.strip()]
+    if not names:
+        raise UsageError("--kernels needs at least one kernel, e.g. --kernels 6.1,6.12")
+    if link_backend is not None and link_backend not in ("auto", "tbf", "netem", "wire"):
+        raise UsageError(f"--link-backend {link_backend!r}: choose auto, tbf, netem or wire")
+    ks = [resolve(n) for n in names]
+    if len({k.release for k in ks}) < len(ks):
+        raise UsageError(f"--kernels {kernels}: names the same kernel twice")
+    scns = [load_scenario(s) for s in scenario]
+    options = RunOptions(repeat=repeat, label=label, link_backend=link_backend)
+    recorder = _recorder(db) if store else None
+    if recorder is not None:
+        options.sinks = [recorder]  # type: ignore[attr-defined]
+    try:
+        with RichProgress(scns[0].name) as progress:
+            cells = run_matrix(scns, ks, repeat, replace(options, progress=progress), timeseries=timeseries)
+    finally:
+        if recorder is not None:
+            from .cli import err
+
+            for line in recorder.report_lines():
+                err.print(line, highlight=False, markup=False, soft_wrap=True)
+    if as_json:
+        sys.stdout.write(json.dumps([c.result.to_json(timeseries=timeseries) for c in cells]) + "\n")
+        return
+    table = Table(title="goodput (mbit/s) and completion (s): median [95% CI]; change vs the first kernel", title_justify="left")
+    for col in ("scenario", "kernel", "n", "goodput", "completion", "change", "guest CPU"):
+        table.add_column(col, justify="right" if col in ("n", "change") else "left")
+    for row in table_rows(cells):
+        change = "baseline" if row["change"] is None else f"{row['change'] * 100:+.1f}%" + (f" {row['verdict']}" if row["verdict"] != "unchanged" else "")
+        table.add_row(row["scenario"], row["kernel"], str(row["n"]), _fmt(row["goodput"]), _fmt(row["completion"]), change,
+                      "SATURATED" if row["cpu_saturated"] else "ok")
+    out.print(table)
+
+
+def _recorder(db: str | None) -> object | None:
+    """The store's recorder when the store is part of this build (it is optional to the matrix)."""
+    try:
+        from .cli import err
+        from .cli_store import recorder_for
+    except ImportError:
+        return None
+    return recorder_for(db, err)
