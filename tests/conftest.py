@@ -78,6 +78,8 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05) -> bool:
 
 TWO_PATHS = """
 name = "t-two-paths"
+[mptcp]
+path_manager = "{pm}"
 [[path]]
 name = "a"
 rate = "10mbit"
@@ -95,8 +97,8 @@ link_backend = "{backend}"
 
 @pytest.fixture
 def two_paths(tmp_path: Path):
-    def make(size: str = "4MiB", repeat: int = 1, backend: str = "auto") -> Path:
-        return write_scenario(tmp_path, TWO_PATHS.format(size=size, repeat=repeat, backend=backend))
+    def make(size: str = "4MiB", repeat: int = 1, backend: str = "auto", pm: str = "kernel") -> Path:
+        return write_scenario(tmp_path, TWO_PATHS.format(size=size, repeat=repeat, backend=backend, pm=pm))
     return make
 
 

@@ -140,23 +140,8 @@ def test_doctor_and_scenarios():
     assert proc.returncode == 0 and "demo" in proc.stdout
 
 
-def test_userspace_path_manager_opens_a_subflow_per_path(tmp_path):
-    path = write_scenario(tmp_path, """
-        name = "upm"
-        [mptcp]
-        path_manager = "userspace"
-        [[path]]
-        name = "a"
-        rate = "10mbit"
-        [[path]]
-        name = "b"
-        rate = "10mbit"
-        [workload]
-        size = "3MiB"
-        [run]
-        link_backend = "tbf"
-    """)
-    result = run_scenario(load_scenario(path), RunOptions(repeat=1))
+def test_userspace_path_manager_opens_a_subflow_per_path(two_paths):
+    result = run_scenario(load_scenario(two_paths(size="3MiB", backend="tbf", pm="userspace")), RunOptions(repeat=1))
     rep = result.repetitions[0]
     assert result.path_manager == "userspace"
     assert rep.mib["MPTcpExtMPJoinSynTx"] >= 1 and rep.mib_server["MPTcpExtMPJoinRejected"] == 0
