@@ -133,7 +133,7 @@ def _pct(x: float) -> str:
 def rows(report: Report) -> list[list[str]]:
     """The table both the terminal and Markdown render."""
     return [[c.scenario, c.metric, f"{c.baseline_median:.3f} (n={c.n_baseline})", f"{c.candidate_median:.3f} (n={c.n_candidate})",
-             _pct(c.change), f"[{_pct(c.ci95[0])}, {_pct(c.ci95[1])}]", f"{c.p_value:.4f}", c.verdict]
+             _pct(c.change), f"[{_pct(c.ci95[0])}, {_pct(c.ci95[1])}]", f"{c.p_value:.4f}" if c.p_value >= 1e-4 else f"{c.p_value:.1e}", c.verdict]
             for c in report.comparisons]
 
 
