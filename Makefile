@@ -7,6 +7,9 @@ VENV   := .venv
 # python3-venv: the virtualenv; git: the commit recorded with each result.
 # postgresql: the store tests start a throwaway PostgreSQL cluster of their own.
 DEB_PACKAGES := iproute2 procps kmod git python3 python3-venv python3-dev gcc ethtool postgresql
+# other kernels (run --kernel, matrix): QEMU (with its virtiofsd on bookworm), busybox for the guest's init,
+# apt + dpkg-deb (in every Debian) fetch and unpack Debian kernels, kmod's depmod indexes their modules
+DEB_PACKAGES += qemu-system-x86 busybox-static
 
 .PHONY: install deb-packages demo test bench clean
 

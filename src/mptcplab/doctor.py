@@ -56,6 +56,20 @@ def checks() -> list[Check]:
         path = shutil.which(cmd[0])
         out.append(Check(tool, bool(path), _version(cmd) if path else "not found",
                          "apt-get install iproute2 qemu-system-x86" if not path else "", required=required))
+    out += guest_checks()
+    return out
+
+
+def guest_checks() -> list[Check]:
+    """What `run --kernel` and `matrix` need: the accelerator QEMU will use, virtiofsd, busybox."""
+    from .kernels import guest, initramfs
+
+    kvm, why = guest.kvm_usable()
+    out = [Check("guest accelerator", True, f"kvm ({why})" if kvm else f"tcg: software emulation, slower guests ({why})", required=False)]
+    fsd = guest.virtiofsd_path()
+    out.append(Check("virtiofsd (guests)", bool(fsd), fsd or "not found", "apt-get install qemu-system-x86", required=False))
+    bb = initramfs.busybox_available()
+    out.append(Check("busybox (guests)", bb, str(initramfs.BUSYBOX) if bb else "not found", "apt-get install busybox-static", required=False))
     return out
 
 

@@ -141,20 +141,23 @@ class SubflowData(ctypes.Structure):
     _fields_ = [("size_subflow_data", u32), ("num_subflows", u32), ("size_kernel", u32), ("size_user", u32)]
 
 
+def _repack(raw: bytes, n: int, stride: int, elem: type[ctypes.Structure]) -> ctypes.Array:
+    """Kernel arrays are strided by min(our element size, the kernel's): copy into an array of ours."""
+    size = ctypes.sizeof(elem)
+    items = (elem * MAX_SUBFLOWS)()
+    for i in range(min(n, MAX_SUBFLOWS)):
+        ctypes.memmove(ctypes.addressof(items[i]), raw[i * stride:i * stride + min(stride, size)], min(stride, size))
+    return items
+
+
 def _subflow_array(fd: int, opt: int, elem: type[ctypes.Structure]) -> tuple[int, ctypes.Array]:
-    """The kernel strides its array by min(our element size, its own): re-pack into ours."""
     size = ctypes.sizeof(elem)
     buf = ctypes.create_string_buffer(ctypes.sizeof(SubflowData) + size * MAX_SUBFLOWS)
     hdr = SubflowData.from_buffer(buf)
     hdr.size_subflow_data = ctypes.sizeof(SubflowData)
     hdr.size_user = size
     _getsockopt(fd, SOL_MPTCP, opt, buf)
-    stride, n = hdr.size_user, min(hdr.num_subflows, MAX_SUBFLOWS)
-    items = (elem * MAX_SUBFLOWS)()
-    raw = buf.raw[hdr.size_subflow_data:]
-    for i in range(n):
-        ctypes.memmove(ctypes.addressof(items[i]), raw[i * stride:(i + 1) * stride], min(stride, size))
-    return hdr.num_subflows, items
+    return hdr.num_subflows, _repack(buf.raw[hdr.size_subflow_data:], hdr.num_subflows, hdr.size_user, elem)
 
 
 def _separate_info(sock: socket.socket) -> tuple[int, ctypes.Array, ctypes.Array, MptcpInfo]:
@@ -182,8 +185,8 @@ def full_info(sock: socket.socket) -> ConnectionSample:
 
 
 def _full_info(sock: socket.socket) -> ConnectionSample:
-    sf = (SubflowInfo * MAX_SUBFLOWS)()
-    ti = (TcpInfo * MAX_SUBFLOWS)()
+    sf = ctypes.create_string_buffer(ctypes.sizeof(SubflowInfo) * MAX_SUBFLOWS)
+    ti = ctypes.create_string_buffer(ctypes.sizeof(TcpInfo) * MAX_SUBFLOWS)
     req = FullInfo()
     req.size_tcpinfo_user = ctypes.sizeof(TcpInfo)
     req.size_sfinfo_user = ctypes.sizeof(SubflowInfo)
@@ -191,7 +194,10 @@ def _full_info(sock: socket.socket) -> ConnectionSample:
     req.subflow_info = ctypes.addressof(sf)
     req.tcp_info = ctypes.addressof(ti)
     _getsockopt(sock.fileno(), SOL_MPTCP, MPTCP_FULL_INFO, req)
-    return _sample(req.num_subflows, sf, ti, req.mptcp_info)
+    # the kernel answers with the sizes it used: older kernels have a shorter tcp_info
+    n = req.num_subflows
+    return _sample(n, _repack(sf.raw, n, req.size_sfinfo_user, SubflowInfo), _repack(ti.raw, n, req.size_tcpinfo_user, TcpInfo),
+                   req.mptcp_info)
 
 
 def _sample(num_subflows: int, sf: ctypes.Array, ti: ctypes.Array, mi: MptcpInfo) -> ConnectionSample:

@@ -91,7 +91,7 @@ def kvm_usable() -> tuple[bool, str]:
             return False, "/dev/kvm exists but a KVM guest did not run (timeout)"
     if proc.returncode == 1:
         return True, "/dev/kvm runs guests"
-    why = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+    why = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1].rsplit(": ", 1)[-1]
     return False, f"/dev/kvm exists but QEMU cannot run a KVM guest ({why[-120:]})"
 
 
