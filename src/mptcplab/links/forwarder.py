@@ -377,12 +377,20 @@ def tx_socket(ifname: str) -> socket.socket:
     return s
 
 
-def setup_process(netns_fd: int, priority: int) -> bool:
-    """Enter the namespace, die with the parent, ask for real-time; True if granted."""
+def setup_process(netns_fd: int, priority: int, parent_pid: int | None = None) -> bool:
+    """Die with the parent, enter the namespace, ask for real-time; True if granted.
+
+    PR_SET_PDEATHSIG fires when the thread that started us ends, so a lab
+    killed with SIGKILL (no cleanup of its own can run) takes its forwarders
+    along. A parent that died before the prctl is caught by comparing the
+    parent's pid: we would already have been re-parented.
+    """
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)
     if _libc.setns(netns_fd, CLONE_NEWNET) != 0:
         raise OSError(ctypes.get_errno(), "setns")
     os.close(netns_fd)
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     _libc.prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the lab's; it stops us
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -468,7 +476,7 @@ def run(dirs: list[Direction], t0: float, realtime: bool) -> None:
 
 def main() -> None:
     cfg = json.loads(sys.argv[1])
-    realtime = setup_process(cfg["netns_fd"], cfg.get("priority", 0))
+    realtime = setup_process(cfg["netns_fd"], cfg.get("priority", 0), cfg.get("parent_pid"))
     dirs = [Direction(d, rx_socket(d["rx_if"]), tx_socket(d["tx_if"]), cfg.get("arena_slots", 32768))
             for d in cfg["directions"]]
     gc.collect()

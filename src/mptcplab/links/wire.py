@@ -72,7 +72,10 @@ class Forwarder:
         self._lock = threading.Lock()
         fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
         try:
-            config = {"netns_fd": fd, "priority": priority, "directions": directions}
+            # the namespace's name is only for people and tools reading the command line
+            # (ps, `mptcplab cleanup`'s tests): the forwarder enters it through the fd
+            config = {"netns": netns, "netns_fd": fd, "parent_pid": os.getpid(), "priority": priority,
+                      "directions": directions}
             self.proc = lab.add_process(subprocess.Popen(
                 [sys.executable, str(FORWARDER), json.dumps(config)], pass_fds=(fd,),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
