@@ -16,8 +16,11 @@ pytestmark = requires_root
 
 def test_two_paths_use_both_subflows_and_reach_80_percent(two_paths):
     before = set(leftovers())
-    result = run_scenario(load_scenario(two_paths(size="6MiB", backend="tbf")), RunOptions(repeat=2))
-    assert result.backend == "tbf"
+    # auto: wire on this machine, netem where the kernel has it. tbf shapes on the
+    # sender's own egress, where local qdisc drops are retransmitted at once (up to
+    # 10 000 retransmissions per 6 MiB measured): it stays a fallback, not the reference.
+    result = run_scenario(load_scenario(two_paths(size="6MiB")), RunOptions(repeat=2))
+    assert result.backend in ("wire", "netem")
     for rep in result.repetitions:
         assert rep.mptcp
         assert {s.path for s in rep.subflows} == {"a", "b"}

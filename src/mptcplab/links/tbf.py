@@ -3,6 +3,12 @@
 Upload (client -> server) is shaped on the client's interface, download on
 the router's; both through pyroute2 tc. It works on any kernel with
 sch_tbf but emulates no delay, jitter or loss.
+
+Upload is thereby shaped on the sender's own egress, which has an artifact: a
+drop at the local qdisc is seen by TCP at once and retransmitted, so upload
+retransmission counts are far higher than on a real bottleneck (thousands per
+6 MiB at 2 x 10 mbit, against about 20 through the wire backend). `auto`
+prefers netem or wire for that reason.
 """
 from __future__ import annotations
 
