@@ -263,7 +263,7 @@ def main() -> None:
     args = ap.parse_args()
     window = 2.0 if args.quick else 4.0
     rates = [1, 10, 100, 500] if args.quick else [1, 10, 50, 100, 200, 300, 500]
-    loads = [50, 100, 250] if args.quick else [50, 100, 150, 200, 250, 300]
+    loads = [50, 100, 250] if args.quick else [50, 100, 150, 200, 250, 300, 350, 400]
 
     print("## Rate: one path, TCP upload, frame-level rate while backlogged")
     print("| configured mbit | achieved mbit | error | tail drops |\n|---|---|---|---|")
