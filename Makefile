@@ -39,6 +39,8 @@ test: install
 bench: install
 	$(VENV)/bin/python bench/topology_build.py
 	flock /tmp/mptcplab-heavy.lock $(VENV)/bin/python bench/link_accuracy.py --workers both
+	$(VENV)/bin/mptcplab kernel fetch 6.1 && $(VENV)/bin/mptcplab kernel fetch 6.12
+	$(VENV)/bin/python bench/guest_overhead.py --kernels 6.1,6.12
 	$(VENV)/bin/python bench/verdict_validation.py
 
 clean:

@@ -45,6 +45,7 @@ VIRTIOFSD = ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd")
 BOOT_TIMEOUT_S = 120.0  # TCG, a cold page cache and a loaded machine: generous
 PER_REPETITION_SLACK_S = 30.0
 CONSOLE_TAIL = 4
+QEMU_SATURATED = 0.9  # QEMU busy on (nearly) all its vCPU threads: the emulator is the bottleneck
 KVM_GET_API_VERSION, KVM_CREATE_VM = 0xAE00, 0xAE01
 
 
@@ -177,6 +178,7 @@ class GuestSession:
         self._lab: Lab | None = None
         self._buf = b""
         self._cmd: list[str] = []
+        self.qemu_cpu: list[float] = []  # per repetition of the current job
 
     # -- lifecycle -------------------------------------------------------
     def __enter__(self) -> "GuestSession":
@@ -270,9 +272,13 @@ class GuestSession:
         except OSError:
             raise self._fail("the guest stopped before it took the job") from None
         t0 = time.monotonic()
+        self.qemu_cpu = []
         timeout = (repeat + job["warmup"]) * (scenario.run.timeout + PER_REPETITION_SLACK_S)
         doc = self._until({"result"}, t0 + timeout, options.progress, f"did not finish the run within {timeout:.0f} s (guest killed)")
         result = RunResult.model_validate(doc["result"])
+        cpu = result.environment.setdefault("guest_cpu", {})
+        cpu["qemu_host_cpu"] = self.qemu_cpu  # host CPU seconds per second per vCPU, per repetition
+        cpu["saturated"] = bool(cpu.get("saturated")) or any(q >= QEMU_SATURATED for q in self.qemu_cpu)
         result.environment["guest"] = {
             "accelerator": self.accel, "cpus": self.cfg.cpus, "memory_mb": self.cfg.memory_mb, "boot_s": round(self.boot_s or 0, 3),
             "uptime_at_ready_s": self.uptime_at_ready, "run_wall_s": round(time.monotonic() - t0, 3),
@@ -281,6 +287,20 @@ class GuestSession:
         }
         result.environment["host_kernel_release"] = os.uname().release
         return result
+
+    def _account(self, event: object) -> None:
+        """QEMU's own CPU use over each repetition, as a fraction of its vCPUs (the host's view of saturation)."""
+        try:
+            fields = Path(f"/proc/{self.qemu.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return
+        now, cpu = time.monotonic(), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        if event == "started":
+            self._rep_start = (now, cpu)
+        elif event == "finished" and getattr(self, "_rep_start", None):
+            t0, c0 = self._rep_start
+            self.qemu_cpu.append(round((cpu - c0) / max(now - t0, 1e-6) / self.cfg.cpus, 3))
+            self._rep_start = None
 
     def _fail(self, what: str) -> RunError:
         return RunError(f"kernel {self.kernel.release}: {what}; last console lines: {console_tail(self._tmp / 'console.log')}",
@@ -318,8 +338,10 @@ class GuestSession:
         if kind == "ready":
             self.boot_s = time.monotonic() - self._t0
             self.uptime_at_ready = msg.get("uptime_s")
-        elif kind == "progress" and progress is not None:
-            _forward(progress, msg)
+        elif kind == "progress":
+            self._account(msg.get("event"))
+            if progress is not None:
+                _forward(progress, msg)
         elif kind == "error":
             cls = getattr(errors, str(msg.get("kind")), RunError)
             if not (isinstance(cls, type) and issubclass(cls, errors.LabError)):

@@ -37,7 +37,13 @@ def _merge(cell: RunResult, one: RunResult, index: int) -> None:
         cpu["per_repetition"] = cpu.get("per_repetition", []) + new.get("per_repetition", [])
         cpu["saturated"] = bool(cpu.get("saturated")) or bool(new.get("saturated"))
         cpu["max_busy"] = max(cpu.get("max_busy", 0.0), new.get("max_busy", 0.0))
+        cpu["qemu_host_cpu"] = cpu.get("qemu_host_cpu", []) + new.get("qemu_host_cpu", [])
     cell.errors.extend(e for e in one.errors if e not in cell.errors)
+    for key in ("ended_at", "status"):  # the cell ends when its last repetition does
+        if getattr(one, key, None) is not None:
+            setattr(cell, key, getattr(one, key))
+    if "load_after" in one.environment:
+        cell.environment["load_after"] = one.environment["load_after"]
 
 
 def run_matrix(scenarios: list[Scenario], kernels: list[Kernel], repeat: int | None = None,
