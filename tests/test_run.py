@@ -144,7 +144,7 @@ def test_doctor_and_scenarios():
 
 
 def test_userspace_path_manager_opens_a_subflow_per_path(two_paths):
-    result = run_scenario(load_scenario(two_paths(size="3MiB", backend="tbf", pm="userspace")), RunOptions(repeat=1))
+    result = run_scenario(load_scenario(two_paths(size="3MiB", pm="userspace")), RunOptions(repeat=1))
     rep = result.repetitions[0]
     assert result.path_manager == "userspace"
     assert rep.mib["MPTcpExtMPJoinSynTx"] >= 1 and rep.mib_server["MPTcpExtMPJoinRejected"] == 0
