@@ -215,3 +215,24 @@ def test_sigterm_stops_the_guest(tmp_path: Path, kernels: list[str]) -> None:
     assert len(err.strip().splitlines()[-1:]) == 1 and "SIGTERM" in err
     assert not [c for c in children if alive(c)]
     assert guest_temp_dirs() <= before
+
+
+def test_sigkill_takes_the_guest_along_and_cleanup_removes_the_rest(tmp_path: Path, kernels: list[str]) -> None:
+    """Even a lab killed with SIGKILL leaves no qemu running; `cleanup` removes its temporary directory."""
+    before = guest_temp_dirs()
+    proc = subprocess.Popen([CLI, "run", str(scenario(tmp_path, "netem")), "--kernel", KERNELS[1], "--no-store"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: len(qemu_children(proc.pid)) >= 2, timeout=60), "qemu and virtiofsd did not start"
+        children = qemu_children(proc.pid)
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert wait_for(lambda: not [c for c in children if alive(c)], timeout=10)
+    stale = guest_temp_dirs() - before
+    assert len(stale) == 1
+    done = cli("cleanup")
+    assert "removed temporary directory" in done.stdout and stale.pop() in done.stdout
+    assert guest_temp_dirs() <= before

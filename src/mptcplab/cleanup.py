@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import netns
 from .lab import PREFIX, RUN_DIR, _pids_by_netns, lock_path, remove_netns
@@ -18,6 +21,7 @@ class CleanupReport:
     namespaces: list[str] = field(default_factory=list)
     processes: list[int] = field(default_factory=list)
     lock_files: list[str] = field(default_factory=list)
+    temp_dirs: list[str] = field(default_factory=list)  # a killed guest run's (run --kernel, matrix)
     live: list[str] = field(default_factory=list)
 
 
@@ -71,6 +75,11 @@ def cleanup(include_live: bool = False) -> CleanupReport:
         report.processes += [p for p in pids.get(ns, []) if p != os.getpid()]
         if remove_netns(ns, pids):
             report.namespaces.append(ns)
+    for tmp in sorted(Path(tempfile.gettempdir()).glob("mptcplab-guest-*")):
+        run_id = tmp.name.split("-")[2]
+        if include_live or not run_alive(run_id):
+            shutil.rmtree(tmp, ignore_errors=True)
+            report.temp_dirs.append(str(tmp))
     if os.path.isdir(RUN_DIR):
         for fname in sorted(os.listdir(RUN_DIR)):
             if fname.endswith(".lock") and (include_live or not run_alive(fname[:-5])):

@@ -223,7 +223,9 @@ def cleanup(
         out.print(f"removed stale lock {lock}", highlight=False)
     for ns in report.live:
         out.print(f"kept {ns}: its run is still alive (use --all to remove it anyway)", highlight=False)
-    if not (report.namespaces or report.processes or report.lock_files):
+    for tmp in report.temp_dirs:
+        out.print(f"removed temporary directory {tmp}", highlight=False)
+    if not (report.namespaces or report.processes or report.lock_files or report.temp_dirs):
         out.print("nothing to clean up")
 
 
