@@ -236,3 +236,15 @@ def test_sigkill_takes_the_guest_along_and_cleanup_removes_the_rest(tmp_path: Pa
     done = cli("cleanup")
     assert "removed temporary directory" in done.stdout and stale.pop() in done.stdout
     assert guest_temp_dirs() <= before
+
+
+def test_a_guest_past_its_timeout_is_killed(tmp_path: Path, kernels: list[str]) -> None:
+    before = guest_temp_dirs()
+    k = resolve(kernels[0])
+    with pytest.raises(Exception) as exc:
+        with GuestSession(k, GuestConfig(boot_timeout_s=0.5)) as guest:  # no kernel boots the lab that fast
+            guest.run(load_scenario(scenario(tmp_path, "netem")), RunOptions(repeat=1))
+    assert type(exc.value).__name__ == "RunError"
+    assert "did not boot within 0.5 s (guest killed)" in str(exc.value) and k.release in str(exc.value)
+    assert not qemu_children(os.getpid())
+    assert guest_temp_dirs() <= before

@@ -55,6 +55,7 @@ class GuestConfig:
     cpus: int = 2
     accelerator: str | None = None  # None: kvm when usable, else tcg
     extra_cmdline: list[str] = field(default_factory=list)
+    boot_timeout_s: float = BOOT_TIMEOUT_S
 
 
 @lru_cache(maxsize=1)
@@ -253,7 +254,8 @@ class GuestSession:
     def wait_ready(self) -> float:
         """Block until the guest's lab answers; the boot time in seconds."""
         if self.boot_s is None:
-            self._until({"ready"}, self._t0 + BOOT_TIMEOUT_S, None, "did not boot")
+            self._until({"ready"}, self._t0 + self.cfg.boot_timeout_s, None,
+                        f"did not boot within {self.cfg.boot_timeout_s:g} s (guest killed)")
         assert self.boot_s is not None
         return self.boot_s
 
