@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import socket
-import statistics
 import struct
 import subprocess
 import sys

@@ -31,7 +31,6 @@ import statistics
 import sys
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 from scipy.stats import binomtest

@@ -67,6 +67,18 @@ def write_scenario(tmp_path: Path, body: str, name: str = "s.toml") -> Path:
     return path
 
 
+def run_once(tmp_path: Path, body: str, name: str = "s.toml", backend: str | None = None):
+    """Run a scenario given as TOML once, in-process; check it left nothing behind."""
+    from mptcplab import RunOptions, load_scenario, run_scenario
+
+    before = set(leftovers())
+    result = run_scenario(load_scenario(write_scenario(tmp_path, body, name)), RunOptions(repeat=1))
+    assert set(leftovers()) <= before, "the run left namespaces behind"
+    if backend is not None:
+        assert result.backend == backend
+    return result, result.repetitions[0]
+
+
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:

@@ -7,6 +7,7 @@ process in the emulator namespace, and checks what TCP itself reports
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -15,16 +16,13 @@ from mptcplab.links import offloads
 from mptcplab.links.traces import capacity_bytes, load_trace
 from mptcplab.scenario import parse_scenario
 
-from .conftest import cli, leftovers, requires_root, write_scenario
+from .conftest import cli, leftovers, requires_root, run_once, write_scenario
 
 pytestmark = requires_root
 
 
-def _run(tmp_path, body: str):
-    result = run_scenario(load_scenario(write_scenario(tmp_path, body)), RunOptions(repeat=1))
-    assert result.backend == "wire"
-    assert not leftovers()
-    return result, result.repetitions[0]
+def _run(tmp_path: Path, body: str, name: str = "s.toml"):
+    return run_once(tmp_path, body, name, backend="wire")
 
 
 def _window_mean(series: list[float], t: list[float], start: float, end: float) -> float:

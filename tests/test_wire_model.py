@@ -11,7 +11,6 @@ given with each), never a wall-clock limit.
 from __future__ import annotations
 
 import math
-import os
 import signal
 import socket
 import statistics
@@ -24,15 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-import pytest
-
-from mptcplab import RunOptions, load_scenario, netns, run_scenario
+from mptcplab import netns
 from mptcplab.lab import Lab
 from mptcplab.links.wire import WireLink
 from mptcplab.scenario import GilbertElliott, parse_scenario
 from mptcplab.topology import Topology, build
 
-from .conftest import CLI, cli, lab_namespaces, leftovers, namespaces_of_pid, requires_root, wait_for, write_scenario
+from .conftest import CLI, cli, lab_namespaces, leftovers, namespaces_of_pid, requires_root, run_once, wait_for, write_scenario
 
 pytestmark = requires_root
 
@@ -219,10 +216,7 @@ def test_gilbert_elliott_loss_comes_in_bursts_of_the_models_length():
 
 # -- real MPTCP through the emulated paths --------------------------------------
 def _run(tmp_path: Path, body: str, name: str = "s.toml"):
-    result = run_scenario(load_scenario(write_scenario(tmp_path, body, name)), RunOptions(repeat=1))
-    assert result.backend == "wire"
-    assert not leftovers()
-    return result, result.repetitions[0]
+    return run_once(tmp_path, body, name, backend="wire")
 
 
 def _window(rep, series: str, path: str, start: float, end: float) -> list[float]:

@@ -7,7 +7,6 @@ release holding ``kernel.json``, the image, its config and its modules.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path

@@ -96,7 +96,7 @@ def load_order(kernel: Kernel) -> list[str]:
             visit(name)
         elif needed and name not in builtin and builtin:
             raise KernelError(f"kernel {kernel.release} has no {name} (neither built in nor a module)",
-                              f"build it with the options listed in README.md ('Other kernels')")
+                              "build it with the options listed in README.md ('Other kernels')")
     return order
 
 
