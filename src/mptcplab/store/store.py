@@ -7,10 +7,12 @@ interrupted run keeps every repetition that finished. Importing a result
 """
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, func, select
@@ -99,7 +101,7 @@ class Store:
             with Session(self.engine, expire_on_commit=False) as session, session.begin():
                 yield session
         except SQLAlchemyError as e:
-            raise StoreError(f"cannot {doing} in {self.where}: {_reason(e)}") from e
+            raise StoreError(f"cannot {doing} in {self.where}: {_reason(e)}{_disk_note(self.url)}") from e
 
     def begin_run(self, result: RunResult, scenario: dict[str, Any] | None) -> None:
         """Record a run as it starts (status 'running'), with its scenario version and environment."""
@@ -346,6 +348,20 @@ def _reason(e: BaseException) -> str:
     return text[0] if text else type(orig).__name__
 
 
+LOW_SPACE_BYTES = 1 << 20
+
+
+def _disk_note(url: URL) -> str:
+    """For a SQLite file on a (nearly) full disk, say so: SQLite itself often only says 'disk I/O error'."""
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return ""
+    try:
+        free = shutil.disk_usage(Path(url.database).parent).free
+    except OSError:
+        return ""
+    return f" (the disk holding it has only {free} bytes free)" if free < LOW_SPACE_BYTES else ""
+
+
 def open_store(db: str | URL | None = None) -> Store:
     """Open (and migrate) the store named by --db / $MPTCPLAB_DB / the default; StoreError if it cannot be."""
     url = db if isinstance(db, URL) else resolve_db(db)
@@ -353,5 +369,5 @@ def open_store(db: str | URL | None = None) -> Store:
         engine = make_engine(url)
         migrate(engine)
     except (SQLAlchemyError, OSError) as e:
-        raise StoreError(f"cannot open the results store {display(url)}: {_reason(e)}") from e
+        raise StoreError(f"cannot open the results store {display(url)}: {_reason(e)}{_disk_note(url)}") from e
     return Store(engine, url)
