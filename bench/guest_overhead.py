@@ -15,31 +15,18 @@ Usage: python bench/guest_overhead.py [--kernels 6.1,6.12] [--skip-matrix]
 from __future__ import annotations
 
 import argparse
-import fcntl
 import re
 import statistics
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+
+from heavy import heavy_lock  # bench/heavy.py: the shared heavy-work lock
 
 from mptcplab.kernels.catalog import cached, resolve
 from mptcplab.kernels.guest import GuestSession, accelerator
 from mptcplab.kernels.matrix import run_matrix
 from mptcplab.runner import RunOptions, run_scenario
 from mptcplab.scenario import Scenario, parse_scenario
-
-HEAVY_LOCK = "/tmp/mptcplab-heavy.lock"
-
-
-@contextmanager
-def heavy() -> Iterator[None]:
-    with open(HEAVY_LOCK, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def two_paths(rate: str, backend: str, workload: dict, delay: str | None = None) -> Scenario:
@@ -64,7 +51,7 @@ def boot_times(kernels: list[str], boots: int) -> None:
         k = resolve(name)
         host, guest, kernel_only = [], [], []
         for _ in range(boots):
-            with heavy(), GuestSession(k) as g:
+            with heavy_lock(), GuestSession(k) as g:
                 host.append(g.wait_ready())
                 guest.append(g.uptime_at_ready or 0.0)
             kernel_only.append(mounted_at(k.dir / "last-console.log"))
@@ -77,7 +64,7 @@ def overhead_and_ceiling(kernel: str, rates: list[int], seconds: float) -> None:
     k = resolve(kernel)
     print(f"\n## guest {k.release} vs host, two tbf paths each, {seconds:g} s transfers")
     short = two_paths("20mbit", "tbf", {"size": "4MiB"})
-    with heavy(), GuestSession(k) as g:
+    with heavy_lock(), GuestSession(k) as g:
         g.wait_ready()
         t = time.monotonic()
         run_scenario(short, RunOptions(repeat=1))
@@ -102,7 +89,7 @@ def matrix_time(kernels: list[str]) -> None:
     ks = [resolve(k) for k in kernels]
     scn = two_paths("20mbit", "netem", {"size": "4MiB"}, delay="10ms")
     print(f"\n## matrix: {len(ks)} kernels x 1 scenario (2x20 mbit, 10 ms, netem, 4 MiB) x 3 repetitions")
-    with heavy():
+    with heavy_lock():
         t = time.monotonic()
         cells = run_matrix([scn], ks, 3, RunOptions(), timeseries=False)
         wall = time.monotonic() - t

@@ -26,21 +26,20 @@ rounds (never for more than ~2 minutes at a time).
 from __future__ import annotations
 
 import argparse
-import fcntl
 import statistics
 import sys
 import time
-from contextlib import contextmanager
 
 import numpy as np
 from scipy.stats import binomtest
+
+from heavy import heavy_lock  # bench/heavy.py: the shared heavy-work lock
 
 from mptcplab.analysis.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, compare_samples
 from mptcplab.runner import RunOptions, run_scenarios
 from mptcplab.scenario import Scenario, parse_scenario
 from mptcplab.store import open_store
 
-HEAVY_LOCK = "/tmp/mptcplab-heavy.lock"
 ROLES = ("bench-baseline", "bench-identical", "bench-degraded")
 
 
@@ -52,16 +51,6 @@ def scenario(rate_b: str) -> Scenario:
         "workload": {"size": "8MiB"},
         "run": {"link_backend": "tbf"},
     })
-
-
-@contextmanager
-def heavy_lock():
-    with open(HEAVY_LOCK, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def measure(db: str, pool: int, chunk: int) -> None:
