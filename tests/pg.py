@@ -40,21 +40,43 @@ def _as_postgres(*cmd: str) -> None:
         pytest.fail(f"{' '.join(cmd[:2])} failed: {proc.stderr.strip() or proc.stdout.strip()}")
 
 
+class Cluster:
+    """One throwaway cluster in a temp dir; start and stop it at will (a test can kill its own server)."""
+
+    def __init__(self) -> None:
+        self.home = Path(tempfile.mkdtemp(prefix="mptcplab-pg-"))
+        shutil.chown(self.home, "postgres", "postgres")
+        self.data, self.port = self.home / "data", _free_port()
+        _as_postgres(_pg_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+
+    @property
+    def url(self) -> str:
+        """The admin URL (psycopg form, no SQLAlchemy driver prefix)."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        _as_postgres(_pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.home / "log"), "-w", "-t", "60", "-o",
+                     f"-p {self.port} -k {self.home} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+
+    def stop(self) -> None:
+        """Stop at once, as a crashed or unplugged server would (no checkpoint, connections cut)."""
+        subprocess.run(["runuser", "-u", "postgres", "--", _pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=60)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
     """The admin URL of a fresh PostgreSQL cluster (psycopg form, no SQLAlchemy driver prefix)."""
-    home = Path(tempfile.mkdtemp(prefix="mptcplab-pg-"))
-    shutil.chown(home, "postgres", "postgres")
-    data, port = home / "data", _free_port()
-    _as_postgres(_pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
-    _as_postgres(_pg_bin("pg_ctl"), "-D", str(data), "-l", str(home / "log"), "-w", "-t", "60", "-o",
-                 f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+    cluster = Cluster()
+    cluster.start()
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}"
+        yield cluster.url
     finally:
-        subprocess.run(["runuser", "-u", "postgres", "--", _pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True, timeout=60)
-        shutil.rmtree(home, ignore_errors=True)
+        cluster.remove()
 
 
 def create_database(server: str) -> str:

@@ -17,7 +17,7 @@ from mptcplab.store.database import current_revision, head_revision
 from mptcplab.store.recorder import StoreRecorder
 
 from .conftest import CLI, cli, leftovers, requires_root, wait_for, write_scenario
-from .pg import create_database, postgres_server  # noqa: F401  (a fixture)
+from .pg import Cluster, create_database, postgres_server  # noqa: F401  (a fixture)
 
 pytestmark = requires_root
 
@@ -136,6 +136,45 @@ def test_unreachable_database_spools_and_import_recovers(db_url, tmp_path, monke
     assert store.scenario_content(doc["run_id"])["name"] == "st-two-paths"
 
 
+def test_database_dying_mid_run_loses_nothing(tmp_path, monkeypatch):
+    """The server goes away between repetitions: the run goes on into the spool, `import` completes it."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("MPTCPLAB_DB_TIMEOUT", "3")
+    cluster = Cluster()  # its own server: this test kills it
+    try:
+        cluster.start()
+        db_url = create_database(cluster.url)
+        path = write_scenario(tmp_path, TWO_PATHS.format(rate_b="10mbit").replace('"1MiB"', '"4MiB"'))
+        proc = subprocess.Popen([CLI, "run", str(path), "--repeat", "6", "--json", "--db", db_url],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        store = open_store(db_url)
+        this_scenario = RunFilter(scenario="st-two-paths")
+        stored = lambda: (store.list_runs(this_scenario) or [None])[0]  # noqa: E731
+        assert wait_for(lambda: stored() is not None and stored().repetitions >= 1, timeout=120), "no repetition was stored"
+        store.engine.dispose()
+        cluster.stop()
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        doc = json.loads(out)
+        assert len(doc["repetitions"]) == 6
+        warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+        assert len(warnings) == 1 and "Traceback" not in err, err
+        spooled = tmp_path / "data" / "mptcplab" / "spool" / f"st-two-paths-{doc['run_id']}.json"
+        assert spooled.exists() and f"mptcplab import {spooled}" in err, err
+
+        cluster.start()
+        imported = cli("import", str(spooled), "--db", db_url)
+        assert imported.returncode == 0, imported.stderr
+        # what the database had before it died is not stored twice
+        new = int(imported.stdout.split(" new of ")[0].split()[-1])
+        assert 1 <= new <= 5 and "new of 6 repetitions" in imported.stdout, imported.stdout
+        back = open_store(db_url).load_result(doc["run_id"])
+        assert back.status == "completed" and back.to_json() == doc
+    finally:
+        cluster.remove()
+    assert not leftovers()
+
+
 def test_import_is_idempotent_and_refuses_junk(db_url, real_run, tmp_path):
     _, result = real_run
     doc = tmp_path / "run.json"
@@ -209,6 +248,36 @@ def test_compare_says_unchanged_on_identical_data(compared):
     assert proc.returncode == 0, proc.stderr
     (c,) = json.loads(proc.stdout)["comparisons"]
     assert c["verdict"] == "unchanged" and c["change"] == 0.0
+
+
+def _has_colour(img, hex_colour: str) -> bool:
+    """Whether any pixel of an RGBA image (floats 0..1) is `hex_colour`, within antialiasing."""
+    import numpy as np
+
+    rgb = np.array([int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    return bool((np.abs(img[..., :3] - rgb).max(axis=-1) < 0.02).any())
+
+
+def test_compare_plot_shows_every_repetition_and_the_verdict(compared, tmp_path):
+    import matplotlib.image
+
+    from mptcplab.plots import VERDICT_COLOURS
+
+    db, base, worse = compared
+    regressed, same = tmp_path / "regressed.png", tmp_path / "same.png"
+    proc = cli("compare", "--baseline", base, "--candidate", worse, "--metric", "goodput_mbps",
+               "--metric", "completion_s", "--plot", str(regressed), "--db", db)
+    assert proc.returncode == 1 and f"plot written to {regressed}" in proc.stderr, proc.stderr
+    assert cli("compare", "--baseline", base, "--candidate", base, "--plot", str(same), "--db", db).returncode == 0
+    two, one = matplotlib.image.imread(regressed), matplotlib.image.imread(same)
+    assert two.shape[1] > 1.6 * one.shape[1]  # one panel per metric
+    assert _has_colour(two, VERDICT_COLOURS["regressed"]) and not _has_colour(one, VERDICT_COLOURS["regressed"])
+    assert _has_colour(one, VERDICT_COLOURS["unchanged"])
+    js = json.loads(cli("compare", "--baseline", base, "--candidate", worse, "--format", "json", "--db", db).stdout)
+    (c,) = js["comparisons"]  # the repetitions behind the medians travel with the verdict
+    assert len(c["baseline_values"]) == len(c["candidate_values"]) == 5
+    bad = cli("compare", "--baseline", base, "--candidate", worse, "--plot", str(tmp_path / "no" / "dir.png"), "--db", db)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: cannot write the plot"), bad.stderr
 
 
 @pytest.mark.parametrize("args", [

@@ -149,6 +149,8 @@ def test_jitter_follows_its_distribution_and_reorders_only_when_asked():
         stats = link.stats()["paths"]
     for name, r in got.items():
         assert len(r.seqs) == sent, (name, len(r.seqs), stats[name]["up"]["drops"])
+        # nothing but the datagrams crossed the path: ARP is pinned, it never rides the emulated link
+        assert stats[name]["up"]["frames_in"] == sent, (name, stats[name]["up"])
     # ordering: jitter never lets a frame overtake unless reorder = true
     assert got["plain"].reordered() == 0
     assert got["fifo"].reordered() == 0
@@ -251,8 +253,10 @@ def test_rtt_spread_grows_with_jitter(tmp_path):
     # 12 ms of jitter each way (in order, so frames bunch behind late ones) by 3 times that or more
     assert iqr(jittery) > 2 * iqr(steady), (iqr(jittery), iqr(steady))
     sf = {s.path: s for s in rep.subflows}
-    # jitter is two-sided: some frames arrive earlier than the delay, so the minimum RTT drops below 2 x 10 ms
-    assert sf["jittery"].min_rtt_ms < 20 <= sf["steady"].min_rtt_ms, (sf["jittery"].min_rtt_ms, sf["steady"].min_rtt_ms)
+    # without jitter the configured delay is a floor: no RTT sample can beat 2 x 10 ms.
+    # (That jitter is two-sided is checked frame by frame above: on a loaded in-order link
+    # an early frame usually waits behind a late one, so TCP's min_rtt need not show it.)
+    assert sf["steady"].min_rtt_ms >= 20, sf["steady"].min_rtt_ms
 
 
 def _ge_tolerance(model: GilbertElliott, frames: int) -> float:

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .cli import app, handled, out
+from .cli import app, err, handled, out
 from .errors import UsageError
 
 DbOption = Annotated[Optional[str], typer.Option(
@@ -222,6 +222,7 @@ def compare(
     threshold: Annotated[str, typer.Option("--threshold", help="smallest relative change that counts")] = "5%",
     alpha: Annotated[float, typer.Option("--alpha", min=0.0001, max=0.5, help="significance level of the one-sided Mann-Whitney U test")] = 0.01,
     fmt: Annotated[str, typer.Option("--format", help="table, markdown or json")] = "table",
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="also draw every repetition of both sides, medians and verdicts to this PNG")] = None,
     db: DbOption = None,
 ) -> None:
     """Is the candidate slower than the baseline? Exit 0: nothing regressed, 1: something did, 2: usage error."""
@@ -236,6 +237,8 @@ def compare(
         raise UsageError(f"--metric {unknown[0]!r}: choose one of {', '.join(METRICS)}")
     store = _store(db)
     report = compare_stored(store, baseline, candidate, metrics, threshold=_parse_threshold(threshold), alpha=alpha)
+    if plot is not None:
+        _plot_comparison(report, plot)
     if fmt == "json":
         sys.stdout.write(json.dumps(report.to_json()) + "\n")
     elif fmt == "markdown":
@@ -254,6 +257,16 @@ def compare(
         for note in dict.fromkeys(n for c in report.comparisons for n in c.notes):
             out.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(1 if report.regressed else 0)
+
+
+def _plot_comparison(report: Any, path: Path) -> None:
+    from .plots import plot_comparison
+
+    try:
+        plot_comparison(report, path)
+    except OSError as e:
+        raise UsageError(f"cannot write the plot {path}: {e.strerror}") from None
+    err.print(f"plot written to {path}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("import")

@@ -6,6 +6,7 @@ not moving back after a failure) long before it shows in a median.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -44,3 +45,52 @@ def plot_run(result: RunResult, out: Path, repetition: int | None = None) -> Pat
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+VERDICT_COLOURS = {"regressed": "#c0392b", "improved": "#1e8449", "unchanged": "#555555"}
+
+
+def plot_comparison(report: Any, out: Path, columns: int = 3) -> Path:
+    """One panel per scenario and metric: every repetition of both sides, their medians, and the verdict.
+
+    The shaded band is the baseline median +- the threshold: a candidate median
+    inside it can never be called a change, however small its p-value, so a
+    reader sees at once whether a verdict rests on size, on noise, or on both.
+    """
+    comps = report.comparisons
+    if not comps:
+        raise ValueError("the comparison holds nothing to plot")
+    cols = min(columns, len(comps))
+    rows = -(-len(comps) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols + 0.5, 3.8 * rows + 0.8), squeeze=False)
+    for ax in axes.flat[len(comps):]:
+        ax.set_visible(False)
+    for ax, c in zip(axes.flat, comps):
+        _comparison_panel(ax, c, report.threshold)
+    verdict = "REGRESSED" if report.regressed else "no regression"
+    fig.suptitle(f"baseline {report.baseline} vs candidate {report.candidate}: {verdict} "
+                 f"(threshold {report.threshold * 100:g}%, alpha {report.alpha:g})", fontsize=11)
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _comparison_panel(ax: Any, c: Any, threshold: float) -> None:
+    colour = VERDICT_COLOURS.get(c.verdict, "#555555")
+    ax.axhspan(c.baseline_median * (1 - threshold), c.baseline_median * (1 + threshold), color="#d6eaf8", alpha=0.6,
+               label=f"baseline median ±{threshold * 100:g}%")
+    for x, values, median, face in ((0, c.baseline_values, c.baseline_median, "#2e86c1"),
+                                    (1, c.candidate_values, c.candidate_median, colour)):
+        n = len(values)
+        offsets = [(i - (n - 1) / 2) * (0.3 / max(n - 1, 1)) for i in range(n)]  # spread, not random: reproducible plots
+        ax.scatter([x + o for o in offsets], sorted(values), s=28, color=face, alpha=0.8, zorder=3)
+        ax.hlines(median, x - 0.25, x + 0.25, color=face, linewidth=2.5, zorder=4)
+    ax.set_xticks([0, 1], [f"baseline\nn={c.n_baseline}", f"candidate\nn={c.n_candidate}"])
+    ax.set_xlim(-0.6, 1.6)
+    ax.set_ylabel(c.metric)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title(f"{c.scenario}\n{c.verdict}: {c.change * 100:+.1f}% [{c.ci95[0] * 100:+.1f}, {c.ci95[1] * 100:+.1f}], "
+                 f"p={c.p_value:.2g}", fontsize=9, color=colour)
+    ax.legend(fontsize=7, loc="best")

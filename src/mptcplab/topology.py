@@ -30,6 +30,7 @@ SERVER_SUBNET = "10.0.100"
 MPTCP_PM_ADDR_FLAG_SUBFLOW = 0x2
 SERVER_PORT = 5201
 TABLE_BASE = 100
+NUD_PERMANENT = 0x80
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ def build(lab: Lab, scenario: Scenario, emulator: bool = False) -> Topology:
         cli, rtr, srv = (stack.enter_context(netns.iproute(ns)) for ns in (topo.client, topo.router, topo.server))
         emu = stack.enter_context(netns.iproute(topo.emulator)) if topo.emulator else None
         cli_index = _build_links(topo, cli, rtr, srv, emu)
+        _pin_neighbours(topo, cli, rtr, srv)
         _route(topo, cli, srv, cli_index)
     _disable_offloads(topo)
     _configure_mptcp(topo, scenario)
@@ -126,6 +128,28 @@ def _build_links(topo: Topology, cli: IPRoute, rtr: IPRoute, srv: IPRoute, emu: 
     if emu is not None:
         _bring_up(emu, {"lo": None, **{i: None for p in topo.paths for i in (p.emu_client_if, p.emu_router_if) if i}})
     return cli_index
+
+
+def _macs(ipr: IPRoute) -> dict[str, tuple[int, str]]:
+    """Interface name -> (index, MAC address)."""
+    return {link.get_attr("IFLA_IFNAME"): (link["index"], link.get_attr("IFLA_ADDRESS")) for link in ipr.get_links()}
+
+
+def _pin_neighbours(topo: Topology, cli: IPRoute, rtr: IPRoute, srv: IPRoute) -> None:
+    """Permanent ARP entries at both ends of every link.
+
+    Otherwise ARP would cross the emulated path like data: lost with the path's
+    loss (then the kernel waits a second to ask again while frames pile up or
+    are dropped in its neighbour queue), delayed, and, when the answer comes,
+    the queued frames can be overtaken by a newer one. None of that is in the
+    scenario; a path models the network beyond the first hop, which has no ARP.
+    """
+    cli_macs, rtr_macs, srv_macs = _macs(cli), _macs(rtr), _macs(srv)
+    pairs = [(cli, cli_macs[p.client_if], p.client_addr, rtr, rtr_macs[p.router_if], p.router_addr) for p in topo.paths]
+    pairs.append((rtr, rtr_macs["srv"], f"{SERVER_SUBNET}.1", srv, srv_macs["eth0"], topo.server_addr))
+    for a, (a_idx, a_mac), a_addr, b, (b_idx, b_mac), b_addr in pairs:
+        a.neigh("add", dst=b_addr, lladdr=b_mac, ifindex=a_idx, state=NUD_PERMANENT)
+        b.neigh("add", dst=a_addr, lladdr=a_mac, ifindex=b_idx, state=NUD_PERMANENT)
 
 
 def _route(topo: Topology, cli: IPRoute, srv: IPRoute, cli_index: dict[str, int]) -> None:

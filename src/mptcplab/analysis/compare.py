@@ -46,6 +46,8 @@ class Comparison:
     p_value: float  # one-sided, in the direction of the observed change
     verdict: Verdict
     notes: list[str] = field(default_factory=list)
+    baseline_values: list[float] = field(default_factory=list)  # the repetitions behind the medians, for plots and re-analysis
+    candidate_values: list[float] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,7 +105,8 @@ def compare_samples(baseline: Sequence[float], candidate: Sequence[float], *, sc
     return Comparison(scenario=scenario, metric=metric, better=better, baseline_median=mb, candidate_median=mc,
                       n_baseline=len(baseline), n_candidate=len(candidate), change=change,
                       ci95=change_ci(baseline, candidate), p_value=p,
-                      verdict=decide(change, p, better, threshold, alpha), notes=notes)
+                      verdict=decide(change, p, better, threshold, alpha), notes=notes,
+                      baseline_values=[float(v) for v in baseline], candidate_values=[float(v) for v in candidate])
 
 
 @dataclass
