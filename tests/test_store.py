@@ -280,6 +280,19 @@ def test_compare_plot_shows_every_repetition_and_the_verdict(compared, tmp_path)
     assert bad.returncode == 2 and bad.stderr.startswith("error: cannot write the plot"), bad.stderr
 
 
+def test_plot_draws_a_stored_run(compared, tmp_path):
+    import matplotlib.image
+
+    db, base, _ = compared
+    png = tmp_path / "stored.png"
+    proc = cli("plot", base[:6], "-o", str(png), "--db", db)  # a prefix, as `show` takes
+    assert proc.returncode == 0, proc.stderr
+    img = matplotlib.image.imread(png)
+    assert img.shape[1] > 5 * 400 and img.std() > 0.01  # one column per repetition (5), not a blank canvas
+    missing = cli("plot", "feedfacecafe", "-o", str(png), "--db", db)
+    assert missing.returncode == 2 and missing.stderr.startswith("error: no run") and "Traceback" not in missing.stderr
+
+
 @pytest.mark.parametrize("args", [
     ["--baseline", "no-such-label", "--candidate", "also-missing"],
     ["--baseline", "tag:nope=1", "--candidate", "kernel:0.0.0"],

@@ -29,6 +29,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="A performance lab for the Linux MPTCP packet scheduler.")
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
+DbOption = Annotated[Optional[str], typer.Option(
+    "--db", help="results database: a SQLite path or a URL (default: $MPTCPLAB_DB, else ~/.local/share/mptcplab/results.db)")]
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -115,7 +117,7 @@ def run(
     plot: Annotated[Optional[Path], typer.Option("--plot", help="also draw per-path throughput and RTT over time into this PNG")] = None,
     warmup: Annotated[bool, typer.Option("--warmup", help="run one extra first repetition, kept but flagged warm-up and left out of summaries")] = False,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="key=value stored with the run (repeatable)")] = None,
-    db: Annotated[Optional[str], typer.Option("--db", help="results database: a SQLite path or a URL (default: $MPTCPLAB_DB, else ~/.local/share/mptcplab/results.db)")] = None,
+    db: DbOption = None,
     store: Annotated[bool, typer.Option("--store/--no-store", help="store the run in the results database")] = True,
     kernel: Annotated[Optional[str], typer.Option("--kernel", help="run inside a QEMU guest booted with this kernel (mptcplab kernel list)")] = None,
 ) -> None:
@@ -167,22 +169,36 @@ def run(
 @app.command("plot")
 @handled
 def plot_cmd(
-    result_json: Annotated[Path, typer.Argument(help="a result saved from 'mptcplab run --json'")],
+    result_json: Annotated[str, typer.Argument(metavar="RESULT", help="a result saved from 'mptcplab run --json', or a stored run id")],
     output: Annotated[Path, typer.Option("--output", "-o", help="the PNG to write")] = Path("mptcplab.png"),
     repetition: Annotated[Optional[int], typer.Option("--rep", help="only this repetition (1-based)")] = None,
+    db: DbOption = None,
 ) -> None:
-    """Draw per-path throughput and RTT over time from a JSON result."""
+    """Draw per-path throughput and RTT over time from a JSON result or a stored run."""
+    path = Path(result_json)
+    result = _read_result(path) if path.exists() or path.suffix == ".json" else _stored_result(result_json, db)
+    _plot(result, output, None if repetition is None else repetition - 1, console=out)
+
+
+def _read_result(path: Path) -> RunResult:
     from pydantic import ValidationError
 
     from .result import RunResult
 
     try:
-        result = RunResult.model_validate_json(result_json.read_text())
+        return RunResult.model_validate_json(path.read_text())
     except OSError as e:
-        raise UsageError(f"{result_json}: cannot read: {e.strerror}") from None
+        raise UsageError(f"{path}: cannot read: {e.strerror}") from None
     except ValidationError:
-        raise UsageError(f"{result_json}: not a result written by 'mptcplab run --json'") from None
-    _plot(result, output, None if repetition is None else repetition - 1, console=out)
+        raise UsageError(f"{path}: not a result written by 'mptcplab run --json'") from None
+
+
+def _stored_result(run_id: str, db: str | None) -> RunResult:
+    """A run from the store; the run id is resolved as `mptcplab show` does (prefixes of 4+ characters)."""
+    from .store import open_store
+
+    store = open_store(db)
+    return store.load_result(store.resolve_run(run_id))
 
 
 def _plot(result: RunResult, path: Path, repetition: int | None = None, console: Console = err) -> None:

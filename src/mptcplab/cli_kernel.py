@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from .cli import RichProgress, app, handled, out
+from .cli import DbOption, RichProgress, app, handled, out
 from .errors import UsageError
 from .result import RunResult
 from .runner import RunOptions
@@ -129,7 +129,7 @@ def matrix(
     label: Annotated[Optional[str], typer.Option("--label", help="a free-form label stored with every run")] = None,
     link_backend: Annotated[Optional[str], typer.Option("--link-backend", help="auto, tbf, netem or wire")] = None,
     timeseries: Annotated[bool, typer.Option("--timeseries/--no-timeseries", help="include per-subflow time series in the JSON")] = True,
-    db: Annotated[Optional[str], typer.Option("--db", help="results database (as for run)")] = None,
+    db: DbOption = None,
     store: Annotated[bool, typer.Option("--store/--no-store", help="store every cell in the results database")] = True,
 ) -> None:
     """Run every scenario on every kernel in QEMU guests, kernels interleaved, and print scenario x kernel."""

@@ -19,11 +19,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .cli import app, err, handled, out
+from .cli import DbOption, app, err, handled, out
 from .errors import UsageError
 
-DbOption = Annotated[Optional[str], typer.Option(
-    "--db", help="results database: a SQLite path or a URL (default: $MPTCPLAB_DB, else ~/.local/share/mptcplab/results.db)")]
 
 
 def parse_tags(items: list[str]) -> dict[str, str]:
