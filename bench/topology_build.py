@@ -45,10 +45,16 @@ for i in 0 1; do
   ip -n $c rule add from 10.0.$n.1 table $((100+i)) pref $((1000+i))
   tc -n $c qdisc add dev p$i root handle 1: tbf rate 10mbit burst 6514 limit 131514
   tc -n $r qdisc add dev p$i root handle 1: tbf rate 10mbit burst 6514 limit 131514
+  mc=$(ip -n $c -br link show p$i | awk '{{print $3}}'); mr=$(ip -n $r -br link show p$i | awk '{{print $3}}')
+  ip -n $c neigh add 10.0.$n.2 lladdr $mr dev p$i nud permanent
+  ip -n $r neigh add 10.0.$n.1 lladdr $mc dev p$i nud permanent
 done
 ip -n $r link add srv type veth peer name eth0 netns $s
 ip -n $r addr add 10.0.100.1/24 dev srv; ip -n $r link set srv up
 ip -n $s addr add 10.0.100.2/24 dev eth0; ip -n $s link set eth0 up
+mr=$(ip -n $r -br link show srv | awk '{{print $3}}'); ms=$(ip -n $s -br link show eth0 | awk '{{print $3}}')
+ip -n $r neigh add 10.0.100.2 lladdr $ms dev srv nud permanent
+ip -n $s neigh add 10.0.100.1 lladdr $mr dev eth0 nud permanent
 for ns in $c $r $s; do ip -n $ns link set lo up; done
 ip netns exec $r sysctl -qw net.ipv4.ip_forward=1
 ip -n $s route add default via 10.0.100.1

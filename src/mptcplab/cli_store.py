@@ -23,7 +23,6 @@ from .cli import DbOption, app, err, handled, out
 from .errors import UsageError
 
 
-
 def parse_tags(items: list[str]) -> dict[str, str]:
     """`--tag key=value` (repeatable) into a dict; a malformed one is a usage error."""
     tags = {}
