@@ -293,6 +293,30 @@ def test_plot_draws_a_stored_run(compared, tmp_path):
     assert missing.returncode == 2 and missing.stderr.startswith("error: no run") and "Traceback" not in missing.stderr
 
 
+def test_history_judges_each_run_against_the_one_before(compared, tmp_path):
+    import matplotlib.image
+
+    from mptcplab.plots import VERDICT_COLOURS
+
+    db, base, worse = compared
+    png = tmp_path / "history.png"
+    proc = cli("history", "st-two-paths", "--format", "json", "--plot", str(png), "--db", db)
+    assert proc.returncode == 0, proc.stderr
+    hist = json.loads(proc.stdout)
+    first, second = hist["points"]
+    assert (first["run_id"], second["run_id"]) == (base, worse)  # oldest first: the baseline ran first
+    assert first["verdict"] is None and first["n"] == 5 and first["ci95"][0] <= first["median"] <= first["ci95"][1]
+    assert second["verdict"] == "regressed" and second["change"] < -0.05 and second["p_value"] < 0.01
+    assert second["version_changed"]  # path b's rate was edited between the two
+    assert hist["steps"] == {"regressed": 1, "improved": 0, "unchanged": 0}
+    assert _has_colour(matplotlib.image.imread(png), VERDICT_COLOURS["regressed"])
+    table = cli("history", "st-two-paths", "--db", db)
+    assert table.returncode == 0 and "regressed (scenario changed)" in table.stdout, table.stdout
+    for args in (["no-such-scenario"], ["st-two-paths", "--label", "never-used"], ["st-two-paths", "--metric", "speed"]):
+        bad = cli("history", *args, "--db", db)
+        assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and bad.stderr.startswith("error:"), bad.stderr
+
+
 @pytest.mark.parametrize("args", [
     ["--baseline", "no-such-label", "--candidate", "also-missing"],
     ["--baseline", "tag:nope=1", "--candidate", "kernel:0.0.0"],

@@ -11,6 +11,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -235,7 +236,9 @@ def compare(
     store = _store(db)
     report = compare_stored(store, baseline, candidate, metrics, threshold=_parse_threshold(threshold), alpha=alpha)
     if plot is not None:
-        _plot_comparison(report, plot)
+        from .plots import plot_comparison
+
+        _write_plot(lambda: plot_comparison(report, plot), plot)
     if fmt == "json":
         sys.stdout.write(json.dumps(report.to_json()) + "\n")
     elif fmt == "markdown":
@@ -256,11 +259,58 @@ def compare(
     raise typer.Exit(1 if report.regressed else 0)
 
 
-def _plot_comparison(report: Any, path: Path) -> None:
-    from .plots import plot_comparison
+@app.command()
+@handled
+def history(
+    scenario: Annotated[str, typer.Argument(metavar="SCENARIO", help="a scenario name, as `mptcplab runs` lists it")],
+    metric: Annotated[str, typer.Option("--metric", help="goodput_mbps (default), completion_s, retransmits, bytes_retrans, rtt_ms")] = "goodput_mbps",
+    label: Annotated[Optional[str], typer.Option("--label", help="only runs with this label")] = None,
+    kernel: Annotated[Optional[str], typer.Option("--kernel", help="only runs on this kernel release")] = None,
+    since: Annotated[Optional[str], typer.Option("--since", help="only runs started since a date/time or an age (12h, 7d)")] = None,
+    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="only runs with this key=value tag (repeatable)")] = None,
+    threshold: Annotated[str, typer.Option("--threshold", help="smallest relative change that counts")] = "5%",
+    alpha: Annotated[float, typer.Option("--alpha", min=0.0001, max=0.5, help="significance level of the one-sided Mann-Whitney U test")] = 0.01,
+    fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="also draw the medians and CIs per run, judged steps in colour, to this PNG")] = None,
+    db: DbOption = None,
+) -> None:
+    """One scenario's metric over its stored runs, oldest first; each run judged against the one before it."""
+    from .analysis.history import history_stored
+    from .store import METRICS
 
+    if fmt not in ("table", "json"):
+        raise UsageError(f"--format {fmt!r}: choose table or json")
+    if metric not in METRICS:
+        raise UsageError(f"--metric {metric!r}: choose one of {', '.join(METRICS)}")
+    store = _store(db)
+    hist = history_stored(store, scenario, metric, _filter(None, label, kernel, since, tag),
+                          threshold=_parse_threshold(threshold), alpha=alpha)
+    if plot is not None:
+        from .plots import plot_history
+
+        _write_plot(lambda: plot_history(hist, plot), plot)
+    if fmt == "json":
+        sys.stdout.write(json.dumps(hist.to_json()) + "\n")
+        return
+    table = Table(title=f"{scenario}: {metric} per run, oldest first (threshold {hist.threshold * 100:g}%, alpha {alpha:g})",
+                  title_justify="left")
+    for col in ("run", "started", "kernel", "label", "n", "median", "95% CI", "vs previous", "p", "verdict"):
+        table.add_column(col, justify="right" if col in ("n", "median", "95% CI", "vs previous", "p") else "left")
+    for p in hist.points:
+        verdict = p.verdict or ""
+        style = {"regressed": "red", "improved": "green"}.get(verdict)
+        table.add_row(p.run_id, _when(p.started_at), p.kernel, p.label or "", str(p.n), f"{p.median:.3f}",
+                      f"[{p.ci95[0]:.3f}, {p.ci95[1]:.3f}]", "" if p.change is None else f"{p.change * 100:+.1f}%",
+                      "" if p.p_value is None else f"{p.p_value:.4f}",
+                      (f"[{style}]{verdict}[/{style}]" if style else verdict) + (" (scenario changed)" if p.version_changed else ""))
+    out.print(table)
+    for note in hist.notes:
+        out.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _write_plot(draw: Callable[[], object], path: Path) -> None:
     try:
-        plot_comparison(report, path)
+        draw()
     except OSError as e:
         raise UsageError(f"cannot write the plot {path}: {e.strerror}") from None
     err.print(f"plot written to {path}", highlight=False, markup=False, soft_wrap=True)

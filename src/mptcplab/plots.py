@@ -94,3 +94,41 @@ def _comparison_panel(ax: Any, c: Any, threshold: float) -> None:
     ax.set_title(f"{c.scenario}\n{c.verdict}: {c.change * 100:+.1f}% [{c.ci95[0] * 100:+.1f}, {c.ci95[1] * 100:+.1f}], "
                  f"p={c.p_value:.2g}", fontsize=9, color=colour)
     ax.legend(fontsize=7, loc="best")
+
+
+def plot_history(history: Any, out: Path) -> Path:
+    """The metric's median and 95% CI per run, oldest first; steps judged regressed or improved in colour.
+
+    Dotted vertical lines mark where the scenario file changed, so a step
+    caused by an edited scenario is not mistaken for the kernel's doing.
+    """
+    points = history.points
+    if not points:
+        raise ValueError("the history holds no run to plot")
+    xs = list(range(len(points)))
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.55 * len(points) + 2.5), 4.6))
+    medians = [p.median for p in points]
+    ax.plot(xs, medians, color="#aab7b8", linewidth=1, zorder=1)
+    for x, p in zip(xs, points):
+        colour = VERDICT_COLOURS[p.verdict] if p.verdict in ("regressed", "improved") else "#2e86c1"
+        ax.errorbar([x], [p.median], yerr=[[p.median - p.ci95[0]], [p.ci95[1] - p.median]], fmt="o", color=colour,
+                    ecolor=colour, capsize=3, markersize=6, zorder=3)
+        if p.verdict in ("regressed", "improved"):
+            ax.annotate(f"{p.verdict}\n{p.change * 100:+.1f}%", (x, p.median), textcoords="offset points", xytext=(9, 0),
+                        ha="left", va="center", fontsize=7, color=colour)
+        if p.version_changed:
+            ax.axvline(x - 0.5, color="#7f8c8d", linestyle=":", linewidth=1)
+    ax.set_xticks(xs, [f"{p.label or p.kernel}\n{p.run_id[:6]}" for p in points], fontsize=7,
+                  rotation=30 if len(points) > 6 else 0, ha="right" if len(points) > 6 else "center")
+    ax.set_xlim(-0.6, len(points) - 0.2)  # room on the right for the last point's annotation
+    ax.set_ylabel(f"{history.metric} (median, 95% CI)")
+    ax.grid(axis="y", alpha=0.3)
+    steps = history.steps
+    ax.set_title(f"{history.scenario}: {len(points)} runs, {steps['regressed']} step(s) regressed, {steps['improved']} improved\n"
+                 f"each run vs the one before: threshold {history.threshold * 100:g}%, alpha {history.alpha:g}; "
+                 f"dotted: scenario changed", fontsize=9)
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

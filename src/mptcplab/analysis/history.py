@@ -1,0 +1,102 @@
+"""One scenario's metric across its stored runs, oldest first, with each step judged.
+
+`compare` answers "is this candidate slower than that baseline?". Tracking a
+scheduler over kernel releases or patch series asks it again at every step:
+each run is compared with the previous one by the same rule (threshold and
+one-sided Mann-Whitney U, docs/statistics.md), so a step that `compare` would
+call a regression is flagged where it happened. A step where the scenario file
+changed is marked: its change may be the scenario's, not the kernel's.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, Comparison, compare_samples
+from .stats import median_ci
+
+
+@dataclass
+class Point:
+    """One run: where it stands, and how it moved from the run before it."""
+
+    run_id: str
+    started_at: float
+    kernel: str
+    label: str | None
+    scenario_hash: str
+    status: str
+    n: int
+    median: float
+    ci95: tuple[float, float]
+    values: list[float]
+    change: float | None = None  # relative to the previous point's median
+    p_value: float | None = None
+    verdict: str | None = None  # None for the first point
+    version_changed: bool = False  # the scenario file differs from the previous point's
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class History:
+    scenario: str
+    metric: str
+    better: str
+    threshold: float
+    alpha: float
+    points: list[Point] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def steps(self) -> dict[str, int]:
+        """How many steps were judged regressed, improved and unchanged."""
+        out = {"regressed": 0, "improved": 0, "unchanged": 0}
+        for p in self.points[1:]:
+            if p.verdict:
+                out[p.verdict] += 1
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"scenario": self.scenario, "metric": self.metric, "better": self.better, "threshold": self.threshold,
+                "alpha": self.alpha, "steps": self.steps, "notes": self.notes, "points": [p.to_json() for p in self.points]}
+
+
+def judge_steps(points: list[Point], metric: str, better: str, threshold: float, alpha: float) -> list[str]:
+    """Fill each point's change, p-value and verdict against the point before it; returns notes."""
+    notes: list[str] = []
+    for prev, cur in zip(points, points[1:]):
+        c: Comparison = compare_samples(prev.values, cur.values, scenario="", metric=metric, better=better,
+                                        threshold=threshold, alpha=alpha)
+        cur.change, cur.p_value, cur.verdict = c.change, c.p_value, c.verdict
+        cur.version_changed = cur.scenario_hash != prev.scenario_hash
+        notes.extend(c.notes)
+    return list(dict.fromkeys(notes))
+
+
+def history_stored(store: Any, scenario: str, metric: str = "goodput_mbps", flt: Any = None,
+                   threshold: float = DEFAULT_THRESHOLD, alpha: float = DEFAULT_ALPHA) -> History:
+    """The history of `scenario` in `store` (runs also matching `flt`, a RunFilter); UsageError if it has none."""
+    from dataclasses import replace
+
+    from ..errors import UsageError
+    from ..store import METRICS, RunFilter
+
+    runs = store.list_runs(replace(flt or RunFilter(), scenario=scenario))
+    if not runs:
+        raise UsageError(f"no stored run of scenario {scenario!r} in {store.where} matches",
+                         "list the stored runs with: mptcplab runs")
+    better = METRICS.get(metric, "higher")
+    hist = History(scenario=scenario, metric=metric, better=better, threshold=threshold, alpha=alpha)
+    for r in reversed(runs):  # oldest first
+        sample = store.samples([r.uid], metric).get(scenario)
+        if sample is None or not sample.values:
+            hist.notes.append(f"run {r.uid} ({r.status}) has no measured repetition: left out")
+            continue
+        est = median_ci(sample.values)
+        hist.points.append(Point(run_id=r.uid, started_at=r.started_at, kernel=r.kernel, label=r.label,
+                                 scenario_hash=r.scenario_hash, status=r.status, n=est.n, median=est.median,
+                                 ci95=est.ci95, values=list(sample.values)))
+    hist.notes = judge_steps(hist.points, metric, better, threshold, alpha) + hist.notes
+    return hist
