@@ -330,6 +330,16 @@ def test_compare_usage_errors_are_one_line_and_exit_2(compared, args):
     assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error:")
 
 
+@pytest.mark.parametrize("command", [["runs"], ["show", "abcd"], ["export", "--format", "csv"], ["history", "demo"],
+                                     ["compare", "--baseline", "a", "--candidate", "b"], ["plot", "abcd"]])
+def test_reading_a_missing_database_is_an_error_and_creates_nothing(tmp_path, command):
+    missing = tmp_path / "typo" / "results.db"
+    proc = cli(*command, "--db", str(missing))
+    assert proc.returncode == 2 and proc.stderr == f"error: no results database at {missing} — runs are stored there by " \
+        "mptcplab run; pass --db or set MPTCPLAB_DB to where your runs are\n", proc.stderr
+    assert not missing.parent.exists()
+
+
 def test_bad_db_is_refused_before_anything_is_built(tmp_path):
     path = write_scenario(tmp_path, TWO_PATHS.format(rate_b="10mbit"))
     before = {ns for ns in os.listdir("/run/netns")} if os.path.isdir("/run/netns") else set()

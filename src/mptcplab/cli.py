@@ -197,7 +197,7 @@ def _stored_result(run_id: str, db: str | None) -> RunResult:
     """A run from the store; the run id is resolved as `mptcplab show` does (prefixes of 4+ characters)."""
     from .store import open_store
 
-    store = open_store(db)
+    store = open_store(db, create=False)
     return store.load_result(store.resolve_run(run_id))
 
 

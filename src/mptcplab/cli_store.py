@@ -54,10 +54,11 @@ def parse_since(text: str) -> float:
         raise UsageError(f"--since {text!r}: give a date/time (2026-11-25, 2026-11-25T08:00) or an age (30m, 12h, 7d, 2w)") from None
 
 
-def _store(db: str | None) -> Any:
+def _store(db: str | None, create: bool = False) -> Any:
+    """The store for a command; only commands that write (import) may create it."""
     from .store import open_store
 
-    return open_store(db)
+    return open_store(db, create=create)
 
 
 def _when(ts: float) -> str:
@@ -326,7 +327,7 @@ def import_cmd(
     from .store.location import spool_dir
     from .store.recorder import import_file
 
-    store = _store(db)
+    store = _store(db, create=True)
     for path in files:
         result, added = import_file(store, path)
         out.print(f"imported run {result.run_id} ({result.scenario}): {added} new of {len(result.repetitions)} "

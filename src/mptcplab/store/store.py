@@ -362,9 +362,18 @@ def _disk_note(url: URL) -> str:
     return f" (the disk holding it has only {free} bytes free)" if free < LOW_SPACE_BYTES else ""
 
 
-def open_store(db: str | URL | None = None) -> Store:
-    """Open (and migrate) the store named by --db / $MPTCPLAB_DB / the default; StoreError if it cannot be."""
+def open_store(db: str | URL | None = None, create: bool = True) -> Store:
+    """Open (and migrate) the store named by --db / $MPTCPLAB_DB / the default; StoreError if it cannot be.
+
+    With create=False a SQLite file that does not exist is a UsageError: a
+    command that only reads must not answer a mistyped --db with an empty
+    database (and new directories) where the user expected their runs.
+    """
     url = db if isinstance(db, URL) else resolve_db(db)
+    if not create and url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
+            and not Path(url.database).exists():
+        raise UsageError(f"no results database at {url.database}",
+                         "runs are stored there by mptcplab run; pass --db or set MPTCPLAB_DB to where your runs are")
     try:
         engine = make_engine(url)
         migrate(engine)
