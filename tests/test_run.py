@@ -16,7 +16,9 @@ pytestmark = requires_root
 
 def test_two_paths_use_both_subflows_and_reach_80_percent(two_paths):
     before = set(leftovers())
-    # auto: wire on this machine, netem where the kernel has it; tbf (rate only) is the fallback.
+    # auto: wire on this machine, netem where the kernel has it. tbf shapes on the
+    # sender's own egress, where local qdisc drops are retransmitted at once (up to
+    # 10 000 retransmissions per 6 MiB measured): it stays a fallback, not the reference.
     result = run_scenario(load_scenario(two_paths(size="6MiB")), RunOptions(repeat=2))
     assert result.backend in ("wire", "netem")
     for rep in result.repetitions:
@@ -150,78 +152,3 @@ def test_userspace_path_manager_opens_a_subflow_per_path(two_paths):
     # clearly more than one 10 mbit path can carry. (Not the 80% of the kernel PM test: here the second
     # subflow starts only after the daemon's round trip, and a 3 MiB run once reached 79.7%.)
     assert rep.goodput_mbps > 1.3 * 10, rep.goodput_mbps
-
-
-def _qdisc_kinds(ns: str) -> dict[str, str]:
-    """Interface name -> kind of its root qdisc."""
-    with netns.iproute(ns) as ipr:
-        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-        return {names[q["index"]]: q.get_attr("TCA_KIND") for q in ipr.get_qdiscs() if q["parent"] == 0xFFFFFFFF}
-
-
-def _masters(ns: str) -> dict[str, int]:
-    with netns.iproute(ns) as ipr:
-        return {link.get_attr("IFLA_IFNAME"): link.get_attr("IFLA_MASTER") or 0 for link in ipr.get_links()}
-
-
-def test_tbf_shapes_in_the_middle_and_parts_the_bridge_for_a_failure():
-    """The bottleneck sits between the hosts, not on the sender's own egress (where local drops are an artifact)."""
-    from mptcplab.lab import Lab
-    from mptcplab.links.tbf import TbfLink
-    from mptcplab.scenario import Event, parse_scenario
-    from mptcplab.topology import build
-
-    scenario = parse_scenario({"name": "tbf-middle", "path": [{"name": "a", "rate": "10mbit"}, {"name": "b", "rate": "5mbit"}],
-                               "workload": {"size": "1MiB"}})
-    with Lab() as lab:
-        topo = build(lab, scenario, emulator=TbfLink.needs_emulator_ns)
-        link = TbfLink(lab, topo, scenario)
-        link.start()
-        assert topo.emulator is not None
-        emu = _qdisc_kinds(topo.emulator)
-        assert all(emu[i] == "tbf" for i in ("c0", "r0", "c1", "r1")), emu
-        assert "tbf" not in _qdisc_kinds(topo.client).values() and "tbf" not in _qdisc_kinds(topo.router).values()
-        masters = _masters(topo.emulator)
-        assert masters["c0"] == masters["r0"] != 0 and masters["c1"] == masters["r1"] != 0
-        link.apply(Event(at="1s", path="a", action="down"))
-        assert _masters(topo.emulator)["c0"] == _masters(topo.emulator)["r0"] == 0  # parted: a silent blackhole
-        link.apply(Event(at="2s", path="a", action="up"))
-        assert _masters(topo.emulator)["c0"] == masters["c0"]
-    assert not leftovers()
-
-
-def test_tbf_path_failure_moves_traffic_and_back(tmp_path):
-    from .conftest import run_once
-
-    _, rep = run_once(tmp_path, """
-        name = "tbf-failover"
-        [[path]]
-        name = "a"
-        rate = "10mbit"
-        [[path]]
-        name = "b"
-        rate = "10mbit"
-        [workload]
-        duration = "8s"
-        [run]
-        link_backend = "tbf"
-        [[event]]
-        at = "2s"
-        path = "a"
-        action = "down"
-        [[event]]
-        at = "4s"
-        path = "a"
-        action = "up"
-    """, backend="tbf")
-    ts = rep.timeseries
-    assert ts is not None
-
-    def mean(series: list[float], start: float, end: float) -> float:
-        values = [v for t, v in zip(ts.t, series) if start <= t < end]
-        return sum(values) / len(values)
-
-    a, b = ts.throughput_mbps["a"], ts.throughput_mbps["b"]
-    assert mean(a, 0.5, 2.0) > 5 and mean(a, 2.5, 4.0) < 0.5, (mean(a, 0.5, 2.0), mean(a, 2.5, 4.0))
-    assert mean(b, 2.5, 4.0) > 5
-    assert mean(a, 6.0, 8.0) > 5, "traffic did not come back to path a"

@@ -3,33 +3,26 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+
 
 from . import netns
 from .lab import PREFIX, remove_netns
 
 
-def _in_scratch(attempt: Callable[[Any], object]) -> bool:
-    """Whether `attempt(ipr)` succeeds in a fresh scratch namespace (removed afterwards)."""
+def _scratch_try(kind: str, **params: object) -> bool:
     name = f"{PREFIX}probe-{secrets.token_hex(3)}"
     netns.create(name)
     try:
         with netns.iproute(name) as ipr:
-            attempt(ipr)
+            ipr.link("add", ifname="d0", kind="veth", peer="d1")  # no dummy module on many kernels
+            idx = ipr.link_lookup(ifname="d0")[0]
+            ipr.tc("add", kind, index=idx, handle="1:", **params)
             return True
     except Exception:
         return False
     finally:
         remove_netns(name)
-
-
-def _scratch_try(kind: str, **params: object) -> bool:
-    def add_qdisc(ipr: Any) -> None:
-        ipr.link("add", ifname="d0", kind="veth", peer="d1")  # no dummy module on many kernels
-        ipr.tc("add", kind, index=ipr.link_lookup(ifname="d0")[0], handle="1:", **params)
-    return _in_scratch(add_qdisc)
 
 
 @lru_cache(maxsize=1)
@@ -45,14 +38,6 @@ def tbf_available() -> bool:
     if os.geteuid() != 0:
         return False
     return _scratch_try("tbf", rate="10mbit", burst=15000, latency="50ms")
-
-
-@lru_cache(maxsize=1)
-def bridge_available() -> bool:
-    """True when a Linux bridge can be created (the tbf backend bridges each path in the emulator namespace)."""
-    if os.geteuid() != 0:
-        return False
-    return _in_scratch(lambda ipr: ipr.link("add", ifname="b0", kind="bridge"))
 
 
 def available_schedulers(ns: str | None = None) -> list[str]:

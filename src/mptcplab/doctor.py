@@ -41,9 +41,6 @@ def checks() -> list[Check]:
     if root:
         tbf = capabilities.tbf_available()
         out.append(Check("tbf qdisc", tbf, "usable" if tbf else "cannot add a tbf qdisc", "CONFIG_NET_SCH_TBF"))
-        bridge = capabilities.bridge_available()
-        out.append(Check("bridge", bridge, "usable (tbf link backend)" if bridge else "cannot create a bridge: the tbf link backend cannot run",
-                         "CONFIG_BRIDGE, or nothing: the wire backend shapes rates too", required=False))
         netem = capabilities.netem_available()
         out.append(Check("netem qdisc", netem, "usable (netem link backend)" if netem else "not available: the wire (userspace) link backend is used",
                          "CONFIG_NET_SCH_NETEM, or nothing: the wire backend emulates the same", required=False))

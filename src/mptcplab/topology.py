@@ -158,7 +158,7 @@ def _route(topo: Topology, cli: IPRoute, srv: IPRoute, cli_index: dict[str, int]
         # the emulator namespace must never answer or route anything itself
         netns.sysctl_write(topo.emulator, "net.ipv4.ip_forward", 0)
         netns.sysctl_write(topo.emulator, "net.ipv6.conf.all.disable_ipv6", 1)
-        # and on interfaces made later (the tbf backend's bridges), or they would send router solicitations
+        # and on any interface made later in it, which would otherwise send router solicitations across a path
         netns.sysctl_write(topo.emulator, "net.ipv6.conf.default.disable_ipv6", 1)
     for ns in (topo.client, topo.router, topo.server):
         netns.sysctl_write(ns, "net.ipv6.conf.all.disable_ipv6", 1)

@@ -23,7 +23,7 @@ BUSYBOX = Path("/bin/busybox")
 #: name -> needed; a needed module that is neither built in nor shipped stops the build
 MODULES: dict[str, bool] = {
     "virtio_pci": True, "virtiofs": True, "veth": True,  # host filesystem and the lab's links
-    "sch_netem": False, "sch_tbf": False, "sch_htb": False, "bridge": False,  # link backends: probed in the guest
+    "sch_netem": False, "sch_tbf": False, "sch_htb": False,  # link backends: probed in the guest
     "inet_diag": False, "tcp_diag": False, "mptcp_diag": False,
 }
 GUEST_MOUNT = "/host"  # where the host's root is mounted in the guest
