@@ -24,6 +24,10 @@ from .cli import DbOption, app, err, handled, out
 from .errors import UsageError
 
 
+ThresholdOption = Annotated[str, typer.Option("--threshold", help="smallest relative change that counts")]
+AlphaOption = Annotated[float, typer.Option("--alpha", min=0.0001, max=0.5, help="significance level of the one-sided Mann-Whitney U test")]
+
+
 def parse_tags(items: list[str]) -> dict[str, str]:
     """`--tag key=value` (repeatable) into a dict; a malformed one is a usage error."""
     tags = {}
@@ -218,8 +222,8 @@ def compare(
     baseline: Annotated[str, typer.Option("--baseline", help="selector: a run id, label, kernel release or tag key=value")],
     candidate: Annotated[str, typer.Option("--candidate", help="selector: a run id, label, kernel release or tag key=value")],
     metric: Annotated[Optional[list[str]], typer.Option("--metric", help="goodput_mbps (default), completion_s, retransmits, bytes_retrans, rtt_ms (repeatable)")] = None,
-    threshold: Annotated[str, typer.Option("--threshold", help="smallest relative change that counts")] = "5%",
-    alpha: Annotated[float, typer.Option("--alpha", min=0.0001, max=0.5, help="significance level of the one-sided Mann-Whitney U test")] = 0.01,
+    threshold: ThresholdOption = "5%",
+    alpha: AlphaOption = 0.01,
     fmt: Annotated[str, typer.Option("--format", help="table, markdown or json")] = "table",
     plot: Annotated[Optional[Path], typer.Option("--plot", help="also draw every repetition of both sides, medians and verdicts to this PNG")] = None,
     db: DbOption = None,
@@ -269,8 +273,8 @@ def history(
     kernel: Annotated[Optional[str], typer.Option("--kernel", help="only runs on this kernel release")] = None,
     since: Annotated[Optional[str], typer.Option("--since", help="only runs started since a date/time or an age (12h, 7d)")] = None,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="only runs with this key=value tag (repeatable)")] = None,
-    threshold: Annotated[str, typer.Option("--threshold", help="smallest relative change that counts")] = "5%",
-    alpha: Annotated[float, typer.Option("--alpha", min=0.0001, max=0.5, help="significance level of the one-sided Mann-Whitney U test")] = 0.01,
+    threshold: ThresholdOption = "5%",
+    alpha: AlphaOption = 0.01,
     fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
     plot: Annotated[Optional[Path], typer.Option("--plot", help="also draw the medians and CIs per run, judged steps in colour, to this PNG")] = None,
     db: DbOption = None,

@@ -16,6 +16,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .result import RunResult  # noqa: E402
 
 
+def _save(fig: Any, out: Path) -> Path:
+    """Lay out, write and free a figure (pyplot keeps every open figure alive otherwise)."""
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def plot_run(result: RunResult, out: Path, repetition: int | None = None) -> Path:
     """One column per repetition (or the one asked for): throughput on top, RTT below."""
     reps = [r for r in result.repetitions if r.timeseries is not None]
@@ -40,11 +49,7 @@ def plot_run(result: RunResult, out: Path, repetition: int | None = None) -> Pat
             ax.grid(alpha=0.3)
         top.legend(fontsize=8, loc="upper right")
     fig.suptitle(f"{result.scenario} — kernel {result.kernel}, scheduler {result.scheduler}, backend {result.backend}", fontsize=11)
-    fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 VERDICT_COLOURS = {"regressed": "#c0392b", "improved": "#1e8449", "unchanged": "#555555"}
@@ -70,11 +75,7 @@ def plot_comparison(report: Any, out: Path, columns: int = 3) -> Path:
     verdict = "REGRESSED" if report.regressed else "no regression"
     fig.suptitle(f"baseline {report.baseline} vs candidate {report.candidate}: {verdict} "
                  f"(threshold {report.threshold * 100:g}%, alpha {report.alpha:g})", fontsize=11)
-    fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def _comparison_panel(ax: Any, c: Any, threshold: float) -> None:
@@ -127,8 +128,4 @@ def plot_history(history: Any, out: Path) -> Path:
     ax.set_title(f"{history.scenario}: {len(points)} runs, {steps['regressed']} step(s) regressed, {steps['improved']} improved\n"
                  f"each run vs the one before: threshold {history.threshold * 100:g}%, alpha {history.alpha:g}; "
                  f"dotted: scenario changed", fontsize=9)
-    fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
