@@ -79,18 +79,21 @@ def _veth(ipr: IPRoute, ifname: str, peer: str, peer_ns: str) -> None:
     ipr.link("add", ifname=ifname, kind="veth", peer={"ifname": peer, "net_ns_fd": peer_ns})
 
 
-def _indexes(ipr: IPRoute) -> dict[str, int]:
-    """Interface name -> index, in one dump instead of a lookup per interface."""
-    return {link.get_attr("IFLA_IFNAME"): link["index"] for link in ipr.get_links()}
+Links = dict[str, tuple[int, str]]  # interface name -> (index, MAC address)
 
 
-def _bring_up(ipr: IPRoute, addrs: dict[str, str | None], prefixlen: int = 24) -> dict[str, int]:
-    index = _indexes(ipr)
+def _links(ipr: IPRoute) -> Links:
+    """Every interface's index and MAC, in one dump instead of a lookup per interface."""
+    return {link.get_attr("IFLA_IFNAME"): (link["index"], link.get_attr("IFLA_ADDRESS")) for link in ipr.get_links()}
+
+
+def _bring_up(ipr: IPRoute, addrs: dict[str, str | None], prefixlen: int = 24) -> Links:
+    links = _links(ipr)
     for ifname, addr in addrs.items():
         if addr:
-            ipr.addr("add", index=index[ifname], address=addr, prefixlen=prefixlen)
-        ipr.link("set", index=index[ifname], state="up")
-    return index
+            ipr.addr("add", index=links[ifname][0], address=addr, prefixlen=prefixlen)
+        ipr.link("set", index=links[ifname][0], state="up")
+    return links
 
 
 def build(lab: Lab, scenario: Scenario, emulator: bool = False) -> Topology:
@@ -105,15 +108,16 @@ def build(lab: Lab, scenario: Scenario, emulator: bool = False) -> Topology:
     with ExitStack() as stack:
         cli, rtr, srv = (stack.enter_context(netns.iproute(ns)) for ns in (topo.client, topo.router, topo.server))
         emu = stack.enter_context(netns.iproute(topo.emulator)) if topo.emulator else None
-        cli_index = _build_links(topo, cli, rtr, srv, emu)
-        _pin_neighbours(topo, cli, rtr, srv)
-        _route(topo, cli, srv, cli_index)
+        cli_links, rtr_links, srv_links = _build_links(topo, cli, rtr, srv, emu)
+        _pin_neighbours(topo, (cli, cli_links), (rtr, rtr_links), (srv, srv_links))
+        _route(topo, cli, srv, cli_links)
     _disable_offloads(topo)
     _configure_mptcp(topo, scenario)
     return topo
 
 
-def _build_links(topo: Topology, cli: IPRoute, rtr: IPRoute, srv: IPRoute, emu: IPRoute | None) -> dict[str, int]:
+def _build_links(topo: Topology, cli: IPRoute, rtr: IPRoute, srv: IPRoute, emu: IPRoute | None) -> tuple[Links, Links, Links]:
+    """The veth pairs, addresses and links up; returns the client's, router's and server's interfaces."""
     for p in topo.paths:
         if emu is None:
             _veth(cli, p.client_if, p.router_if, topo.router)
@@ -122,20 +126,15 @@ def _build_links(topo: Topology, cli: IPRoute, rtr: IPRoute, srv: IPRoute, emu: 
             _veth(cli, p.client_if, p.emu_client_if, topo.emulator)
             _veth(rtr, p.router_if, p.emu_router_if, topo.emulator)
     _veth(rtr, "srv", "eth0", topo.server)
-    cli_index = _bring_up(cli, {"lo": None, **{p.client_if: p.client_addr for p in topo.paths}})
-    _bring_up(rtr, {"lo": None, "srv": f"{SERVER_SUBNET}.1", **{p.router_if: p.router_addr for p in topo.paths}})
-    _bring_up(srv, {"lo": None, "eth0": topo.server_addr})
+    cli_links = _bring_up(cli, {"lo": None, **{p.client_if: p.client_addr for p in topo.paths}})
+    rtr_links = _bring_up(rtr, {"lo": None, "srv": f"{SERVER_SUBNET}.1", **{p.router_if: p.router_addr for p in topo.paths}})
+    srv_links = _bring_up(srv, {"lo": None, "eth0": topo.server_addr})
     if emu is not None:
         _bring_up(emu, {"lo": None, **{i: None for p in topo.paths for i in (p.emu_client_if, p.emu_router_if) if i}})
-    return cli_index
+    return cli_links, rtr_links, srv_links
 
 
-def _macs(ipr: IPRoute) -> dict[str, tuple[int, str]]:
-    """Interface name -> (index, MAC address)."""
-    return {link.get_attr("IFLA_IFNAME"): (link["index"], link.get_attr("IFLA_ADDRESS")) for link in ipr.get_links()}
-
-
-def _pin_neighbours(topo: Topology, cli: IPRoute, rtr: IPRoute, srv: IPRoute) -> None:
+def _pin_neighbours(topo: Topology, cli: tuple[IPRoute, Links], rtr: tuple[IPRoute, Links], srv: tuple[IPRoute, Links]) -> None:
     """Permanent ARP entries at both ends of every link.
 
     Otherwise ARP would cross the emulated path like data: lost with the path's
@@ -144,15 +143,15 @@ def _pin_neighbours(topo: Topology, cli: IPRoute, rtr: IPRoute, srv: IPRoute) ->
     the queued frames can be overtaken by a newer one. None of that is in the
     scenario; a path models the network beyond the first hop, which has no ARP.
     """
-    cli_macs, rtr_macs, srv_macs = _macs(cli), _macs(rtr), _macs(srv)
-    pairs = [(cli, cli_macs[p.client_if], p.client_addr, rtr, rtr_macs[p.router_if], p.router_addr) for p in topo.paths]
-    pairs.append((rtr, rtr_macs["srv"], f"{SERVER_SUBNET}.1", srv, srv_macs["eth0"], topo.server_addr))
+    (c, cli_links), (r, rtr_links), (s, srv_links) = cli, rtr, srv
+    pairs = [(c, cli_links[p.client_if], p.client_addr, r, rtr_links[p.router_if], p.router_addr) for p in topo.paths]
+    pairs.append((r, rtr_links["srv"], f"{SERVER_SUBNET}.1", s, srv_links["eth0"], topo.server_addr))
     for a, (a_idx, a_mac), a_addr, b, (b_idx, b_mac), b_addr in pairs:
         a.neigh("add", dst=b_addr, lladdr=b_mac, ifindex=a_idx, state=NUD_PERMANENT)
         b.neigh("add", dst=a_addr, lladdr=a_mac, ifindex=b_idx, state=NUD_PERMANENT)
 
 
-def _route(topo: Topology, cli: IPRoute, srv: IPRoute, cli_index: dict[str, int]) -> None:
+def _route(topo: Topology, cli: IPRoute, srv: IPRoute, cli_links: Links) -> None:
     netns.sysctl_write(topo.router, "net.ipv4.ip_forward", 1)
     if topo.emulator:
         # the emulator namespace must never answer or route anything itself
@@ -163,7 +162,7 @@ def _route(topo: Topology, cli: IPRoute, srv: IPRoute, cli_index: dict[str, int]
     for ns in (topo.client, topo.router, topo.server):
         netns.sysctl_write(ns, "net.ipv6.conf.all.disable_ipv6", 1)
     for p in topo.paths:
-        idx = cli_index[p.client_if]
+        idx = cli_links[p.client_if][0]
         table = TABLE_BASE + p.index
         # main table: path 0 first, the others as fallbacks (as simult_flows does)
         cli.route("add", dst="0.0.0.0/0", gateway=p.router_addr, oif=idx, priority=100 + p.index)
