@@ -206,6 +206,16 @@ def export(
             stream.close()
 
 
+def _known_metrics(names: list[str]) -> list[str]:
+    """`names`, or a usage error naming the first metric the store does not measure."""
+    from .store import METRICS
+
+    unknown = [m for m in names if m not in METRICS]
+    if unknown:
+        raise UsageError(f"--metric {unknown[0]!r}: choose one of {', '.join(METRICS)}")
+    return names
+
+
 def _parse_threshold(text: str) -> float:
     try:
         value = float(text.strip().removesuffix("%")) / 100 if text.strip().endswith("%") else float(text)
@@ -230,14 +240,10 @@ def compare(
 ) -> None:
     """Is the candidate slower than the baseline? Exit 0: nothing regressed, 1: something did, 2: usage error."""
     from .analysis.compare import HEADER, compare_stored, rows, to_markdown
-    from .store import METRICS
 
     if fmt not in ("table", "markdown", "json"):
         raise UsageError(f"--format {fmt!r}: choose table, markdown or json")
-    metrics = metric or ["goodput_mbps"]
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown:
-        raise UsageError(f"--metric {unknown[0]!r}: choose one of {', '.join(METRICS)}")
+    metrics = _known_metrics(metric or ["goodput_mbps"])
     store = _store(db)
     report = compare_stored(store, baseline, candidate, metrics, threshold=_parse_threshold(threshold), alpha=alpha)
     if plot is not None:
@@ -281,12 +287,10 @@ def history(
 ) -> None:
     """One scenario's metric over its stored runs, oldest first; each run judged against the one before it."""
     from .analysis.history import history_stored
-    from .store import METRICS
 
     if fmt not in ("table", "json"):
         raise UsageError(f"--format {fmt!r}: choose table or json")
-    if metric not in METRICS:
-        raise UsageError(f"--metric {metric!r}: choose one of {', '.join(METRICS)}")
+    _known_metrics([metric])
     store = _store(db)
     hist = history_stored(store, scenario, metric, _filter(None, label, kernel, since, tag),
                           threshold=_parse_threshold(threshold), alpha=alpha)

@@ -89,8 +89,9 @@ def history_stored(store: Any, scenario: str, metric: str = "goodput_mbps", flt:
                          "list the stored runs with: mptcplab runs")
     better = METRICS.get(metric, "higher")
     hist = History(scenario=scenario, metric=metric, better=better, threshold=threshold, alpha=alpha)
+    samples = store.samples([r.uid for r in runs], metric, per_run=True)  # one query, not one per run
     for r in reversed(runs):  # oldest first
-        sample = store.samples([r.uid], metric).get(scenario)
+        sample = samples.get(r.uid)
         if sample is None or not sample.values:
             hist.notes.append(f"run {r.uid} ({r.status}) has no measured repetition: left out")
             continue

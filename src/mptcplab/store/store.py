@@ -254,8 +254,8 @@ class Store:
                 return prefixed
             return by(RunFilter(label=value)) or by(RunFilter(kernel=value))
 
-    def samples(self, run_ids: list[str], metric: str) -> dict[str, Sample]:
-        """Per scenario name, the non-warm-up values of `metric` over the given runs."""
+    def samples(self, run_ids: list[str], metric: str, per_run: bool = False) -> dict[str, Sample]:
+        """Per scenario name (or per run id with `per_run`), the non-warm-up values of `metric` over the given runs."""
         out: dict[str, Sample] = {}
         with self._session("read measurements") as s:
             rows = s.execute(
@@ -266,7 +266,7 @@ class Store:
                 .where(Run.uid.in_(run_ids), Measurement.metric == metric, RepetitionRow.warmup.is_(False))
                 .order_by(Run.started_at, RepetitionRow.index))
             for name, content_hash, uid, value in rows:
-                sample = out.setdefault(name, Sample())
+                sample = out.setdefault(uid if per_run else name, Sample())
                 sample.values.append(value)
                 sample.versions.add(content_hash)
                 sample.runs.add(uid)
