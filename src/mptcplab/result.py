@@ -9,6 +9,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+#: version of the `--json` document (and of spool files); bumped when keys are added, never for removals
+#: (there are none): 1 = the first wave, 2 = repetition status/error/over_budget/metrics, subflow
+#: congestion_control, summary pass_rate
+FORMAT_VERSION = 2
+
+#: how a repetition ended; only "completed" repetitions enter medians and comparisons of measured metrics
+REPETITION_STATUSES = ("completed", "failed", "timeout", "interrupted")
+
 
 class SubflowResult(BaseModel):
     path: str
@@ -21,6 +29,8 @@ class SubflowResult(BaseModel):
     rtt_median_ms: float = 0.0
     subflows_opened: int = 0  # a path that reconnects opens more than one
     share: float = 0.0  # fraction of all bytes sent that went over this path
+    #: the congestion control the subflow really used (inet_diag INET_DIAG_CONG), "" when unknown
+    congestion_control: str = ""
 
 
 class TimeSeries(BaseModel):
@@ -33,6 +43,14 @@ class TimeSeries(BaseModel):
 
 
 class Repetition(BaseModel):
+    """One repetition of a scenario, however it ended.
+
+    A repetition that did not complete (`status` failed, timeout or
+    interrupted) keeps what was measured until it ended: `bytes` delivered,
+    `completion_s` is the elapsed time and `goodput_mbps` the goodput over it,
+    time series, MIB deltas. `error` is one line saying why.
+    """
+
     index: int
     completion_s: float
     goodput_mbps: float
@@ -44,6 +62,23 @@ class Repetition(BaseModel):
     timeseries: TimeSeries | None = None
     started_at: float = 0.0
     warmup: bool = False
+    #: completed, failed, timeout or interrupted (see REPETITION_STATUSES)
+    status: str = "completed"
+    #: why a repetition did not complete: one line
+    error: str | None = None
+    #: with a [run] budget: whether a completed repetition took longer than the budget (None: no budget)
+    over_budget: bool | None = None
+    #: everything the workload measured beyond the bulk keys above, by metric name (units: mptcplab.metrics)
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
+
+    @property
+    def passed(self) -> bool:
+        """Completed within the budget (or with no budget): what pass_rate counts."""
+        return self.completed and not self.over_budget
 
 
 class Estimate(BaseModel):
@@ -53,6 +88,8 @@ class Estimate(BaseModel):
 
 
 class RunResult(BaseModel):
+    #: the version of this document's format (FORMAT_VERSION when written by this lab)
+    format_version: int = FORMAT_VERSION
     #: the stored run's id (`mptcplab show RUN_ID`); unique across machines
     run_id: str = ""
     scenario: str

@@ -203,6 +203,75 @@ class RunSettings(_Strict):
     repeat: Annotated[int, Field(ge=1, le=1000)] = 3
     timeout: PositiveDuration = 60.0
     link_backend: Literal["auto", "tbf", "netem", "wire"] = "auto"
+    #: a completed repetition slower than this is `over_budget` (the kernel selftests' completion budget)
+    budget: PositiveDuration | None = None
+
+
+def _tcp_mem(value: Any) -> Any:
+    """'4KiB 128KiB 6MiB' (min default max, as net.ipv4.tcp_rmem) or one size (the maximum only) -> [bytes...]."""
+    if isinstance(value, (list, tuple)):
+        parts = list(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        parts = [value]
+    else:
+        parts = str(value).split()
+    if len(parts) not in (1, 3):
+        raise ValueError(f"{value!r}: give three sizes 'min default max' (e.g. '4KiB 128KiB 6MiB') or one, the maximum")
+    sizes = [parse_size(p) for p in parts]
+    if any(s <= 0 for s in sizes):
+        raise ValueError(f"{value!r}: sizes must be positive")
+    if len(sizes) == 3 and not sizes[0] <= sizes[1] <= sizes[2]:
+        raise ValueError(f"{value!r}: needs min <= default <= max")
+    return sizes
+
+
+TcpMem = Annotated[list[int], BeforeValidator(_tcp_mem)]
+
+
+class Tcp(_Strict):
+    """TCP conditions, pinned so that a result never depends on what the host happens to set."""
+
+    #: net.ipv4.tcp_congestion_control in client and server; cubic is the kernel's own default and the selftests'
+    congestion_control: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,16}$")] = "cubic"
+    #: net.ipv4.tcp_rmem / tcp_wmem in client and server; None keeps (and records) the kernel's value
+    rmem: TcpMem | None = None
+    wmem: TcpMem | None = None
+
+
+SYSCTL_ROLES = ("client", "server", "router")
+
+
+def _sysctl_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        raise ValueError("a table here must be a role: [sysctl.client], [sysctl.server] or [sysctl.router]")
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, list):
+        return " ".join(str(x) for x in value)
+    return str(value)
+
+
+SysctlValue = Annotated[str, BeforeValidator(_sysctl_value)]
+SysctlKey = Annotated[str, Field(pattern=r"^net\.[A-Za-z0-9_.-]+$")]
+
+
+def _sysctl_table(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for key, v in value.items():
+        if isinstance(v, dict):
+            if key not in SYSCTL_ROLES:
+                raise ValueError(f"[sysctl.{key}]: a role table must be one of {', '.join(SYSCTL_ROLES)}")
+            out[key] = v
+        elif not str(key).startswith("net."):
+            raise ValueError(f"{key!r}: only per-namespace sysctls (net.*) can be set in the lab's namespaces")
+        else:
+            out[key] = v
+    return out
+
+
+Sysctls = Annotated[dict[str, SysctlValue | dict[SysctlKey, SysctlValue]], BeforeValidator(_sysctl_table)]
 
 
 class Event(_Strict):
@@ -230,6 +299,9 @@ class Scenario(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
     description: str = ""
     mptcp: Mptcp = Mptcp()
+    tcp: Tcp = Tcp()
+    #: per-namespace sysctls: "key" = value for client and server, [sysctl.client|server|router] for one role
+    sysctl: Sysctls = {}
     paths: Annotated[list[Path], Field(alias="path", min_length=1, max_length=MAX_PATHS)]
     workload: Workload
     run: RunSettings = RunSettings()
@@ -255,6 +327,24 @@ class Scenario(_Strict):
     def path(self, name: str) -> Path:
         return next(p for p in self.paths if p.name == name)
 
+    def sysctls_for(self, role: str) -> dict[str, str]:
+        """The sysctls the lab sets in one namespace (client, server or router), in the order they are set.
+
+        Client and server get the [tcp] conditions first, then the [sysctl]
+        keys for both, then their role's table; the router gets only its table.
+        """
+        out: dict[str, str] = {}
+        if role in ("client", "server"):
+            out["net.ipv4.tcp_congestion_control"] = self.tcp.congestion_control
+            for key, sizes in (("net.ipv4.tcp_rmem", self.tcp.rmem), ("net.ipv4.tcp_wmem", self.tcp.wmem)):
+                if sizes is not None:
+                    out[key] = " ".join(str(s) for s in sizes)  # one size: the maximum, completed when set
+            out.update({k: v for k, v in self.sysctl.items() if isinstance(v, str)})
+        table = self.sysctl.get(role)
+        if isinstance(table, dict):
+            out.update(table)
+        return out
+
     def normalized(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
 
@@ -270,7 +360,7 @@ def _loc(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("float", "GilbertElliott", "function-before[_loss(), union[float,GilbertElliott]]"):
+        elif part in ("float", "GilbertElliott", "str", "dict[str,str]") or str(part).startswith("function-"):
             continue
         else:
             out += ("." if out else "") + str(part)
@@ -290,6 +380,71 @@ def _first_error(exc: ValidationError) -> str:
         msg = f"got {err.get('input')!r}; {msg[0].lower() + msg[1:]}"
     more = len(exc.errors()) - 1
     return f"{_loc(err['loc'])}: {msg}" + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
+
+
+def _override_value(text: str) -> Any:
+    """A --set value as TOML would read it (10, 2.5, true, [..]), else the text itself ('20ms')."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], sets: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """A copy of scenario `data` (as loaded from TOML) with `--set KEY=VALUE` overrides applied.
+
+    KEY is the scenario's own dotted name: `tcp.congestion_control`,
+    `mptcp.scheduler`, `workload.size`, `run.budget`, `path.NAME.delay` (a
+    path by name or index, `path.wifi.up.rate` for one direction),
+    `event.0.at`, `sysctl.net.mptcp.stale_loss_cnt` or
+    `sysctl.router.net.ipv4.tcp_ecn`. Unknown keys are caught when the result
+    is validated. Raises ScenarioError for a malformed item or a path that does not exist.
+    """
+    import copy
+
+    out = copy.deepcopy(data)
+    for item in sets:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ScenarioError(f"--set {item!r}: write it as KEY=VALUE, e.g. --set tcp.congestion_control=bbr")
+        value = _override_value(text.strip())
+        parts = key.split(".")
+        if parts[0] == "sysctl" and len(parts) > 1:  # sysctl names have dots of their own
+            role = parts[1] if parts[1] in SYSCTL_ROLES else None
+            name = ".".join(parts[2:] if role else parts[1:])
+            parts = ["sysctl", role, name] if role else ["sysctl", name]
+        node: Any = out
+        for i, part in enumerate(parts[:-1]):
+            if isinstance(node, list):
+                node = _list_item(node, part, key)
+                continue
+            if not isinstance(node, dict):
+                raise ScenarioError(f"--set {key}: {'.'.join(parts[:i])} is a value, not a table")
+            nxt = node.get(part)
+            if nxt is None:
+                if part in ("path", "event"):
+                    raise ScenarioError(f"--set {key}: the scenario has no {part} to change")
+                nxt = node[part] = {}
+            node = nxt
+        if isinstance(node, list):
+            raise ScenarioError(f"--set {key}: name one {parts[-2]} by name or index, then its key")
+        if not isinstance(node, dict):
+            raise ScenarioError(f"--set {key}: {'.'.join(parts[:-1])} is a value, not a table")
+        node[parts[-1]] = value
+    return out
+
+
+def _list_item(items: list[Any], ref: str, key: str) -> Any:
+    """A [[path]] or [[event]] entry by name or by 0-based index."""
+    for item in items:
+        if isinstance(item, dict) and item.get("name") == ref:
+            return item
+    if ref.isdigit() and int(ref) < len(items):
+        return items[int(ref)]
+    names = [str(i.get("name")) for i in items if isinstance(i, dict) and "name" in i]
+    raise ScenarioError(f"--set {key}: no entry {ref!r}" + (f"; there are: {', '.join(names)}" if names else
+                                                            f"; give an index from 0 to {len(items) - 1}"))
 
 
 def parse_scenario(data: dict[str, Any], source: str = "<scenario>", base_dir: FsPath | None = None) -> Scenario:
@@ -341,8 +496,12 @@ def builtin_scenarios() -> dict[str, FsPath]:
     return {p.stem: p for p in sorted(builtin_dir().glob("*.toml"))}
 
 
-def load_scenario(ref: str | FsPath) -> Scenario:
-    """A TOML file path, or the name of a built-in scenario."""
+def load_scenario(ref: str | FsPath, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
+    """A TOML file path, or the name of a built-in scenario, with `--set` overrides applied before validation.
+
+    The scenario after overrides is what is validated, hashed (its version) and stored.
+    Raises ScenarioError (exit 2) for a missing, unreadable or invalid file or a bad override.
+    """
     path = FsPath(ref)
     if not path.exists():
         builtins = builtin_scenarios()
@@ -362,4 +521,7 @@ def load_scenario(ref: str | FsPath) -> Scenario:
         raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioError(f"{path}: cannot read: {exc}") from None
+    if overrides:
+        data = apply_overrides(data, overrides)
+        return parse_scenario(data, f"{path} with --set {' '.join(overrides)}", path.parent)
     return parse_scenario(data, str(path), path.parent)

@@ -21,33 +21,11 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 
 from ..errors import StoreError, UsageError
+from ..metrics import METRICS, repetition_metrics
 from ..result import Repetition, RunResult, SubflowResult, TimeSeries
 from .database import make_engine, migrate
 from .location import display, resolve_db
 from .models import Environment, Measurement, RepetitionRow, Run, ScenarioVersion, SeriesRow, SubflowRow, Tag
-
-#: metrics every repetition stores in `measurements`, and which way is better
-METRICS: dict[str, str] = {
-    "goodput_mbps": "higher",
-    "completion_s": "lower",
-    "retransmits": "lower",
-    "bytes_retrans": "lower",
-    "rtt_ms": "lower",
-}
-
-
-def repetition_metrics(rep: Repetition) -> dict[str, float]:
-    """The scalar metrics of one repetition; rtt_ms is the byte-share-weighted median RTT of its paths."""
-    shares = sum(s.share for s in rep.subflows)
-    rtt = sum(s.rtt_median_ms * s.share for s in rep.subflows) / shares if shares else 0.0
-    return {
-        "goodput_mbps": rep.goodput_mbps,
-        "completion_s": rep.completion_s,
-        "retransmits": float(sum(s.retransmits for s in rep.subflows)),
-        "bytes_retrans": float(sum(s.bytes_retrans for s in rep.subflows)),
-        "rtt_ms": round(rtt, 4),
-    }
-
 
 @dataclass
 class RunFilter:

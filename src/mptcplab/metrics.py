@@ -1,0 +1,68 @@
+"""The one table of metrics: names, units and which way is better.
+
+The store records every metric of every repetition under these names, and
+`compare`, `history`, the tables and the report read their units and
+direction from here. A workload that measures something new adds a row.
+This module imports nothing of the engine, so the store and the analysis
+can use it without loading pyroute2.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .result import Repetition
+
+Better = Literal["higher", "lower"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    unit: str
+    better: Better
+    description: str
+    #: a proportion over repetitions (each repetition contributes 0 or 1), compared with Fisher's exact test
+    proportion: bool = False
+    #: taken from every non-warm-up repetition, not only completed ones
+    all_repetitions: bool = False
+
+
+METRIC_TABLE: dict[str, Metric] = {m.name: m for m in (
+    Metric("goodput_mbps", "mbit/s", "higher", "application bytes delivered over the transfer time"),
+    Metric("completion_s", "s", "lower", "time from connect() to the last byte received"),
+    Metric("retransmits", "segments", "lower", "TCP retransmissions summed over the subflows"),
+    Metric("bytes_retrans", "bytes", "lower", "bytes retransmitted summed over the subflows"),
+    Metric("rtt_ms", "ms", "lower", "median smoothed RTT of the subflows, weighted by their byte share"),
+    Metric("pass_rate", "", "higher", "share of repetitions that completed within the [run] budget",
+           proportion=True, all_repetitions=True),
+)}
+
+#: name -> "higher" | "lower": the form the first wave exported as `mptcplab.store.METRICS`
+METRICS: dict[str, str] = {name: m.better for name, m in METRIC_TABLE.items()}
+
+
+def metric(name: str) -> Metric:
+    """The definition of `name`; a metric no table row names is 'higher is better', unitless."""
+    return METRIC_TABLE.get(name) or Metric(name, "", "higher", "")
+
+
+def repetition_metrics(rep: Repetition) -> dict[str, float]:
+    """The scalar metrics of one repetition, by name.
+
+    rtt_ms is the byte-share-weighted median RTT of its paths; pass_rate is 1.0
+    when the repetition completed within its budget, else 0.0. Whatever the
+    workload put in `rep.metrics` is added as it is.
+    """
+    shares = sum(s.share for s in rep.subflows)
+    rtt = sum(s.rtt_median_ms * s.share for s in rep.subflows) / shares if shares else 0.0
+    values = {
+        "goodput_mbps": rep.goodput_mbps,
+        "completion_s": rep.completion_s,
+        "retransmits": float(sum(s.retransmits for s in rep.subflows)),
+        "bytes_retrans": float(sum(s.bytes_retrans for s in rep.subflows)),
+        "rtt_ms": round(rtt, 4),
+        "pass_rate": 1.0 if rep.passed else 0.0,
+    }
+    values.update(rep.metrics)
+    return values
