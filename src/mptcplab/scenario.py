@@ -27,15 +27,10 @@ from .units import parse_percent, parse_rate, parse_size, parse_time
 
 MAX_PATHS = 8  # the in-kernel path manager's hard limit on subflows
 
-Rate = Annotated[float, BeforeValidator(parse_rate), Field(gt=0)]
-Duration = Annotated[float, BeforeValidator(parse_time), Field(ge=0)]
-PositiveDuration = Annotated[float, BeforeValidator(parse_time), Field(gt=0)]
-Size = Annotated[int, BeforeValidator(parse_size), Field(gt=0)]
-Fraction = Annotated[float, BeforeValidator(parse_percent)]
+from .fields import Duration, Fraction, PositiveDuration, Rate, Size, _Strict  # noqa: F401  (re-exported)
+from .workload_specs import BulkSpec, WorkloadSpec
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+Workload = BulkSpec  # the first wave's name for the bulk workload's model
 
 
 class GilbertElliott(_Strict):
@@ -186,19 +181,6 @@ class Mptcp(_Strict):
     path_manager: Literal["kernel", "userspace"] = "kernel"
 
 
-class Workload(_Strict):
-    kind: Literal["bulk"] = "bulk"
-    direction: Literal["upload", "download"] = "upload"
-    size: Size | None = None
-    duration: PositiveDuration | None = None
-
-    @model_validator(mode="after")
-    def _size_or_duration(self) -> "Workload":
-        if (self.size is None) == (self.duration is None):
-            raise ValueError("give exactly one of size (e.g. '16MiB') or duration (e.g. '10s')")
-        return self
-
-
 class RunSettings(_Strict):
     repeat: Annotated[int, Field(ge=1, le=1000)] = 3
     timeout: PositiveDuration = 60.0
@@ -298,12 +280,14 @@ class Event(_Strict):
 class Scenario(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
     description: str = ""
+    #: what the scenario exercises and which suite tier it belongs to (quick, full, rtt, loss, ...)
+    tags: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,31}$")]] = []
     mptcp: Mptcp = Mptcp()
     tcp: Tcp = Tcp()
     #: per-namespace sysctls: "key" = value for client and server, [sysctl.client|server|router] for one role
     sysctl: Sysctls = {}
     paths: Annotated[list[Path], Field(alias="path", min_length=1, max_length=MAX_PATHS)]
-    workload: Workload
+    workload: WorkloadSpec
     run: RunSettings = RunSettings()
     events: Annotated[list[Event], Field(alias="event")] = []
 
@@ -315,12 +299,13 @@ class Scenario(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"path names must be unique; repeated: {', '.join(dupes)}")
-        end = self.workload.duration or self.run.timeout
+        duration = getattr(self.workload, "duration", None)
+        end = duration or self.run.timeout
         for i, event in enumerate(self.events):
             if event.path not in names:
                 raise ValueError(f"event[{i}] names path {event.path!r}, which does not exist; paths are: {', '.join(names)}")
             if event.at >= end:
-                what = "the workload's duration" if self.workload.duration else "the run's timeout"
+                what = "the workload's duration" if duration else "the run's timeout"
                 raise ValueError(f"event[{i}] at {event.at:g}s is after the run ends ({what} is {end:g}s)")
         return self
 
@@ -350,8 +335,9 @@ class Scenario(_Strict):
 
     @property
     def content_hash(self) -> str:
-        """Hash of the normalized content: an edited file is a new scenario version."""
-        blob = json.dumps(self.normalized(), sort_keys=True).encode()
+        """Hash of the normalized content: an edited file is a new scenario version (its tags are labels, not content)."""
+        content = {k: v for k, v in self.normalized().items() if k != "tags"}
+        blob = json.dumps(content, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
