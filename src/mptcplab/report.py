@@ -5,6 +5,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .result import RunResult
+from .units import plural
 
 
 def _fmt_ci(est: object) -> str:
@@ -37,10 +38,10 @@ def print_run(result: RunResult, console: Console | None = None) -> None:
     for metric, unit in (("goodput_mbps", "mbit/s"), ("completion_s", "s")):
         est = result.summary.get(metric)
         if est:
-            console.print(f"{metric}: median {est.median:.3f} {unit}, 95% CI [{est.ci95[0]:.3f}, {est.ci95[1]:.3f}] over {est.n} repetitions")
+            console.print(f"{metric}: median {est.median:.3f} {unit}, 95% CI [{est.ci95[0]:.3f}, {est.ci95[1]:.3f}] over {plural(est.n, 'repetition')}")
     rate = result.summary.get("pass_rate")
     if rate and (rate.median < 1 or result.environment.get("budget_s")):
-        console.print(f"pass_rate: {rate.median * 100:.0f}% of {rate.n} repetitions completed within budget, "
+        console.print(f"pass_rate: {rate.median * 100:.0f}% of {plural(rate.n, 'repetition')} completed within budget, "
                       f"95% CI [{rate.ci95[0] * 100:.0f}%, {rate.ci95[1] * 100:.0f}%] (Wilson)")
     for err in result.errors:
         console.print(f"[red]error:[/red] {err}")

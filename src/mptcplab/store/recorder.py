@@ -18,6 +18,7 @@ from ..errors import StoreError
 from ..result import Repetition, RunResult
 from ..protocols import RunSink
 from ..scenario import Scenario
+from ..units import plural
 from . import spool
 from .location import display, resolve_db, spool_dir
 from .store import Store, open_store
@@ -53,7 +54,7 @@ class StoreRecorder(RunSink):
     def where(self, result: RunResult) -> str:
         """One line saying where the run went."""
         n = len(result.repetitions)
-        what = f"run {result.run_id} ({result.scenario}, {n} repetition{'s' if n != 1 else ''}, {result.status})"
+        what = f"run {result.run_id} ({result.scenario}, {plural(n, 'repetition')}, {result.status})"
         if result.run_id in self.spooled:
             path = self.spooled[result.run_id]
             return f"spooled {what} to {path} — load it later with: mptcplab import {path}"
