@@ -21,6 +21,7 @@ from rich.text import Text
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from .errors import Interrupted, LabError, UsageError
+from .outputs import FIGURE_SUFFIXES, check_output, writing
 from .protocols import Collector
 from .protocols import Progress as RunProgress
 from .result import Repetition, RunResult
@@ -210,8 +211,8 @@ def run(
     recorder = recorder_for(db, err) if store else None
     if link_backend is not None and link_backend not in ("auto", "tbf", "netem", "wire"):
         raise UsageError(f"--link-backend {link_backend!r}: choose auto, tbf, netem or wire")
-    if plot is not None and not plot.resolve().parent.is_dir():
-        raise UsageError(f"--plot {plot}: the directory {plot.resolve().parent} does not exist")
+    if plot is not None:
+        check_output(plot, "--plot", FIGURE_SUFFIXES)  # before any traffic
     if kernel is not None:
         from .kernels.catalog import resolve
 
@@ -244,7 +245,7 @@ def run(
         for result in results:
             print_run(result, out)
     if plot is not None:
-        _plot(results[0], plot)
+        _plot(results[0], plot, option="--plot")
     incomplete = [r for res in results for r in res.repetitions if not r.completed]
     if incomplete:
         raise typer.Exit(1)
@@ -259,6 +260,7 @@ def plot_cmd(
     db: DbOption = None,
 ) -> None:
     """Draw per-path throughput and RTT over time from a JSON result or a stored run."""
+    check_output(output, "--output", FIGURE_SUFFIXES)
     path = Path(result_json)
     result = _read_result(path) if path.exists() or path.suffix == ".json" else _stored_result(result_json, db)
     _plot(result, output, None if repetition is None else repetition - 1, console=out)
@@ -285,15 +287,15 @@ def _stored_result(run_id: str, db: str | None) -> RunResult:
     return store.load_result(store.resolve_run(run_id))
 
 
-def _plot(result: RunResult, path: Path, repetition: int | None = None, console: Console = err) -> None:
+def _plot(result: RunResult, path: Path, repetition: int | None = None, console: Console = err,
+          option: str = "--output") -> None:
     from .plots import plot_run
 
     try:
-        console.print(f"plot written to {plot_run(result, path, repetition)}", highlight=False)
+        with writing(path, option):
+            console.print(f"plot written to {plot_run(result, path, repetition)}", highlight=False)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    except OSError as e:
-        raise UsageError(f"cannot write the plot {path}: {e.strerror}") from None
 
 
 @app.command()

@@ -22,9 +22,10 @@ from rich.table import Table
 
 from .cli import DbOption, app, err, handled, out
 from .errors import UsageError
+from .outputs import FIGURE_SUFFIXES, check_output, writing
 
 
-ThresholdOption = Annotated[str, typer.Option("--threshold", help="smallest relative change that counts")]
+ThresholdOption = Annotated[str, typer.Option("--threshold", help="smallest relative change that counts, in percent: 5% or 5")]
 AlphaOption = Annotated[float, typer.Option("--alpha", min=0.0001, max=0.5, help="significance level of the one-sided Mann-Whitney U test")]
 
 
@@ -187,23 +188,28 @@ def export(
     """Export stored runs for other tools (pandas, spreadsheets): CSV or JSON."""
     if fmt not in ("csv", "json"):
         raise UsageError(f"--format {fmt!r}: choose csv or json")
+    if output is not None:
+        check_output(output, "--output")
     store = _store(db)
     ids = [store.resolve_run(r) for r in run_ids or []]
     found = store.list_runs(_filter(scenario, label, kernel, since, tag, ids))
     results = [store.load_result(r.uid) for r in reversed(found)]  # oldest first
-    stream = output.open("w", newline="") if output else sys.stdout
-    try:
-        if fmt == "json":
-            json.dump([r.to_json() for r in results], stream)
-            stream.write("\n")
-        else:
-            columns, rows = _csv_rows(results)
-            writer = csv.DictWriter(stream, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-    finally:
-        if output:
-            stream.close()
+    if output is None:
+        _write_export(sys.stdout, fmt, results)
+        return
+    with writing(output, "--output"), output.open("w", newline="") as stream:
+        _write_export(stream, fmt, results)
+
+
+def _write_export(stream: Any, fmt: str, results: list[Any]) -> None:
+    if fmt == "json":
+        json.dump([r.to_json() for r in results], stream)
+        stream.write("\n")
+    else:
+        columns, rows = _csv_rows(results)
+        writer = csv.DictWriter(stream, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _known_metrics(names: list[str]) -> list[str]:
@@ -217,8 +223,9 @@ def _known_metrics(names: list[str]) -> list[str]:
 
 
 def _parse_threshold(text: str) -> float:
+    """`--threshold 5%` or `--threshold 5`: a percentage either way (a fraction of 1, e.g. 0.05, would be 0.05%)."""
     try:
-        value = float(text.strip().removesuffix("%")) / 100 if text.strip().endswith("%") else float(text)
+        value = float(text.strip().removesuffix("%")) / 100
     except ValueError:
         raise UsageError(f"--threshold {text!r}: give a percentage such as 5%") from None
     if not 0 <= value < 1:
@@ -244,6 +251,8 @@ def compare(
     if fmt not in ("table", "markdown", "json"):
         raise UsageError(f"--format {fmt!r}: choose table, markdown or json")
     metrics = _known_metrics(metric or ["goodput_mbps"])
+    if plot is not None:
+        check_output(plot, "--plot", FIGURE_SUFFIXES)
     store = _store(db)
     report = compare_stored(store, baseline, candidate, metrics, threshold=_parse_threshold(threshold), alpha=alpha)
     if plot is not None:
@@ -291,6 +300,8 @@ def history(
     if fmt not in ("table", "json"):
         raise UsageError(f"--format {fmt!r}: choose table or json")
     _known_metrics([metric])
+    if plot is not None:
+        check_output(plot, "--plot", FIGURE_SUFFIXES)
     store = _store(db)
     hist = history_stored(store, scenario, metric, _filter(None, label, kernel, since, tag),
                           threshold=_parse_threshold(threshold), alpha=alpha)
@@ -320,9 +331,10 @@ def history(
 
 def _write_plot(draw: Callable[[], object], path: Path) -> None:
     try:
-        draw()
-    except OSError as e:
-        raise UsageError(f"cannot write the plot {path}: {e.strerror}") from None
+        with writing(path, "--plot"):
+            draw()
+    except ValueError as e:  # nothing to draw
+        raise UsageError(str(e)) from None
     err.print(f"plot written to {path}", highlight=False, markup=False, soft_wrap=True)
 
 
