@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import sys
 import time
@@ -66,6 +67,32 @@ def _store(db: str | None, create: bool = False) -> Any:
     return open_store(db, create=create)
 
 
+def _listing_store(db: str | None) -> tuple[Any, str]:
+    """For commands that list (runs, history, export): the store, or None when no run was ever stored there.
+
+    A SQLite file that does not exist yet is not an error for them (a new user
+    runs `mptcplab runs` first); a directory that does not exist is, unless it
+    is the default location: `--db /mistyped/dir/results.db` must not look empty.
+    Returns (store or None, where it is).
+    """
+    from .store import open_store
+    from .store.location import ENV_VAR, display, resolve_db
+
+    url = resolve_db(db)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") and not Path(url.database).exists():
+        parent = Path(url.database).parent
+        if not parent.is_dir() and (db or os.environ.get(ENV_VAR)):
+            raise UsageError(f"no results database at {url.database}: the directory {parent} does not exist",
+                             "pass --db or set MPTCPLAB_DB to where your runs are")
+        return None, display(url)
+    store = open_store(url, create=False)
+    return store, store.where
+
+
+def _nothing_stored(where: str, console: Console) -> None:
+    console.print(f"no runs stored yet (in {where})", highlight=False, markup=False, soft_wrap=True)
+
+
 def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -90,8 +117,12 @@ def runs(
     db: DbOption = None,
 ) -> None:
     """List stored runs, newest first."""
-    store = _store(db)
-    found = store.list_runs(_filter(scenario, label, kernel, since, tag), limit=limit)
+    flt = _filter(scenario, label, kernel, since, tag)
+    store, where = _listing_store(db)
+    if store is None or not store.count_runs():
+        _nothing_stored(where, out)
+        return
+    found = store.list_runs(flt, limit=limit)
     if not found:
         out.print(f"no runs in {store.where} match", highlight=False)
         return
@@ -148,8 +179,16 @@ EXPORT_COLUMNS = ["run_id", "scenario", "scenario_hash", "label", "kernel", "sch
                   "status", "run_started_at", "repetition", "warmup", "started_at", "goodput_mbps", "completion_s", "bytes"]
 
 
+def _iso(ts: float | None) -> str:
+    """An epoch time as ISO 8601 with the local UTC offset (2026-11-25T09:02:43.120+00:00); empty when unknown."""
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="milliseconds") if ts else ""
+
+
 def _csv_rows(results: list[Any]) -> tuple[list[str], list[dict[str, Any]]]:
-    """One row per repetition; per-path and per-tag values as `<path>.<field>` and `tag.<key>` columns."""
+    """One row per repetition; per-path and per-tag values as `<path>.<field>` and `tag.<key>` columns.
+
+    `repetition` counts from 1 (as tables and `plot --rep` do); `run_started_at` and `started_at` are ISO 8601.
+    """
     from .store.store import repetition_metrics
 
     columns = list(EXPORT_COLUMNS) + ["retransmits", "bytes_retrans", "rtt_ms"]
@@ -159,7 +198,7 @@ def _csv_rows(results: list[Any]) -> tuple[list[str], list[dict[str, Any]]]:
             row: dict[str, Any] = dict(
                 run_id=r.run_id, scenario=r.scenario, scenario_hash=r.scenario_hash, label=r.label or "", kernel=r.kernel,
                 scheduler=r.scheduler, path_manager=r.path_manager, backend=r.backend, status=r.status,
-                run_started_at=r.started_at, repetition=rep.index, warmup=rep.warmup, started_at=rep.started_at,
+                run_started_at=_iso(r.started_at), repetition=rep.index + 1, warmup=rep.warmup, started_at=_iso(rep.started_at),
                 goodput_mbps=rep.goodput_mbps, completion_s=rep.completion_s, bytes=rep.bytes)
             row.update({k: v for k, v in repetition_metrics(rep).items() if k not in row})
             for sf in rep.subflows:
@@ -190,10 +229,17 @@ def export(
         raise UsageError(f"--format {fmt!r}: choose csv or json")
     if output is not None:
         check_output(output, "--output")
-    store = _store(db)
-    ids = [store.resolve_run(r) for r in run_ids or []]
-    found = store.list_runs(_filter(scenario, label, kernel, since, tag, ids))
-    results = [store.load_result(r.uid) for r in reversed(found)]  # oldest first
+    flt = _filter(scenario, label, kernel, since, tag)
+    store, where = _listing_store(db)
+    if store is None and run_ids:
+        raise UsageError(f"no run {run_ids[0]!r}: no runs stored yet (in {where})")
+    if store is None:
+        _nothing_stored(where, err)  # and an empty document: a script reading it needs no special case
+        results = []
+    else:
+        flt.run_ids = [store.resolve_run(r) for r in run_ids or []]
+        found = store.list_runs(flt)
+        results = [store.load_result(r.uid) for r in reversed(found)]  # oldest first
     if output is None:
         _write_export(sys.stdout, fmt, results)
         return
@@ -302,8 +348,19 @@ def history(
     _known_metrics([metric])
     if plot is not None:
         check_output(plot, "--plot", FIGURE_SUFFIXES)
-    store = _store(db)
-    hist = history_stored(store, scenario, metric, _filter(None, label, kernel, since, tag),
+    flt = _filter(None, label, kernel, since, tag)
+    store, where = _listing_store(db)
+    if store is None:
+        from .analysis.history import History
+        from .store import METRICS
+
+        _nothing_stored(where, err if fmt == "json" else out)
+        if fmt == "json":
+            empty = History(scenario=scenario, metric=metric, better=METRICS.get(metric, "higher"),
+                            threshold=_parse_threshold(threshold), alpha=alpha)
+            sys.stdout.write(json.dumps(empty.to_json()) + "\n")
+        return
+    hist = history_stored(store, scenario, metric, flt,
                           threshold=_parse_threshold(threshold), alpha=alpha)
     if plot is not None:
         from .plots import plot_history
@@ -345,13 +402,15 @@ def import_cmd(
     db: DbOption = None,
 ) -> None:
     """Load spooled results (written when the database was unavailable) into the store; importing twice adds nothing."""
+    from .store import spool
     from .store.location import spool_dir
-    from .store.recorder import import_file
+    from .units import plural
 
-    store = _store(db, create=True)
-    for path in files:
-        result, added = import_file(store, path)
-        out.print(f"imported run {result.run_id} ({result.scenario}): {added} new of {len(result.repetitions)} "
-                  f"repetitions into {store.where}", highlight=False)
+    loaded = [(path, *spool.read(path)) for path in files]  # every file is read before the store is touched:
+    store = _store(db, create=True)                          # a failed import creates no empty database
+    for path, result, scenario in loaded:
+        added = store.save_result(result, scenario)
+        out.print(f"imported run {result.run_id} ({result.scenario}): {added} new of "
+                  f"{plural(len(result.repetitions), 'repetition')} into {store.where}", highlight=False)
         if path.resolve().parent == spool_dir().resolve():
             path.unlink()  # the lab's own spool file: its content is now in the store
