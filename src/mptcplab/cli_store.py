@@ -80,12 +80,9 @@ def _listing_store(db: str | None) -> tuple[Any, str]:
 
     url = resolve_db(db)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") and not Path(url.database).exists():
-        parent = Path(url.database).parent
-        if not parent.is_dir() and (db or os.environ.get(ENV_VAR)):
-            raise UsageError(f"no results database at {url.database}: the directory {parent} does not exist",
-                             "pass --db or set MPTCPLAB_DB to where your runs are")
-        return None, display(url)
-    store = open_store(url, create=False)
+        if Path(url.database).parent.is_dir() or not (db or os.environ.get(ENV_VAR)):
+            return None, display(url)
+    store = open_store(url, create=False)  # a missing directory of a given --db: "no results database at ...", exit 2
     return store, store.where
 
 
