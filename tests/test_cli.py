@@ -85,7 +85,7 @@ def test_doctor_fits_80_columns_and_labels_optional_items() -> None:
     starts = [line for line in lines if not line.startswith(" ")]  # one per check; wrapped text is indented
     assert len(starts) == len(expected), text
     for c, line in zip(expected, starts):
-        label = "ok" if c.ok else ("MISSING" if c.required else "absent (optional)")
+        label = "OK" if c.ok else ("MISSING" if c.required else "absent (optional)")
         assert line.startswith(label + " ") and c.name in line, (c, line)
 
 

@@ -158,7 +158,7 @@ def main_options(
 @app.command()
 @handled
 def doctor() -> None:
-    """Check what the lab needs: one line each, ok, MISSING or absent (optional), with how to fix. Exit 0 when the lab can run, 3 when it cannot."""
+    """Check what the lab needs: one line each, OK, MISSING or absent (optional), with how to fix. Exit 0 when the lab can run, 3 when it cannot."""
     from rich.table import Table
 
     from .doctor import checks, ready
@@ -168,7 +168,7 @@ def doctor() -> None:
     grid.add_column(no_wrap=True)
     grid.add_column(overflow="fold")
     for c in results:
-        status = "[green]ok[/green]" if c.ok else ("[red]MISSING[/red]" if c.required else "[yellow]absent (optional)[/yellow]")
+        status = "[green]OK[/green]" if c.ok else ("[red]MISSING[/red]" if c.required else "[yellow]absent (optional)[/yellow]")
         line = f"{c.name}: {c.detail}"
         if not c.ok and c.fix:
             line += f" — fix: {c.fix}"
