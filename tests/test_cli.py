@@ -273,3 +273,17 @@ def test_a_run_that_can_be_kept_nowhere_says_so_once(tmp_path, read_only_dir, mo
     assert lines[0].startswith(f"nothing of run {doc['run_id']}") and "could be kept" in lines[0], lines[0]
     assert "only in this command's output" in lines[0] and str(read_only_dir / "mptcplab" / "spool") in lines[0]
     assert "spooled" not in proc.stderr and "warning" not in proc.stderr, proc.stderr
+
+
+def test_brackets_in_stored_names_are_printed_as_they_are(results_store):
+    """Labels, scenario names and path names are data, never Rich markup ("[v1]" must not vanish)."""
+    r = run([10.0, 10.5, 11.0], label="[v1] fix", scenario="s[run]")
+    open_store(str(results_store)).save_result(r, {"name": "s[run]"})
+    listed = cli("runs")
+    assert listed.returncode == 0 and "[v1] fix" in listed.stdout and "s[run]" in listed.stdout, listed.stdout
+    shown = cli("show", r.run_id)
+    assert shown.returncode == 0 and "label [v1] fix" in " ".join(shown.stdout.split()), shown.stdout
+    hist = cli("history", "s[run]")
+    assert hist.returncode == 0 and "s[run]: goodput_mbps" in hist.stdout and "[v1] fix" in hist.stdout, hist.stdout
+    cmp = cli("compare", "--baseline", "label:[v1] fix", "--candidate", "label:[v1] fix")
+    assert cmp.returncode == 0 and "baseline label:[v1] fix vs candidate" in " ".join(cmp.stdout.split()), cmp.stdout

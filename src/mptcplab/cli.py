@@ -305,7 +305,7 @@ def scenarios() -> None:
     from .scenario import builtin_scenarios, load_scenario
 
     for name, path in builtin_scenarios().items():
-        out.print(f"{name:<20} {load_scenario(path).description}", highlight=False)
+        out.print(f"{name:<20} {load_scenario(path).description}", highlight=False, markup=False)
 
 
 @app.command()

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .cli import DbOption, app, err, handled, out
@@ -127,7 +128,7 @@ def runs(
     for col in ("run", "started", "scenario", "version", "label", "kernel", "status", "reps", "goodput mbit/s"):
         table.add_column(col, justify="right" if col in ("reps", "goodput mbit/s") else "left")
     for r in found:
-        table.add_row(r.uid, _when(r.started_at), r.scenario, r.scenario_hash[:8], r.label or "", r.kernel, r.status,
+        table.add_row(r.uid, _when(r.started_at), escape(r.scenario), r.scenario_hash[:8], escape(r.label or ""), escape(r.kernel), r.status,
                       str(r.repetitions), f"{r.goodput_median:.2f}" if r.goodput_median is not None else "")
     out.print(table)
 
@@ -309,13 +310,13 @@ def compare(
     else:
         for note in report.notes:
             out.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
-        table = Table(title=f"baseline {baseline} vs candidate {candidate} (threshold {report.threshold * 100:g}%, alpha {alpha:g})",
+        table = Table(title=f"baseline {escape(baseline)} vs candidate {escape(candidate)} (threshold {report.threshold * 100:g}%, alpha {alpha:g})",
                       title_justify="left")
         for col in HEADER:
             table.add_column(col, justify="left" if col in ("scenario", "metric", "verdict") else "right")
         for row in rows(report):
             style = {"regressed": "red", "improved": "green"}.get(row[-1])
-            table.add_row(*row[:-1], f"[{style}]{row[-1]}[/{style}]" if style else row[-1])
+            table.add_row(*map(escape, row[:-1]), f"[{style}]{row[-1]}[/{style}]" if style else row[-1])
         out.print(table)
         for note in dict.fromkeys(n for c in report.comparisons for n in c.notes):
             out.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
@@ -366,14 +367,14 @@ def history(
     if fmt == "json":
         sys.stdout.write(json.dumps(hist.to_json()) + "\n")
         return
-    table = Table(title=f"{scenario}: {metric} per run, oldest first (threshold {hist.threshold * 100:g}%, alpha {alpha:g})",
+    table = Table(title=f"{escape(scenario)}: {metric} per run, oldest first (threshold {hist.threshold * 100:g}%, alpha {alpha:g})",
                   title_justify="left")
     for col in ("run", "started", "kernel", "label", "n", "median", "95% CI", "vs previous", "p", "verdict"):
         table.add_column(col, justify="right" if col in ("n", "median", "95% CI", "vs previous", "p") else "left")
     for p in hist.points:
         verdict = p.verdict or ""
         style = {"regressed": "red", "improved": "green"}.get(verdict)
-        table.add_row(p.run_id, _when(p.started_at), p.kernel, p.label or "", str(p.n), f"{p.median:.3f}",
+        table.add_row(p.run_id, _when(p.started_at), escape(p.kernel), escape(p.label or ""), str(p.n), f"{p.median:.3f}",
                       f"[{p.ci95[0]:.3f}, {p.ci95[1]:.3f}]", "" if p.change is None else f"{p.change * 100:+.1f}%",
                       "" if p.p_value is None else f"{p.p_value:.4f}",
                       (f"[{style}]{verdict}[/{style}]" if style else verdict) + (" (scenario changed)" if p.version_changed else "")
@@ -408,6 +409,6 @@ def import_cmd(
     for path, result, scenario in loaded:
         added = store.save_result(result, scenario)
         out.print(f"imported run {result.run_id} ({result.scenario}): {added} new of "
-                  f"{plural(len(result.repetitions), 'repetition')} into {store.where}", highlight=False)
+                  f"{plural(len(result.repetitions), 'repetition')} into {store.where}", highlight=False, markup=False)
         if path.resolve().parent == spool_dir().resolve():
             path.unlink()  # the lab's own spool file: its content is now in the store
