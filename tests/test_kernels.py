@@ -164,11 +164,11 @@ def test_unknown_kernel_is_one_line(tmp_path: Path) -> None:
 def test_a_file_that_is_not_a_kernel_is_one_line(tmp_path: Path) -> None:
     fake = tmp_path / "bzImage"
     fake.write_bytes(b"\x7fELF" + os.urandom(8192))
-    for target in (fake, tmp_path):
+    for target, words in ((fake, "not a Linux kernel image"), (tmp_path, "is a directory")):
         proc = cli("kernel", "add", str(target))
         assert proc.returncode == 2
         lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and "not a Linux kernel image" in lines[0] or "is a directory" in lines[0], proc.stderr
+        assert len(lines) == 1 and lines[0].startswith(f"error: {target}: {words}"), proc.stderr
 
 
 def test_a_kernel_without_mptcp_is_refused(tmp_path: Path, kernels: list[str]) -> None:
@@ -212,7 +212,8 @@ def test_sigterm_stops_the_guest(tmp_path: Path, kernels: list[str]) -> None:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 143, err
-    assert len(err.strip().splitlines()[-1:]) == 1 and "SIGTERM" in err
+    lines = err.strip().splitlines()
+    assert lines and lines[-1].startswith("error: stopped by SIGTERM"), err  # the last line says why it stopped
     assert not [c for c in children if alive(c)]
     assert guest_temp_dirs() <= before
 

@@ -83,12 +83,12 @@ def test_loss_shows_up_on_that_subflow_only(tmp_path):
         link_backend = "wire"
     """)
     sf = {s.path: s for s in rep.subflows}
-    assert sf["lossy"].retransmits > 0, sf["lossy"]
-    assert sf["clean"].retransmits == 0, sf["clean"]
     stats = result.environment["link_stats"][0]["paths"]
-    up = stats["lossy"]["up"]
-    assert up["drops"]["loss"] > 0 and up["drops"]["queue"] == 0
-    assert sum(stats["clean"]["up"]["drops"].values()) == 0
+    # judged: the loss this test asked for, where it asked for it. Not judged: zero retransmissions or queue
+    # drops on the clean path, which another lab loading the machine at the same time can cause.
+    assert stats["lossy"]["up"]["drops"]["loss"] > 0
+    assert all(stats["clean"][d]["drops"]["loss"] == 0 for d in ("up", "down"))
+    assert sf["lossy"].retransmits > sf["clean"].retransmits, (sf["lossy"], sf["clean"])
 
 
 def test_path_down_moves_traffic_and_up_brings_it_back(tmp_path):
@@ -211,8 +211,14 @@ def test_bad_values_give_one_line_and_build_nothing(tmp_path, case):
     assert set(leftovers()) <= before
 
 
-def test_every_scenario_property_is_supported():
-    from mptcplab.links.wire import WireLink
+def test_every_scenario_property_reaches_the_forwarder_model():
+    """Every path property and `set` event of the format arrives, with its value, in the forwarder's model.
+
+    (WireLink.unsupported refuses nothing, so asserting it returns None would test nothing.) The
+    configuration and event commands the backend builds are fed to the forwarder's own Direction.configure.
+    """
+    from mptcplab.links.forwarder import Direction
+    from mptcplab.links.wire import WireLink, direction_config
 
     scenario = parse_scenario({
         "name": "all",
@@ -222,4 +228,25 @@ def test_every_scenario_property_is_supported():
         "workload": {"size": "1MiB"},
         "event": [{"at": "1s", "path": "a", "action": "set", "rate": "2mbit", "delay": "5ms", "loss": "2%"}],
     })
-    assert WireLink.unsupported(scenario) is None
+    path = scenario.path("a")
+    model = {}
+    for name in ("up", "down"):
+        cfg = direction_config(path.link(name), name, "rx0", "tx0", 0.0)
+        assert cfg["jitter_distribution"] == "pareto"
+        model[name] = Direction.__new__(Direction)  # the model only: no sockets, no namespace
+        model[name].configure(cfg)
+    assert model["up"].rate_bps == 1e6 and model["down"].rate_bps == 5e6  # the up override, the path's rate
+    for d in model.values():
+        assert d.delay == pytest.approx(0.020) and d.jitter == pytest.approx(0.002) and d.reorder is True
+        assert d.loss == 0.0 and d.ge[:2] == pytest.approx((0.01, 0.30))
+        assert d.limit == 64 * 1024
+    link = WireLink.__new__(WireLink)
+    link.scenario = scenario
+    sent = []
+    link._send = lambda p, direction, command: sent.append((p, direction, command))  # what the forwarders would get
+    link.apply(scenario.events[0])
+    assert [(p, direction) for p, direction, _ in sent] == [("a", "up"), ("a", "down")]
+    for _, direction, command in sent:
+        model[direction].configure(command)
+        assert model[direction].rate_bps == 2e6 and model[direction].delay == pytest.approx(0.005)
+        assert model[direction].loss == pytest.approx(0.02) and model[direction].ge is None

@@ -8,17 +8,20 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional, ParamSpec, TypeVar
+from typing import Annotated, Any, NoReturn, Optional, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from .errors import Interrupted, LabError, UsageError
+from .outputs import FIGURE_SUFFIXES, check_output, writing
 from .protocols import Collector
 from .protocols import Progress as RunProgress
 from .result import Repetition, RunResult
@@ -26,7 +29,8 @@ from .result import Repetition, RunResult
 P = ParamSpec("P")
 R = TypeVar("R")
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# rich_markup_mode=None: help text is printed as written ("[run]" is not Rich markup) and flags show no <bool>
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="A performance lab for the Linux MPTCP packet scheduler.")
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
@@ -109,22 +113,68 @@ class RichProgress(RunProgress):
         self.bar.console.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
+#: what `--help` shows after each option that takes a value (typer would show its Python type: <str>, <path>)
+METAVARS = {
+    "--alpha": "P", "--baseline": "SELECTOR", "--candidate": "SELECTOR", "--config": "FILE", "--db": "URL|PATH",
+    "--format": "FORMAT", "--kernel": "KERNEL", "--kernels": "K1,K2,...", "--label": "TEXT", "--limit": "N",
+    "--link-backend": "BACKEND", "--metric": "METRIC", "--modules": "DIR", "--output": "FILE", "--plot": "PNG",
+    "--rep": "N", "--repeat": "N", "--scenario": "NAME", "--since": "AGE|DATE", "--tag": "KEY=VALUE",
+    "--threshold": "PERCENT",
+}
+
+
+def _plain_metavars(command: Any) -> None:
+    """Every option and argument of every command gets a plain metavar (`--plot PNG`, `SCENARIO...`)."""
+    from typer.core import TyperArgument, TyperOption
+
+    for param in command.params:
+        if isinstance(param, TyperArgument):  # typer adds {} (required) or [] (optional) and "..." itself
+            param.metavar = re.sub(r"[][{}.]", "", param.metavar or param.name or "value").upper()
+            param.display_type_rich = lambda ctx: None  # the metavar says it; no <list[str]> after it
+        elif isinstance(param, TyperOption) and not param.is_flag and param.metavar is None:
+            long = next((o for o in param.opts if o.startswith("--")), param.opts[0])
+            param.metavar = METAVARS.get(long, long.lstrip("-").upper())
+    for sub in getattr(command, "commands", {}).values():
+        _plain_metavars(sub)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .environment import lab_version
+
+        lab = lab_version()
+        out.print(f"mptcplab {lab['version']}" + (f" (git {lab['commit']})" if lab["commit"] else ""), highlight=False)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="print mptcplab's version and git commit, then exit")] = False,
+) -> None:
+    """A performance lab for the Linux MPTCP packet scheduler."""
+
+
 @app.command()
 @handled
 def doctor() -> None:
-    """Check what the lab needs: one line each, OK or MISSING with how to fix. Exit 0 when the lab can run."""
+    """Check what the lab needs: one line each, OK, MISSING or absent (optional), with how to fix. Exit 0 when the lab can run, 3 when it cannot."""
+    from rich.table import Table
+
     from .doctor import checks, ready
 
     results = checks()
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
     for c in results:
-        status = "[green]OK[/green]     " if c.ok else ("[red]MISSING[/red]" if c.required else "[yellow]MISSING[/yellow]")
-        line = f"{status} {c.name}: {c.detail}"
+        status = "[green]OK[/green]" if c.ok else ("[red]MISSING[/red]" if c.required else "[yellow]absent (optional)[/yellow]")
+        line = f"{c.name}: {c.detail}"
         if not c.ok and c.fix:
             line += f" — fix: {c.fix}"
-        if not c.ok and not c.required:
-            line += " (optional)"
-        out.print(line, highlight=False)
-    raise typer.Exit(0 if ready(results) else 1)
+        grid.add_row(status, Text(line))
+    out.print(grid, highlight=False)
+    raise typer.Exit(0 if ready(results) else 3)
 
 
 @app.command()
@@ -161,8 +211,8 @@ def run(
     recorder = recorder_for(db, err) if store else None
     if link_backend is not None and link_backend not in ("auto", "tbf", "netem", "wire"):
         raise UsageError(f"--link-backend {link_backend!r}: choose auto, tbf, netem or wire")
-    if plot is not None and not plot.resolve().parent.is_dir():
-        raise UsageError(f"--plot {plot}: the directory {plot.resolve().parent} does not exist")
+    if plot is not None:
+        check_output(plot, "--plot", FIGURE_SUFFIXES)  # before any traffic
     if kernel is not None:
         from .kernels.catalog import resolve
 
@@ -195,7 +245,7 @@ def run(
         for result in results:
             print_run(result, out)
     if plot is not None:
-        _plot(results[0], plot)
+        _plot(results[0], plot, option="--plot")
     incomplete = [r for res in results for r in res.repetitions if not r.completed]
     if incomplete:
         raise typer.Exit(1)
@@ -210,6 +260,7 @@ def plot_cmd(
     db: DbOption = None,
 ) -> None:
     """Draw per-path throughput and RTT over time from a JSON result or a stored run."""
+    check_output(output, "--output", FIGURE_SUFFIXES)
     path = Path(result_json)
     result = _read_result(path) if path.exists() or path.suffix == ".json" else _stored_result(result_json, db)
     _plot(result, output, None if repetition is None else repetition - 1, console=out)
@@ -236,15 +287,15 @@ def _stored_result(run_id: str, db: str | None) -> RunResult:
     return store.load_result(store.resolve_run(run_id))
 
 
-def _plot(result: RunResult, path: Path, repetition: int | None = None, console: Console = err) -> None:
+def _plot(result: RunResult, path: Path, repetition: int | None = None, console: Console = err,
+          option: str = "--output") -> None:
     from .plots import plot_run
 
     try:
-        console.print(f"plot written to {plot_run(result, path, repetition)}", highlight=False)
+        with writing(path, option):
+            console.print(f"plot written to {plot_run(result, path, repetition)}", highlight=False)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    except OSError as e:
-        raise UsageError(f"cannot write the plot {path}: {e.strerror}") from None
 
 
 @app.command()
@@ -254,7 +305,7 @@ def scenarios() -> None:
     from .scenario import builtin_scenarios, load_scenario
 
     for name, path in builtin_scenarios().items():
-        out.print(f"{name:<20} {load_scenario(path).description}", highlight=False)
+        out.print(f"{name:<20} {load_scenario(path).description}", highlight=False, markup=False)
 
 
 @app.command()
@@ -286,7 +337,9 @@ from . import cli_kernel  # noqa: E402,F401  (registers kernel fetch/list/add an
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    app()
+    command = typer.main.get_command(app)
+    _plain_metavars(command)
+    command(prog_name="mptcplab")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .result import RunResult  # noqa: E402
+from .units import plural  # noqa: E402
 
 
 def _save(fig: Any, out: Path) -> Path:
@@ -125,7 +126,7 @@ def plot_history(history: Any, out: Path) -> Path:
     ax.set_ylabel(f"{history.metric} (median, 95% CI)")
     ax.grid(axis="y", alpha=0.3)
     steps = history.steps
-    ax.set_title(f"{history.scenario}: {len(points)} runs, {steps['regressed']} step(s) regressed, {steps['improved']} improved\n"
+    ax.set_title(f"{history.scenario}: {plural(len(points), 'run')}, {plural(steps['regressed'], 'step')} regressed, {steps['improved']} improved\n"
                  f"each run vs the one before: threshold {history.threshold * 100:g}%, alpha {history.alpha:g}; "
                  f"dotted: scenario changed", fontsize=9)
     return _save(fig, out)

@@ -22,6 +22,11 @@ _SIZE = {
 }
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """`n` and the word in the right number: plural(1, "repetition") == "1 repetition", else "3 repetitions"."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
 def _split(text: str, what: str, examples: str) -> tuple[float, str]:
     if isinstance(text, bool):
         raise ValueError(f"expected a {what} such as {examples}")
