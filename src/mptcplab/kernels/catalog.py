@@ -151,9 +151,11 @@ class Candidate:
         """Why the lab cannot boot it ("" when it can)."""
         if not self.missing:
             return ""
-        kinds = "/".join(_PART_RE.match(m).group(1) for m in sorted(self.missing, reverse=True))  # type: ignore[union-attr]
-        return f"{NO_MODULES}: the archive lacks its linux-{kinds} package{'s' if len(self.missing) > 1 else ''} " \
-               "(veth, sch_netem, mptcp_diag are modules)"
+        kinds = [_PART_RE.match(m).group(1) for m in self.missing]  # type: ignore[union-attr]
+        lacking = [k for k in ("binary", "modules", "base") if k in kinds]
+        served = [k for k in ("binary", "modules", "base") if k not in kinds and any(p.startswith(f"linux-{k}-") for p in self.parts)]
+        return (f"no linux-{'/'.join(lacking)} package{'s' if len(lacking) > 1 else ''} in the archive"
+                + (f" (only linux-{'/'.join(served)})" if served else ""))
 
 
 def parse_packages(indexes: dict[str, str]) -> list[Candidate]:
@@ -288,7 +290,8 @@ def resolve_name(query: str, kernels: Sequence[Kernel], offered: Sequence[Candid
         runnable = [c for c in hits if c.runnable]
         if not runnable or (kind == "exact" and not hits[-1].runnable):
             c = hits[-1]
-            raise KernelError(f"kernel {query} → {c.release} ({c.suite}) is not runnable: {c.reason}",
+            raise KernelError(f"kernel {query} → {c.release} ({c.suite}) is not runnable: {c.reason}; "
+                              "veth, sch_netem and mptcp_diag are modules",
                               "mptcplab kernel list shows the runnable ones")
         c = runnable[-1]
         notes = []
