@@ -23,9 +23,10 @@ from mptcplab.kernel_names import prefix_matches, stored_kernel_matches, upstrea
 from mptcplab.kernels.catalog import Kernel, KernelError, UnknownKernel, kernels_dir, parse_packages, resolve_name
 from mptcplab.kernels.fetch import SUITES, ConsoleWaits, kernel_stanzas
 from mptcplab.result import Repetition, RunResult, SubflowResult
-from mptcplab.store import open_store
+from mptcplab.store import RunFilter, open_store
 
 from .conftest import cli, requires_root
+from .pg import create_database, postgres_server  # noqa: F401  (a fixture)
 
 INDEX = Path(__file__).parent / "data" / "debian-kernels"
 
@@ -192,10 +193,8 @@ KERNELS = {  # release: (build string, goodput of its repetitions)
 }
 
 
-@pytest.fixture(scope="module")
-def store_db(tmp_path_factory) -> tuple[str, dict[str, str]]:
-    """A SQLite store with one synthetic run per kernel (what a guest run stores: release + Debian build string)."""
-    db = str(tmp_path_factory.mktemp("kstore") / "results.db")
+def fill_store(db: str) -> dict[str, str]:
+    """One synthetic run per kernel (what a guest run stores: release + Debian build string); release -> run id."""
     store = open_store(db)
     ids = {}
     for i, (release, (build, values)) in enumerate(KERNELS.items()):
@@ -208,10 +207,16 @@ def store_db(tmp_path_factory) -> tuple[str, dict[str, str]]:
                            environment={"kernel_release": release, "kernel_version": build, "hostname": "guest"})
         store.save_result(result, {"name": "kname"})
         ids[release] = result.run_id
-    return db, ids
+    return ids
 
 
-@pytest.mark.parametrize(("query", "expected"), [
+@pytest.fixture(scope="module")
+def store_db(tmp_path_factory) -> tuple[str, dict[str, str]]:
+    db = str(tmp_path_factory.mktemp("kstore") / "results.db")
+    return db, fill_store(db)
+
+
+RUNS_BY_KERNEL = [
     ("6.1", ["6.1.0-50-cloud-amd64"]),
     ("6.1.176", ["6.1.0-50-cloud-amd64"]),
     ("6.12", ["6.12.95+deb12-cloud-amd64", "6.12.117+deb13-cloud-amd64"]),
@@ -220,7 +225,25 @@ def store_db(tmp_path_factory) -> tuple[str, dict[str, str]]:
     ("7", ["7.2.12+deb13-cloud-amd64"]),
     ("6.1.0-50-cloud-amd64", ["6.1.0-50-cloud-amd64"]),
     ("5", []),
-])
+]
+
+
+@requires_root
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_store_selects_by_kernel_on_both_databases(backend, tmp_path, request):
+    if backend == "sqlite":
+        db = str(tmp_path / "results.db")
+    else:
+        db = create_database(request.getfixturevalue("postgres_server"))
+    ids = fill_store(db)
+    store = open_store(db)
+    for query, expected in RUNS_BY_KERNEL:
+        assert {r.kernel for r in store.list_runs(RunFilter(kernel=query))} == set(expected), query
+        assert set(store.select_runs(f"kernel:{query}")) == {ids[k] for k in expected}, query
+    assert store.select_runs("6.12") == [ids["6.12.95+deb12-cloud-amd64"], ids["6.12.117+deb13-cloud-amd64"]]  # bare word
+
+
+@pytest.mark.parametrize(("query", "expected"), RUNS_BY_KERNEL)
 def test_runs_by_kernel(store_db, query, expected):
     db, ids = store_db
     proc = cli("runs", "--db", db, "--kernel", query)
