@@ -347,3 +347,15 @@ def test_real_fetch_of_a_split_layout_kernel(listing):
     again = cli("kernel", "fetch", "7.3")
     assert again.returncode == 0 and again.stdout.startswith(f"already cached: {release}")
     assert re.search(rf"kernel 7\.3 → {re.escape(release)} \([\w-]+, cached\)", again.stderr), again.stderr
+
+
+@requires_root
+def test_a_cached_older_point_release_does_not_answer_a_prefix(listing):
+    """The reported bug, end to end: with 6.12.43 cached, `kernel fetch 6.12` is the newest 6.12.x offered."""
+    newest = max((r for r in listing if r["runnable"] and prefix_matches("6.12", r["upstream"])), key=lambda r: version_key(r["version"]))
+    old = cli("kernel", "fetch", "6.12.43", timeout=900)
+    assert old.returncode == 0 and "6.12.43+deb12-cloud-amd64" in old.stdout, old.stderr
+    proc = cli("kernel", "fetch", "6.12", timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    assert re.match(rf"(fetched|already cached): {re.escape(newest['release'])} \(", proc.stdout), proc.stdout
+    assert f"kernel 6.12 → {newest['release']} ({newest['suite']}, " in proc.stderr

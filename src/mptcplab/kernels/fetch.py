@@ -167,7 +167,7 @@ class PrivateApt:
         """`apt-get update` of the private lists when they are missing, older than a day, or `force`."""
         self._prepare()
         if force or self.lists_age() > LISTS_MAX_AGE_S:
-            what = f"apt update of the private package lists ({len(SUITES)} suites from {self.mirror}{'; ' + why if why else ''})"
+            what = f"apt update of the private package lists ({len(SUITES)} suites{'; ' + why if why else ''})"
             with self.waits.waiting(what):
                 self._run("apt-get", "-q", "update")
 
