@@ -21,12 +21,13 @@ from .scenario import Scenario
 
 if TYPE_CHECKING:
     from .kernels.catalog import Kernel
+    from .kernels.fetch import Waits
 
 kernel_app = typer.Typer(no_args_is_help=True, help="Other kernels: fetch Debian kernels, add your own, list them.")
 app.add_typer(kernel_app, name="kernel")
 
 
-def kernel_waits() -> object:
+def kernel_waits() -> "Waits":
     """Waits that say on stderr what a kernel fetch is waiting for (a spinner on a terminal)."""
     from .cli import err
     from .kernels.fetch import ConsoleWaits
@@ -38,7 +39,7 @@ def use_kernel(name: str) -> "Kernel":
     """The kernel `name` means (the one rule of `kernel fetch`), fetched if it is not cached; says which on stderr."""
     from .kernels.fetch import fetch
 
-    return fetch(name, waits=kernel_waits())[0]  # type: ignore[arg-type]
+    return fetch(name, waits=kernel_waits())[0]
 
 
 @kernel_app.command("fetch")
@@ -54,7 +55,7 @@ def fetch_cmd(
     """
     from .kernels.fetch import fetch
 
-    kernel, was_cached = fetch(version, refresh=refresh, waits=kernel_waits())  # type: ignore[arg-type]
+    kernel, was_cached = fetch(version, refresh=refresh, waits=kernel_waits())
     verb = "already cached" if was_cached else "fetched"
     out.print(f"{verb}: {kernel.release} ({kernel.version}, {kernel.origin}) in {kernel.dir}", highlight=False, soft_wrap=True)
 
@@ -80,13 +81,10 @@ def list_cmd(
     problem = ""
     if not cached_only:
         from .errors import LabError
-        from .kernels.fetch import PrivateApt, _cache_lock
+        from .kernels.fetch import PrivateApt, read_catalog
 
-        apt = PrivateApt(waits=kernel_waits())  # type: ignore[arg-type]
         try:
-            with _cache_lock(apt.waits):
-                apt.update(force=refresh)
-                offered = apt.catalog()
+            offered = read_catalog(PrivateApt(waits=kernel_waits()), refresh)
         except LabError as e:
             offered, problem = [], e.message
         for c in offered:
@@ -99,12 +97,12 @@ def list_cmd(
     else:
         title = "cached kernels" if cached_only else "kernels, oldest first (mptcplab kernel fetch VERSION; cached ones run offline)"
         table = Table(title=title, title_justify="left")
-        for col in ("version", "release", "suite", "cached", "runnable"):
+        for col in ("version", "release", "suite", "cached", "MPTCP", "runnable"):
             table.add_column(col, overflow="fold")
         for r in ordered:
             suite = r["suite"] or ("your build" if r["version"] == "custom" else "")
             table.add_row(r["upstream"], r["release"], suite, "yes" if r["cached"] else "",
-                          "yes" if r["runnable"] else f"no: {r['reason']}")
+                          (r["mptcp"] or "?") if r["cached"] else "", "yes" if r["runnable"] else f"no: {r['reason']}")
         out.print(table)
     if problem:
         from .cli import err

@@ -28,7 +28,7 @@ from pathlib import Path
 from .catalog import (FLAVOUR, IMAGE_RE, Candidate, Kernel, KernelError, Resolution, UnknownKernel, cache_root,
                       cached, kernels_dir, matches, parse_packages, resolve, resolve_name)
 
-__all__ = ["SUITES", "Candidate", "PrivateApt", "Waits", "ConsoleWaits", "choose", "fetch", "lookup", "kernel_stanzas",
+__all__ = ["SUITES", "Candidate", "PrivateApt", "Waits", "ConsoleWaits", "choose", "fetch", "lookup", "read_catalog", "kernel_stanzas",
            "matches", "resolve", "IMAGE_RE", "FLAVOUR"]
 
 SUITES = ("bookworm", "bookworm-backports", "trixie", "trixie-backports", "sid", "experimental")
@@ -250,6 +250,16 @@ def _cache_lock(waits: Waits) -> Iterator[None]:
         os.close(fd)
 
 
+def read_catalog(apt: PrivateApt, refresh: bool = False) -> list[Candidate]:
+    """What the archive offers: the private lists updated when stale (or with `refresh`), then read.
+
+    Raises KernelError (exit 3) when apt fails (no network, no apt).
+    """
+    with _cache_lock(apt.waits):
+        apt.update(force=refresh)
+        return apt.catalog()
+
+
 def lookup(query: str, apt: PrivateApt | None = None, refresh: bool = False, waits: Waits | None = None) -> Resolution:
     """Which kernel `query` names (see :func:`~mptcplab.kernels.catalog.resolve_name`), reading the archive's lists.
 
@@ -269,9 +279,7 @@ def lookup(query: str, apt: PrivateApt | None = None, refresh: bool = False, wai
             return resolve_name(query, kernels, None)
     apt = apt or PrivateApt(waits=waits)
     try:
-        with _cache_lock(waits):
-            apt.update(force=refresh)
-            offered = apt.catalog()
+        offered = read_catalog(apt, refresh)
     except KernelError as e:
         return resolve_name(query, kernels, None, unreachable=e.message)
     try:
