@@ -359,3 +359,26 @@ def test_a_cached_older_point_release_does_not_answer_a_prefix(listing):
     assert proc.returncode == 0, proc.stderr
     assert re.match(rf"(fetched|already cached): {re.escape(newest['release'])} \(", proc.stdout), proc.stdout
     assert f"kernel 6.12 → {newest['release']} ({newest['suite']}, " in proc.stderr
+
+
+@requires_root
+def test_an_unreachable_archive_falls_back_to_the_newest_cached_match(tmp_path):
+    """Real apt against a mirror that refuses connections (a closed loopback port): the cache answers, and says so."""
+    from mptcplab.kernels.catalog import cached
+    from mptcplab.kernels.fetch import PrivateApt, lookup
+
+    debian = [k for k in cached() if k.origin.startswith("debian ")]
+    if not debian:
+        pytest.skip("no Debian kernel cached yet")
+    series = ".".join(debian[-1].upstream.split(".")[:2])
+    newest = max((k for k in debian if prefix_matches(series, k.upstream)), key=lambda k: version_key(k.version))
+    buf = io.StringIO()
+    apt = PrivateApt(root=tmp_path / "apt", mirror="http://127.0.0.1:9/debian",
+                     waits=ConsoleWaits(Console(file=buf, force_terminal=False, width=400)))
+    res = lookup(series, apt=apt)
+    assert res.kernel == newest
+    assert "the archive could not be read" in res.describe() and "127.0.0.1:9" in res.describe()
+    assert "apt update of the private package lists" in buf.getvalue()  # the failing update took seconds: announced
+    with pytest.raises(KernelError) as exc:
+        lookup("9.99", apt=apt)
+    assert exc.value.exit_code == 3 and "cannot be read" in exc.value.message

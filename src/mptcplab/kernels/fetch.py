@@ -137,14 +137,15 @@ class PrivateApt:
         }
         return [x for k, v in opts.items() for x in ("-o", f"{k}={v}")]
 
-    def _run(self, tool: str, *args: str, cwd: Path | None = None) -> str:
+    def _run(self, tool: str, *args: str, cwd: Path | None = None, stderr_too: bool = False) -> str:
+        """The tool's stdout (and stderr after it, with `stderr_too`); KernelError when it fails."""
         if shutil.which(tool) is None:
             raise KernelError(f"{tool} is not installed: fetching Debian kernels needs apt", "use mptcplab kernel add PATH instead")
         proc = subprocess.run([tool, *self.options(), *args], capture_output=True, text=True, cwd=cwd)
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
             raise KernelError(f"{tool} {args[0]} failed: {last}", f"check that {self.mirror} is reachable")
-        return proc.stdout
+        return proc.stdout + (proc.stderr if stderr_too else "")
 
     def index_files(self) -> dict[str, Path]:
         """Each suite's downloaded ``main/binary-amd64/Packages`` list (compressed as apt keeps it)."""
@@ -169,7 +170,14 @@ class PrivateApt:
         if force or self.lists_age() > LISTS_MAX_AGE_S:
             what = f"apt update of the private package lists ({len(SUITES)} suites{'; ' + why if why else ''})"
             with self.waits.waiting(what):
-                self._run("apt-get", "-q", "update")
+                out = self._run("apt-get", "-q", "update", stderr_too=True)
+            # apt-get update exits 0 when it could not reach the mirror ("W: Failed to fetch ...")
+            failed = [line.split("  ", 1)[-1].strip() for line in out.splitlines() if line.startswith(("W: Failed to fetch", "E: "))]
+            if failed:
+                if len(self.index_files()) < len(SUITES):
+                    raise KernelError(f"apt update of the kernel lists failed: {failed[0]}", f"check that {self.mirror} is reachable")
+                self.waits.say(f"warning: apt update failed ({failed[0]}); using the package lists from "
+                               f"{self.lists_age() / 3600:.0f} h ago")
 
     def catalog(self) -> list[Candidate]:
         """Every cloud kernel image the private lists offer, oldest first (parsed once per list download)."""
