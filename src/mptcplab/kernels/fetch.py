@@ -158,11 +158,15 @@ class PrivateApt:
         return out
 
     def lists_age(self) -> float:
-        """Seconds since the oldest suite's list was fetched; infinite when one is missing."""
-        files = self.index_files()
-        if len(files) < len(SUITES):
+        """Seconds since the last successful update; infinite when a suite's list is missing.
+
+        The lab's own stamp, not the lists' mtimes: apt keeps a list's file
+        untouched when the mirror's copy did not change.
+        """
+        stamp = self.root / "updated"
+        if len(self.index_files()) < len(SUITES) or not stamp.exists():
             return float("inf")
-        return time.time() - min(p.stat().st_mtime for p in files.values())
+        return time.time() - stamp.stat().st_mtime
 
     def update(self, force: bool = False, why: str = "") -> None:
         """`apt-get update` of the private lists when they are missing, older than a day, or `force`."""
@@ -176,8 +180,11 @@ class PrivateApt:
             if failed:
                 if len(self.index_files()) < len(SUITES):
                     raise KernelError(f"apt update of the kernel lists failed: {failed[0]}", f"check that {self.mirror} is reachable")
+                age = self.lists_age()
                 self.waits.say(f"warning: apt update failed ({failed[0]}); using the package lists from "
-                               f"{self.lists_age() / 3600:.0f} h ago")
+                               + (f"{age / 3600:.0f} h ago" if age != float("inf") else "an earlier update"))
+            else:
+                (self.root / "updated").touch()
 
     def catalog(self) -> list[Candidate]:
         """Every cloud kernel image the private lists offer, oldest first (parsed once per list download)."""
