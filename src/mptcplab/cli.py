@@ -213,10 +213,11 @@ def run(
         raise UsageError(f"--link-backend {link_backend!r}: choose auto, tbf, netem or wire")
     if plot is not None:
         check_output(plot, "--plot", FIGURE_SUFFIXES)  # before any traffic
+    guest_kernel = None
     if kernel is not None:
-        from .kernels.catalog import resolve
+        from .cli_kernel import use_kernel
 
-        resolve(kernel)  # an unknown kernel is refused before anything starts
+        guest_kernel = use_kernel(kernel)  # resolved (and fetched) before anything starts; unknown ones are refused
     for s in scns if kernel is None else []:  # with --kernel the guest checks its own kernel
         runner.preflight(s, link_backend)  # refuse before anything is built or drawn
     collector = Collector()
@@ -227,7 +228,7 @@ def run(
             if kernel is not None:
                 from .cli_kernel import run_on_kernel
 
-                results = run_on_kernel(kernel, scns, replace(options, progress=progress), timeseries)
+                results = run_on_kernel(guest_kernel or kernel, scns, replace(options, progress=progress), timeseries)
             else:
                 results = runner.run_scenarios(scns, replace(options, progress=progress))
     except BaseException:

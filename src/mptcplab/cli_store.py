@@ -108,7 +108,7 @@ def _filter(scenario: str | None, label: str | None, kernel: str | None, since: 
 def runs(
     scenario: Annotated[Optional[str], typer.Option("--scenario", help="only runs of this scenario (by name)")] = None,
     label: Annotated[Optional[str], typer.Option("--label", help="only runs with this label")] = None,
-    kernel: Annotated[Optional[str], typer.Option("--kernel", help="only runs on this kernel release")] = None,
+    kernel: Annotated[Optional[str], typer.Option("--kernel", help="only runs on this kernel: a release or version prefix (6.1 is 6.1.0-50-cloud-amd64 = 6.1.176, not 6.12)")] = None,
     since: Annotated[Optional[str], typer.Option("--since", help="only runs started since a date/time or an age (12h, 7d)")] = None,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="only runs with this key=value tag (repeatable)")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="at most this many, newest first")] = 50,
@@ -217,7 +217,7 @@ def export(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write here instead of stdout")] = None,
     scenario: Annotated[Optional[str], typer.Option("--scenario", help="only runs of this scenario")] = None,
     label: Annotated[Optional[str], typer.Option("--label", help="only runs with this label")] = None,
-    kernel: Annotated[Optional[str], typer.Option("--kernel", help="only runs on this kernel release")] = None,
+    kernel: Annotated[Optional[str], typer.Option("--kernel", help="only runs on this kernel: a release or version prefix (6.1 is 6.1.0-50-cloud-amd64 = 6.1.176, not 6.12)")] = None,
     since: Annotated[Optional[str], typer.Option("--since", help="only runs started since a date/time or an age (12h, 7d)")] = None,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="only runs with this key=value tag (repeatable)")] = None,
     db: DbOption = None,
@@ -280,8 +280,8 @@ def _parse_threshold(text: str) -> float:
 @app.command()
 @handled
 def compare(
-    baseline: Annotated[str, typer.Option("--baseline", help="selector: a run id, label, kernel release or tag key=value")],
-    candidate: Annotated[str, typer.Option("--candidate", help="selector: a run id, label, kernel release or tag key=value")],
+    baseline: Annotated[str, typer.Option("--baseline", help="selector: a run id, label, kernel (release or version prefix) or tag key=value")],
+    candidate: Annotated[str, typer.Option("--candidate", help="selector: a run id, label, kernel (release or version prefix) or tag key=value")],
     metric: Annotated[Optional[list[str]], typer.Option("--metric", help="goodput_mbps (default), completion_s, retransmits, bytes_retrans, rtt_ms (repeatable)")] = None,
     threshold: ThresholdOption = "5%",
     alpha: AlphaOption = 0.01,
@@ -329,7 +329,7 @@ def history(
     scenario: Annotated[str, typer.Argument(metavar="SCENARIO", help="a scenario name, as `mptcplab runs` lists it")],
     metric: Annotated[str, typer.Option("--metric", help="goodput_mbps (default), completion_s, retransmits, bytes_retrans, rtt_ms")] = "goodput_mbps",
     label: Annotated[Optional[str], typer.Option("--label", help="only runs with this label")] = None,
-    kernel: Annotated[Optional[str], typer.Option("--kernel", help="only runs on this kernel release")] = None,
+    kernel: Annotated[Optional[str], typer.Option("--kernel", help="only runs on this kernel: a release or version prefix (6.1 is 6.1.0-50-cloud-amd64 = 6.1.176, not 6.12)")] = None,
     since: Annotated[Optional[str], typer.Option("--since", help="only runs started since a date/time or an age (12h, 7d)")] = None,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="only runs with this key=value tag (repeatable)")] = None,
     threshold: ThresholdOption = "5%",
