@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn, Optional, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -21,6 +21,9 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from . import runner
 from .errors import Interrupted, LabError, UsageError
 from .result import Repetition, RunResult
+
+if TYPE_CHECKING:
+    from .scenario import Scenario
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -53,6 +56,19 @@ def handled(fn: Callable[P, R]) -> Callable[P, R]:
             _fail("interrupted by Ctrl-C; the lab's namespaces were removed", 130)
 
     return wrapper
+
+
+def load_scenarios(refs: list[str], overrides: list[str] | tuple[str, ...] = ()) -> list["Scenario"]:
+    """Load scenario files or built-in names; print each scenario's notes once on stderr ("note: ...").
+
+    Raises ScenarioError (exit 2) for the first file that cannot be used.
+    """
+    from .scenario import load_scenario
+
+    scns = [load_scenario(ref, overrides) for ref in refs]
+    for note in dict.fromkeys(n for s in scns for n in s.notes):
+        err.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+    return scns
 
 
 class RichProgress(runner.Progress):
@@ -123,9 +139,8 @@ def run(
 ) -> None:
     """Run scenarios on this machine's kernel, store and print their results."""
     from .cli_store import parse_tags, recorder_for
-    from .scenario import load_scenario
 
-    scns = [load_scenario(s) for s in scenario]
+    scns = load_scenarios(scenario)
     scn = scns[0]
     if plot is not None and len(scns) > 1:
         raise UsageError("--plot draws one run: give one scenario")
@@ -214,11 +229,20 @@ def _plot(result: RunResult, path: Path, repetition: int | None = None, console:
 
 @app.command()
 @handled
-def scenarios() -> None:
-    """List the built-in scenarios."""
+def scenarios(
+    show: Annotated[Optional[str], typer.Option("--show", metavar="NAME",
+                                                help="print this built-in scenario's TOML, as shipped: a starting point to copy")] = None,
+) -> None:
+    """List the built-in scenarios (the format: docs/scenario.md)."""
     from .scenario import builtin_scenarios, load_scenario
 
-    for name, path in builtin_scenarios().items():
+    builtins = builtin_scenarios()
+    if show is not None:
+        if show not in builtins:
+            raise UsageError(f"--show {show}: no built-in scenario of that name; the built-in scenarios are: {', '.join(builtins)}")
+        sys.stdout.write(builtins[show].read_text())
+        return
+    for name, path in builtins.items():
         out.print(f"{name:<20} {load_scenario(path).description}", highlight=False)
 
 

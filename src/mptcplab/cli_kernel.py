@@ -134,8 +134,8 @@ def matrix(
 ) -> None:
     """Run every scenario on every kernel in QEMU guests, kernels interleaved, and print scenario x kernel."""
     from .kernels.catalog import resolve
+    from .cli import load_scenarios
     from .kernels.matrix import run_matrix, table_rows
-    from .scenario import load_scenario
 
     names = [k.strip() for k in kernels.split(",") if k.strip()]
     if not names:
@@ -145,7 +145,7 @@ def matrix(
     ks = [resolve(n) for n in names]
     if len({k.release for k in ks}) < len(ks):
         raise UsageError(f"--kernels {kernels}: names the same kernel twice")
-    scns = [load_scenario(s) for s in scenario]
+    scns = load_scenarios(scenario)
     options = RunOptions(repeat=repeat, label=label, link_backend=link_backend)
     recorder = _recorder(db) if store else None
     if recorder is not None:

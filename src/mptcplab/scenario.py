@@ -18,16 +18,29 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 
 from .errors import ScenarioError
-from .units import parse_percent, parse_rate, parse_size, parse_time
+from .units import format_time, parse_percent, parse_rate, parse_size, parse_time, rate_note
 
 MAX_PATHS = 8  # the in-kernel path manager's hard limit on subflows
 
-Rate = Annotated[float, BeforeValidator(parse_rate), Field(gt=0)]
+
+
+def _rate(value: Any, info: ValidationInfo) -> Any:
+    """A rate in bit/s; a bytes-per-second unit ('100Mbps') is kept, as tc reads it, and noted."""
+    bps = parse_rate(value)
+    note = rate_note(value)
+    if note and isinstance(info.context, dict):
+        info.context.setdefault("notes", []).append(f"{info.field_name}: {note}")
+    return bps
+
+
+Rate = Annotated[float, BeforeValidator(_rate), Field(gt=0)]
 Duration = Annotated[float, BeforeValidator(parse_time), Field(ge=0)]
 PositiveDuration = Annotated[float, BeforeValidator(parse_time), Field(gt=0)]
 Size = Annotated[int, BeforeValidator(parse_size), Field(gt=0)]
@@ -308,6 +321,19 @@ class Scenario(_Strict):
     events: Annotated[list[Event], Field(alias="event")] = []
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    #: what is worth saying about how the file was read (see `notes`); not part of the content or its hash
+    _notes: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """One line each about values that are accepted but easy to misread.
+
+        A rate in tc's bytes-per-second units ('100Mbps' is 800 mbit/s) and a
+        jitter larger than the delay (what the emulators then do). Filled in
+        by `parse_scenario` / `load_scenario`; the CLI prints them on stderr,
+        library users read them here.
+        """
+        return self._notes
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Scenario":
@@ -315,6 +341,11 @@ class Scenario(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"path names must be unique; repeated: {', '.join(dupes)}")
+        if self.workload.duration is not None and self.workload.duration >= self.run.timeout:
+            raise ValueError(
+                f"workload.duration {format_time(self.workload.duration)} is not shorter than run.timeout "
+                f"{format_time(self.run.timeout)}: the transfer would be stopped before it ends; raise [run] timeout "
+                f"(e.g. timeout = \"{format_time(self.workload.duration + max(10.0, self.workload.duration * 0.5))}\") or shorten the duration")
         end = self.workload.duration or self.run.timeout
         for i, event in enumerate(self.events):
             if event.path not in names:
@@ -373,7 +404,7 @@ def _first_error(exc: ValidationError) -> str:
     for prefix in ("Value error, ", "Assertion failed, "):
         msg = msg.removeprefix(prefix)
     if err["type"] == "extra_forbidden":
-        msg = "unknown key (check its spelling against the scenario format in README.md)"
+        msg = "unknown key (check its spelling against the scenario format in docs/scenario.md)"
     elif err["type"] == "missing":
         msg = "required key is missing"
     elif err["type"] == "literal_error":
@@ -448,12 +479,54 @@ def _list_item(items: list[Any], ref: str, key: str) -> Any:
 
 
 def parse_scenario(data: dict[str, Any], source: str = "<scenario>", base_dir: FsPath | None = None) -> Scenario:
-    """Validate a dict (as loaded from TOML); trace files are resolved against base_dir."""
+    """Validate a dict (as loaded from TOML); trace files are resolved against base_dir.
+
+    Raises ScenarioError naming `source` and the key. The returned scenario's
+    `notes` hold one line each (prefixed with `source`) about values accepted
+    but easy to misread.
+    """
+    context: dict[str, Any] = {"notes": []}
     try:
-        scenario = Scenario.model_validate(data)
+        scenario = Scenario.model_validate(data, context=context)
     except ValidationError as exc:
         raise ScenarioError(f"{source}: {_first_error(exc)}") from None
-    return _resolve_traces(scenario, source, base_dir or FsPath.cwd())
+    scenario = _resolve_traces(scenario, source, base_dir or FsPath.cwd())
+    notes = [*context["notes"], *jitter_notes(scenario)]
+    scenario._notes = tuple(dict.fromkeys(f"{source}: {n}" for n in notes))  # once each, in order
+    return scenario
+
+
+_JITTER_DRAW = {
+    "uniform": "uniform in {d} ± {j}",
+    "normal": "normal around {d} with standard deviation {j}",
+    "pareto": "Pareto (heavy-tailed) around {d}, scale {j}",
+    "paretonormal": "paretonormal around {d}, scale {j}",
+}
+
+
+def jitter_notes(scenario: Scenario) -> list[str]:
+    """One line per path (direction) whose jitter is larger than its delay: what the link emulators then do.
+
+    Both emulators draw each frame's delay around the configured one and clip a
+    negative draw to 0 (the wire forwarder sends the frame when it is
+    serialized; netem sends a frame whose time to send has passed at once).
+    The mean delay is then above the configured one. Without reordering (wire
+    only) a frame also waits for the one ahead of it.
+    """
+    out = []
+    for path in scenario.paths:
+        up, down = path.link("up"), path.link("down")
+        for where, spec in ((f"path {path.name!r}", up),) if (up.delay_s, up.jitter_s) == (down.delay_s, down.jitter_s) else (
+                (f"path {path.name!r} (up)", up), (f"path {path.name!r} (down)", down)):
+            if spec.jitter_s <= spec.delay_s:
+                continue
+            d, j = format_time(spec.delay_s), format_time(spec.jitter_s)
+            order = ("frames can overtake each other (reorder = true)" if spec.reorder else
+                     "frames stay in order, each waiting for the one ahead, which adds delay")
+            draw = _JITTER_DRAW[spec.jitter_distribution].format(d=d, j=j)
+            out.append(f"{where}: jitter {j} is larger than the delay {d}: each frame's delay is drawn {draw} and a negative "
+                       f"draw is clipped to 0, so the mean delay is above {d}; {order}")
+    return out
 
 
 def _resolve_traces(scenario: Scenario, source: str, base_dir: FsPath) -> Scenario:
