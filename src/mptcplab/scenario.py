@@ -95,6 +95,8 @@ class Queue(_Strict):
         if isinstance(value, int) and not isinstance(value, bool):
             return cls(packets=value)
         text = str(value).strip().lower()
+        if text.isdigit():  # "100": packets as the number 100 is, or bytes as '100B'? say which
+            raise ValueError(f"{value!r} has no unit; write {text} or '{text}p' (packets), '{text}KiB' (bytes) or '{text}ms' (time at the rate)")
         for suffix in ("packets", "packet", "pkts", "pkt", "p"):
             if text.endswith(suffix) and text[: -len(suffix)].strip().isdigit():
                 return cls(packets=int(text[: -len(suffix)]))
