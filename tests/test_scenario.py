@@ -22,7 +22,7 @@ from mptcplab.scenario import (
 )
 from mptcplab.units import parse_percent, parse_rate, parse_size, parse_time
 
-from .conftest import SHARED, write_scenario
+from .conftest import SHARED, cli, leftovers, requires_root, write_scenario
 
 GOOD = {
     "name": "x",
@@ -260,3 +260,48 @@ def test_rates_above_a_backends_ceiling_are_refused_naming_it():
     assert WireLink.unsupported(evented("3gbit")).endswith("lower the rate: no other link backend can run this scenario")
     assert "ceiling of 2gbit" in NetemLink.unsupported(evented("3gbit"))
     assert "lower the rate: no other link backend can run this scenario" in TbfLink.unsupported(parse_scenario(_one_path(rate="100gbit")))
+
+
+# -- the same through the CLI: one line each, the right exit code, nothing built ---------------
+def _stderr_lines(proc):
+    return [line for line in proc.stderr.splitlines() if line.strip()]
+
+
+def test_scenarios_show_prints_the_builtin_toml_as_shipped():
+    for name, path in builtin_scenarios().items():
+        proc = cli("scenarios", "--show", name)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == path.read_text()
+    proc = cli("scenarios", "--show", "no-such")
+    assert proc.returncode == 2 and proc.stdout == ""
+    (line,) = _stderr_lines(proc)
+    assert line.startswith("error: --show no-such: no built-in scenario of that name") and all(n in line for n in builtin_scenarios())
+
+
+@pytest.mark.parametrize("body, code, words", [
+    ('rate = 10\n', 2, "path[0].rate: 10 has no unit"),
+    ('rate = "10mbit"\n[workload]\nduration = "90s"\n', 2, "workload.duration 90s is not shorter than run.timeout 60s"),
+    pytest.param('rate = "1gbit"\n', 3, "above the wire backend's ceiling of 500mbit per path", marks=requires_root),
+])
+def test_absurd_values_are_refused_in_one_line_before_anything_is_built(tmp_path, body, code, words):
+    text = 'name = "x"\n[run]\nlink_backend = "wire"\n[[path]]\nname = "a"\n' + body
+    if "[workload]" not in body:
+        text += '[workload]\nsize = "1MiB"\n'
+    before = set(leftovers())
+    proc = cli("run", str(write_scenario(tmp_path, text)), "--no-store")
+    assert proc.returncode == code, proc.stderr
+    (line,) = _stderr_lines(proc)
+    assert line.startswith("error: ") and words in line, line
+    assert proc.stdout == "" and set(leftovers()) <= before
+
+
+@requires_root  # the backend's refusal comes after the root check
+def test_a_bytes_per_second_rate_is_noted_once_on_stderr(tmp_path):
+    """100Mbps is 800 mbit/s: the note comes first, then the wire backend's ceiling refuses it (nothing runs)."""
+    path = write_scenario(tmp_path, 'name = "x"\n[run]\nlink_backend = "wire"\n[[path]]\nname = "a"\nrate = "100Mbps"\n'
+                                    '[[path]]\nname = "b"\nrate = "100Mbps"\n[workload]\nsize = "1MiB"\n')
+    proc = cli("run", str(path), "--no-store")
+    assert proc.returncode == 3, proc.stderr
+    note, error = _stderr_lines(proc)
+    assert note == f"note: {path}: rate: 100Mbps is 100 megabytes/s = 800 mbit/s, as in tc; write 100mbit for megabits"
+    assert error.startswith("error: path 'a' (up) asks for 800mbit, above the wire backend's ceiling")
