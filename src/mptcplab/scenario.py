@@ -30,7 +30,6 @@ from .units import format_time, parse_percent, parse_rate, parse_size, parse_tim
 MAX_PATHS = 8  # the in-kernel path manager's hard limit on subflows
 
 
-
 def _rate(value: Any, info: ValidationInfo) -> Any:
     """A rate in bit/s; a bytes-per-second unit ('100Mbps') is kept, as tc reads it, and noted."""
     bps = parse_rate(value)
@@ -575,6 +574,8 @@ def load_scenario(ref: str | FsPath, overrides: list[str] | tuple[str, ...] = ()
     """A TOML file path, or the name of a built-in scenario, with `--set` overrides applied before validation.
 
     The scenario after overrides is what is validated, hashed (its version) and stored.
+    Values accepted but easy to misread are in its `notes` (the CLI prints them).
+    The format: docs/scenario.md.
     Raises ScenarioError (exit 2) for a missing, unreadable or invalid file or a bad override.
     """
     path = FsPath(ref)
