@@ -400,6 +400,7 @@ def test_forwarders_die_when_the_lab_is_sigkilled(tmp_path):
         [workload]
         duration = "60s"
         [run]
+        timeout = "90s"
         link_backend = "wire"
     """)
     proc = subprocess.Popen([CLI, "run", str(path), "--repeat", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -25,6 +25,9 @@ from .outputs import FIGURE_SUFFIXES, check_output, writing
 from .protocols import Collector
 from .protocols import Progress as RunProgress
 from .result import Repetition, RunResult
+
+if TYPE_CHECKING:
+    from .scenario import Scenario
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -71,6 +74,19 @@ def print_json_results(results: list[RunResult], timeseries: bool) -> None:
     docs = [r.to_json(timeseries=timeseries) for r in results]
     sys.stdout.write(json.dumps(docs[0] if len(docs) == 1 else {"runs": docs}) + "\n")
     sys.stdout.flush()
+
+
+def load_scenarios(refs: list[str], overrides: list[str] | tuple[str, ...] = ()) -> list["Scenario"]:
+    """Load scenario files or built-in names; print each scenario's notes once on stderr ("note: ...").
+
+    Raises ScenarioError (exit 2) for the first file that cannot be used.
+    """
+    from .scenario import load_scenario
+
+    scns = [load_scenario(ref, overrides) for ref in refs]
+    for note in dict.fromkeys(n for s in scns for n in s.notes):
+        err.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+    return scns
 
 
 class RichProgress(RunProgress):
@@ -201,9 +217,8 @@ def run(
     """
     from . import runner
     from .cli_store import parse_tags, recorder_for
-    from .scenario import load_scenario
 
-    scns = [load_scenario(s, overrides or []) for s in scenario]
+    scns = load_scenarios(scenario, overrides or [])
     scn = scns[0]
     if plot is not None and len(scns) > 1:
         raise UsageError("--plot draws one run: give one scenario")
@@ -301,11 +316,20 @@ def _plot(result: RunResult, path: Path, repetition: int | None = None, console:
 
 @app.command()
 @handled
-def scenarios() -> None:
-    """List the built-in scenarios."""
+def scenarios(
+    show: Annotated[Optional[str], typer.Option("--show", metavar="NAME",
+                                                help="print this built-in scenario's TOML, as shipped: a starting point to copy")] = None,
+) -> None:
+    """List the built-in scenarios (the format: docs/scenario.md)."""
     from .scenario import builtin_scenarios, load_scenario
 
-    for name, path in builtin_scenarios().items():
+    builtins = builtin_scenarios()
+    if show is not None:
+        if show not in builtins:
+            raise UsageError(f"--show {show}: no built-in scenario of that name; the built-in scenarios are: {', '.join(builtins)}")
+        sys.stdout.write(builtins[show].read_text())
+        return
+    for name, path in builtins.items():
         out.print(f"{name:<20} {load_scenario(path).description}", highlight=False, markup=False)
 
 

@@ -168,8 +168,8 @@ def matrix(
 
     Exit 1 when any repetition did not complete (each is kept, with its reason).
     """
+    from .cli import load_scenarios
     from .kernels.matrix import run_matrix, table_rows
-    from .scenario import load_scenario
 
     names = [k.strip() for k in kernels.split(",") if k.strip()]
     if not names:
@@ -182,7 +182,7 @@ def matrix(
     from .kernels.matrix import resolve_backend
     from .protocols import Collector
 
-    scns = [load_scenario(s, overrides or []) for s in scenario]
+    scns = load_scenarios(scenario, overrides or [])
     backend = resolve_backend(link_backend, scns, ks)
     collector = Collector()
     options = RunOptions(repeat=repeat, label=label, link_backend=link_backend, fail_fast=fail_fast, sinks=[collector])
