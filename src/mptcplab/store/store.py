@@ -290,6 +290,10 @@ def _environment_fields(result: RunResult) -> dict[str, Any]:
     )
 
 
+#: the SubflowResult fields the schema stores (a field added to the result before its column is not written)
+_SUBFLOW_COLUMNS = set(SubflowRow.__table__.columns.keys()) - {"repetition_id", "position"}
+
+
 def _repetition_row(run_pk: int, rep: Repetition) -> RepetitionRow:
     ts = rep.timeseries
     paths = list(dict.fromkeys([*(ts.throughput_mbps if ts else {}), *(ts.rtt_ms if ts else {})]))
@@ -298,8 +302,9 @@ def _repetition_row(run_pk: int, rep: Repetition) -> RepetitionRow:
         mib=rep.mib, mib_server=rep.mib_server,
         series_interval_s=ts.interval_s if ts else None, series_t=ts.t if ts else None,
         measurements=[Measurement(metric=k, value=v) for k, v in repetition_metrics(rep).items()],
-        subflows=[SubflowRow(position=i, **sf.model_dump()) for i, sf in enumerate(rep.subflows)],
-        series=[SeriesRow(position=i, path=p, throughput_mbps=ts.throughput_mbps.get(p), rtt_ms=ts.rtt_ms.get(p))
+        subflows=[SubflowRow(position=i, **sf.model_dump(include=_SUBFLOW_COLUMNS)) for i, sf in enumerate(rep.subflows)],
+        series=[SeriesRow(position=i, path=p, throughput_mbps=ts.throughput_mbps.get(p), rtt_ms=ts.rtt_ms.get(p),
+                          delivered_mbps=ts.delivered_mbps.get(p))
                 for i, p in enumerate(paths)] if ts else [],
     )
 
@@ -310,12 +315,14 @@ def _repetition(row: RepetitionRow) -> Repetition:
     if row.series_interval_s is not None:
         ts = TimeSeries(interval_s=row.series_interval_s, t=row.series_t or [],
                         throughput_mbps={r.path: r.throughput_mbps for r in row.series if r.throughput_mbps is not None},
-                        rtt_ms={r.path: r.rtt_ms for r in row.series if r.rtt_ms is not None})
+                        rtt_ms={r.path: r.rtt_ms for r in row.series if r.rtt_ms is not None},
+                        delivered_mbps={r.path: r.delivered_mbps for r in row.series if r.delivered_mbps is not None})
     return Repetition(
         index=row.index, completion_s=metrics["completion_s"], goodput_mbps=metrics["goodput_mbps"], bytes=row.bytes,
         mptcp=row.mptcp, mib=row.mib, mib_server=row.mib_server, started_at=row.started_at, warmup=row.warmup,
         timeseries=ts,
-        subflows=[SubflowResult(**{k: getattr(sf, k) for k in SubflowResult.model_fields}) for sf in row.subflows],
+        subflows=[SubflowResult(**{k: getattr(sf, k) for k in SubflowResult.model_fields if k in _SUBFLOW_COLUMNS})
+                  for sf in row.subflows],
     )
 
 
