@@ -209,7 +209,7 @@ def print_details(result: RunResult, console: Console) -> None:
     if result.repetitions:
         print_run(result, console)
     else:
-        console.print("no finished repetitions", **plain)
+        console.print(f"no repetition finished (the run {result.status})", **plain)
         for err in result.errors:
             console.print(f"error: {err}", **plain)
     for table in (mib_table(result), link_stats_table(result)):
