@@ -17,6 +17,7 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .metrics import metric  # noqa: E402
 from .result import Repetition, RunResult  # noqa: E402
 
 
@@ -246,7 +247,7 @@ def run_figure(result: RunResult, repetition: int | None = None, scenario: Mappi
     caption = (f"rate: {what} per path, mean over the path's median RTT and at least {MIN_RATE_WINDOW_S * 1000:.0f} ms "
                f"({per_path}); RTT: a gap where the path delivered nothing (no fresh estimate)")
     fig.supxlabel(_wrap(caption, 4.6 * n + 1.0, 8), fontsize=8, color="#444444")
-    fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8, frameon=False)
+    fig.legend(list(handles.values()), list(handles), loc="outside right center", fontsize=8, frameon=False)
     fig.suptitle(_wrap(f"{result.scenario} — kernel {result.kernel}, scheduler {result.scheduler}, backend {result.backend}",
                        4.6 * n + 1.0, 11), fontsize=11)
     return fig
@@ -301,7 +302,8 @@ def _comparison_panel(ax: Any, c: Any, threshold: float) -> None:
         ax.hlines(median, x - 0.25, x + 0.25, color=face, linewidth=2.5, zorder=4)
     ax.set_xticks([0, 1], [f"baseline\nn={c.n_baseline}", f"candidate\nn={c.n_candidate}"])
     ax.set_xlim(-0.6, 1.6)
-    ax.set_ylabel(c.metric)
+    unit = metric(c.metric).unit
+    ax.set_ylabel(f"{c.metric} ({unit})" if unit else c.metric)
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(_wrap(f"{c.scenario}\n{c.verdict}: {c.change * 100:+.1f}%, 95% CI [{c.ci95[0] * 100:+.1f}%, {c.ci95[1] * 100:+.1f}%], "
                        f"p={c.p_value:.2g}", 4.0, 9), fontsize=9, color=colour)
