@@ -1,7 +1,7 @@
 """subflow_series.delivered_mbps: per-path delivered (ACKed or SACKed) rate, TimeSeries.delivered_mbps
 
-Revision ID: 0002_series_delivered
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-11-30 19:20:00
 """
 from __future__ import annotations
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision = '0002_series_delivered'
-down_revision = '0001'
+revision = '0003'
+down_revision = '0002'
 branch_labels = None
 depends_on = None
 
