@@ -66,6 +66,7 @@ at = "0s"
 path = "a"
 action = "down"
 [run]
+repeat = 1
 timeout = "2s"
 link_backend = "wire"
 """

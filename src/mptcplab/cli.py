@@ -194,7 +194,6 @@ def run(
 
         for result in results:
             print_run(result, out)
-    if plot is not None:
     incomplete = [r for res in results for r in res.repetitions if not r.completed]
     if plot is not None:
         try:
