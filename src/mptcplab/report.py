@@ -143,16 +143,24 @@ def link_lines(link: Any) -> list[str]:
 
 
 def sysctl_lines(env: dict[str, Any]) -> list[tuple[str, list[str]]]:
-    """(namespaces, ['key = value', ...]) for the sysctls_<namespace> the environment recorded.
+    """(heading, ['key = value', ...]) for the sysctls the environment recorded.
 
-    Namespaces whose lists are identical share one entry ("client, server").
+    `sysctls_<namespace>` (what was read back) per namespace; namespaces whose lists are identical share
+    one entry ("client, server"); empty ones are left out. `sysctls_set` (namespace -> what the scenario
+    set) comes first, as "namespace: key = value" lines.
     """
+    out: list[tuple[str, list[str]]] = []
+    asked = env.get("sysctls_set")
+    if isinstance(asked, dict):
+        items = [f"{ns}: {k} = {v}" for ns, values in asked.items() if isinstance(values, dict) for k, v in sorted(values.items())]
+        if items:
+            out.append(("set by the scenario", items))
     groups: dict[tuple[str, ...], list[str]] = {}
     for key, values in env.items():
-        if key.startswith("sysctls_") and isinstance(values, dict):
+        if key.startswith("sysctls_") and key != "sysctls_set" and isinstance(values, dict) and values:
             items = tuple(f"{k} = {v}" for k, v in sorted(values.items()))
             groups.setdefault(items, []).append(key.removeprefix("sysctls_"))
-    return [(", ".join(names), list(items)) for items, names in groups.items()]
+    return out + [(", ".join(names), list(items)) for items, names in groups.items()]
 
 
 def mib_table(result: RunResult) -> Table | None:
