@@ -349,3 +349,32 @@ def test_bad_db_is_refused_before_anything_is_built(tmp_path):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "only SQLite and PostgreSQL" in proc.stderr
     after = {ns for ns in os.listdir("/run/netns")} if os.path.isdir("/run/netns") else set()
     assert not {ns for ns in after - before if ns.startswith("mptl-")}
+
+
+def _texts_cut(fig) -> list[str]:
+    """Every title of `fig` (figure and axes) that is cut at the figure's left or right edge."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    texts = [t for t in [fig._suptitle, *(ax.title for ax in fig.axes if ax.get_visible())] if t is not None and t.get_text()]
+    return [t.get_text() for t in texts if t.get_window_extent(renderer).x0 < 0 or t.get_window_extent(renderer).x1 > fig.bbox.x1]
+
+
+def test_compare_and_history_figures_are_not_clipped(compared):
+    import re
+
+    import matplotlib.pyplot as plt
+
+    from mptcplab.analysis.compare import compare_stored
+    from mptcplab.analysis.history import history_stored
+    from mptcplab.plots import comparison_figure, history_figure
+
+    db, base, worse = compared
+    store = open_store(db)
+    fig = comparison_figure(compare_stored(store, base, worse, ["goodput_mbps"]))  # one panel: the narrowest figure
+    assert not _texts_cut(fig)
+    (panel,) = [ax for ax in fig.axes if ax.get_visible()]
+    assert re.search(r"95% CI \[[+-]\d+\.\d%, [+-]\d+\.\d%\]", panel.get_title().replace("\n", " ")), panel.get_title()
+    plt.close(fig)
+    fig = history_figure(history_stored(store, "st-two-paths"))
+    assert not _texts_cut(fig)
+    plt.close(fig)

@@ -260,9 +260,14 @@ def run(
 
         for result in results:
             print_run(result, out)
-    if plot is not None:
-        _plot(results[0], plot, option="--plot")
     incomplete = [r for res in results for r in res.repetitions if not r.completed]
+    if plot is not None:
+        try:
+            _plot(results[0], plot, scenario=scns[0].normalized(), option="--plot")
+        except UsageError as e:
+            if not incomplete:
+                raise
+            err.print(f"error: {e.message}", highlight=False, markup=False, soft_wrap=True)  # the run's failure decides the exit code
     if incomplete:
         raise typer.Exit(1)
 
@@ -278,8 +283,14 @@ def plot_cmd(
     """Draw per-path throughput and RTT over time from a JSON result or a stored run."""
     check_output(output, "--output", FIGURE_SUFFIXES)
     path = Path(result_json)
-    result = _read_result(path) if path.exists() or path.suffix == ".json" else _stored_result(result_json, db)
-    _plot(result, output, None if repetition is None else repetition - 1, console=out)
+    if path.exists() or path.suffix == ".json":
+        result = _read_result(path)
+        content = _builtin_content(result)
+    else:
+        result, content = _stored_result(result_json, db)
+    if repetition is not None and repetition < 1:
+        raise UsageError(f"--rep {repetition}: repetitions are numbered from 1")
+    _plot(result, output, None if repetition is None else repetition - 1, console=out, scenario=content)
 
 
 def _read_result(path: Path) -> RunResult:
@@ -295,21 +306,35 @@ def _read_result(path: Path) -> RunResult:
         raise UsageError(f"{path}: not a result written by 'mptcplab run --json'") from None
 
 
-def _stored_result(run_id: str, db: str | None) -> RunResult:
-    """A run from the store; the run id is resolved as `mptcplab show` does (prefixes of 4+ characters)."""
+def _stored_result(run_id: str, db: str | None) -> tuple[RunResult, dict | None]:
+    """A run from the store and its scenario's content; the run id is resolved as `mptcplab show` does."""
     from .store import open_store
 
     store = open_store(db, create=False)
-    return store.load_result(store.resolve_run(run_id))
+    uid = store.resolve_run(run_id)
+    return store.load_result(uid), store.scenario_content(uid)
+
+
+def _builtin_content(result: RunResult) -> dict | None:
+    """The scenario of a JSON result when it is a built-in one of the same version (its events mark the plot)."""
+    from .scenario import builtin_scenarios, load_scenario
+
+    if result.scenario not in builtin_scenarios():
+        return None
+    try:
+        scn = load_scenario(result.scenario)
+    except LabError:
+        return None
+    return scn.normalized() if scn.content_hash == result.scenario_hash else None
 
 
 def _plot(result: RunResult, path: Path, repetition: int | None = None, console: Console = err,
-          option: str = "--output") -> None:
+          scenario: dict | None = None, option: str = "--output") -> None:
     from .plots import plot_run
 
     try:
         with writing(path, option):
-            console.print(f"plot written to {plot_run(result, path, repetition)}", highlight=False)
+            console.print(f"plot written to {plot_run(result, path, repetition, scenario)}", highlight=False)
     except ValueError as e:
         raise UsageError(str(e)) from None
 

@@ -141,7 +141,7 @@ def show(
     db: DbOption = None,
 ) -> None:
     """Show one stored run in full: environment, scenario, repetitions and summary."""
-    from .report import print_run
+    from .report import print_details
 
     store = _store(db)
     uid = store.resolve_run(run_id)
@@ -161,16 +161,10 @@ def show(
         f"load {env.get('load_before')} -> {env.get('load_after')}",
         f"mptcplab {lab.get('version', '')} {lab.get('commit', '')}; scheduler {result.scheduler}, "
         f"path manager {result.path_manager}, link backend {result.backend}",
-        f"link: {json.dumps(env.get('link'))}",
-        f"net.mptcp (client): {json.dumps(env.get('sysctls_client'))}",
-        f"net.mptcp (server): {json.dumps(env.get('sysctls_server'))}",
     ]
     for line in lines:
         out.print(line, highlight=False, markup=False, soft_wrap=True)
-    if result.repetitions:
-        print_run(result, out)
-    else:
-        out.print("no finished repetitions")
+    print_details(result, out)
 
 
 EXPORT_COLUMNS = ["run_id", "scenario", "scenario_hash", "label", "kernel", "scheduler", "path_manager", "backend",

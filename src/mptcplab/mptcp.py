@@ -111,6 +111,10 @@ class SubflowSample:
     min_rtt_us: int
     snd_cwnd: int
     state: int
+    #: segments the receiver has SACKed beyond the cumulative ACK (tcpi_sacked)
+    sacked: int = 0
+    #: the sender's current MSS in bytes (tcpi_snd_mss)
+    snd_mss: int = 0
 
 
 @dataclass(frozen=True)
@@ -216,6 +220,8 @@ def _sample(num_subflows: int, sf: ctypes.Array, ti: ctypes.Array, mi: MptcpInfo
             min_rtt_us=ti[i].min_rtt,
             snd_cwnd=ti[i].snd_cwnd,
             state=ti[i].state,
+            sacked=ti[i].sacked,
+            snd_mss=ti[i].snd_mss,
         )
         for i in range(n)
     )

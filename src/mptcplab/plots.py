@@ -5,6 +5,9 @@ not moving back after a failure) long before it shows in a median.
 """
 from __future__ import annotations
 
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,51 +15,259 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
-from .result import RunResult  # noqa: E402
+from .metrics import metric  # noqa: E402
+from .result import Repetition, RunResult  # noqa: E402
 from .units import plural  # noqa: E402
 
 
+#: the plotted rate is averaged over at least this long (and at least the path's RTT): ACKs reach the
+#: sender's socket in clumps of up to ~30 ms (measured: a 50 ms sample at 1.5x a 10 mbit path after a
+#: stall), which would read as a rate no path carries; over 300 ms such a clump is under 10%
+MIN_RATE_WINDOW_S = 0.3
+
+
 def _save(fig: Any, out: Path) -> Path:
-    """Lay out, write and free a figure (pyplot keeps every open figure alive otherwise)."""
-    fig.tight_layout()
+    """Lay out, write and free a figure (pyplot keeps every open figure alive otherwise).
+
+    The PNG's bounding box is the figure's content (bbox_inches="tight"), so no
+    title or legend is ever cut at an edge.
+    """
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     out = Path(out)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    try:
+        fig.savefig(out, dpi=110, bbox_inches="tight", pad_inches=0.12)
+    finally:
+        plt.close(fig)
     return out
 
 
-def plot_run(result: RunResult, out: Path, repetition: int | None = None) -> Path:
-    """One column per repetition (or the one asked for): throughput on top, RTT below."""
-    reps = [r for r in result.repetitions if r.timeseries is not None]
-    if repetition is not None:
-        reps = [r for r in reps if r.index == repetition]
+def _wrap(text: str, width_in: float, fontsize: float) -> str:
+    """`text` wrapped to lines that fit `width_in` inches at `fontsize` points (a character is ~0.55 em)."""
+    chars = max(20, int(width_in * 72 / (fontsize * 0.55)))
+    return "\n".join(textwrap.fill(line, chars, break_long_words=False) for line in text.split("\n"))
+
+
+@dataclass(frozen=True)
+class PathEvent:
+    """One `[[event]]` of the scenario, as the figure marks it (`at` in seconds from the transfer's start)."""
+
+    at: float
+    path: str
+    action: str  # down, up or set
+    direction: str = "both"
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class ScenarioMarks:
+    """What the scenario says that a run figure marks: path events and each path's configured rate.
+
+    `rates_mbps[path]` is a step function [(from_s, mbit/s), ...] of the rate in the direction the
+    data flows (absent for a path replaying a trace).
+    """
+
+    events: tuple[PathEvent, ...] = ()
+    rates_mbps: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+
+    @classmethod
+    def from_content(cls, content: Mapping[str, Any] | None) -> "ScenarioMarks":
+        """From a scenario's normalized content (`Scenario.normalized()`, `Store.scenario_content()`).
+
+        Content this version cannot read (None, or an older layout) gives no marks, never an error.
+        """
+        if not content:
+            return cls()
+        try:
+            data_dir = "up" if (content.get("workload") or {}).get("direction", "upload") == "upload" else "down"
+            rates: dict[str, list[tuple[float, float]]] = {}
+            for path in content.get("path") or []:
+                over = path.get(data_dir) or {}
+                if path.get(f"trace_{data_dir}"):
+                    continue
+                rate = over.get("rate") or path.get("rate")
+                if rate:
+                    rates[path["name"]] = [(0.0, float(rate) / 1e6)]
+            events = []
+            for e in sorted(content.get("event") or [], key=lambda e: float(e["at"])):
+                at, name, action, direction = float(e["at"]), str(e["path"]), str(e["action"]), str(e.get("direction") or "both")
+                changes = []
+                if e.get("rate") is not None:
+                    changes.append(f"rate {float(e['rate']) / 1e6:g} mbit")
+                    if direction in ("both", data_dir) and name in rates:
+                        rates[name].append((at, float(e["rate"]) / 1e6))
+                if e.get("delay") is not None:
+                    changes.append(f"delay {float(e['delay']) * 1e3:g} ms")
+                if e.get("loss") is not None:
+                    loss = e["loss"]
+                    changes.append(f"loss {float(loss) * 100:g}%" if isinstance(loss, (int, float)) else "loss (Gilbert-Elliott)")
+                where = "" if direction == "both" else f" ({direction} only)"
+                text = f"{name} {action}{where}" if action != "set" else f"{name}{where}: " + ", ".join(changes)
+                events.append(PathEvent(at=at, path=name, action=action, direction=direction, text=text))
+            return cls(events=tuple(events), rates_mbps=rates)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return cls()
+
+    def outages(self, end_s: float) -> list[tuple[str, float, float, str]]:
+        """(path, from_s, to_s, label) for every down..up window (to the end of the run when no up follows)."""
+        out = []
+        down: dict[str, PathEvent] = {}
+        for e in self.events:
+            if e.action == "down" and e.path not in down:
+                down[e.path] = e
+            elif e.action == "up" and e.path in down:
+                d = down.pop(e.path)
+                out.append((e.path, d.at, e.at, f"{d.text} {d.at:g}–{e.at:g} s"))
+        for path, d in down.items():
+            out.append((path, d.at, max(end_s, d.at), f"{d.text} from {d.at:g} s"))
+        return out
+
+
+def windowed_rate(t: Sequence[float], rate_mbps: Sequence[float], window_s: float) -> list[float]:
+    """The rate averaged over a window of `window_s` centred on each sample (shifted inside the run at its ends).
+
+    `rate_mbps[i]` covers (t[i-1], t[i]] (the first sample: (0, t[0]]), as TimeSeries holds them;
+    the bytes are summed and divided by the window, so averaging never creates or loses data.
+    """
+    if not t:
+        return []
+    ts = np.concatenate(([0.0], np.asarray(t, dtype=float)))
+    cum = np.concatenate(([0.0], np.cumsum(np.asarray(rate_mbps, dtype=float) * np.diff(ts))))  # megabits
+    end = ts[-1]
+    w = min(window_s, end) if end > 0 else 0.0
+    if w <= 0:
+        return [float(v) for v in rate_mbps]
+    lo = np.clip(ts[1:] - w / 2, 0.0, end - w)
+    hi = lo + w
+    return [float(v) for v in (np.interp(hi, ts, cum) - np.interp(lo, ts, cum)) / w]
+
+
+def rate_window_s(rep: Repetition, path: str, interval_s: float) -> float:
+    """The averaging window of `path`'s plotted rate: its median smoothed RTT, at least MIN_RATE_WINDOW_S."""
+    rtt = next((sf.rtt_median_ms for sf in rep.subflows if sf.path == path), 0.0) / 1000
+    return max(rtt, MIN_RATE_WINDOW_S, interval_s)
+
+
+def _no_series_reason(result: RunResult, reps: list[Repetition], repetition: int | None) -> str:
+    """Why there is nothing to draw, in the words of what really happened."""
+    if repetition is not None and not reps:
+        n = len(result.repetitions)
+        if n == 0:
+            why = f": {result.errors[0]}" if result.errors else ""
+            return f"no repetition {repetition + 1}: the run has no repetitions ({result.status}{why})"
+        return f"no repetition {repetition + 1}: the run has {n} (--rep 1 to {n})"
     if not reps:
-        raise ValueError("the result holds no time series to plot (was it saved with --no-timeseries?)")
-    fig, axes = plt.subplots(2, len(reps), figsize=(4.5 * len(reps) + 1, 6), sharex="col", squeeze=False)
-    for col, rep in enumerate(reps):
+        why = f": {result.errors[0]}" if result.errors else ""
+        return f"the run has no repetitions to plot ({result.status}{why})"
+    for rep in reps:
+        if not rep.completed and (rep.timeseries is None or not rep.timeseries.t):
+            return f"repetition {rep.index + 1} {rep.status} before any sample: {rep.error or 'no reason recorded'}"
+    if all(rep.timeseries is None for rep in reps):
+        return "the result holds no time series: it was written by 'mptcplab run --json --no-timeseries'; plot the stored run instead (mptcplab plot RUN_ID)"
+    return "no repetition took a sample (each transfer ended before the first 50 ms sample)"
+
+
+def run_figure(result: RunResult, repetition: int | None = None, scenario: Mapping[str, Any] | None = None) -> Any:
+    """The run's figure: one column per repetition (or the one asked for, 0-based), rate on top, RTT below.
+
+    Rates are the data delivered to the receiver (ACKed or SACKed; results from before that key:
+    cumulatively ACKed) averaged over each path's RTT and at least MIN_RATE_WINDOW_S, so a plotted rate
+    is one the path could carry. RTT is a gap where a path delivered nothing (no fresh estimate).
+    `scenario` (its normalized content) adds the `[[event]]` windows and the configured rates.
+    Raises ValueError, saying why, when there is nothing to draw. Returns a matplotlib Figure; the
+    caller saves (`plot_run`) or inspects it.
+    """
+    reps = list(result.repetitions) if repetition is None else [r for r in result.repetitions if r.index == repetition]
+    drawable = [r for r in reps if r.timeseries is not None and r.timeseries.t]
+    if not drawable:
+        raise ValueError(_no_series_reason(result, reps, repetition))
+    marks = ScenarioMarks.from_content(scenario)
+    paths = list(dict.fromkeys(p for r in drawable for p in r.timeseries.throughput_mbps))  # type: ignore[union-attr]
+    colours = {p: f"C{i}" for i, p in enumerate(paths)}
+    n = len(drawable)
+    fig, axes = plt.subplots(2, n, figsize=(4.6 * n + 1.2, 6.6), sharex=True, sharey="row", squeeze=False,
+                             layout="constrained")
+    end_s = max(r.timeseries.t[-1] for r in drawable)  # type: ignore[union-attr]
+    delivered = all(r.timeseries.delivered_mbps for r in drawable)  # type: ignore[union-attr]
+    handles: dict[str, Any] = {}
+    windows: dict[str, list[float]] = {p: [] for p in paths}
+    for col, rep in enumerate(drawable):
         ts = rep.timeseries
         assert ts is not None
         top, bottom = axes[0][col], axes[1][col]
-        for path, values in ts.throughput_mbps.items():
-            top.plot(ts.t, values, label=path, linewidth=1.2)
-        for path, values in ts.rtt_ms.items():
-            bottom.plot(ts.t, [v if v > 0 else float("nan") for v in values], label=path, linewidth=1.2)
-        top.set_title(f"rep {rep.index + 1}: {rep.goodput_mbps:.2f} mbit/s, {rep.completion_s:.2f} s", fontsize=10)
-        top.set_ylabel("throughput (mbit/s)")
-        bottom.set_ylabel("smoothed RTT (ms)")
-        bottom.set_xlabel("time since connect (s)")
+        for path, colour in colours.items():
+            source = ts.delivered_mbps.get(path) if delivered else ts.throughput_mbps.get(path)
+            if source is None:
+                continue
+            window = rate_window_s(rep, path, ts.interval_s)
+            windows[path].append(window)
+            (line,) = top.plot(ts.t, windowed_rate(ts.t, source, window), color=colour, linewidth=1.3, label=path)
+            handles.setdefault(path, line)
+            rtt = ts.rtt_ms.get(path) or []
+            fresh = [v > 0 and (source[i] > 0 if i < len(source) else False) for i, v in enumerate(rtt)]
+            bottom.plot(ts.t[:len(rtt)], [v if ok else float("nan") for v, ok in zip(rtt, fresh)], color=colour,
+                        linewidth=1.2, marker=".", markersize=1.5)
+        for path, steps in marks.rates_mbps.items():
+            if path in colours:
+                xs = [at for at, _ in steps] + [end_s]
+                ys = [r for _, r in steps] + [steps[-1][1]]
+                (line,) = top.step(xs, ys, where="post", color=colours[path], linestyle=":", linewidth=1.0, alpha=0.8,
+                                   label=f"{path} configured rate")
+                handles.setdefault(f"{path} configured rate", line)
+        for path, t0, t1, label in marks.outages(end_s):
+            colour = colours.get(path, "grey")
+            for ax in (top, bottom):
+                span = ax.axvspan(t0, t1, color=colour, alpha=0.13, linewidth=0, label=label)
+            handles.setdefault(label, span)
+            top.annotate(f"{path} down", (t0 + (t1 - t0) / 2, 1.0), xycoords=("data", "axes fraction"), xytext=(0, -3),
+                         textcoords="offset points", ha="center", va="top", fontsize=7.5, color=colour)
+        for e in marks.events:
+            if e.action == "set":
+                for ax in (top, bottom):
+                    vline = ax.axvline(e.at, color=colours.get(e.path, "grey"), linestyle="--", linewidth=0.9,
+                                       label=f"{e.text} at {e.at:g} s")
+                handles.setdefault(f"{e.text} at {e.at:g} s", vline)
+        title = f"rep {rep.index + 1}{' (warm-up)' if rep.warmup else ''}: {rep.goodput_mbps:.2f} mbit/s, {rep.completion_s:.2f} s"
+        if not rep.completed:
+            title = _wrap(f"rep {rep.index + 1} {rep.status}: {rep.error or ''}", 4.4, 9)
+        top.set_title(title, fontsize=9.5, color="#c0392b" if not rep.completed else "black")
         for ax in (top, bottom):
             ax.grid(alpha=0.3)
-        top.legend(fontsize=8, loc="upper right")
-    fig.suptitle(f"{result.scenario} — kernel {result.kernel}, scheduler {result.scheduler}, backend {result.backend}", fontsize=11)
-    return _save(fig, out)
+            ax.set_xlim(0, end_s)
+        bottom.set_xlabel("time since connect (s)")
+    peak = max([r for steps in marks.rates_mbps.values() for _, r in steps] + [0.0])
+    top_ax = axes[0][0]
+    top_ax.set_ylim(0, max(top_ax.get_ylim()[1], peak * 1.15))  # room above the configured rates for the labels
+    what = "data delivered (ACKed or SACKed)" if delivered else "data cumulatively ACKed"
+    axes[0][0].set_ylabel("rate (mbit/s)")
+    axes[1][0].set_ylabel("smoothed RTT (ms)")
+    per_path = ", ".join(f"{p} {1000 * min(w):.0f}" + (f"–{1000 * max(w):.0f}" if max(w) - min(w) >= 0.0005 else "") + " ms"
+                         for p, w in windows.items() if w)
+    caption = (f"rate: {what} per path, mean over the path's median RTT and at least {MIN_RATE_WINDOW_S * 1000:.0f} ms "
+               f"({per_path}); RTT: a gap where the path delivered nothing (no fresh estimate)")
+    fig.supxlabel(_wrap(caption, 4.6 * n + 1.0, 8), fontsize=8, color="#444444")
+    fig.legend(list(handles.values()), list(handles), loc="outside right center", fontsize=8, frameon=False)
+    fig.suptitle(_wrap(f"{result.scenario} — kernel {result.kernel}, scheduler {result.scheduler}, backend {result.backend}",
+                       4.6 * n + 1.0, 11), fontsize=11)
+    return fig
+
+
+def plot_run(result: RunResult, out: Path, repetition: int | None = None, scenario: Mapping[str, Any] | None = None) -> Path:
+    """Write `run_figure(result, repetition, scenario)` to the PNG `out`; ValueError when there is nothing to draw."""
+    return _save(run_figure(result, repetition, scenario), out)
 
 
 VERDICT_COLOURS = {"regressed": "#c0392b", "improved": "#1e8449", "unchanged": "#555555"}
 
 
 def plot_comparison(report: Any, out: Path, columns: int = 3) -> Path:
+    """Write `comparison_figure(report, columns)` to the PNG `out`."""
+    return _save(comparison_figure(report, columns), out)
+
+
+def comparison_figure(report: Any, columns: int = 3) -> Any:
     """One panel per scenario and metric: every repetition of both sides, their medians, and the verdict.
 
     The shaded band is the baseline median +- the threshold: a candidate median
@@ -74,9 +285,10 @@ def plot_comparison(report: Any, out: Path, columns: int = 3) -> Path:
     for ax, c in zip(axes.flat, comps):
         _comparison_panel(ax, c, report.threshold)
     verdict = "REGRESSED" if report.regressed else "no regression"
-    fig.suptitle(f"baseline {report.baseline} vs candidate {report.candidate}: {verdict} "
-                 f"(threshold {report.threshold * 100:g}%, alpha {report.alpha:g})", fontsize=11)
-    return _save(fig, out)
+    fig.suptitle(_wrap(f"baseline {report.baseline} vs candidate {report.candidate}: {verdict}\n"
+                       f"threshold {report.threshold * 100:g}%, alpha {report.alpha:g}", fig.get_figwidth() - 0.3, 11),
+                 fontsize=11)
+    return fig
 
 
 def _comparison_panel(ax: Any, c: Any, threshold: float) -> None:
@@ -91,14 +303,20 @@ def _comparison_panel(ax: Any, c: Any, threshold: float) -> None:
         ax.hlines(median, x - 0.25, x + 0.25, color=face, linewidth=2.5, zorder=4)
     ax.set_xticks([0, 1], [f"baseline\nn={c.n_baseline}", f"candidate\nn={c.n_candidate}"])
     ax.set_xlim(-0.6, 1.6)
-    ax.set_ylabel(c.metric)
+    unit = metric(c.metric).unit
+    ax.set_ylabel(f"{c.metric} ({unit})" if unit else c.metric)
     ax.grid(axis="y", alpha=0.3)
-    ax.set_title(f"{c.scenario}\n{c.verdict}: {c.change * 100:+.1f}% [{c.ci95[0] * 100:+.1f}, {c.ci95[1] * 100:+.1f}], "
-                 f"p={c.p_value:.2g}", fontsize=9, color=colour)
+    ax.set_title(_wrap(f"{c.scenario}\n{c.verdict}: {c.change * 100:+.1f}%, 95% CI [{c.ci95[0] * 100:+.1f}%, {c.ci95[1] * 100:+.1f}%], "
+                       f"p={c.p_value:.2g}", 4.0, 9), fontsize=9, color=colour)
     ax.legend(fontsize=7, loc="best")
 
 
 def plot_history(history: Any, out: Path) -> Path:
+    """Write `history_figure(history)` to the PNG `out`."""
+    return _save(history_figure(history), out)
+
+
+def history_figure(history: Any) -> Any:
     """The metric's median and 95% CI per run, oldest first; steps judged regressed or improved in colour.
 
     Dotted vertical lines mark where the scenario file changed, so a step
@@ -126,7 +344,7 @@ def plot_history(history: Any, out: Path) -> Path:
     ax.set_ylabel(f"{history.metric} (median, 95% CI)")
     ax.grid(axis="y", alpha=0.3)
     steps = history.steps
-    ax.set_title(f"{history.scenario}: {plural(len(points), 'run')}, {plural(steps['regressed'], 'step')} regressed, {steps['improved']} improved\n"
-                 f"each run vs the one before: threshold {history.threshold * 100:g}%, alpha {history.alpha:g}; "
-                 f"dotted: scenario changed", fontsize=9)
-    return _save(fig, out)
+    ax.set_title(_wrap(f"{history.scenario}: {plural(len(points), 'run')}, {plural(steps['regressed'], 'step')} regressed, {steps['improved']} improved\n"
+                       f"each run vs the one before: threshold {history.threshold * 100:g}%, alpha {history.alpha:g}; "
+                       f"dotted: scenario changed", fig.get_figwidth() - 0.8, 9), fontsize=9)
+    return fig

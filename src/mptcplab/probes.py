@@ -111,12 +111,15 @@ def summarize(samples: list[tuple[float, ConnectionSample]], topo: Topology, sen
     path_of: dict[SubflowKey, str] = {}
     last: dict[SubflowKey, SubflowSample] = {}
     names = [p.name for p in topo.paths]
-    series = TimeSeries(interval_s=interval, throughput_mbps={n: [] for n in names}, rtt_ms={n: [] for n in names})
+    series = TimeSeries(interval_s=interval, throughput_mbps={n: [] for n in names}, rtt_ms={n: [] for n in names},
+                        delivered_mbps={n: [] for n in names})
     prev_acked: dict[SubflowKey, int] = {}
+    prev_delivered: dict[SubflowKey, int] = {}
     prev_t = 0.0
     for t, sample in samples:
         dt = max(t - prev_t, 1e-6)
         acked = {n: 0 for n in names}
+        delivered = {n: 0 for n in names}
         rtts: dict[str, list[float]] = {n: [] for n in names}
         for sf in sample.subflows:
             k = _key(sf)
@@ -125,14 +128,20 @@ def summarize(samples: list[tuple[float, ConnectionSample]], topo: Topology, sen
                 path_of[k] = ports.name if ports else "?"
             name = path_of[k]
             last[k] = sf
+            # what reached the receiver, SACKed or not: a repaired loss does not land in one sample as a
+            # cumulative ACK does (held high-water, so a SACK renege or a short segment never counts twice)
+            reached = max(prev_delivered.get(k, 0), sf.bytes_acked + sf.sacked * sf.snd_mss)
             if name in acked:
                 acked[name] += sf.bytes_acked - prev_acked.get(k, 0)
+                delivered[name] += reached - prev_delivered.get(k, 0)
                 if sf.rtt_us:
                     rtts[name].append(sf.rtt_us / 1000)
             prev_acked[k] = sf.bytes_acked
+            prev_delivered[k] = reached
         series.t.append(round(t, 4))
         for n in names:
             series.throughput_mbps[n].append(round(max(acked[n], 0) * 8 / dt / 1e6, 4))
+            series.delivered_mbps[n].append(round(max(delivered[n], 0) * 8 / dt / 1e6, 4))
             series.rtt_ms[n].append(round(min(rtts[n]), 3) if rtts[n] else 0.0)
         prev_t = t
     results = []

@@ -1,11 +1,13 @@
 """Results for people: a rich table on stdout, a summary under it."""
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .result import RunResult
+from .result import Repetition, RunResult
 from .units import plural
 
 
@@ -13,12 +15,23 @@ def _fmt_ci(est: object) -> str:
     return f"{est.median:.3f} [{est.ci95[0]:.3f}, {est.ci95[1]:.3f}]"  # type: ignore[attr-defined]
 
 
+def _status_cell(rep: Repetition) -> str:
+    """'' for a repetition that completed within its budget, else what happened and why."""
+    if rep.completed:
+        return "over budget" if rep.over_budget else ""
+    return f"{rep.status}: {rep.error}" if rep.error else rep.status
+
+
 def run_table(result: RunResult) -> Table:
-    paths = [s.path for s in result.repetitions[0].subflows] if result.repetitions else []
+    """One row per repetition; a `status` column (with the reason) when any did not complete or ran over budget."""
+    paths = list(dict.fromkeys(s.path for r in result.repetitions for s in r.subflows))
     title = (f"{result.scenario} — kernel {result.kernel}, scheduler {result.scheduler}, "
              f"backend {result.backend}" + (f", label {result.label}" if result.label else ""))
     table = Table(title=escape(title), title_justify="left")  # a label or path name may hold [brackets]
+    with_status = any(_status_cell(r) for r in result.repetitions)
     table.add_column("rep", justify="right")
+    if with_status:
+        table.add_column("status", justify="left", style="red", overflow="fold")
     table.add_column("completion s", justify="right")
     table.add_column("goodput mbit/s", justify="right")
     for p in paths:
@@ -26,9 +39,14 @@ def run_table(result: RunResult) -> Table:
         table.add_column(escape(f"{p} retx"), justify="right")
         table.add_column(escape(f"{p} rtt ms"), justify="right")
     for rep in result.repetitions:
-        row = [str(rep.index + 1) + (" (warm-up)" if rep.warmup else ""), f"{rep.completion_s:.3f}", f"{rep.goodput_mbps:.2f}"]
-        for sf in rep.subflows:
-            row += [f"{sf.share * 100:.1f}%", str(sf.retransmits), f"{sf.rtt_median_ms:.1f}"]
+        row = [str(rep.index + 1) + (" (warm-up)" if rep.warmup else "")]
+        if with_status:
+            row.append(escape(_status_cell(rep)))
+        row += [f"{rep.completion_s:.3f}", f"{rep.goodput_mbps:.2f}"]
+        by_path = {sf.path: sf for sf in rep.subflows}
+        for p in paths:
+            sf = by_path.get(p)
+            row += [f"{sf.share * 100:.1f}%", str(sf.retransmits), f"{sf.rtt_median_ms:.1f}"] if sf else ["", "", ""]
         table.add_row(*row)
     return table
 
@@ -46,3 +64,167 @@ def print_run(result: RunResult, console: Console | None = None) -> None:
                       f"95% CI [{rate.ci95[0] * 100:.0f}%, {rate.ci95[1] * 100:.0f}%] (Wilson)")
     for err in result.errors:
         console.print(f"[red]error:[/red] {escape(err)}")
+
+
+# ---- `mptcplab show`: the whole stored run, readable ------------------------------------------------
+
+
+def _rate(bps: float) -> str:
+    for unit, factor in (("gbit/s", 1e9), ("mbit/s", 1e6), ("kbit/s", 1e3)):
+        if bps >= factor:
+            return f"{bps / factor:.4g} {unit}"
+    return f"{bps:.4g} bit/s"
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.4g} ms"
+
+
+def _bytes(n: float) -> str:
+    for unit, factor in (("MB", 1e6), ("KB", 1e3)):
+        if n >= factor:
+            return f"{n / factor:.4g} {unit}"
+    return f"{n:.0f} B"
+
+
+def _loss(loss: Any) -> str:
+    if isinstance(loss, dict):
+        return ("Gilbert-Elliott " + ", ".join(f"{k} {float(v) * 100:.4g}%" for k, v in loss.items()))
+    return f"{float(loss) * 100:.4g}%"
+
+
+def _direction_settings(cfg: Any) -> str:
+    """One path direction's settings as the backend recorded them, with units."""
+    if not isinstance(cfg, dict):
+        return str(cfg)
+    if "delay_s" in cfg or "rate_bps" in cfg:  # wire
+        parts = []
+        if cfg.get("trace"):
+            parts.append(f"trace {cfg['trace']}")
+        elif cfg.get("rate_bps") is not None:
+            parts.append(f"rate {_rate(float(cfg['rate_bps']))}")
+        parts.append(f"delay {_ms(float(cfg.get('delay_s') or 0))}")
+        jitter = float(cfg.get("jitter_s") or 0)
+        parts.append(f"jitter {_ms(jitter)}" + (f" ({cfg.get('jitter_distribution', 'normal')}"
+                                                 f"{', reordering' if cfg.get('reorder') else ', in order'})" if jitter else ""))
+        parts.append(f"loss {_loss(cfg.get('loss') or 0.0)}")
+        if cfg.get("limit_bytes") is not None:
+            queue = f"queue {_bytes(float(cfg['limit_bytes']))}"
+            if cfg.get("rate_bps"):
+                queue += f" ({_ms(float(cfg['limit_bytes']) * 8 / float(cfg['rate_bps']))} at the rate)"
+            parts.append(queue)
+        return ", ".join(parts)
+    if "netem" in cfg or "tbf" in cfg and isinstance(cfg.get("tbf"), str):  # netem: tc's own arguments
+        return "; ".join(f"{k} {v}" for k, v in cfg.items() if v)
+    if "rate" in cfg:  # tbf
+        rate = str(cfg["rate"])
+        bps = float(rate.removesuffix("bit")) if rate.endswith("bit") and rate[:-3].replace(".", "").isdigit() else None
+        parts = [f"rate {_rate(bps) if bps is not None else rate}"]
+        if "burst" in cfg:
+            parts.append(f"burst {_bytes(float(cfg['burst']))}")
+        if "limit" in cfg:
+            parts.append(f"queue limit {_bytes(float(cfg['limit']))}")
+        return ", ".join(parts) + " (tbf)"
+    return ", ".join(f"{k} {v}" for k, v in cfg.items())
+
+
+def link_lines(link: Any) -> list[str]:
+    """environment.link as lines: the backend, then one line per path and direction with units."""
+    if not isinstance(link, dict):
+        return [] if link is None else [str(link)]
+    extra = {k: v for k, v in link.items() if k not in ("backend", "paths")}
+    head = f"backend {link.get('backend', '?')}" + (
+        ": " + ", ".join(f"{k} {'yes' if v is True else 'no' if v is False else v}" for k, v in extra.items()) if extra else "")
+    lines = [head]
+    for path, directions in (link.get("paths") or {}).items():
+        for direction, cfg in (directions or {}).items() if isinstance(directions, dict) else [("", directions)]:
+            arrow = {"up": "up (client -> server)", "down": "down (server -> client)"}.get(direction, direction)
+            lines.append(f"{path} {arrow}: {_direction_settings(cfg)}")
+    return lines
+
+
+def sysctl_lines(env: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """(heading, ['key = value', ...]) for the sysctls the environment recorded.
+
+    `sysctls_<namespace>` (what was read back) per namespace; namespaces whose lists are identical share
+    one entry ("client, server"); empty ones are left out. `sysctls_set` (namespace -> what the scenario
+    set) comes first, as "namespace: key = value" lines.
+    """
+    out: list[tuple[str, list[str]]] = []
+    asked = env.get("sysctls_set")
+    if isinstance(asked, dict):
+        items = [f"{ns}: {k} = {v}" for ns, values in asked.items() if isinstance(values, dict) for k, v in sorted(values.items())]
+        if items:
+            out.append(("set by the scenario", items))
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for key, values in env.items():
+        if key.startswith("sysctls_") and key != "sysctls_set" and isinstance(values, dict) and values:
+            items = tuple(f"{k} = {v}" for k, v in sorted(values.items()))
+            groups.setdefault(items, []).append(key.removeprefix("sysctls_"))
+    return out + [(", ".join(names), list(items)) for items, names in groups.items()]
+
+
+def mib_table(result: RunResult) -> Table | None:
+    """The MPTCP MIB counters that changed in any repetition, client and server, one column per repetition."""
+    reps = result.repetitions
+    rows: dict[tuple[str, str], list[int]] = {}
+    for side, attr in (("client", "mib"), ("server", "mib_server")):
+        names = sorted({k for r in reps for k, v in getattr(r, attr).items() if v})
+        for name in names:
+            rows[(name, side)] = [getattr(r, attr).get(name, 0) for r in reps]
+    if not rows:
+        return None
+    table = Table(title="MPTCP MIB deltas (non-zero)", title_justify="left")
+    table.add_column("counter")
+    table.add_column("namespace")
+    for r in reps:
+        table.add_column(f"rep {r.index + 1}", justify="right")
+    for (name, side), values in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        table.add_row(name, side, *(f"{v:,}".replace(",", " ") for v in values))
+    return table
+
+
+def link_stats_table(result: RunResult) -> Table | None:
+    """The emulator's own counters per repetition, path and direction: frames, drops by cause, lateness."""
+    stats = result.environment.get("link_stats") or []
+    if not stats:
+        return None
+    # one entry per repetition that ran its emulator, in order
+    labels = [f"{r.index + 1}" for r in result.repetitions] if len(stats) == len(result.repetitions) else \
+        [f"#{i + 1}" for i in range(len(stats))]
+    table = Table(title="link emulator counters", title_justify="left")
+    for col in ("rep", "path", "direction", "frames in", "frames out", "drops by cause", "lateness p50 / p99 / max µs"):
+        table.add_column(col, justify="right" if col.startswith(("frames", "lateness")) else "left")
+    for label, entry in zip(labels, stats):
+        for path, directions in (entry.get("paths") or {}).items() if isinstance(entry, dict) else []:
+            for direction, d in directions.items():
+                drops = ", ".join(f"{cause} {n}" for cause, n in (d.get("drops") or {}).items() if n) or "none"
+                late = d.get("lateness_us") or {}
+                table.add_row(label, path, direction, str(d.get("frames_in", "")), str(d.get("frames_out", "")), drops,
+                              " / ".join(f"{late[k]:.0f}" if k in late else "-" for k in ("p50", "p99", "max")))
+    return table
+
+
+def print_details(result: RunResult, console: Console) -> None:
+    """What `mptcplab show` prints after the run's header: link settings, sysctls, repetitions (with why any
+    failed), the run's errors, the MIB counters that changed and the emulator's counters."""
+    plain = dict(highlight=False, markup=False, soft_wrap=True)
+    env = result.environment
+    lines = link_lines(env.get("link"))
+    if lines:
+        console.print("link settings:", **plain)
+        for line in lines:
+            console.print(f"  {line}", **plain)
+    for namespace, items in sysctl_lines(env):
+        console.print(f"sysctls ({namespace}):", **plain)
+        for item in items:
+            console.print(f"  {item}", **plain)
+    if result.repetitions:
+        print_run(result, console)
+    else:
+        console.print(f"no repetition finished (the run {result.status})", **plain)
+        for err in result.errors:
+            console.print(f"error: {err}", **plain)
+    for table in (mib_table(result), link_stats_table(result)):
+        if table is not None:
+            console.print(table)

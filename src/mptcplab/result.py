@@ -34,12 +34,22 @@ class SubflowResult(BaseModel):
 
 
 class TimeSeries(BaseModel):
-    """Per-path samples at `interval_s`; t is seconds from the start of the transfer."""
+    """Per-path samples at `interval_s`; t is seconds from the start of the transfer.
+
+    Each value covers the interval since the previous sample (the first: since t = 0).
+    """
 
     interval_s: float
     t: list[float] = Field(default_factory=list)
+    #: mbit/s of data cumulatively ACKed in the interval: after a repaired loss a whole window of
+    #: held data is ACKed at once, so a sample can exceed what the path carries
     throughput_mbps: dict[str, list[float]] = Field(default_factory=dict)
+    #: the smoothed RTT (ms) of the path's subflows at the sample (0.0: no subflow); it is stale
+    #: (the last estimate) when nothing was delivered in the interval
     rtt_ms: dict[str, list[float]] = Field(default_factory=dict)
+    #: mbit/s of data that reached the receiver in the interval, ACKed or SACKed (SACKed segments
+    #: counted at the MSS): bounded by what the path carries; empty in results from before it existed
+    delivered_mbps: dict[str, list[float]] = Field(default_factory=dict)
 
 
 class Repetition(BaseModel):

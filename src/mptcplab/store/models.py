@@ -155,3 +155,5 @@ class SeriesRow(Base):
     path: Mapped[str] = mapped_column(String(32))
     throughput_mbps: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     rtt_ms: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    #: TimeSeries.delivered_mbps (migration 0003); NULL for runs stored before it
+    delivered_mbps: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)

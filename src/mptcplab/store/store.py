@@ -337,7 +337,8 @@ def _repetition_row(run_pk: int, rep: Repetition) -> RepetitionRow:
         series_interval_s=ts.interval_s if ts else None, series_t=ts.t if ts else None,
         measurements=[Measurement(metric=k, value=v) for k, v in repetition_metrics(rep).items()],
         subflows=[SubflowRow(position=i, **sf.model_dump()) for i, sf in enumerate(rep.subflows)],
-        series=[SeriesRow(position=i, path=p, throughput_mbps=ts.throughput_mbps.get(p), rtt_ms=ts.rtt_ms.get(p))
+        series=[SeriesRow(position=i, path=p, throughput_mbps=ts.throughput_mbps.get(p), rtt_ms=ts.rtt_ms.get(p),
+                          delivered_mbps=ts.delivered_mbps.get(p))
                 for i, p in enumerate(paths)] if ts else [],
     )
 
@@ -348,7 +349,8 @@ def _repetition(row: RepetitionRow) -> Repetition:
     if row.series_interval_s is not None:
         ts = TimeSeries(interval_s=row.series_interval_s, t=row.series_t or [],
                         throughput_mbps={r.path: r.throughput_mbps for r in row.series if r.throughput_mbps is not None},
-                        rtt_ms={r.path: r.rtt_ms for r in row.series if r.rtt_ms is not None})
+                        rtt_ms={r.path: r.rtt_ms for r in row.series if r.rtt_ms is not None},
+                        delivered_mbps={r.path: r.delivered_mbps for r in row.series if r.delivered_mbps is not None})
     return Repetition(
         index=row.index, completion_s=metrics["completion_s"], goodput_mbps=metrics["goodput_mbps"], bytes=row.bytes,
         mptcp=row.mptcp, mib=row.mib, mib_server=row.mib_server, started_at=row.started_at, warmup=row.warmup,
