@@ -276,6 +276,15 @@ def _metrics(store: Store, chosen: str) -> list[str]:
     return names
 
 
+def _columns(runs: Iterable[RunInfo]) -> tuple[str, list[str]]:
+    """The index's columns: kernels in version order when they vary, else labels in order of first use."""
+    runs = list(runs)
+    kernels = sorted({r.kernel for r in runs}, key=kernel_order)
+    if len(kernels) > 1:
+        return "kernel", kernels
+    return "label", list(dict.fromkeys(r.label or NO_LABEL for r in sorted(runs, key=lambda r: r.started_at)))
+
+
 def run_page(uid: str) -> str:
     return f"runs/{slug(uid)}.html"
 
@@ -304,9 +313,19 @@ def build_report(store: Store, out: Path, flt: RunFilter | None = None, options:
     t0 = time.perf_counter()
     options = options or ReportOptions()
     flt = flt or RunFilter()
-    _prepare_out(out)
     metrics = _metrics(store, options.metric)
     runs = read_runs(store, flt, metrics)
+    for base, cand in options.compares:
+        for side, selector in (("baseline", base), ("candidate", cand)):
+            if not store.select_runs(selector):
+                raise UsageError(f"--compare {base}..{cand}: the {side} {selector!r} matches no run in {store.where}",
+                                 "a selector is a run id, a label, a kernel release or a tag key=value; list runs with: mptcplab runs")
+    if options.reference is not None:
+        axis, columns = _columns(runs)
+        if options.reference not in columns:
+            raise UsageError(f"--reference {options.reference!r} is not a column of the index",
+                             f"the {axis}s are: {', '.join(columns) or 'none'}")
+    _prepare_out(out)
     site = _Site(out)
     ctx = {"generated": _when(time.time()), "version": _lab_version(), "plotly_js": _write_assets(out),
            "compares": [(f"{b}..{c}", compare_page(b, c)) for b, c in options.compares], "store": store.where}
@@ -451,11 +470,7 @@ class _Builder:
         return sorted(common)
 
     def index_pages(self) -> None:
-        axis, columns = self.columns(self.runs)
         reference = self.options.reference
-        if reference is not None and reference not in columns:
-            raise UsageError(f"--reference {reference!r} is not a column of the index",
-                             f"the {axis}s are: {', '.join(columns) or 'none'}")
         tags = self._tag_filters()
         default = self.options.metric
         for m in self.metrics:
@@ -469,12 +484,7 @@ class _Builder:
                 self.site.write(rel, key, self._index_html(rel, m, tag, tags, runs, default))
 
     def columns(self, runs: Iterable[RunInfo]) -> tuple[str, list[str]]:
-        """The index's columns: kernels in version order when they vary, else labels in order of first use."""
-        runs = list(runs)
-        kernels = sorted({r.kernel for r in runs}, key=kernel_order)
-        if len(kernels) > 1:
-            return "kernel", kernels
-        return "label", list(dict.fromkeys(r.label or NO_LABEL for r in sorted(runs, key=lambda r: r.started_at)))
+        return _columns(runs)
 
     def grid(self, runs: list[RunInfo], metric: str) -> dict[str, Any]:
         """Scenario × column cells: median of the newest runs' repetitions, change and verdict against the reference.

@@ -57,7 +57,8 @@ def repetition_figure(rep: Repetition, events: list[dict[str, Any]]) -> dict[str
     status = "" if rep.status == "completed" else f" — {rep.status}"
     layout = {
         "title": {"text": f"repetition {rep.index + 1}{' (warm-up)' if rep.warmup else ''}: "
-                          f"{rep.goodput_mbps:.2f} mbit/s in {rep.completion_s:.2f} s{status}", "font": {"size": 13}},
+                          f"{rep.goodput_mbps:.2f} mbit/s in {rep.completion_s:.2f} s{status}", "font": {"size": 13},
+                  "x": 0.01, "xanchor": "left"},
         "font": FONT, "height": 420, "margin": {"l": 60, "r": 20, "t": 50, "b": 45},
         "xaxis": {"title": {"text": "time since connect (s)"}, "anchor": "y2"},
         "yaxis": {"title": {"text": "throughput (mbit/s)"}, "domain": [0.55, 1.0], "rangemode": "tozero"},
@@ -113,7 +114,7 @@ def history_figure(points: list[Any], metric: str, unit: str, urls: list[str], t
                             "text": "change point", "font": {"size": 10, "color": "#c0392b"}})
     layout = {"font": FONT, "height": 440, "margin": {"l": 60, "r": 20, "t": 40, "b": 110},
               "xaxis": {"tickmode": "array", "tickvals": xs, "ticktext": tick_labels, "tickangle": -35,
-                        "range": [-0.6, len(points) - 0.4]},
+                        "range": [-0.6, len(points) - 0.4], "zeroline": False, "automargin": True},
               "yaxis": {"title": {"text": f"{metric} ({unit})" if unit else metric}},
               "legend": {"orientation": "h", "y": 1.12}, "shapes": shapes, "annotations": annotations,
               "hovermode": "closest"}
@@ -134,9 +135,10 @@ def comparison_figure(c: Any, unit: str, threshold: float) -> dict[str, Any]:
                      "y": [med, med], "line": {"color": col, "width": 3}, "hovertemplate": f"{side} median %{{y:.3f}}<extra></extra>"})
     lo, hi = c.baseline_median * (1 - threshold), c.baseline_median * (1 + threshold)
     layout = {"title": {"text": f"{c.scenario} · {c.metric}: {c.verdict} ({c.change * 100:+.1f}%)",
-                        "font": {"size": 13, "color": colour}},
-              "font": FONT, "height": 340, "margin": {"l": 60, "r": 20, "t": 50, "b": 40},
-              "xaxis": {"tickmode": "array", "tickvals": [0, 1], "ticktext": ["baseline", "candidate"], "range": [-0.6, 1.6]},
+                        "font": {"size": 13, "color": colour}, "x": 0.01, "xanchor": "left"},
+              "font": FONT, "height": 340, "margin": {"l": 60, "r": 20, "t": 60, "b": 40},
+              "xaxis": {"tickmode": "array", "tickvals": [0, 1], "ticktext": ["baseline", "candidate"], "range": [-0.6, 1.6],
+                        "zeroline": False},
               "yaxis": {"title": {"text": f"{c.metric} ({unit})" if unit else c.metric}},
               "shapes": [{"type": "rect", "xref": "paper", "yref": "y", "x0": 0, "x1": 1, "y0": min(lo, hi), "y1": max(lo, hi),
                           "fillcolor": "rgba(127, 140, 141, 0.15)", "line": {"width": 0}, "layer": "below"}],
