@@ -7,7 +7,7 @@ import pytest
 
 from mptcplab import RunOptions, load_scenario, run_scenario
 from mptcplab import netns
-from mptcplab.errors import FallbackError, UnsupportedError
+from mptcplab.errors import UnsupportedError
 
 from .conftest import cli, leftovers, requires_root, write_scenario
 
@@ -69,8 +69,12 @@ def test_fallback_to_tcp_is_an_error(two_paths):
         netns.sysctl_write(topo.server, "net.mptcp.enabled", 0)
 
     before = set(leftovers())
-    with pytest.raises(FallbackError, match="fell back to plain TCP"):
-        run_scenario(load_scenario(two_paths(size="1MiB")), RunOptions(repeat=1, setup=disable_server_mptcp))
+    result = run_scenario(load_scenario(two_paths(size="1MiB")), RunOptions(repeat=1, setup=disable_server_mptcp))
+    rep = result.repetitions[0]
+    # a fallback is never a result: the repetition is kept as failed, with the reason, and enters no median
+    assert rep.status == "failed" and "fell back to plain TCP" in (rep.error or "")
+    assert not rep.mptcp and result.status == "failed"
+    assert "goodput_mbps" not in result.summary and result.summary["pass_rate"].median == 0.0
     assert set(leftovers()) <= before
 
 

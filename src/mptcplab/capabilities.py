@@ -25,6 +25,42 @@ def _scratch_try(kind: str, **params: object) -> bool:
         remove_netns(name)
 
 
+def available_congestion_controls() -> list[str]:
+    """net.ipv4.tcp_available_congestion_control: what a namespace can set without loading a module."""
+    try:
+        return netns.sysctl_read(None, "net.ipv4.tcp_available_congestion_control").split()
+    except OSError:
+        return []
+
+
+@lru_cache(maxsize=1)
+def namespace_sysctls() -> frozenset[str]:
+    """Every sysctl key (dotted) under net. that a fresh network namespace has: the per-namespace ones.
+
+    A net.* sysctl that exists on the host but not in a fresh namespace is
+    global (init_net only): setting it would change the whole machine.
+    """
+    name = f"{PREFIX}probe-{secrets.token_hex(3)}"
+    netns.create(name)
+    try:
+        with netns.inside(name):
+            keys = set()
+            for dirpath, _dirs, files in os.walk("/proc/sys/net"):
+                keys.update(os.path.join(dirpath, f).removeprefix("/proc/sys/").replace("/", ".") for f in files)
+        return frozenset(keys)
+    finally:
+        remove_netns(name)
+
+
+def sysctl_problem(key: str) -> str | None:
+    """Why `key` cannot be set in the lab's namespaces, or None when it can."""
+    if key in namespace_sysctls():
+        return None
+    if os.path.exists("/proc/sys/" + key.replace(".", "/")):
+        return f"sysctl {key} is not per network namespace (it exists only in the host's): the lab will not change the whole machine"
+    return f"sysctl {key} does not exist in this kernel"
+
+
 @lru_cache(maxsize=1)
 def netem_available() -> bool:
     """True when a netem qdisc can really be added (module built in or loadable)."""

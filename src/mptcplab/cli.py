@@ -18,8 +18,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from . import runner
 from .errors import Interrupted, LabError, UsageError
+from .protocols import Collector
+from .protocols import Progress as RunProgress
 from .result import Repetition, RunResult
 
 P = ParamSpec("P")
@@ -55,7 +56,20 @@ def handled(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-class RichProgress(runner.Progress):
+SetOption = Annotated[Optional[list[str]], typer.Option(
+    "--set", metavar="KEY=VALUE",
+    help="override a scenario key by its dotted name (repeatable): tcp.congestion_control=bbr, path.wifi.delay=20ms, workload.size=4MiB")]
+FailFastOption = Annotated[bool, typer.Option("--fail-fast", help="stop at the first repetition that does not complete (default: record it and go on)")]
+
+
+def print_json_results(results: list[RunResult], timeseries: bool) -> None:
+    """Exactly one JSON document on stdout: the run, or {"runs": [...]} for several."""
+    docs = [r.to_json(timeseries=timeseries) for r in results]
+    sys.stdout.write(json.dumps(docs[0] if len(docs) == 1 else {"runs": docs}) + "\n")
+    sys.stdout.flush()
+
+
+class RichProgress(RunProgress):
     """Progress of a run on stderr: one bar per repetition."""
 
     def __init__(self, scenario: str) -> None:
@@ -83,8 +97,16 @@ class RichProgress(runner.Progress):
 
     def repetition_finished(self, rep: Repetition) -> None:
         if self.task is not None:
-            self.bar.update(self.task, completed=1.0,
-                            description=f"{self.scenario} rep {rep.index + 1}: {rep.goodput_mbps:.2f} mbit/s in {rep.completion_s:.2f}s")
+            text = f"{self.scenario} rep {rep.index + 1}: {rep.goodput_mbps:.2f} mbit/s in {rep.completion_s:.2f}s"
+            if not rep.completed:
+                text += f" — {rep.status.upper()}: {rep.error}"
+            elif rep.over_budget:
+                text += " (over budget)"
+            self.bar.update(self.task, completed=1.0, description=text)
+
+    def status(self, text: str) -> None:
+        """A wait that is not a repetition: one line on stderr, so a log shows it too."""
+        self.bar.console.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -120,12 +142,18 @@ def run(
     db: DbOption = None,
     store: Annotated[bool, typer.Option("--store/--no-store", help="store the run in the results database")] = True,
     kernel: Annotated[Optional[str], typer.Option("--kernel", help="run inside a QEMU guest booted with this kernel (mptcplab kernel list)")] = None,
+    overrides: SetOption = None,
+    fail_fast: FailFastOption = False,
 ) -> None:
-    """Run scenarios on this machine's kernel, store and print their results."""
+    """Run scenarios on this machine's kernel, store and print their results.
+
+    Exit 1 when any repetition did not complete (each is kept, with its reason).
+    """
+    from . import runner
     from .cli_store import parse_tags, recorder_for
     from .scenario import load_scenario
 
-    scns = [load_scenario(s) for s in scenario]
+    scns = [load_scenario(s, overrides or []) for s in scenario]
     scn = scns[0]
     if plot is not None and len(scns) > 1:
         raise UsageError("--plot draws one run: give one scenario")
@@ -141,8 +169,9 @@ def run(
         resolve(kernel)  # an unknown kernel is refused before anything starts
     for s in scns if kernel is None else []:  # with --kernel the guest checks its own kernel
         runner.preflight(s, link_backend)  # refuse before anything is built or drawn
-    options = runner.RunOptions(repeat=repeat, label=label, link_backend=link_backend, tags=tags,
-                                warmup=1 if warmup else 0, sinks=[recorder] if recorder else [])
+    collector = Collector()
+    options = runner.RunOptions(repeat=repeat, label=label, link_backend=link_backend, tags=tags, fail_fast=fail_fast,
+                                warmup=1 if warmup else 0, sinks=[collector] + ([recorder] if recorder else []))
     try:
         with RichProgress(scn.name) as progress:
             if kernel is not None:
@@ -151,12 +180,15 @@ def run(
                 results = run_on_kernel(kernel, scns, replace(options, progress=progress), timeseries)
             else:
                 results = runner.run_scenarios(scns, replace(options, progress=progress))
+    except BaseException:
+        if as_json and collector.results:  # whatever stopped the command, what it measured is printed
+            print_json_results(collector.results, timeseries)
+        raise
     finally:
         for line in recorder.report_lines() if recorder else []:
             err.print(line, highlight=False, markup=False, soft_wrap=True)
     if as_json:
-        docs = [r.to_json(timeseries=timeseries) for r in results]
-        sys.stdout.write(json.dumps(docs[0] if len(docs) == 1 else {"runs": docs}) + "\n")
+        print_json_results(results, timeseries)
     else:
         from .report import print_run
 
@@ -164,6 +196,9 @@ def run(
             print_run(result, out)
     if plot is not None:
         _plot(results[0], plot)
+    incomplete = [r for res in results for r in res.repetitions if not r.completed]
+    if incomplete:
+        raise typer.Exit(1)
 
 
 @app.command("plot")

@@ -56,6 +56,10 @@ class StoreError(LabError):
     exit_code = 1
 
 
+class TransferTimeout(RunError):
+    """A transfer that did not finish within its [run] timeout: a repetition with status 'timeout'."""
+
+
 class FallbackError(RunError):
     """The connection fell back to plain TCP: never a valid MPTCP result."""
 

@@ -27,6 +27,30 @@ def _key(sf: SubflowSample) -> SubflowKey:
     return (sf.local[0], sf.local[1], sf.remote[0], sf.remote[1])
 
 
+INET_DIAG_CONG = 4  # the inet_diag extension that carries a socket's congestion control name
+
+
+def subflow_congestion(ns: str) -> dict[SubflowKey, str]:
+    """The congestion control of every TCP socket in `ns` (MPTCP subflows included), by 4-tuple.
+
+    One sock_diag dump with the INET_DIAG_CONG extension, as `ss -ti` reads it.
+    """
+    from pyroute2 import DiagSocket
+
+    with netns.inside(ns):
+        ds = DiagSocket()
+    out: dict[SubflowKey, str] = {}
+    try:
+        ds.bind()
+        for msg in ds.get_sock_stats(family=socket.AF_INET, extensions=1 << (INET_DIAG_CONG - 1)):
+            cong = msg.get_attr("INET_DIAG_CONG")
+            if cong:
+                out[(msg["idiag_src"], msg["idiag_sport"], msg["idiag_dst"], msg["idiag_dport"])] = cong
+    finally:
+        ds.close()
+    return out
+
+
 @dataclass
 class SubflowSampler:
     """Samples `sock` every `interval` seconds on a thread until stopped."""
@@ -37,6 +61,8 @@ class SubflowSampler:
     on_sample: Callable[[ConnectionSample], None] | None = None
     samples: list[tuple[float, ConnectionSample]] = field(default_factory=list)
     max_subflows: int = 0
+    #: congestion control per subflow (read with the final sample by the transfer)
+    congestion: dict[SubflowKey, str] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -74,8 +100,14 @@ def client_addr_of(sf: SubflowSample, sender_is_client: bool) -> str:
 
 
 def summarize(samples: list[tuple[float, ConnectionSample]], topo: Topology, sender_is_client: bool,
-              interval: float = SAMPLE_INTERVAL_S) -> tuple[list[SubflowResult], TimeSeries]:
-    """Per-path totals from the last sample of every subflow, and per-path time series."""
+              interval: float = SAMPLE_INTERVAL_S,
+              congestion: dict[SubflowKey, str] | None = None) -> tuple[list[SubflowResult], TimeSeries]:
+    """Per-path totals from the last sample of every subflow, and per-path time series.
+
+    `congestion` (subflow 4-tuple -> algorithm, from `subflow_congestion`) names what each
+    path's subflows used; several subflows with different ones are listed comma-separated.
+    """
+    congestion = congestion or {}
     path_of: dict[SubflowKey, str] = {}
     last: dict[SubflowKey, SubflowSample] = {}
     names = [p.name for p in topo.paths]
@@ -120,6 +152,7 @@ def summarize(samples: list[tuple[float, ConnectionSample]], topo: Topology, sen
             rtt_median_ms=round(statistics.median(rtt_series), 3) if rtt_series else 0.0,
             subflows_opened=len(subs),
             share=round(sent / total_sent, 4),
+            congestion_control=",".join(sorted({congestion[k] for k, sf in last.items() if path_of[k] == n and k in congestion})),
         ))
     return results, series
 

@@ -38,5 +38,9 @@ def print_run(result: RunResult, console: Console | None = None) -> None:
         est = result.summary.get(metric)
         if est:
             console.print(f"{metric}: median {est.median:.3f} {unit}, 95% CI [{est.ci95[0]:.3f}, {est.ci95[1]:.3f}] over {est.n} repetitions")
+    rate = result.summary.get("pass_rate")
+    if rate and (rate.median < 1 or result.environment.get("budget_s")):
+        console.print(f"pass_rate: {rate.median * 100:.0f}% of {rate.n} repetitions completed within budget, "
+                      f"95% CI [{rate.ci95[0] * 100:.0f}%, {rate.ci95[1] * 100:.0f}%] (Wilson)")
     for err in result.errors:
         console.print(f"[red]error:[/red] {err}")

@@ -13,20 +13,23 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import capabilities
-from .analysis.stats import median_ci
+from .analysis.stats import summarize_run
 from .cancel import Cancel, interruptible
-from .environment import host_environment, loadavg, namespace_sysctls
-from .errors import EnvironmentProblem, RunError, UnsupportedError
+from .environment import host_environment, loadavg
+from .errors import EnvironmentProblem, RunError, TransferTimeout, UnsupportedError
 from .lab import Lab
 from .links import select_backend
 from .links.base import LinkBackend
 from .mptcp import ConnectionSample
 from .pathmanager import EventListener, open_subflows
 from .probes import mib_delta, mib_snapshot, summarize
+from .protocols import Progress, RunSink
 from .result import Repetition, RunResult
-from .scenario import Event, Scenario
-from .topology import Topology, build
+from .scenario import SYSCTL_ROLES, Event, Scenario
+from .topology import Topology, build, effective_sysctls
 from .workloads.bulk import BulkTransfer
+
+__all__ = ["RunOptions", "Progress", "RunSink", "preflight", "run_scenario", "run_scenarios", "summarize_run"]
 
 
 @dataclass
@@ -45,27 +48,8 @@ class RunOptions:
     sinks: list["RunSink"] = field(default_factory=list)
     #: set by run_scenario when it runs the work in a worker thread
     cancel: Cancel | None = None
-
-
-class Progress:
-    """What the runner tells a UI; the CLI renders it with rich on stderr."""
-
-    def scenario_started(self, name: str) -> None: ...
-    def repetition_started(self, index: int, total: int) -> None: ...
-    def sample(self, index: int, done: float, total: float) -> None: ...
-    def repetition_finished(self, rep: Repetition) -> None: ...
-
-
-class RunSink:
-    """Where a run goes while it runs (the results store): every call may persist, none may be skipped.
-
-    run_finished is called however the run ends (completed, failed, interrupted),
-    so what finished is never lost.
-    """
-
-    def run_started(self, result: RunResult, scenario: Scenario) -> None: ...
-    def repetition_finished(self, result: RunResult, rep: Repetition) -> None: ...
-    def run_finished(self, result: RunResult) -> None: ...
+    #: stop at the first repetition that does not complete (default: count it and go on)
+    fail_fast: bool = False
 
 
 def preflight(scenario: Scenario, link_backend: str | None = None) -> type[LinkBackend]:
@@ -84,6 +68,17 @@ def preflight(scenario: Scenario, link_backend: str | None = None) -> type[LinkB
     pms = capabilities.available_path_managers()
     if scenario.mptcp.path_manager not in pms:
         raise UnsupportedError(f"path manager {scenario.mptcp.path_manager!r} is not available (available: {', '.join(pms)})")
+    ccs = capabilities.available_congestion_controls()
+    if scenario.tcp.congestion_control not in ccs:
+        raise UnsupportedError(f"tcp.congestion_control {scenario.tcp.congestion_control!r} is not available in this kernel "
+                               f"(available: {', '.join(ccs) or 'none'})",
+                               "pick one of those, or run with --kernel K on a kernel that has it built in")
+    for role in SYSCTL_ROLES:
+        for key in scenario.sysctls_for(role):
+            problem = capabilities.sysctl_problem(key)
+            if problem:
+                raise UnsupportedError(f"{problem} (asked for in the {role} namespace)",
+                                       "remove it from [sysctl], or run on a kernel that has it")
     return select_backend(link_backend or scenario.run.link_backend, scenario)
 
 
@@ -104,8 +99,16 @@ def _schedule_events(backend: LinkBackend, events: list[Event], t0: float, stop:
 
 def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: int,
                    options: RunOptions, env: dict[str, Any]) -> Repetition:
+    """One repetition in a fresh lab, however it ends.
+
+    A transfer that fails or times out (RunError) is a repetition with status
+    'failed' or 'timeout' that keeps what was measured until then: bytes,
+    samples, MIB deltas and link counters. Interrupted (Ctrl-C/SIGTERM) and
+    environment problems raise.
+    """
     progress = options.progress
     total = float(scenario.workload.size or scenario.workload.duration or 1)
+    status, error = "completed", None
     with Lab() as lab:
         if options.cancel:
             options.cancel.check()
@@ -118,8 +121,8 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
         if options.setup:
             options.setup(topo)
         if "sysctls_client" not in env:
-            env["sysctls_client"] = namespace_sysctls(topo.client)
-            env["sysctls_server"] = namespace_sysctls(topo.server)
+            env.update(effective_sysctls(topo, scenario))
+            env["tcp"] = _tcp_conditions(topo, scenario)
             env["link"] = backend.describe()
         mib_before = (mib_snapshot(topo.client), mib_snapshot(topo.server))
         stop_events = threading.Event()
@@ -141,26 +144,36 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
         userspace_pm = scenario.mptcp.path_manager == "userspace" and len(topo.paths) > 1
         transfer = BulkTransfer(topo, scenario.workload, scenario.run.timeout, on_sample=on_sample, on_start=on_start,
                                 on_connected=(lambda sock: open_subflows(topo, sock)) if userspace_pm else None,
-                                cancel=options.cancel)
+                                cancel=options.cancel, congestion_control=scenario.tcp.congestion_control)
         lab.on_close(transfer.close)
         lab.on_close(stop_events.set)
-        out = transfer.run()
+        try:
+            out = transfer.run()
+        except RunError as e:
+            if options.cancel:
+                options.cancel.check()  # a transfer cut short by Ctrl-C/SIGTERM is an interruption, not a result
+            status = "timeout" if isinstance(e, TransferTimeout) else "failed"
+            error = e.message
+            out = transfer.partial()
         stop_events.set()
         link_stats = backend.stats()  # the emulator's own counters, while it still runs
         if link_stats:
             env.setdefault("link_stats", []).append(link_stats)
         mib_after = (mib_snapshot(topo.client), mib_snapshot(topo.server))
-        subflows, series = summarize(out.sampler.samples, topo, sender_is_client=transfer.upload)
-        if event_errors:
-            raise RunError(event_errors[0])
+        subflows, series = summarize(out.sampler.samples, topo, sender_is_client=transfer.upload,
+                                     congestion=out.sampler.congestion)
         expected = len(topo.paths)
-        if out.sampler.max_subflows < expected and not scenario.events:
-            raise RunError(f"only {out.sampler.max_subflows} of {expected} subflows came up: the path manager did not use every path",
-                           "check the MPTCP endpoints and limits (mptcplab doctor) and the paths' reachability")
+        if status == "completed" and event_errors:
+            status, error = "failed", event_errors[0]
+        elif status == "completed" and out.sampler.max_subflows < expected and not scenario.events:
+            status, error = "failed", (f"only {out.sampler.max_subflows} of {expected} subflows came up: the path manager "
+                                       "did not use every path (check the MPTCP endpoints and limits: mptcplab doctor)")
+    completion = max(out.completion_s, 1e-6)
+    budget = scenario.run.budget
     return Repetition(
         index=index,
-        completion_s=round(out.completion_s, 6),
-        goodput_mbps=round(out.bytes * 8 / out.completion_s / 1e6, 4),
+        completion_s=round(completion, 6),
+        goodput_mbps=round(out.bytes * 8 / completion / 1e6, 4),
         bytes=out.bytes,
         mptcp=out.mptcp,
         subflows=subflows,
@@ -168,17 +181,10 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
         mib_server=mib_delta(mib_before[1], mib_after[1]),
         timeseries=series,
         started_at=started,
+        status=status,
+        error=error,
+        over_budget=(completion > budget) if budget is not None and status == "completed" else None,
     )
-
-
-def summarize_run(result: RunResult) -> None:
-    reps = [r for r in result.repetitions if not r.warmup]
-    if not reps:
-        return
-    result.summary = {
-        "goodput_mbps": median_ci([r.goodput_mbps for r in reps]),
-        "completion_s": median_ci([r.completion_s for r in reps]),
-    }
 
 
 def run_scenario(scenario: Scenario, options: RunOptions | None = None) -> RunResult:
@@ -219,18 +225,21 @@ def run_scenarios(scenarios: list[Scenario], options: RunOptions | None = None) 
             for scenario, backend_cls, result, total in zip(scenarios, backends, results, totals):
                 if i < total:
                     current = result
-                    _one_repetition(scenario, backend_cls, result, i, total, options)
+                    rep = _one_repetition(scenario, backend_cls, result, i, total, options)
+                    if not rep.completed and options.fail_fast:
+                        raise RunError(f"{scenario.name} repetition {i + 1}: {rep.error}", "--fail-fast stopped the run")
         for result in results:
-            result.status = "completed"
+            result.status = run_status(result)
     except BaseException as e:
         for result, total in zip(results, totals):
             if result is current and not isinstance(e, KeyboardInterrupt):
                 result.status = "failed"
-                result.errors.append(str(e))
+                if not (isinstance(e, RunError) and options.fail_fast):  # fail-fast's error is the repetition's, already listed
+                    result.errors.append(str(e))
             elif len(result.repetitions) < total:
                 result.status = "interrupted"  # stopped (Ctrl-C, or another scenario failed) before its last repetition
             else:
-                result.status = "completed"
+                result.status = run_status(result)
         raise
     finally:
         for result in results:
@@ -245,7 +254,8 @@ def run_scenarios(scenarios: list[Scenario], options: RunOptions | None = None) 
 
 def _new_result(scenario: Scenario, backend_cls: type[LinkBackend], options: RunOptions, env: dict[str, Any]) -> RunResult:
     env.update(scheduler=scenario.mptcp.scheduler, path_manager=scenario.mptcp.path_manager,
-               link_backend=backend_cls.name, label=options.label)
+               link_backend=backend_cls.name, label=options.label, budget_s=scenario.run.budget,
+               sysctls_set={role: scenario.sysctls_for(role) for role in SYSCTL_ROLES})
     result = RunResult(
         run_id=secrets.token_hex(5),
         scenario=scenario.name,
@@ -262,8 +272,22 @@ def _new_result(scenario: Scenario, backend_cls: type[LinkBackend], options: Run
     return result
 
 
+def _tcp_conditions(topo: Topology, scenario: Scenario) -> dict[str, Any]:
+    """How the [tcp] congestion control was applied, for the environment (`environment.tcp`)."""
+    refused = topo.congestion_default_refused
+    how = ("namespace default and every socket" if not refused else
+           f"every socket (TCP_CONGESTION); the {' and '.join(refused)} namespace default stayed as inherited: "
+           f"the kernel lets a namespace default only to net.ipv4.tcp_allowed_congestion_control")
+    return {"congestion_control": scenario.tcp.congestion_control, "set_on": how}
+
+
+def run_status(result: RunResult) -> str:
+    """'completed' when every repetition completed, else 'failed' (its repetitions are kept, each with its status)."""
+    return "completed" if all(r.completed for r in result.repetitions) else "failed"
+
+
 def _one_repetition(scenario: Scenario, backend_cls: type[LinkBackend], result: RunResult, index: int, total: int,
-                    options: RunOptions) -> None:
+                    options: RunOptions) -> Repetition:
     if options.cancel:
         options.cancel.check()
     if options.progress:
@@ -271,6 +295,8 @@ def _one_repetition(scenario: Scenario, backend_cls: type[LinkBackend], result: 
         options.progress.repetition_started(index, total)
     rep = run_repetition(scenario, backend_cls, index, options, result.environment)
     rep.warmup = index < options.warmup
+    if not rep.completed:
+        result.errors.append(f"repetition {index + 1}: {rep.status}: {rep.error}")
     result.repetitions.append(rep)
     if options.on_repetition:
         options.on_repetition(rep)
@@ -278,3 +304,4 @@ def _one_repetition(scenario: Scenario, backend_cls: type[LinkBackend], result: 
         sink.repetition_finished(result, rep)
     if options.progress:
         options.progress.repetition_finished(rep)
+    return rep

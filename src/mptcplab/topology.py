@@ -56,6 +56,8 @@ class Topology:
     paths: list[PathPorts] = field(default_factory=list)
     server_addr: str = f"{SERVER_SUBNET}.2"
     server_port: int = SERVER_PORT
+    #: roles whose namespace default congestion control the kernel refused to change (see _configure_sysctls)
+    congestion_default_refused: list[str] = field(default_factory=list)
 
     def path_of_client_addr(self, addr: str) -> PathPorts | None:
         return next((p for p in self.paths if p.client_addr == addr), None)
@@ -113,7 +115,61 @@ def build(lab: Lab, scenario: Scenario, emulator: bool = False) -> Topology:
         _route(topo, cli, srv, cli_links)
     _disable_offloads(topo)
     _configure_mptcp(topo, scenario)
+    _configure_sysctls(topo, scenario)
     return topo
+
+
+def roles(topo: Topology) -> dict[str, str]:
+    """Role name -> namespace, for the roles a scenario's sysctls can name."""
+    return {"client": topo.client, "server": topo.server, "router": topo.router}
+
+
+CONGESTION_KEY = "net.ipv4.tcp_congestion_control"
+
+
+def _configure_sysctls(topo: Topology, scenario: Scenario) -> None:
+    """The [tcp] conditions and [sysctl] keys, in every role's namespace (preflight checked they exist).
+
+    A tcp_rmem/tcp_wmem of one size sets only the maximum, keeping the kernel's minimum and default.
+    Outside the host's own namespace the kernel lets a namespace's default
+    congestion control be only one of net.ipv4.tcp_allowed_congestion_control
+    (EPERM otherwise); the workload also sets it on every socket it opens
+    (TCP_CONGESTION, which root may set to any available one), so such a
+    refusal leaves the namespace default alone and is recorded, not fatal.
+    """
+    topo.congestion_default_refused = []
+    for role, ns in roles(topo).items():
+        for key, value in scenario.sysctls_for(role).items():
+            if key == CONGESTION_KEY:
+                try:
+                    netns.sysctl_write(ns, key, value)
+                except PermissionError:
+                    topo.congestion_default_refused.append(role)
+                continue
+            if key in ("net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem") and len(value.split()) == 1:
+                high = int(value)
+                default = min(int(netns.sysctl_read(ns, key).split()[1]), high)
+                low = min(int(netns.sysctl_read(ns, key).split()[0]), default)
+                value = f"{low} {default} {high}"
+            netns.sysctl_write(ns, key, value)
+
+
+def effective_sysctls(topo: Topology, scenario: Scenario) -> dict[str, dict[str, str]]:
+    """What each namespace really has, read back after setting: `sysctls_client`, `sysctls_server`, `sysctls_router`.
+
+    Client and server: every net.mptcp.* key, the congestion control, tcp_rmem,
+    tcp_wmem and every key the scenario set; the router: the keys the scenario set.
+    """
+    out: dict[str, dict[str, str]] = {}
+    for role, ns in roles(topo).items():
+        values = netns.sysctls(ns, "net.mptcp") if role != "router" else {}
+        keys = list(scenario.sysctls_for(role))
+        if role != "router":
+            keys += ["net.ipv4.tcp_congestion_control", "net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem"]
+        for key in keys:
+            values[key] = " ".join(netns.sysctl_read(ns, key).split())
+        out[f"sysctls_{role}"] = values
+    return out
 
 
 def _build_links(topo: Topology, cli: IPRoute, rtr: IPRoute, srv: IPRoute, emu: IPRoute | None) -> tuple[Links, Links, Links]:

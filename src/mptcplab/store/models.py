@@ -98,6 +98,10 @@ class RepetitionRow(Base):
     index: Mapped[int] = mapped_column(Integer)
     warmup: Mapped[bool] = mapped_column(Boolean, default=False)
     started_at: Mapped[float] = mapped_column(Float, default=0.0)
+    #: completed, failed, timeout or interrupted; measured metrics are compared over completed ones only
+    status: Mapped[str] = mapped_column(String(16), default="completed", server_default="completed", index=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    over_budget: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     bytes: Mapped[int] = mapped_column(BigInteger)
     mptcp: Mapped[bool] = mapped_column(Boolean)
     mib: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -138,6 +142,7 @@ class SubflowRow(Base):
     rtt_median_ms: Mapped[float] = mapped_column(Float, default=0.0)
     subflows_opened: Mapped[int] = mapped_column(Integer, default=0)
     share: Mapped[float] = mapped_column(Float, default=0.0)
+    congestion_control: Mapped[str] = mapped_column(String(64), default="", server_default="")
 
 
 class SeriesRow(Base):

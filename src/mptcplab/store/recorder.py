@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import StoreError
 from ..result import Repetition, RunResult
-from ..runner import RunSink
+from ..protocols import RunSink
 from ..scenario import Scenario
 from . import spool
 from .location import display, resolve_db, spool_dir

@@ -22,6 +22,10 @@ from sqlalchemy.orm import Session, selectinload
 
 from ..errors import StoreError, UsageError
 from ..metrics import METRICS, repetition_metrics
+from ..metrics import metric as metric_def
+
+#: the metrics a Repetition holds as fields of its own (everything else stored is a workload metric)
+BULK_METRICS = ("goodput_mbps", "completion_s", "retransmits", "bytes_retrans", "rtt_ms", "pass_rate")
 from ..result import Repetition, RunResult, SubflowResult, TimeSeries
 from .database import make_engine, migrate
 from .location import display, resolve_db
@@ -160,7 +164,7 @@ class Store:
 
     def load_result(self, run_id: str) -> RunResult:
         """The stored run as the RunResult it was (the same JSON as `mptcplab run --json`)."""
-        from ..runner import summarize_run
+        from ..analysis.stats import summarize_run
 
         with self._session("read the run") as s:
             run = s.scalars(select(Run).where(Run.uid == run_id).options(
@@ -192,12 +196,12 @@ class Store:
             counts: dict[int, int] = {}
             if runs:
                 rows = s.execute(
-                    select(RepetitionRow.run_id, RepetitionRow.warmup, Measurement.value)
+                    select(RepetitionRow.run_id, RepetitionRow.warmup, RepetitionRow.status, Measurement.value)
                     .join(Measurement, Measurement.repetition_id == RepetitionRow.id)
                     .where(RepetitionRow.run_id.in_([r.id for r in runs]), Measurement.metric == "goodput_mbps"))
-                for run_pk, warmup, value in rows:
+                for run_pk, warmup, status, value in rows:
                     counts[run_pk] = counts.get(run_pk, 0) + 1
-                    if not warmup:
+                    if not warmup and status == "completed":
                         goodput.setdefault(run_pk, []).append(value)
             return [RunSummary(uid=r.uid, scenario=r.scenario.name, scenario_hash=r.scenario.content_hash, label=r.label,
                                kernel=r.kernel, status=r.status, started_at=r.started_at,
@@ -233,18 +237,24 @@ class Store:
             return by(RunFilter(label=value)) or by(RunFilter(kernel=value))
 
     def samples(self, run_ids: list[str], metric: str, per_run: bool = False) -> dict[str, Sample]:
-        """Per scenario name (or per run id with `per_run`), the non-warm-up values of `metric` over the given runs."""
+        """Per scenario name (or per run id with `per_run`), the non-warm-up values of `metric` over the given runs.
+
+        Measured metrics come from completed repetitions only; a metric over all
+        repetitions (pass_rate: 1.0 or 0.0 each) from every non-warm-up one.
+        """
         out: dict[str, Sample] = {}
+        name = metric
         with self._session("read measurements") as s:
-            rows = s.execute(
-                select(ScenarioVersion.name, ScenarioVersion.content_hash, Run.uid, Measurement.value)
-                .join(Run, Run.scenario_id == ScenarioVersion.id)
-                .join(RepetitionRow, RepetitionRow.run_id == Run.id)
-                .join(Measurement, Measurement.repetition_id == RepetitionRow.id)
-                .where(Run.uid.in_(run_ids), Measurement.metric == metric, RepetitionRow.warmup.is_(False))
-                .order_by(Run.started_at, RepetitionRow.index))
-            for name, content_hash, uid, value in rows:
-                sample = out.setdefault(uid if per_run else name, Sample())
+            q = (select(ScenarioVersion.name, ScenarioVersion.content_hash, Run.uid, Measurement.value)
+                 .join(Run, Run.scenario_id == ScenarioVersion.id)
+                 .join(RepetitionRow, RepetitionRow.run_id == Run.id)
+                 .join(Measurement, Measurement.repetition_id == RepetitionRow.id)
+                 .where(Run.uid.in_(run_ids), Measurement.metric == name, RepetitionRow.warmup.is_(False)))
+            if not metric_def(name).all_repetitions:
+                q = q.where(RepetitionRow.status == "completed")
+            rows = s.execute(q.order_by(Run.started_at, RepetitionRow.index))
+            for scenario_name, content_hash, uid, value in rows:
+                sample = out.setdefault(uid if per_run else scenario_name, Sample())
                 sample.values.append(value)
                 sample.versions.add(content_hash)
                 sample.runs.add(uid)
@@ -295,6 +305,7 @@ def _repetition_row(run_pk: int, rep: Repetition) -> RepetitionRow:
     paths = list(dict.fromkeys([*(ts.throughput_mbps if ts else {}), *(ts.rtt_ms if ts else {})]))
     return RepetitionRow(
         run_id=run_pk, index=rep.index, warmup=rep.warmup, started_at=rep.started_at, bytes=rep.bytes, mptcp=rep.mptcp,
+        status=rep.status, error=rep.error, over_budget=rep.over_budget,
         mib=rep.mib, mib_server=rep.mib_server,
         series_interval_s=ts.interval_s if ts else None, series_t=ts.t if ts else None,
         measurements=[Measurement(metric=k, value=v) for k, v in repetition_metrics(rep).items()],
@@ -314,7 +325,8 @@ def _repetition(row: RepetitionRow) -> Repetition:
     return Repetition(
         index=row.index, completion_s=metrics["completion_s"], goodput_mbps=metrics["goodput_mbps"], bytes=row.bytes,
         mptcp=row.mptcp, mib=row.mib, mib_server=row.mib_server, started_at=row.started_at, warmup=row.warmup,
-        timeseries=ts,
+        timeseries=ts, status=row.status or "completed", error=row.error, over_budget=row.over_budget,
+        metrics={k: v for k, v in metrics.items() if k not in BULK_METRICS},
         subflows=[SubflowResult(**{k: getattr(sf, k) for k in SubflowResult.model_fields}) for sf in row.subflows],
     )
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 from .. import netns
 from ..cancel import Cancel
-from ..errors import FallbackError, RunError
+from ..errors import FallbackError, RunError, TransferTimeout
 from ..mptcp import IPPROTO_MPTCP, ConnectionSample, is_mptcp
-from ..probes import SubflowSampler
+from ..probes import SubflowSampler, subflow_congestion
 from ..scenario import Workload
 from ..topology import Topology
 
@@ -39,15 +39,26 @@ class Transfer:
     errors: list[str] = field(default_factory=list)
 
 
-def mptcp_socket(ns: str) -> tuple[socket.socket, bool]:
-    """An MPTCP socket in `ns`; a plain TCP one when MPTCP is disabled there (like a legacy peer)."""
+def mptcp_socket(ns: str, congestion_control: str | None = None) -> tuple[socket.socket, bool]:
+    """An MPTCP socket in `ns`; a plain TCP one when MPTCP is disabled there (like a legacy peer).
+
+    With `congestion_control`, TCP_CONGESTION is set on it: MPTCP applies it to
+    every subflow, those joined later included. Raises RunError when the kernel refuses it.
+    """
     with netns.inside(ns):
         try:
-            return socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP), True
+            sock, mptcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP), True
         except OSError as e:
             if e.errno not in (errno.ENOPROTOOPT, errno.EPROTONOSUPPORT, errno.EINVAL):
                 raise
-            return socket.socket(socket.AF_INET, socket.SOCK_STREAM), False
+            sock, mptcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM), False
+    if congestion_control:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, congestion_control.encode())
+        except OSError as e:
+            sock.close()
+            raise RunError(f"cannot set congestion control {congestion_control!r} on the socket: {e.strerror}") from None
+    return sock, mptcp
 
 
 class BulkTransfer:
@@ -55,7 +66,7 @@ class BulkTransfer:
                  on_sample: Callable[[ConnectionSample], None] | None = None,
                  on_start: Callable[[float], None] | None = None,
                  on_connected: Callable[[socket.socket], None] | None = None,
-                 cancel: Cancel | None = None) -> None:
+                 cancel: Cancel | None = None, congestion_control: str | None = None) -> None:
         self.topo = topo
         self.workload = workload
         self.timeout_s = timeout_s
@@ -63,13 +74,16 @@ class BulkTransfer:
         self.on_start = on_start
         self.on_connected = on_connected
         self.cancel = cancel
+        self.congestion_control = congestion_control
         self.upload = workload.direction == "upload"
         self._received = threading.Event()
         self._sampled = threading.Event()
         self._sender_sock = threading.Event()
         self._errors: list[str] = []
-        self._bytes = 0
+        self._bytes = 0  # received so far, kept current so a failed transfer still says how far it got
         self._t_end = 0.0
+        self._t0: float | None = None
+        self._final_done = False
         self.sampler: SubflowSampler | None = None
         self._socks: list[socket.socket] = []
         self._remove_hook = cancel.on_cancel(self.abort) if cancel else None
@@ -100,10 +114,21 @@ class BulkTransfer:
                 sock.send(buf)
         sock.shutdown(socket.SHUT_WR)
         if not self._received.wait(self._left(t0)):
-            raise RunError(f"the receiver did not finish within the timeout of {self.timeout_s:g}s")
-        self.sampler.stop()
-        self.sampler.sample()  # the final sample, before anything closes
+            raise TransferTimeout(f"the receiver did not finish within the timeout of {self.timeout_s:g}s")
+        self._final_sample()
         self._sampled.set()
+
+    def _final_sample(self) -> None:
+        """The last sample and each subflow's congestion control, before anything closes."""
+        if self.sampler is None or self._final_done:
+            return
+        self._final_done = True
+        self.sampler.stop()
+        self.sampler.sample()
+        try:
+            self.sampler.congestion = subflow_congestion(self.topo.client if self.upload else self.topo.server)
+        except OSError:
+            pass  # a kernel without inet_diag: the algorithm stays unknown ("")
 
     def _receive(self, sock: socket.socket, t0: float) -> None:
         buf = bytearray(CHUNK)
@@ -119,6 +144,7 @@ class BulkTransfer:
             if n == 0:
                 break
             total += n
+            self._bytes = total
         self._t_end = time.monotonic()
         self._bytes = total
         self._received.set()
@@ -138,23 +164,34 @@ class BulkTransfer:
             except OSError:
                 pass
 
+    def partial(self) -> Transfer:
+        """What a transfer that failed or timed out delivered until now: bytes received, elapsed time, samples.
+
+        Call it after `run()` raised RunError, while the lab still stands.
+        """
+        t0 = self._t0 if self._t0 is not None else time.monotonic()
+        self._final_sample()
+        sampler = self.sampler or SubflowSampler(sock=None, t0=t0)  # type: ignore[arg-type]
+        return Transfer(bytes=self._bytes, completion_s=max(time.monotonic() - t0, 1e-6), mptcp=False, t0=t0,
+                        sampler=sampler, server_mptcp=False)
+
     def _left(self, t0: float) -> float:
         return max(0.1, t0 + self.timeout_s - time.monotonic())
 
     # -- orchestration ---------------------------------------------------
     def run(self) -> Transfer:
-        listener, server_mptcp = mptcp_socket(self.topo.server)
+        listener, server_mptcp = mptcp_socket(self.topo.server, self.congestion_control)
         self._socks.append(listener)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("0.0.0.0", self.topo.server_port))
         listener.listen(1)
         listener.settimeout(self.timeout_s)
-        client, _ = mptcp_socket(self.topo.client)
+        client, _ = mptcp_socket(self.topo.client, self.congestion_control)
         self._socks.append(client)
         client.settimeout(self.timeout_s)
         server_result: dict[str, object] = {}
 
-        t0 = time.monotonic()
+        t0 = self._t0 = time.monotonic()
         server = threading.Thread(target=self._server, args=(listener, t0, server_result), name="bulk-server", daemon=True)
         server.start()
         try:
@@ -178,7 +215,8 @@ class BulkTransfer:
                 self._receive(client, t0)
         except socket.timeout:
             self._check()
-            raise RunError(f"the transfer did not finish within the timeout of {self.timeout_s:g}s", "raise [run] timeout or shrink the workload") from None
+            raise TransferTimeout(f"the transfer did not finish within the timeout of {self.timeout_s:g}s",
+                                  "raise [run] timeout or shrink the workload") from None
         except OSError as e:
             self._check()
             raise RunError(f"the transfer failed on the client: {e.strerror or e}") from None
@@ -187,7 +225,7 @@ class BulkTransfer:
         if "error" in server_result:
             raise RunError(f"the transfer failed on the server: {server_result['error']}")
         if not self._received.is_set() or self.sampler is None:
-            raise RunError(f"the transfer did not finish within the timeout of {self.timeout_s:g}s")
+            raise TransferTimeout(f"the transfer did not finish within the timeout of {self.timeout_s:g}s")
         mptcp = mptcp and is_mptcp(client)
         if self._errors:
             raise RunError(self._errors[0])
