@@ -10,6 +10,8 @@ DEB_PACKAGES := iproute2 procps kmod git python3 python3-venv python3-dev gcc et
 # other kernels (run --kernel, matrix): QEMU (with its virtiofsd on bookworm), busybox for the guest's init,
 # apt + dpkg-deb (in every Debian) fetch and unpack Debian kernels, kmod's depmod indexes their modules
 DEB_PACKAGES += qemu-system-x86 busybox-static
+# the report's browser tests (tests/test_report.py): headless Chromium driven by Selenium through chromedriver
+DEB_PACKAGES += chromium chromium-driver
 
 .PHONY: install deb-packages demo test bench clean
 
