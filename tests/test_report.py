@@ -326,3 +326,26 @@ def test_report_refuses_a_foreign_directory(site, tmp_path):
     done = cli("report", str(tmp_path), "--db", site["db"])
     assert done.returncode == 2 and "holds no mptcplab report" in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
+
+
+def test_the_reports_verdicts_are_those_of_compare():
+    """The report memoizes the Mann-Whitney p-value on the ranks; verdict, change, p, CI and notes must equal
+    compare_samples' for samples with and without ties, of equal and unequal sizes, either direction."""
+    import math
+    import random
+
+    from mptcplab.analysis.compare import compare_samples
+    from mptcplab.webreport.build import _judge
+
+    rng = random.Random(20261130)
+    for _ in range(120):
+        n1, n2 = rng.choice([(5, 5), (3, 3), (5, 8), (6, 5)])
+        kind = rng.choice(["float", "int", "binary"])
+        draw = {"float": lambda mu: rng.gauss(mu, 0.5), "int": lambda mu: float(rng.randint(0, 4) + round(mu - 17.5)),
+                "binary": lambda mu: float(rng.random() < (0.8 if mu > 17.7 else 0.5))}[kind]
+        base, cand = [draw(18.0) for _ in range(n1)], [draw(17.5) for _ in range(n2)]
+        for better in ("higher", "lower"):
+            c = compare_samples(base, cand, better=better)
+            j = _judge(base, cand, better, 0.05, 0.01, with_ci=True)
+            finite = [None if not math.isfinite(x) else x for x in (c.change, *c.ci95)]
+            assert (c.verdict, c.p_value, c.notes, finite) == (j["verdict"], j["p"], j["notes"], [j["change"], *j["ci95"]])

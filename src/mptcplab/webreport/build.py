@@ -40,8 +40,9 @@ from ..store import RunFilter, Store
 from . import figures
 from .data import RunInfo, kernel_order, load_results, read_runs
 
-#: bump when the pages change shape: a report built by another renderer is rewritten whole
-RENDERER = "1"
+#: bump when the pages change shape: a report built by another renderer is rewritten whole (the templates', the
+#: assets' and the figure code's own content is hashed into it too, see _renderer)
+RENDERER_VERSION = "1"
 MANIFEST = "manifest.json"
 #: index pages filtered by tag are made for at most this many key=value pairs (the most common ones)
 MAX_TAG_FILTERS = 12
@@ -49,8 +50,8 @@ NO_LABEL = "(no label)"
 #: an index cell takes its column's newest runs until it holds this many repetitions (what compare needs for p < 0.01)
 CELL_VALUES = 5
 
-#: the hook for change-point detection: given one scenario's history (points in display order), the indices
-#: of the points where the series changed; drawn on the history page and flagged on the index
+#: the hook for change-point detection: given one scenario's history of one metric (points in display order), the
+#: indices of the points where the series changed; drawn as lines on the history page and marked in its table
 ChangePointDetector = Callable[[History], list[int]]
 
 
@@ -81,6 +82,29 @@ class BuildStats:
     index: Path | None = None
 
 
+def _renderer() -> str:
+    """RENDERER_VERSION and a hash of what draws the pages: editing a template rewrites every page it made."""
+    digest = hashlib.sha256(RENDERER_VERSION.encode())
+    package = resources.files("mptcplab.webreport")
+    for folder in ("templates", "assets"):
+        for item in sorted(package.joinpath(folder).iterdir(), key=lambda p: p.name):
+            digest.update(item.name.encode() + item.read_bytes())
+    digest.update(package.joinpath("figures.py").read_bytes())
+    return digest.hexdigest()[:16]
+
+
+RENDERER = _renderer()
+
+
+def _statistics() -> str:
+    """A hash of the code behind cached verdicts and estimates (analysis/compare.py, analysis/stats.py)."""
+    analysis = resources.files("mptcplab.analysis")
+    return hashlib.sha256(b"".join(analysis.joinpath(f).read_bytes() for f in ("compare.py", "stats.py"))).hexdigest()[:16]
+
+
+STATISTICS = _statistics()
+
+
 def slug(text: str) -> str:
     """A file-name-safe form of a scenario name, metric, label or tag (never empty, never a path)."""
     s = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "_"
@@ -93,8 +117,21 @@ def _key(*parts: Any) -> str:
 
 def _tojson(value: Any) -> Markup:
     """JSON safe inside <script> and HTML attributes."""
-    text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    try:
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except ValueError:  # NaN or infinity somewhere: JSON.parse refuses them, plotly draws null as a gap
+        text = json.dumps(_finite(value), separators=(",", ":"), allow_nan=False)
     return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -141,19 +178,20 @@ class _Site:
                 old = json.loads((out / MANIFEST).read_text())
             except (OSError, ValueError):
                 old = {}
-        if old.get("renderer") != RENDERER:
-            old = {}
+        #: pages of the previous build: kept when their key matches (only if the same renderer made them)
         self.old_pages: dict[str, str] = old.get("pages", {})
-        self.verdicts: dict[str, Any] = old.get("verdicts", {})
+        self.same_renderer = old.get("renderer") == RENDERER
+        same_rule = old.get("statistics") == STATISTICS
+        self.verdicts: dict[str, Any] = old.get("verdicts", {}) if same_rule else {}
         self.used_verdicts: dict[str, Any] = {}
-        self.estimates: dict[str, list[float]] = old.get("estimates", {})
+        self.estimates: dict[str, list[float]] = old.get("estimates", {}) if same_rule else {}
         self.used_estimates: dict[str, list[float]] = {}
         self.pages: dict[str, str] = {}
         self.written = self.unchanged = 0
 
     def fresh(self, rel: str, key: str) -> bool:
         """Whether `rel` is already written from the same inputs (then it is kept, and counted)."""
-        if self.old_pages.get(rel) == key and (self.out / rel).exists():
+        if self.same_renderer and self.old_pages.get(rel) == key and (self.out / rel).exists():
             self.pages[rel] = key
             self.unchanged += 1
             return True
@@ -191,7 +229,7 @@ class _Site:
                     removed += 1
                 except FileNotFoundError:
                     pass
-        manifest = {"renderer": RENDERER, "generated_at": time.time(), "runs": runs, "pages": self.pages,
+        manifest = {"renderer": RENDERER, "statistics": STATISTICS, "generated_at": time.time(), "runs": runs, "pages": self.pages,
                     "verdicts": self.used_verdicts, "estimates": self.used_estimates}
         tmp = self.out / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(manifest))
