@@ -175,8 +175,10 @@ def test_run_page_draws_every_repetition_of_the_stored_run(site, browser):
             assert by_name[f"{path} throughput"]["x"] == len(rep.timeseries.t) > 0
             assert by_name[f"{path} throughput"]["y"] == len(rep.timeseries.throughput_mbps[path])
         assert chart["drawn"] == len(chart["traces"])  # every trace has its SVG group
-    text = browser.find_element("tag name", "main").text
-    assert "congestion control" in text and result.environment["sysctls_client"]["net.mptcp.scheduler"] in text
+    used = {sf.congestion_control for rep in result.repetitions for sf in rep.subflows} - {""}
+    conditions = browser.find_element("id", "conditions").text
+    assert used and f"subflows used {', '.join(sorted(used))}" in conditions
+    assert result.environment["kernel_release"] in conditions and result.backend in conditions
     assert "name = \"rp-two-paths\"" in browser.find_element("id", "scenario").text
     for link in _local_links(browser):
         assert link.exists(), link

@@ -626,15 +626,24 @@ def _conditions(result: RunResult) -> list[tuple[str, str]]:
     cc = client.get("net.ipv4.tcp_congestion_control")
     used = sorted({sf.congestion_control for rep in result.repetitions for sf in rep.subflows
                    if getattr(sf, "congestion_control", "")})
+    tcp = env.get("tcp") or {}
+    cc_parts = [f"subflows used {', '.join(used)}" if used else "",
+                f"asked {tcp['congestion_control']}" + (f" ({tcp['set_on']})" if tcp.get("set_on") else "")
+                if tcp.get("congestion_control") else "",
+                f"namespace default (net.ipv4.tcp_congestion_control) {cc}" if cc else ""]
     rows = [("kernel release", env.get("kernel_release") or result.kernel),
             ("kernel build", env.get("kernel_version", "")),
-            ("congestion control", (cc or "not recorded") + (f" (subflows used: {', '.join(used)})" if used else "")),
+            ("congestion control", "; ".join(p for p in cc_parts if p) or "not recorded"),
             ("scheduler", result.scheduler), ("path manager", result.path_manager), ("link backend", result.backend),
             ("host", f"{env.get('hostname', '')}: {env.get('cpu_count', '')} × {env.get('cpu_model', '')}"),
             ("load before → after", f"{env.get('load_before')} → {env.get('load_after')}"),
             ("kernel command line", env.get("cmdline", "")),
             ("mptcplab", f"{lab.get('version', '')} {lab.get('commit', '')}".strip()),
             ("python", str(env.get("python", "")))]
+    if env.get("budget_s") is not None:
+        rows.append(("budget", f"{env['budget_s']} s per repetition"))
+    if env.get("sysctls_set"):
+        rows.append(("sysctls the scenario set", json.dumps(env["sysctls_set"], sort_keys=True)))
     guest = env.get("guest")
     if guest:
         rows.append(("guest", f"{guest.get('accelerator', '')}, {guest.get('cpus', '')} vCPU, {guest.get('memory_mb', '')} MB, "
@@ -649,9 +658,11 @@ def _conditions(result: RunResult) -> list[tuple[str, str]]:
     return [(k, str(v)) for k, v in rows]
 
 
-def _sysctl_rows(env: dict[str, Any]) -> list[tuple[str, str, str]]:
-    client, server = env.get("sysctls_client") or {}, env.get("sysctls_server") or {}
-    return [(k, str(client.get(k, "")), str(server.get(k, ""))) for k in sorted(set(client) | set(server))]
+def _sysctl_rows(env: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """sysctl, client, server, router: as read back in each namespace after the scenario's were set."""
+    client, server, router = (env.get(f"sysctls_{role}") or {} for role in ("client", "server", "router"))
+    return [(k, str(client.get(k, "")), str(server.get(k, "")), str(router.get(k, "")))
+            for k in sorted(set(client) | set(server) | set(router))]
 
 
 def _changed_mib(result: RunResult, side: str) -> dict[str, Any]:
