@@ -282,16 +282,21 @@ def test_rebuild_rewrites_only_what_changed(site, tmp_path):
     doc["run_id"], doc["label"] = "feedc0ffee01", "base"
     (tmp_path / "copy.json").write_text(json.dumps(doc))
     assert cli("import", str(tmp_path / "copy.json"), "--db", db).returncode == 0
-    other = _run_page(site, "cand")
-    before = other.stat().st_mtime_ns
+    before = {p.relative_to(out).as_posix(): p.stat().st_mtime_ns for p in out.rglob("*.html")}
     third = cli("report", str(out), "--db", db, "--compare", "base..cand", "--compare-metric", "goodput_mbps",
                 "--compare-metric", "completion_s")
     assert third.returncode == 0, third.stderr
     manifest = json.loads((out / "manifest.json").read_text())
-    assert "feedc0ffee01" in manifest["runs"] and (out / "runs" / "feedc0ffee01.html").exists()
-    assert other.stat().st_mtime_ns == before  # another run's page was not rewritten
-    written = int(third.stderr.split(" pages written")[0].rsplit(" ", 1)[1])
-    assert 0 < written < len(manifest["pages"]) / 2
+    assert "feedc0ffee01" in manifest["runs"]
+    after = {p.relative_to(out).as_posix(): p.stat().st_mtime_ns for p in out.rglob("*.html")}
+    changed = {rel for rel, t in after.items() if before.get(rel) != t}
+    # the new run's page, its scenario's history pages, the pages that list every run, the compare page it joins
+    expected = {"runs/feedc0ffee01.html", "runs.html", *(p for p in after if p.startswith("history/rp-two-paths/")),
+                *(p for p in after if p.startswith("index")), *(p for p in after if p.startswith("compare/"))}
+    assert changed == expected
+    assert f"{len(changed)} pages written" in third.stderr
+    assert any(p.startswith("history/rp-blackhole/") for p in after) and not any(
+        p.startswith(("history/rp-blackhole/", "runs/" + site["runs"]["cand"])) for p in changed)
 
 
 def test_compare_junit_and_markdown_for_ci(site, tmp_path):
@@ -351,3 +356,15 @@ def test_the_reports_verdicts_are_those_of_compare():
             j = _judge(base, cand, better, 0.05, 0.01, with_ci=True)
             finite = [None if not math.isfinite(x) else x for x in (c.change, *c.ci95)]
             assert (c.verdict, c.p_value, c.notes, finite) == (j["verdict"], j["p"], j["notes"], [j["change"], *j["ci95"]])
+
+
+def test_the_report_never_loads_the_engine():
+    import subprocess
+    import sys
+
+    code = ("import sys, mptcplab.webreport.build; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pyroute2' or m in "
+            "('mptcplab.runner', 'mptcplab.lab', 'mptcplab.topology')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -214,7 +214,7 @@ class _Site:
         verdict, change and p-value do not depend on it.
         """
         k = _key(base, cand, better, threshold, alpha, with_ci)
-        found = self.verdicts.get(k)
+        found = self.used_verdicts.get(k) or self.verdicts.get(k)
         if found is None:
             found = _judge(base, cand, better, threshold, alpha, with_ci)
         self.used_verdicts[k] = found
@@ -240,25 +240,68 @@ class _Site:
 _P_MEMO: dict[tuple[Any, ...], float] = {}
 
 
+def _rank_key(base: list[float], cand: list[float], change: float) -> tuple[Any, ...]:
+    from scipy.stats import rankdata
+
+    ranks = rankdata([*base, *cand])
+    return (tuple(sorted(ranks[:len(base)])), tuple(sorted(ranks[len(base):])), change >= 0)
+
+
+def _median_change(base: list[float], cand: list[float]) -> float:
+    mb, mc = float(np.median(base)), float(np.median(cand))
+    return (mc - mb) / mb if mb else (0.0 if mc == mb else float("inf"))
+
+
 def _p_value(base: list[float], cand: list[float], change: float) -> float:
     """`directional_p`, memoized on the ranks: the Mann-Whitney p-value (exact or permutation) is a function of
     which ranks (ties averaged) fall on which side and of the direction, never of the values themselves, so two
     5-vs-5 samples with the same rank pattern share one computation (at most 252 patterns without ties)."""
-    from scipy.stats import rankdata
-
-    ranks = rankdata([*base, *cand])
-    key = (tuple(sorted(ranks[:len(base)])), tuple(sorted(ranks[len(base):])), change >= 0)
+    key = _rank_key(base, cand, change)
     p = _P_MEMO.get(key)
     if p is None:
         p = _P_MEMO[key] = directional_p(base, cand, change)
     return p
 
 
+def _p_task(args: tuple[list[float], list[float], float]) -> float:
+    return directional_p(*args)
+
+
+#: below this many new rank patterns the p-values are computed here, above it in one process per CPU
+PARALLEL_MIN = 64
+
+
+def prefetch_p_values(pairs: Iterable[tuple[list[float], list[float]]]) -> int:
+    """Compute the p-values of many (baseline, candidate) pairs ahead, on every CPU; returns how many were new.
+
+    The permutation tests behind tied samples (integer counters, pass/fail)
+    take about 10 ms each and a history of hundreds of runs asks for
+    thousands: one worker process per CPU, forked, shares that out.
+    """
+    missing: dict[tuple[Any, ...], tuple[list[float], list[float], float]] = {}
+    for base, cand in pairs:
+        change = _median_change(base, cand)
+        key = _rank_key(base, cand, change)
+        if key not in _P_MEMO and key not in missing:
+            missing[key] = (base, cand, change)
+    workers = min(os.cpu_count() or 1, 8)
+    if len(missing) < PARALLEL_MIN or workers < 2:
+        for key, args in missing.items():
+            _P_MEMO[key] = directional_p(*args)
+        return len(missing)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        for key, p in zip(missing, pool.map(_p_task, missing.values(), chunksize=16)):
+            _P_MEMO[key] = p
+    return len(missing)
+
+
 def _judge(base: list[float], cand: list[float], better: str, threshold: float, alpha: float,
            with_ci: bool) -> dict[str, Any]:
     """compare_samples' verdict, change, p-value and notes (and its CI of the change `with_ci`)."""
-    mb, mc = float(np.median(base)), float(np.median(cand))
-    change = (mc - mb) / mb if mb else (0.0 if mc == mb else float("inf"))
+    change = _median_change(base, cand)
     p = _p_value(base, cand, change)
     notes = [f"{len(base)} vs {len(cand)} repetitions can never reach p < {alpha:g}: the verdict can only be unchanged "
              f"(5 per side are enough for alpha = 0.01)"] if min_p_value(len(base), len(cand)) >= alpha else []
@@ -327,8 +370,8 @@ def run_page(uid: str) -> str:
     return f"runs/{slug(uid)}.html"
 
 
-def history_page(scenario: str, metric: str, order: str = "kernel") -> str:
-    return f"history/{slug(scenario)}/{slug(metric)}{'-time' if order == 'time' else ''}.html"
+def history_page(scenario: str, metric: str) -> str:
+    return f"history/{slug(scenario)}/{slug(metric)}.html"
 
 
 def index_page(metric: str, tag: tuple[str, str] | None = None, default: str | None = None) -> str:
@@ -432,7 +475,7 @@ class _Builder:
     def estimate(self, run: RunInfo, metric: str) -> Estimate:
         """median_ci of a run's metric, remembered across builds by the run's fingerprint."""
         k = f"{run.fingerprint}:{metric}"
-        found = self.site.estimates.get(k)
+        found = self.site.used_estimates.get(k) or self.site.estimates.get(k)
         if found is None:
             est = median_ci(run.values[metric])
             found = [est.median, est.ci95[0], est.ci95[1], est.n]
@@ -442,27 +485,40 @@ class _Builder:
     # -- history pages ----------------------------------------------------------
     def history_pages(self) -> None:
         threshold, alpha = self.options.threshold, self.options.alpha
+        stale = []
         for scenario, runs in self.scenarios.items():
-            kernels = {r.kernel for r in runs}
-            orders = ["kernel", "time"] if len(kernels) > 1 else ["time"]
+            # kernel-version order when the kernels differ (what changed from one release to the next), else time
+            orders = ["kernel"] if len({r.kernel for r in runs}) > 1 else ["time"]
             for m in self.metrics:
                 for order in orders:
-                    rel = history_page(scenario, m, "time" if order == "time" and len(orders) > 1 else "kernel")
+                    rel = history_page(scenario, m)
                     key = _key("history", scenario, m, order, threshold, alpha, [r.fingerprint for r in runs],
                                getattr(self.options.change_points, "__qualname__", None))
-                    if self.site.fresh(rel, key):
-                        continue
-                    self.site.write(rel, key, self._history_html(rel, scenario, m, order, orders, runs))
+                    if not self.site.fresh(rel, key):
+                        stale.append((rel, key, scenario, m, order, orders, runs))
+        # the step verdicts' p-values of every stale page at once, on every CPU (the slow part of a full build)
+        pairs = []
+        for _, _, scenario, m, order, _, runs in stale:
+            values = [r.values[m] for r in self._ordered(runs, order) if r.values.get(m)]
+            pairs += [(a, b) for a, b in zip(values, values[1:])
+                      if _key(a, b, metric_def(m).better, threshold, alpha, False) not in self.site.verdicts]
+        prefetch_p_values(pairs)
+        for rel, key, scenario, m, order, orders, runs in stale:
+            self.site.write(rel, key, self._history_html(rel, scenario, m, order, orders, runs))
+
+    @staticmethod
+    def _ordered(runs: list[RunInfo], order: str) -> list[RunInfo]:
+        if order == "kernel":
+            return sorted(runs, key=lambda r: (kernel_order(r.kernel), r.started_at))
+        return sorted(runs, key=lambda r: r.started_at)
 
     def history(self, scenario: str, metric: str, order: str, runs: list[RunInfo]) -> tuple[History, list[RunInfo]]:
         """The judged history of one scenario's metric, its runs in kernel-version order or time order."""
         better = metric_def(metric).better
         hist = History(scenario=scenario, metric=metric, better=better, threshold=self.options.threshold,
                        alpha=self.options.alpha)
-        ordered = sorted(runs, key=(lambda r: (kernel_order(r.kernel), r.started_at)) if order == "kernel"
-                         else (lambda r: r.started_at))
         kept = []
-        for r in ordered:
+        for r in self._ordered(runs, order):
             values = r.values.get(metric)
             if not values:
                 hist.notes.append(f"run {r.uid} ({r.status}) has no measured repetition: left out")
@@ -491,10 +547,8 @@ class _Builder:
         ticks = [f"{t} · {p.run_id[:6]}" for t, p in zip(ticks, hist.points)]
         unit = metric_def(metric).unit
         fig = figures.history_figure(hist.points, metric, unit, urls, ticks, change_points) if hist.points else None
-        other = [(o, history_page(scenario, metric, "time" if o == "time" and len(orders) > 1 else "kernel"))
-                 for o in orders if o != order]
         return self.render("history.html.j2", rel, title=f"{scenario} · {metric}", scenario=scenario, metric=metric,
-                           unit=unit, better=metric_def(metric).better, hist=hist, order=order, other_orders=other,
+                           unit=unit, better=metric_def(metric).better, hist=hist, order=order,
                            figures=[(None, "history", fig)] if fig else [], change_points=change_points,
                            metric_links=[(m, history_page(scenario, m)) for m in self.metrics])
 

@@ -112,8 +112,9 @@ def history_figure(points: list[Any], metric: str, unit: str, urls: list[str], t
                        "line": {"color": "#c0392b", "width": 2}})
         annotations.append({"xref": "x", "yref": "paper", "x": i - 0.5, "y": 1.09, "showarrow": False,
                             "text": "change point", "font": {"size": 10, "color": "#c0392b"}})
+    step = max(1, math.ceil(len(points) / 30))  # at most ~30 labels: the others are in the hover text and the table
     layout = {"font": FONT, "height": 440, "margin": {"l": 60, "r": 20, "t": 40, "b": 110},
-              "xaxis": {"tickmode": "array", "tickvals": xs, "ticktext": tick_labels, "tickangle": -35,
+              "xaxis": {"tickmode": "array", "tickvals": xs[::step], "ticktext": tick_labels[::step], "tickangle": -35,
                         "range": [-0.6, len(points) - 0.4], "zeroline": False, "automargin": True},
               "yaxis": {"title": {"text": f"{metric} ({unit})" if unit else metric}},
               "legend": {"orientation": "h", "y": 1.12}, "shapes": shapes, "annotations": annotations,
