@@ -95,14 +95,18 @@ def fill(db: Path, n: int, seed: int = 1) -> None:
         if scenario == "two-paths" and i > n // 2:
             content["description"] = "two equal 10 mbit paths (edited)"  # a new scenario version half-way
         store.save_result(synthetic_run(shape, scenario, content, kernel, i, rng, t0), content)
+    store.engine.dispose()
 
 
 def cli(*args: str) -> float:
     """Seconds one `mptcplab` command takes, as a subprocess (imports included)."""
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "mptcplab.cli", *args], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.PIPE, text=True)
-    return time.perf_counter() - t
+    done = subprocess.run([sys.executable, "-m", "mptcplab.cli", *args], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    elapsed = time.perf_counter() - t
+    if done.returncode != 0:
+        sys.exit(f"mptcplab {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
+    return elapsed
 
 
 def main() -> None:
@@ -128,6 +132,7 @@ def main() -> None:
     content = load_scenario("rtt-mismatch").normalized()
     store.save_result(synthetic_run(shape, "rtt-mismatch", content, KERNELS[-1], args.runs, random.Random(2), time.time()),
                       content)
+    store.engine.dispose()
     incremental = cli("report", str(out), "--db", str(db))
     unchanged = cli("report", str(out), "--db", str(db))
     reference = cli("export", "--format", "json", "--db", str(db), "-o", str(tmp / "export.json"))

@@ -156,7 +156,8 @@ def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.PackageLoader("mptcplab.webreport", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True,
                              undefined=jinja2.StrictUndefined)
-    env.filters.update(tojson=_tojson, fmt=_fmt, pct=_pct, when=_when, slug=slug)
+    env.filters.update(tojson=_tojson, fmt=_fmt, pct=_pct, when=_when, slug=slug,
+                       pretty=lambda v: json.dumps(v, indent=2, sort_keys=True, default=str))
     return env
 
 

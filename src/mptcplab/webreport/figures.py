@@ -46,13 +46,16 @@ def repetition_figure(rep: Repetition, events: list[dict[str, Any]]) -> dict[str
                          "x": ts.t, "y": rtt, "yaxis": "y2", "line": {"color": colour, "width": 1.2, "dash": "dot"},
                          "hovertemplate": "%{x:.2f} s: %{y:.1f} ms"})
     shapes, annotations = [], []
+    seen: dict[float, int] = {}
     for ev in events:
         at = ev.get("at")
         if at is None:
             continue
+        stacked = seen[at] = seen.get(at, -1) + 1  # events at the same time: labels one above the other
         shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": at, "x1": at, "y0": 0, "y1": 1,
                        "line": {"color": "#888", "width": 1, "dash": "dash"}})
-        annotations.append({"xref": "x", "yref": "paper", "x": at, "y": 1.02, "showarrow": False,
+        annotations.append({"xref": "x", "yref": "paper", "x": at, "y": 0.98 - 0.06 * stacked, "showarrow": False,
+                            "xanchor": "left", "bgcolor": "rgba(255,255,255,0.7)",
                             "text": f"{ev.get('path', '')} {ev.get('action', '')}", "font": {"size": 10}})
     status = "" if rep.status == "completed" else f" — {rep.status}"
     layout = {
