@@ -441,14 +441,18 @@ class _Builder:
 
     # -- run pages ------------------------------------------------------------
     def run_pages(self) -> None:
-        stale = [r.uid for r in self.runs if not self.site.fresh(run_page(r.uid), _key(r.fingerprint))]
+        stale = [r.uid for r in self.runs if not self.site.fresh(run_page(r.uid), self.run_key(r))]
         for start in range(0, len(stale), 200):
             loaded = load_results(self.store, stale[start:start + 200])
             for uid in stale[start:start + 200]:
                 if uid in loaded:
                     result, content = loaded[uid]
                     rel = run_page(uid)
-                    self.site.write(rel, _key(self.by_uid[uid].fingerprint), self._run_html(rel, result, content))
+                    self.site.write(rel, self.run_key(self.by_uid[uid]), self._run_html(rel, result, content))
+
+    def run_key(self, run: RunInfo) -> str:
+        """A run page shows the run, and links to the metrics' history pages and the compare pages (navigation)."""
+        return _key(run.fingerprint, self.metrics, self.ctx["compares"])
 
     def _run_html(self, rel: str, result: RunResult, content: dict[str, Any] | None) -> str:
         env = result.environment
@@ -494,6 +498,7 @@ class _Builder:
                 for order in orders:
                     rel = history_page(scenario, m)
                     key = _key("history", scenario, m, order, threshold, alpha, [r.fingerprint for r in runs],
+                               self.metrics, self.ctx["compares"],
                                getattr(self.options.change_points, "__qualname__", None))
                     if not self.site.fresh(rel, key):
                         stale.append((rel, key, scenario, m, order, orders, runs))
@@ -641,7 +646,7 @@ class _Builder:
     # -- the list of runs ---------------------------------------------------------
     def runs_page(self) -> None:
         rel = "runs.html"
-        key = _key("runs", self.metrics, [r.fingerprint for r in self.runs])
+        key = _key("runs", self.metrics, self.ctx["compares"], [r.fingerprint for r in self.runs])
         if self.site.fresh(rel, key):
             return
         rows = [{"r": r, "page": run_page(r.uid), "median": statistics.median(r.values[self.options.metric])
@@ -656,7 +661,7 @@ class _Builder:
             rel = compare_page(base, cand)
             selected = [self.store.select_runs(base), self.store.select_runs(cand)]
             prints = [[self.by_uid[u].fingerprint if u in self.by_uid else u for u in side] for side in selected]
-            key = _key("compare", base, cand, metrics, self.options.threshold, self.options.alpha, prints)
+            key = _key("compare", base, cand, metrics, self.options.threshold, self.options.alpha, prints, self.ctx["compares"])
             if self.site.fresh(rel, key):
                 continue
             report = compare_stored(self.store, base, cand, metrics, threshold=self.options.threshold,
