@@ -368,3 +368,21 @@ def test_the_report_never_loads_the_engine():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_change_point_hook_marks_the_history(site, tmp_path):
+    """Change-point detection is not built in yet; a detector plugged into ReportOptions is drawn and listed."""
+    from mptcplab.store import RunFilter
+    from mptcplab.webreport import ReportOptions, build_report
+
+    seen = []
+
+    def detector(hist):
+        seen.append((hist.scenario, hist.metric, len(hist.points)))
+        return [len(hist.points) - 1] if len(hist.points) > 1 else []
+
+    runs = site["store"].list_runs(RunFilter(scenario="rp-two-paths"))  # 2, or 3 after the rebuild test's import
+    build_report(site["store"], tmp_path / "r", RunFilter(scenario="rp-two-paths"), ReportOptions(change_points=detector))
+    assert ("rp-two-paths", "goodput_mbps", len(runs)) in seen
+    page = (tmp_path / "r" / "history" / "rp-two-paths" / "goodput_mbps.html").read_text()
+    assert 'id="change-points"' in page and 'class="change-point"' in page and "change point" in page
