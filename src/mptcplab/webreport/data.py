@@ -71,7 +71,7 @@ def read_runs(store: Store, flt: RunFilter, metrics: list[str]) -> list[RunInfo]
         for uid, key, value in s.execute(select(Run.uid, Tag.key, Tag.value).join(Tag, Tag.run_id == Run.id)
                                          .where(Run.uid.in_(uids))):
             by_uid[uid].tags[key] = value
-        ended = dict(s.execute(select(Run.uid, Run.ended_at).where(Run.uid.in_(uids))).tuples().all())
+        ended = {uid: end for uid, end in s.execute(select(Run.uid, Run.ended_at).where(Run.uid.in_(uids)))}
     for metric in metrics:
         for uid, sample in store.samples(uids, metric, per_run=True).items():
             if uid in by_uid:
