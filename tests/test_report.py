@@ -204,6 +204,8 @@ def test_index_grid_links_to_history_and_runs(site, browser):
     assert headers[1:] == ["base", "cand", "broken"]  # one kernel: scenario × label, in order of first use
     rows = {tr.find_element("tag name", "th").text: tr for tr in grid.find_elements("css selector", "tbody tr")}
     assert set(rows) == {"rp-two-paths", "rp-blackhole"}
+    broken = rows["rp-blackhole"].find_element("css selector", "td.unmeasured a")  # measured nothing: links to the run
+    assert broken.get_attribute("href").endswith(f"runs/{site['runs']['broken']}.html") and broken.text == "failed"
     links = _local_links(browser)
     assert links and all(p.exists() for p in links)
     # follow: scenario -> its history -> a point's run page

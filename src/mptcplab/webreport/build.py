@@ -597,10 +597,13 @@ class _Builder:
         reference = self.options.reference if self.options.reference in columns else (columns[0] if columns else None)
         better = metric_def(metric).better
         pools: dict[tuple[str, str], list[RunInfo]] = {}
+        unmeasured: dict[tuple[str, str], RunInfo] = {}  # the newest run of a cell that measured nothing (all failed)
         for r in sorted(runs, key=lambda r: r.started_at, reverse=True):
+            col = r.kernel if axis == "kernel" else (r.label or NO_LABEL)
             if r.values.get(metric):
-                col = r.kernel if axis == "kernel" else (r.label or NO_LABEL)
                 pools.setdefault((r.scenario, col), []).append(r)
+            else:
+                unmeasured.setdefault((r.scenario, col), r)
 
         def newest(scenario: str, col: str | None) -> tuple[list[RunInfo], list[float]]:
             members, values = [], []
@@ -620,6 +623,7 @@ class _Builder:
                 cell: dict[str, Any] = {"column": col, "n": len(values), "runs": [r.uid for r in members],
                                         "median": statistics.median(values) if values else None,
                                         "latest": members[0].uid if members else None, "p": None,
+                                        "unmeasured": unmeasured.get((scenario, col)) if not members else None,
                                         "verdict": None, "change": None, "reference": col == reference, "notes": []}
                 if values and ref_values and col != reference:
                     v = self.site.verdict(ref_values, values, better, self.options.threshold, self.options.alpha)
@@ -635,6 +639,8 @@ class _Builder:
             row["history"] = history_page(row["scenario"], metric)
             for cell in row["cells"]:
                 cell["run_page"] = run_page(cell["latest"]) if cell["latest"] else None
+                if cell["unmeasured"] is not None:
+                    cell["unmeasured_page"] = run_page(cell["unmeasured"].uid)
         return self.render(
             "index.html.j2", rel, title=f"{metric} by scenario and {grid['axis']}", metric=metric,
             unit=metric_def(metric).unit, better=metric_def(metric).better, grid=grid, tag=tag,
