@@ -101,7 +101,7 @@ def fill(db: Path, n: int, seed: int = 1) -> None:
 def cli(*args: str) -> float:
     """Seconds one `mptcplab` command takes, as a subprocess (imports included)."""
     t = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "mptcplab.cli", *args], stdout=subprocess.DEVNULL,
+    done = subprocess.run([str(Path(sys.executable).parent / "mptcplab"), *args], stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
     elapsed = time.perf_counter() - t
     if done.returncode != 0:
