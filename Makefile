@@ -44,6 +44,7 @@ bench: install
 	$(VENV)/bin/mptcplab kernel fetch 6.1 && $(VENV)/bin/mptcplab kernel fetch 6.12
 	$(VENV)/bin/python bench/guest_overhead.py --kernels 6.1,6.12
 	$(VENV)/bin/python bench/verdict_validation.py
+	flock /tmp/mptcplab-heavy.lock $(VENV)/bin/python bench/report_build.py --runs 1000
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
