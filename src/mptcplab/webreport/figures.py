@@ -18,6 +18,11 @@ PATH_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"
 FONT = {"family": "system-ui, sans-serif", "size": 12}
 
 
+def _pct(change: float | None) -> str:
+    """A relative change as +1.2%; from a zero median it has no finite value."""
+    return f"{change * 100:+.1f}%" if change is not None and math.isfinite(change) else "from 0"
+
+
 def _clean(values: list[float] | None) -> list[float | None]:
     """NaN and infinities are not JSON: plotly draws None as a gap."""
     return [None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v for v in values or []]
@@ -90,7 +95,7 @@ def history_figure(points: list[Any], metric: str, unit: str, urls: list[str], t
                "line": {"color": "#95a5a6", "width": 1},
                "customdata": urls,
                "text": [f"run {p.run_id}<br>kernel {p.kernel}<br>label {p.label or '-'}<br>n={p.n}"
-                        + (f"<br>{p.verdict} ({p.change * 100:+.1f}% vs previous)" if p.verdict else "") for p in points],
+                        + (f"<br>{p.verdict} ({_pct(p.change)} vs previous)" if p.verdict else "") for p in points],
                "hovertemplate": "%{text}<br>median %{y:.3f}<extra></extra>"}
     rx, ry, rurl, rtext = [], [], [], []
     for i, p in enumerate(points):
@@ -138,7 +143,7 @@ def comparison_figure(c: Any, unit: str, threshold: float) -> dict[str, Any]:
         data.append({"type": "scatter", "mode": "lines", "name": f"{side} median", "x": [x0 - 0.3, x0 + 0.3],
                      "y": [med, med], "line": {"color": col, "width": 3}, "hovertemplate": f"{side} median %{{y:.3f}}<extra></extra>"})
     lo, hi = c.baseline_median * (1 - threshold), c.baseline_median * (1 + threshold)
-    layout = {"title": {"text": f"{c.scenario} · {c.metric}: {c.verdict} ({c.change * 100:+.1f}%)",
+    layout = {"title": {"text": f"{c.scenario} · {c.metric}: {c.verdict} ({_pct(c.change)})",
                         "font": {"size": 13, "color": colour}, "x": 0.01, "xanchor": "left"},
               "font": FONT, "height": 340, "margin": {"l": 60, "r": 20, "t": 60, "b": 40},
               "xaxis": {"tickmode": "array", "tickvals": [0, 1], "ticktext": ["baseline", "candidate"], "range": [-0.6, 1.6],
