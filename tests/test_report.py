@@ -388,3 +388,24 @@ def test_change_point_hook_marks_the_history(site, tmp_path):
     assert ("rp-two-paths", "goodput_mbps", len(runs)) in seen
     page = (tmp_path / "r" / "history" / "rp-two-paths" / "goodput_mbps.html").read_text()
     assert 'id="change-points"' in page and 'class="change-point"' in page and "change point" in page
+
+
+def test_figures_of_a_change_from_zero_are_valid_json():
+    """retransmits 0 in one run and 12 in the next: the change has no finite value; the charts must still be JSON."""
+    from mptcplab.analysis.compare import compare_samples
+    from mptcplab.analysis.history import Point
+    from mptcplab.webreport import figures
+    from mptcplab.webreport.build import _judge, _tojson
+
+    base, cand = [0.0] * 5, [12.0, 9.0, 14.0, 11.0, 10.0]
+    v = _judge(base, cand, "lower", 0.05, 0.01, with_ci=True)
+    assert v["change"] is None and v["verdict"] == compare_samples(base, cand, better="lower").verdict == "regressed"
+    points = [Point(run_id=f"r{i}", started_at=float(i), kernel="k", label=None, scenario_hash="h", status="completed",
+                    n=5, median=float(sum(vals) / 5), ci95=(min(vals), max(vals)), values=vals)
+              for i, vals in enumerate((base, cand))]
+    points[1].change, points[1].verdict, points[1].p_value = v["change"], v["verdict"], v["p"]
+    fig = figures.history_figure(points, "retransmits", "segments", ["a.html", "b.html"], ["k", "k"], [])
+    doc = json.loads(str(_tojson(fig)))
+    assert "from 0" in doc["data"][1]["text"][1] and len(doc["data"][0]["y"]) == 10
+    c = compare_samples(base, cand, scenario="s", metric="retransmits", better="lower")
+    assert json.loads(str(_tojson(figures.comparison_figure(c, "segments", 0.05))))["layout"]["title"]["text"].endswith("(from 0)")
