@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from .cli import DbOption, RichProgress, app, handled, out
+from .cli import DbOption, FailFastOption, RichProgress, SetOption, app, handled, out
 from .errors import UsageError
 from .result import RunResult
 from .runner import RunOptions
@@ -82,35 +82,21 @@ def add_cmd(
 
 
 def run_on_kernel(kernel: str, scenarios: list[Scenario], options: RunOptions, timeseries: bool) -> list[RunResult]:
-    """`run --kernel K`: every scenario in one guest booted with K (kernels are checked before booting)."""
+    """`run --kernel K`: every scenario in one guest booted with K (kernels are checked before booting).
+
+    Each repetition reaches the sinks (the store) as it ends in the guest.
+    """
     from .kernels.catalog import resolve
     from .kernels.guest import GuestSession
 
     k = resolve(kernel)
-    sinks = list(getattr(options, "sinks", []) or [])
     results = []
     with GuestSession(k) as guest:
         for scenario in scenarios:
-            result = guest.run(scenario, options, timeseries)
-            feed_sinks(sinks, result, scenario)
-            results.append(result)
+            if options.progress is not None:
+                options.progress.scenario_started(scenario.name)
+            results.append(guest.run(scenario, options, timeseries))
     return results
-
-
-def feed_sinks(sinks: list, result: RunResult, scenario: Scenario) -> None:
-    """Hand a finished guest run to the host's sinks (the store) as if it had run here."""
-    if not sinks:
-        return
-    shell = result.model_copy(update={"repetitions": []}, deep=True)
-    for sink in sinks:
-        sink.run_started(shell, scenario)
-    for rep in result.repetitions:
-        shell.repetitions.append(rep)
-        for sink in sinks:
-            sink.repetition_finished(shell, rep)
-    shell.summary = result.summary
-    for sink in sinks:
-        sink.run_finished(shell)
 
 
 def _fmt(est: object) -> str:
@@ -131,8 +117,13 @@ def matrix(
     timeseries: Annotated[bool, typer.Option("--timeseries/--no-timeseries", help="include per-subflow time series in the JSON")] = True,
     db: DbOption = None,
     store: Annotated[bool, typer.Option("--store/--no-store", help="store every cell in the results database")] = True,
+    overrides: SetOption = None,
+    fail_fast: FailFastOption = False,
 ) -> None:
-    """Run every scenario on every kernel in QEMU guests, kernels interleaved, and print scenario x kernel."""
+    """Run every scenario on every kernel in QEMU guests, kernels interleaved, and print scenario x kernel.
+
+    Exit 1 when any repetition did not complete (each is kept, with its reason).
+    """
     from .kernels.catalog import resolve
     from .kernels.matrix import run_matrix, table_rows
     from .scenario import load_scenario
@@ -145,31 +136,54 @@ def matrix(
     ks = [resolve(n) for n in names]
     if len({k.release for k in ks}) < len(ks):
         raise UsageError(f"--kernels {kernels}: names the same kernel twice")
-    scns = [load_scenario(s) for s in scenario]
-    options = RunOptions(repeat=repeat, label=label, link_backend=link_backend)
+    from .kernels.matrix import resolve_backend
+    from .protocols import Collector
+
+    scns = [load_scenario(s, overrides or []) for s in scenario]
+    backend = resolve_backend(link_backend, scns, ks)
+    collector = Collector()
+    options = RunOptions(repeat=repeat, label=label, link_backend=link_backend, fail_fast=fail_fast, sinks=[collector])
     recorder = _recorder(db) if store else None
     if recorder is not None:
-        options.sinks = [recorder]  # type: ignore[attr-defined]
+        options.sinks.append(recorder)
+    from .cli import err
+
     try:
         with RichProgress(scns[0].name) as progress:
+            progress.status(f"link backend: {backend} in every cell" + (" (auto: " + ("every kernel has netem)" if backend == "netem"
+                                                                                          else "not every kernel has netem)") if (link_backend or "auto") == "auto" else ""))
             cells = run_matrix(scns, ks, repeat, replace(options, progress=progress), timeseries=timeseries)
+    except BaseException:
+        if as_json and collector.results:
+            sys.stdout.write(json.dumps([r.to_json(timeseries=timeseries) for r in collector.results]) + "\n")
+        raise
     finally:
         if recorder is not None:
-            from .cli import err
-
             for line in recorder.report_lines():
                 err.print(line, highlight=False, markup=False, soft_wrap=True)
+    incomplete = any(not r.completed for c in cells for r in c.result.repetitions) or any(c.result.status != "completed" for c in cells)
     if as_json:
         sys.stdout.write(json.dumps([c.result.to_json(timeseries=timeseries) for c in cells]) + "\n")
+        if incomplete:
+            raise typer.Exit(1)
         return
-    table = Table(title="goodput (mbit/s) and completion (s): median [95% CI]; change vs the first kernel", title_justify="left")
-    for col in ("scenario", "kernel", "n", "goodput", "completion", "change", "guest CPU"):
-        table.add_column(col, justify="right" if col in ("n", "change") else "left")
-    for row in table_rows(cells):
+    table = Table(title=f"goodput (mbit/s) and completion (s): median [95% CI] of completed repetitions; change vs the first kernel; "
+                        f"link backend {backend}", title_justify="left")
+    for col in ("scenario", "kernel", "n", "failed", "goodput", "completion", "change", "guest CPU"):
+        table.add_column(col, justify="right" if col in ("n", "failed", "change") else "left")
+    rows = table_rows(cells)
+    for row in rows:
         change = "baseline" if row["change"] is None else f"{row['change'] * 100:+.1f}%" + (f" {row['verdict']}" if row["verdict"] != "unchanged" else "")
-        table.add_row(row["scenario"], row["kernel"], str(row["n"]), _fmt(row["goodput"]), _fmt(row["completion"]), change,
-                      "SATURATED" if row["cpu_saturated"] else "ok")
+        table.add_row(row["scenario"], row["kernel"], str(row["n"]), str(row["failed"]), _fmt(row["goodput"]), _fmt(row["completion"]),
+                      change, "SATURATED" if row["cpu_saturated"] else "ok")
     out.print(table)
+    for line in dict.fromkeys(l for row in rows for l in row["conditions"]):
+        out.print(f"note: {line}", highlight=False, markup=False, soft_wrap=True)
+    for cell in cells:
+        for e in cell.result.errors:
+            out.print(f"{cell.scenario} @ {cell.kernel}: {e}", highlight=False, markup=False, soft_wrap=True)
+    if incomplete:
+        raise typer.Exit(1)
 
 
 def _recorder(db: str | None) -> object | None:

@@ -325,7 +325,8 @@ def history(
         table.add_row(p.run_id, _when(p.started_at), p.kernel, p.label or "", str(p.n), f"{p.median:.3f}",
                       f"[{p.ci95[0]:.3f}, {p.ci95[1]:.3f}]", "" if p.change is None else f"{p.change * 100:+.1f}%",
                       "" if p.p_value is None else f"{p.p_value:.4f}",
-                      (f"[{style}]{verdict}[/{style}]" if style else verdict) + (" (scenario changed)" if p.version_changed else ""))
+                      (f"[{style}]{verdict}[/{style}]" if style else verdict) + (" (scenario changed)" if p.version_changed else "")
+                      + (f" ({', '.join(p.conditions_changed)} changed)" if p.conditions_changed else ""))
     out.print(table)
     for note in hist.notes:
         out.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)

@@ -83,6 +83,28 @@ def directional_p(baseline: Sequence[float], candidate: Sequence[float], change:
     return float(mannwhitneyu(candidate, baseline, alternative=alternative, method=method).pvalue)
 
 
+def proportion_p(baseline: Sequence[float], candidate: Sequence[float], change: float) -> float:
+    """One-sided Fisher exact p-value that the candidate's rate of 1s is higher (change >= 0) or lower than the baseline's.
+
+    Values are per-repetition outcomes, 1.0 (pass) or 0.0 (fail); Fisher (1922) on the 2x2 table.
+    """
+    from scipy.stats import fisher_exact
+
+    b1, c1 = sum(v >= 0.5 for v in baseline), sum(v >= 0.5 for v in candidate)
+    table = [[c1, len(candidate) - c1], [b1, len(baseline) - b1]]
+    return float(fisher_exact(table, alternative="greater" if change >= 0 else "less").pvalue)
+
+
+def proportion_change_ci(baseline: Sequence[float], candidate: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of rate(candidate) - rate(baseline), sides resampled independently."""
+    b, c = np.asarray(baseline, float), np.asarray(candidate, float)
+    rng = np.random.default_rng(SEED)
+    diff = rng.choice(c, size=(BOOTSTRAP_RESAMPLES, c.size)).mean(axis=1) - rng.choice(b, size=(BOOTSTRAP_RESAMPLES, b.size)).mean(axis=1)
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(diff, [alpha, 1 - alpha])
+    return (float(lo), float(hi))
+
+
 def decide(change: float, p_value: float, better: str, threshold: float, alpha: float) -> Verdict:
     if p_value >= alpha or abs(change) < threshold:
         return "unchanged"
@@ -92,9 +114,28 @@ def decide(change: float, p_value: float, better: str, threshold: float, alpha: 
 
 def compare_samples(baseline: Sequence[float], candidate: Sequence[float], *, scenario: str = "", metric: str = "goodput_mbps",
                     better: str = "higher", threshold: float = DEFAULT_THRESHOLD, alpha: float = DEFAULT_ALPHA) -> Comparison:
-    """The comparison of one metric of one scenario: the decision rule the CLI and the benchmark share."""
+    """The comparison of one metric of one scenario: the decision rule the CLI and the benchmark share.
+
+    For a proportion metric (pass_rate: each value 1.0 or 0.0) `change` is the
+    difference of the rates (candidate - baseline), the test is one-sided
+    Fisher exact and the threshold does not apply: a lower pass rate with
+    p < alpha is a regression. Raises ValueError when a side is empty.
+    """
     if not baseline or not candidate:
         raise ValueError("both sides need at least one value")
+    from ..metrics import metric as metric_def
+
+    if metric_def(metric).proportion:
+        rb, rc = float(np.mean(baseline)), float(np.mean(candidate))
+        change = rc - rb
+        p = proportion_p(baseline, candidate, change) if change else 1.0
+        return Comparison(scenario=scenario, metric=metric, better=better, baseline_median=rb, candidate_median=rc,
+                          n_baseline=len(baseline), n_candidate=len(candidate), change=change,
+                          ci95=proportion_change_ci(baseline, candidate), p_value=p,
+                          verdict=decide(change, p, better, 0.0, alpha),
+                          notes=["pass_rate: rates of repetitions completed within budget; change in percentage points, "
+                                 "one-sided Fisher exact test"],
+                          baseline_values=[float(v) for v in baseline], candidate_values=[float(v) for v in candidate])
     mb, mc = float(np.median(baseline)), float(np.median(candidate))
     change = (mc - mb) / mb if mb else (0.0 if mc == mb else float("inf"))
     p = directional_p(baseline, candidate, change)
@@ -223,7 +264,17 @@ def compare_stored(store: Any, baseline: str, candidate: str, metrics: Sequence[
             if b.versions != c.versions:
                 report.notes.append(f"scenario {name}: the sides ran different versions of the scenario file "
                                     f"(baseline {', '.join(sorted(b.versions))}; candidate {', '.join(sorted(c.versions))}); compared anyway")
+            report.notes.extend(_condition_notes(store, name, b.runs, c.runs))
             report.comparisons.append(compare_samples(b.values, c.values, scenario=name, metric=metric,
                                                       better=METRICS.get(metric, "higher"), threshold=threshold, alpha=alpha))
     report.notes = list(dict.fromkeys(report.notes))
     return report
+
+
+def _condition_notes(store: Any, scenario: str, baseline_runs: set[str], candidate_runs: set[str]) -> list[str]:
+    """One line per condition (congestion control, buffers, sysctls, backend, accelerator, machine) the sides differ in."""
+    from .conditions import conditions, differing_lines
+
+    envs = store.run_environments(baseline_runs | candidate_runs)
+    side = lambda runs: [conditions(envs[r][1], envs[r][0]) for r in sorted(runs) if r in envs]  # noqa: E731
+    return differing_lines(side(baseline_runs), side(candidate_runs), what=f"scenario {scenario}")

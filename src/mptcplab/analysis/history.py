@@ -34,6 +34,8 @@ class Point:
     p_value: float | None = None
     verdict: str | None = None  # None for the first point
     version_changed: bool = False  # the scenario file differs from the previous point's
+    #: conditions (congestion control, backend, ...) that differ from the previous point's
+    conditions_changed: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,4 +102,19 @@ def history_stored(store: Any, scenario: str, metric: str = "goodput_mbps", flt:
                                  scenario_hash=r.scenario_hash, status=r.status, n=est.n, median=est.median,
                                  ci95=est.ci95, values=list(sample.values)))
     hist.notes = judge_steps(hist.points, metric, better, threshold, alpha) + hist.notes
+    hist.notes += _condition_steps(store, hist.points)
     return hist
+
+
+def _condition_steps(store: Any, points: list[Point]) -> list[str]:
+    """Mark each point whose conditions differ from the point before; one note line per differing condition."""
+    from .conditions import conditions, differing
+
+    envs = store.run_environments(p.run_id for p in points)
+    conds = [conditions(envs[p.run_id][1], envs[p.run_id][0]) if p.run_id in envs else {} for p in points]
+    notes = []
+    for (prev, prev_c), (cur, cur_c) in zip(zip(points, conds), list(zip(points, conds))[1:]):
+        for name, before, after in differing([prev_c], [cur_c]):
+            cur.conditions_changed.append(name)
+            notes.append(f"run {cur.run_id}: {name} differs from run {prev.run_id} ({', '.join(before)} -> {', '.join(after)})")
+    return notes

@@ -34,8 +34,10 @@ from typing import Any
 from .. import errors
 from ..errors import EnvironmentProblem, RunError
 from ..lab import Lab
+from ..analysis.stats import summarize_run
+from ..protocols import Progress
 from ..result import Repetition, RunResult
-from ..runner import Progress, RunOptions
+from ..runner import RunOptions
 from ..scenario import Scenario
 from . import initramfs
 from .catalog import Kernel
@@ -160,6 +162,17 @@ def console_tail(path: Path, n: int = CONSOLE_TAIL) -> str:
     return " | ".join(tail) or "(no console output)"
 
 
+@dataclass
+class _Job:
+    """The job a guest is running: where its repetitions go as they arrive."""
+
+    scenario: Scenario | None = None
+    sinks: list[Any] = field(default_factory=list)
+    result: RunResult | None = None
+    progress: Progress | None = None
+    own: bool = True  # the result is this job's own (not a matrix cell it adds to)
+
+
 class GuestSession:
     """One booted guest that runs jobs on request: `with GuestSession(k) as g: g.run(...)`.
 
@@ -180,6 +193,8 @@ class GuestSession:
         self._buf = b""
         self._cmd: list[str] = []
         self.qemu_cpu: list[float] = []  # per repetition of the current job
+        self._dead = False  # killed, crashed or hung: no more jobs
+        self._job = _Job()
 
     # -- lifecycle -------------------------------------------------------
     def __enter__(self) -> "GuestSession":
@@ -251,36 +266,85 @@ class GuestSession:
         return proc
 
     # -- jobs ------------------------------------------------------------
-    def wait_ready(self) -> float:
-        """Block until the guest's lab answers; the boot time in seconds."""
+    def wait_ready(self, progress: Progress | None = None) -> float:
+        """Block until the guest's lab answers; the boot time in seconds. Says what it waits for on `progress`."""
         if self.boot_s is None:
+            if progress is not None:
+                note = "" if self.accel == "kvm" else " under TCG (no usable KVM: emulated CPUs, slower than the host)"
+                progress.status(f"booting kernel {self.kernel.release} in QEMU{note} ...")
             self._until({"ready"}, self._t0 + self.cfg.boot_timeout_s, None,
                         f"did not boot within {self.cfg.boot_timeout_s:g} s (guest killed)")
+            if progress is not None:
+                progress.status(f"kernel {self.kernel.release}: guest ready in {self.boot_s:.1f} s")
         assert self.boot_s is not None
         return self.boot_s
 
-    def run(self, scenario: Scenario, options: RunOptions | None = None, timeseries: bool = True) -> RunResult:
-        """`run_scenario` inside the guest; the result carries the guest's kernel and CPU load."""
+    @property
+    def alive(self) -> bool:
+        return getattr(self, "qemu", None) is not None and self.qemu.poll() is None and not self._dead
+
+    def run(self, scenario: Scenario, options: RunOptions | None = None, timeseries: bool = True,
+            into: RunResult | None = None, finish: bool = True) -> RunResult:
+        """`run_scenario` inside the guest; the result carries the guest's kernel and CPU load.
+
+        Each repetition reaches `options.sinks` (the host's store) the moment it
+        ends in the guest, exactly as on the host. With `into` (a matrix cell)
+        the repetitions are appended to that result, renumbered after its own,
+        and sinks hear of the run's start and end from the caller; otherwise a
+        new result is made and, with `finish`, sinks hear of its end however the
+        job ends. Raises RunError when the guest dies, hangs past its timeout or
+        reports an error; what arrived before is kept in the result and the sinks.
+        """
         options = options or RunOptions()
-        self.wait_ready()
+        sinks = list(options.sinks)
+        self.wait_ready(options.progress)
         repeat = options.repeat or scenario.run.repeat
         job = {"type": "job", "scenario_pickle": base64.b64encode(pickle.dumps(scenario)).decode(),  # units already resolved
-               "repeat": repeat, "label": options.label, "link_backend": options.link_backend,
-               "tags": options.tags, "timeseries": timeseries, "warmup": getattr(options, "warmup", 0)}
-        assert self.qemu.stdin is not None
-        try:
-            self.qemu.stdin.write(json.dumps(job).encode() + b"\n")
-            self.qemu.stdin.flush()
-        except OSError:
-            raise self._fail("the guest stopped before it took the job") from None
+               "repeat": repeat, "label": options.label, "link_backend": options.link_backend, "fail_fast": options.fail_fast,
+               "tags": options.tags, "timeseries": timeseries, "warmup": options.warmup}
+        self._job = _Job(scenario=scenario, sinks=sinks, result=into, progress=options.progress, own=into is None)
         t0 = time.monotonic()
         self.qemu_cpu = []
-        timeout = (repeat + job["warmup"]) * (scenario.run.timeout + PER_REPETITION_SLACK_S)
-        doc = self._until({"result"}, t0 + timeout, options.progress, f"did not finish the run within {timeout:.0f} s (guest killed)")
-        result = RunResult.model_validate(doc["result"])
+        try:
+            assert self.qemu.stdin is not None
+            try:
+                self.qemu.stdin.write(json.dumps(job).encode() + b"\n")
+                self.qemu.stdin.flush()
+            except OSError:
+                raise self._fail("the guest stopped before it took the job") from None
+            timeout = (repeat + job["warmup"]) * (scenario.run.timeout + PER_REPETITION_SLACK_S)
+            doc = self._until({"result"}, t0 + timeout, options.progress, f"did not finish the run within {timeout:.0f} s (guest killed)")
+            result = self._job_result()
+            final = RunResult.model_validate(doc["result"])
+            env = dict(final.environment)
+            env["guest_cpu"] = {**env.get("guest_cpu", {}), **result.environment.get("guest_cpu", {})}
+            result.environment.update(env)
+            result.errors.extend(e for e in final.errors if e not in result.errors)
+            result.status, result.ended_at = final.status, final.ended_at
+        except BaseException as e:
+            result = self._job_result(create=False)
+            if result is not None:
+                result.status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+                if not isinstance(e, KeyboardInterrupt):
+                    result.errors.append(getattr(e, "message", str(e)))
+                    self._dead = self._dead or not (isinstance(e, errors.LabError) and self.qemu.poll() is None)
+                self._stamp(result, t0)
+                if self._job.own and finish:
+                    summarize_run(result)
+                    for sink in sinks:
+                        sink.run_finished(result)
+            raise
+        self._stamp(result, t0)
+        if self._job.own and finish:
+            summarize_run(result)
+            for sink in sinks:
+                sink.run_finished(result)
+        return result
+
+    def _stamp(self, result: RunResult, t0: float) -> None:
+        """What the host knows about the guest run: accelerator, boot time, QEMU, its own view of the CPU."""
         cpu = result.environment.setdefault("guest_cpu", {})
-        cpu["qemu_host_cpu"] = self.qemu_cpu  # host CPU seconds per second per vCPU, per repetition
-        cpu["saturated"] = bool(cpu.get("saturated")) or any(q >= QEMU_SATURATED for q in self.qemu_cpu)
+        cpu["saturated"] = bool(cpu.get("saturated")) or any(q >= QEMU_SATURATED for q in cpu.get("qemu_host_cpu", []))
         result.environment["guest"] = {
             "accelerator": self.accel, "cpus": self.cfg.cpus, "memory_mb": self.cfg.memory_mb, "boot_s": round(self.boot_s or 0, 3),
             "uptime_at_ready_s": self.uptime_at_ready, "run_wall_s": round(time.monotonic() - t0, 3),
@@ -288,7 +352,52 @@ class GuestSession:
             "cmdline": self._cmd[self._cmd.index("-append") + 1],
         }
         result.environment["host_kernel_release"] = os.uname().release
-        return result
+
+    def _job_result(self, create: bool = True) -> RunResult | None:
+        job = self._job
+        if job.result is None and create:
+            raise self._fail("the guest answered without starting the run")
+        return job.result
+
+    def _started(self, doc: dict[str, Any]) -> None:
+        job = self._job
+        if job.result is not None:
+            return  # a matrix cell: the caller told the sinks when the cell started
+        job.result = RunResult.model_validate(doc["result"])
+        job.result.repetitions = []
+        for sink in job.sinks:
+            sink.run_started(job.result, job.scenario)
+
+    def _repetition(self, msg: dict[str, Any]) -> None:
+        job = self._job
+        result = self._job_result()
+        assert result is not None
+        rep = Repetition.model_validate(msg["repetition"])
+        if not job.own:
+            rep.index = len(result.repetitions)
+        result.repetitions.append(rep)
+        if not rep.completed and not any(e.startswith(f"repetition {rep.index + 1}:") for e in result.errors):
+            result.errors.append(f"repetition {rep.index + 1}: {rep.status}: {rep.error}")
+        env = msg.get("environment") or {}
+        if job.own or not result.environment.get("sysctls_client"):
+            result.environment.update({k: v for k, v in env.items() if k != "guest_cpu"})
+        elif env.get("link_stats"):
+            result.environment.setdefault("link_stats", []).append(env["link_stats"][-1])
+        cpu = result.environment.setdefault("guest_cpu", {"per_repetition": [], "qemu_host_cpu": [], "saturated": False, "max_busy": 0.0})
+        cpu.setdefault("per_repetition", []).append(msg.get("cpu") or {})
+        qemu = self.qemu_cpu[-1] if self.qemu_cpu else None
+        if qemu is not None:
+            cpu.setdefault("qemu_host_cpu", []).append(qemu)
+        saturated = bool(msg.get("saturated")) or (qemu is not None and qemu >= QEMU_SATURATED)
+        cpu["saturated"] = bool(cpu.get("saturated")) or saturated
+        cpu["max_busy"] = max(cpu.get("max_busy", 0.0), (msg.get("cpu") or {}).get("busy", 0.0))
+        if saturated and job.progress is not None:
+            job.progress.status(f"kernel {self.kernel.release}: repetition {rep.index + 1} saturated the guest's CPU "
+                                f"(all vCPUs {(msg.get('cpu') or {}).get('busy', 0):.2f}, busiest {(msg.get('cpu') or {}).get('busiest_cpu', 0):.2f}, "
+                                f"QEMU {qemu if qemu is not None else '?'}): "
+                                "its numbers may show the emulator's limit, not the kernel's")
+        for sink in job.sinks:
+            sink.repetition_finished(result, rep)
 
     def _account(self, event: object) -> None:
         """QEMU's own CPU use over each repetition, as a fraction of its vCPUs (the host's view of saturation)."""
@@ -323,11 +432,13 @@ class GuestSession:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     self.qemu.kill()
+                    self._dead = True
                     raise self._fail(late)
                 if not sel.select(timeout=min(left, 1.0)):
                     continue
                 chunk = os.read(fd, 65536)
                 if not chunk:
+                    self._dead = True
                     self.qemu.wait()
                     err = (self._tmp / "qemu.err").read_text(errors="replace").strip().splitlines()
                     if self.qemu.returncode not in (0, None) and err:
@@ -340,8 +451,14 @@ class GuestSession:
         if kind == "ready":
             self.boot_s = time.monotonic() - self._t0
             self.uptime_at_ready = msg.get("uptime_s")
+        elif kind == "run_started":
+            self._started(msg)
+        elif kind == "repetition":
+            self._account("finished")
+            self._repetition(msg)
         elif kind == "progress":
-            self._account(msg.get("event"))
+            if msg.get("event") == "started":
+                self._account("started")
             if progress is not None:
                 _forward(progress, msg)
         elif kind == "error":

@@ -20,8 +20,9 @@ import traceback
 from typing import Any
 
 from ..errors import LabError
-from ..result import Repetition
-from ..runner import Progress, RunOptions, run_scenario
+from ..protocols import Progress, RunSink
+from ..result import Repetition, RunResult
+from ..runner import RunOptions, run_scenario
 from ..scenario import Scenario
 
 #: Above these busy fractions a repetition counts as CPU bound. Empirical (bench/guest_overhead.py,
@@ -75,18 +76,37 @@ class GuestProgress(Progress):
             emit({"type": "progress", "event": "sample", "index": index, "done": done, "total": total})
 
     def repetition_finished(self, rep: Repetition) -> None:
-        total, busiest = busy_fraction(self._start, cpu_times())
-        self.cpu.append({"busy": total, "busiest_cpu": busiest})
         emit({"type": "progress", "event": "finished", "repetition": rep.model_dump(mode="json", exclude={"timeseries"})})
+
+
+class GuestSink(RunSink):
+    """Streams the run to the host as it happens: the host stores each repetition the moment it ends,
+    so a guest that stalls, panics or is killed loses no finished repetition."""
+
+    def __init__(self, progress: GuestProgress, timeseries: bool) -> None:
+        self.progress = progress
+        self.timeseries = timeseries
+
+    def run_started(self, result: RunResult, scenario: Scenario) -> None:
+        emit({"type": "run_started", "result": result.to_json(timeseries=False)})
+
+    def repetition_finished(self, result: RunResult, rep: Repetition) -> None:
+        total, busiest = busy_fraction(self.progress._start, cpu_times())
+        cpu = {"busy": total, "busiest_cpu": busiest}
+        self.progress.cpu.append(cpu)
+        emit({"type": "repetition", "repetition": rep.model_dump(mode="json", exclude=None if self.timeseries else {"timeseries"}),
+              "cpu": cpu, "saturated": total >= SATURATED_ALL or busiest >= SATURATED_ONE,
+              "environment": {k: v for k, v in result.environment.items() if k != "guest_cpu"}})
 
 
 def run_job(job: dict[str, Any]) -> None:
     scenario: Scenario = pickle.loads(base64.b64decode(job["scenario_pickle"]))  # written by the host's lab
     progress = GuestProgress()
     options = RunOptions(repeat=job.get("repeat"), label=job.get("label"), link_backend=job.get("link_backend"),
-                         progress=progress, tags=job.get("tags") or {})
+                         progress=progress, tags=job.get("tags") or {}, fail_fast=bool(job.get("fail_fast")),
+                         sinks=[GuestSink(progress, job.get("timeseries", True))])
     if job.get("warmup"):
-        options.warmup = job["warmup"]  # type: ignore[attr-defined]
+        options.warmup = job["warmup"]
     result = run_scenario(scenario, options)
     busy = [c["busy"] for c in progress.cpu]
     result.environment["guest_cpu"] = {
@@ -95,7 +115,9 @@ def run_job(job: dict[str, Any]) -> None:
         "max_busy": max(busy, default=0.0),
         "cpus": os.cpu_count(),
     }
-    emit({"type": "result", "result": result.to_json(timeseries=job.get("timeseries", True))})
+    doc = result.to_json(timeseries=False)
+    doc["repetitions"] = []  # the host has every repetition already, streamed as each ended
+    emit({"type": "result", "result": doc})
 
 
 def main() -> int:

@@ -4,7 +4,9 @@ One guest per kernel is booted (in parallel) and kept up; repetition r of
 every scenario runs on kernel 1, then kernel 2, ... before repetition r+1
 starts, so slow drift of the machine hits all kernels alike. Each
 scenario x kernel cell is one RunResult in the schema of `run --json`,
-its `kernel` the guest's release, stored through the run's sinks.
+its `kernel` the guest's release, stored through the run's sinks as each
+repetition ends. A repetition that fails is a result like any other; a
+guest that dies ends only its own kernel's remaining cells.
 """
 from __future__ import annotations
 
@@ -13,8 +15,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..analysis.compare import compare_samples
+from ..analysis.conditions import conditions, differing_lines
+from ..analysis.stats import summarize_run
+from ..errors import LabError, UnsupportedError
 from ..result import RunResult
-from ..runner import RunOptions, summarize_run
+from ..runner import RunOptions, run_status
 from ..scenario import Scenario
 from .catalog import Kernel
 from .guest import GuestConfig, GuestSession
@@ -27,61 +32,75 @@ class Cell:
     result: RunResult
 
 
-def _merge(cell: RunResult, one: RunResult, index: int) -> None:
-    """Append the single repetition of `one` to the cell's result, renumbered."""
-    for rep in one.repetitions:
-        cell.repetitions.append(rep.model_copy(update={"index": index}))
-    cpu = cell.environment.setdefault("guest_cpu", {"per_repetition": [], "saturated": False, "max_busy": 0.0})
-    new = one.environment.get("guest_cpu", {})
-    if cpu is not new:
-        cpu["per_repetition"] = cpu.get("per_repetition", []) + new.get("per_repetition", [])
-        cpu["saturated"] = bool(cpu.get("saturated")) or bool(new.get("saturated"))
-        cpu["max_busy"] = max(cpu.get("max_busy", 0.0), new.get("max_busy", 0.0))
-        cpu["qemu_host_cpu"] = cpu.get("qemu_host_cpu", []) + new.get("qemu_host_cpu", [])
-    cell.errors.extend(e for e in one.errors if e not in cell.errors)
-    for key in ("ended_at", "status"):  # the cell ends when its last repetition does
-        if getattr(one, key, None) is not None:
-            setattr(cell, key, getattr(one, key))
-    if "load_after" in one.environment:
-        cell.environment["load_after"] = one.environment["load_after"]
+def resolve_backend(requested: str | None, scenarios: list[Scenario], kernels: list[Kernel]) -> str:
+    """One link backend for every cell: `auto` becomes netem when every kernel has netem (and tbf), else wire.
+
+    Mixing emulators across kernels would make an emulator difference look
+    like a kernel's. An explicit backend is kept; UnsupportedError when a
+    kernel's config lacks what it needs.
+    """
+    wants = {requested} if requested and requested != "auto" else {s.run.link_backend for s in scenarios} - {"auto"}
+    if len(wants) > 1:
+        raise UnsupportedError(f"the scenarios ask for different link backends ({', '.join(sorted(wants))}): "
+                               "a matrix uses one backend for every cell", "pass --link-backend")
+    has = {k.release: {q: bool(k.config_value(q)) for q in ("NET_SCH_NETEM", "NET_SCH_TBF")} for k in kernels}
+    if wants:
+        backend = wants.pop()
+        need = {"netem": "NET_SCH_NETEM", "tbf": "NET_SCH_TBF"}.get(backend)
+        lacking = [r for r, h in has.items() if need and not h[need]]
+        if lacking:
+            raise UnsupportedError(f"link backend {backend} needs CONFIG_{need}, which kernel {lacking[0]} lacks",
+                                   "use --link-backend wire, which works on every kernel")
+        return backend
+    return "netem" if all(h["NET_SCH_NETEM"] and h["NET_SCH_TBF"] for h in has.values()) else "wire"
 
 
 def run_matrix(scenarios: list[Scenario], kernels: list[Kernel], repeat: int | None = None,
                options: RunOptions | None = None, cfg: GuestConfig | None = None,
                timeseries: bool = True) -> list[Cell]:
-    """Run the matrix; cells in scenario-major, kernel-minor order."""
+    """Run the matrix; cells in scenario-major, kernel-minor order. Sinks get every repetition as it ends."""
     options = options or RunOptions()
-    sinks = list(getattr(options, "sinks", []) or [])
+    sinks = list(options.sinks)
     progress = options.progress
-    one = replace(options, repeat=1, progress=progress)
-    if hasattr(one, "sinks"):
-        one.sinks = []  # type: ignore[attr-defined]  # the host stores the merged cells, not each boot's fragment
-    if hasattr(one, "warmup"):
-        one.warmup = 0  # type: ignore[attr-defined]
+    backend = resolve_backend(options.link_backend, scenarios, kernels)
+    one = replace(options, repeat=1, warmup=0, link_backend=backend)
     cells: dict[tuple[int, int], RunResult] = {}
     reps = {i: repeat or s.run.repeat for i, s in enumerate(scenarios)}
+    total = sum(reps.values()) * len(kernels)
+    done = 0
     with ExitStack() as stack:
         guests = [stack.enter_context(GuestSession(k, cfg)) for k in kernels]  # all boot at once
         for g in guests:
-            g.wait_ready()
+            g.wait_ready(progress)
         try:
             for r in range(max(reps.values())):
                 for si, scenario in enumerate(scenarios):
                     if r >= reps[si]:
                         continue
                     for ki, guest in enumerate(guests):
-                        if progress is not None and hasattr(progress, "scenario_started"):
-                            progress.scenario_started(f"{scenario.name} @ {guest.kernel.release} [{r + 1}/{reps[si]}]")
-                        res = guest.run(scenario, one, timeseries)
-                        if (si, ki) not in cells:
-                            cells[(si, ki)] = res.model_copy(update={"repetitions": []}, deep=True)
+                        done += 1
+                        cell = cells.get((si, ki))
+                        if cell is None:
+                            cell = cells[(si, ki)] = _new_cell(scenario, guest, backend, options)
                             for sink in sinks:
-                                sink.run_started(cells[(si, ki)], scenario)
-                        _merge(cells[(si, ki)], res, r)
-                        for sink in sinks:
-                            sink.repetition_finished(cells[(si, ki)], cells[(si, ki)].repetitions[-1])
+                                sink.run_started(cell, scenario)
+                        if not guest.alive:
+                            continue  # its error is in every cell it left unfinished
+                        if progress is not None:
+                            progress.scenario_started(f"[{done}/{total}] {scenario.name} @ {guest.kernel.release}, "
+                                                      f"repetition {r + 1}/{reps[si]}")
+                        try:
+                            guest.run(scenario, one, timeseries, into=cell, finish=False)
+                        except LabError as e:
+                            if options.fail_fast:
+                                raise
+                            if progress is not None:
+                                progress.status(f"kernel {guest.kernel.release}: {e.message}")
         finally:
-            for cell in cells.values():
+            for (si, ki), cell in cells.items():
+                if not guests[ki].alive and not any("guest" in e for e in cell.errors):
+                    cell.errors.append(f"kernel {guests[ki].kernel.release}: the guest stopped; its remaining repetitions did not run")
+                cell.status = run_status(cell) if len(cell.repetitions) >= reps[si] and guests[ki].alive else "failed"
                 summarize_run(cell)
                 for sink in sinks:
                     sink.run_finished(cell)
@@ -89,21 +108,41 @@ def run_matrix(scenarios: list[Scenario], kernels: list[Kernel], repeat: int | N
             for ki in range(len(kernels)) if (si, ki) in cells]
 
 
-def table_rows(cells: list[Cell]) -> list[dict[str, Any]]:
+def _new_cell(scenario: Scenario, guest: GuestSession, backend: str, options: RunOptions) -> RunResult:
+    """An empty result for one scenario x kernel cell, filled as the guest's repetitions arrive."""
+    import secrets
+    import time
+
+    from ..environment import host_environment
+
+    env = host_environment()
+    env.update(kernel_release=guest.kernel.release, link_backend=backend, tags=dict(options.tags), label=options.label)
+    return RunResult(run_id=secrets.token_hex(5), scenario=scenario.name, scenario_hash=scenario.content_hash, label=options.label,
+                     kernel=guest.kernel.release, scheduler=scenario.mptcp.scheduler, path_manager=scenario.mptcp.path_manager,
+                     backend=backend, status="running", started_at=round(time.time(), 6), environment=env)
+
+
+def table_rows(cells: list[Cell], metric: str = "goodput_mbps") -> list[dict[str, Any]]:
     """One row per cell: medians with CIs and the change relative to the first kernel of its scenario."""
     rows = []
     first: dict[str, RunResult] = {}
     for cell in cells:
         res = cell.result
         base = first.setdefault(cell.scenario, res)
-        good = [r.goodput_mbps for r in res.repetitions if not getattr(r, "warmup", False)]
-        row: dict[str, Any] = {"scenario": cell.scenario, "kernel": cell.kernel, "n": len(good),
+        good = [r.goodput_mbps for r in res.repetitions if not r.warmup and r.completed]
+        failed = sum(1 for r in res.repetitions if not r.warmup and not r.completed)
+        row: dict[str, Any] = {"scenario": cell.scenario, "kernel": cell.kernel, "n": len(good), "failed": failed,
                                "goodput": res.summary.get("goodput_mbps"), "completion": res.summary.get("completion_s"),
+                               "pass_rate": res.summary.get("pass_rate"),
                                "cpu_saturated": bool(res.environment.get("guest_cpu", {}).get("saturated")),
-                               "change": None, "verdict": None}
+                               "change": None, "verdict": None, "conditions": []}
         if base is not res:
-            base_good = [r.goodput_mbps for r in base.repetitions if not getattr(r, "warmup", False)]
-            cmp = compare_samples(base_good, good, scenario=cell.scenario)
-            row["change"], row["verdict"] = cmp.change, cmp.verdict
+            base_good = [r.goodput_mbps for r in base.repetitions if not r.warmup and r.completed]
+            if base_good and good:
+                cmp = compare_samples(base_good, good, scenario=cell.scenario)
+                row["change"], row["verdict"] = cmp.change, cmp.verdict
+            row["conditions"] = differing_lines([conditions(base.environment, base.backend)],
+                                                [conditions(res.environment, res.backend)],
+                                                what=f"{cell.scenario} on {cell.kernel}", sides=(base.kernel, cell.kernel))
         rows.append(row)
     return rows

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,6 +259,14 @@ class Store:
                 sample.versions.add(content_hash)
                 sample.runs.add(uid)
         return out
+
+    def run_environments(self, run_ids: Iterable[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Run id -> (link backend, environment document), for the conditions of those runs."""
+        ids = list(run_ids)
+        with self._session("read runs") as s:
+            rows = s.execute(select(Run.uid, Run.backend, Environment.document)
+                             .join(Environment, Environment.run_id == Run.id).where(Run.uid.in_(ids)))
+            return {uid: (backend, dict(doc or {})) for uid, backend, doc in rows}
 
     def stored_metrics(self) -> list[str]:
         with self._session("read measurements") as s:

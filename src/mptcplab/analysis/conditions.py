@@ -1,0 +1,66 @@
+"""The conditions a run measured under, and which of them differ between two sides.
+
+A verdict compares kernels (or patches) only when everything else is the
+same: congestion control, TCP buffers, the sysctls a scenario set, the link
+emulator, the guest accelerator and the machine. These are read from the
+stored environment (`RunResult.environment`), so this module is pure data.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+CONGESTION_KEY = "net.ipv4.tcp_congestion_control"
+PINNED_KEYS = (CONGESTION_KEY, "net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem")
+UNRECORDED = "unrecorded"
+
+
+def conditions(env: Mapping[str, Any], backend: str = "") -> dict[str, str]:
+    """Condition name -> value of one run, from its environment document.
+
+    Keys: 'congestion control', 'tcp_rmem', 'tcp_wmem', one per sysctl the
+    scenario set ('net.x.y (router)'), 'link backend', 'guest accelerator',
+    'machine'. Runs stored before a condition was recorded say 'unrecorded'.
+    """
+    client = env.get("sysctls_client") or {}
+    tcp = env.get("tcp") or {}
+    out = {
+        "congestion control": str(tcp.get("congestion_control") or client.get(CONGESTION_KEY) or UNRECORDED),
+        "tcp_rmem": str(client.get("net.ipv4.tcp_rmem", UNRECORDED)),
+        "tcp_wmem": str(client.get("net.ipv4.tcp_wmem", UNRECORDED)),
+    }
+    for role, keys in (env.get("sysctls_set") or {}).items():
+        effective = env.get(f"sysctls_{role}") or {}
+        for key, value in keys.items():
+            if key not in PINNED_KEYS:
+                out[f"{key} ({role})"] = str(effective.get(key, value))
+    out["link backend"] = backend or str(env.get("link_backend") or UNRECORDED)
+    guest = env.get("guest") or {}
+    out["guest accelerator"] = str(guest.get("accelerator") or "none (this host's kernel)")
+    out["machine"] = f"{env.get('cpu_model') or UNRECORDED} ({env.get('cpu_count') or '?'} CPUs)"
+    return out
+
+
+def differing(baseline: Iterable[Mapping[str, str]], candidate: Iterable[Mapping[str, str]]) -> list[tuple[str, list[str], list[str]]]:
+    """(condition, baseline values, candidate values) for every condition whose values differ between the sides.
+
+    Each side is the conditions() of its runs; a condition one side lacks (a
+    sysctl only its scenario set) counts as 'not set'.
+    """
+    base, cand = list(baseline), list(candidate)
+    names = list(dict.fromkeys(k for c in base + cand for k in c))
+    out = []
+    for name in names:
+        b = sorted({c.get(name, "not set") for c in base})
+        c = sorted({x.get(name, "not set") for x in cand})
+        if b != c:
+            out.append((name, b, c))
+    return out
+
+
+def differing_lines(baseline: Iterable[Mapping[str, str]], candidate: Iterable[Mapping[str, str]], what: str = "",
+                    sides: tuple[str, str] = ("baseline", "candidate")) -> list[str]:
+    """One line per differing condition, e.g. 'scenario x: congestion control differs (baseline cubic; candidate bbr)'."""
+    prefix = f"{what}: " if what else ""
+    return [f"{prefix}{name} differs ({sides[0]} {', '.join(b)}; {sides[1]} {', '.join(c)})"
+            for name, b, c in differing(baseline, candidate)]
