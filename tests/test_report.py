@@ -344,6 +344,7 @@ def test_the_reports_verdicts_are_those_of_compare():
     import random
 
     from mptcplab.analysis.compare import compare_samples
+    from mptcplab.metrics import metric as metric_def
     from mptcplab.webreport.build import _judge
 
     rng = random.Random(20261130)
@@ -353,9 +354,11 @@ def test_the_reports_verdicts_are_those_of_compare():
         draw = {"float": lambda mu: rng.gauss(mu, 0.5), "int": lambda mu: float(rng.randint(0, 4) + round(mu - 17.5)),
                 "binary": lambda mu: float(rng.random() < (0.8 if mu > 17.7 else 0.5))}[kind]
         base, cand = [draw(18.0) for _ in range(n1)], [draw(17.5) for _ in range(n2)]
-        for better in ("higher", "lower"):
-            c = compare_samples(base, cand, better=better)
-            j = _judge(base, cand, better, 0.05, 0.01, with_ci=True)
+        metrics = {"float": ("goodput_mbps", "completion_s"), "int": ("retransmits", "bytes_retrans"),
+                   "binary": ("pass_rate",)}[kind]
+        for metric in metrics:
+            c = compare_samples(base, cand, metric=metric, better=metric_def(metric).better)
+            j = _judge(base, cand, metric, 0.05, 0.01, with_ci=True)
             finite = [None if not math.isfinite(x) else x for x in (c.change, *c.ci95)]
             assert (c.verdict, c.p_value, c.notes, finite) == (j["verdict"], j["p"], j["notes"], [j["change"], *j["ci95"]])
 
@@ -398,8 +401,8 @@ def test_figures_of_a_change_from_zero_are_valid_json():
     from mptcplab.webreport.build import _judge, _tojson
 
     base, cand = [0.0] * 5, [12.0, 9.0, 14.0, 11.0, 10.0]
-    v = _judge(base, cand, "lower", 0.05, 0.01, with_ci=True)
-    assert v["change"] is None and v["verdict"] == compare_samples(base, cand, better="lower").verdict == "regressed"
+    v = _judge(base, cand, "retransmits", 0.05, 0.01, with_ci=True)
+    assert v["change"] is None and v["verdict"] == compare_samples(base, cand, metric="retransmits", better="lower").verdict == "regressed"
     points = [Point(run_id=f"r{i}", started_at=float(i), kernel="k", label=None, scenario_hash="h", status="completed",
                     n=5, median=float(sum(vals) / 5), ci95=(min(vals), max(vals)), values=vals)
               for i, vals in enumerate((base, cand))]

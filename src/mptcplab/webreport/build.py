@@ -29,8 +29,9 @@ import jinja2
 import numpy as np
 from markupsafe import Markup
 
-from ..analysis.compare import (DEFAULT_ALPHA, DEFAULT_THRESHOLD, Report, change_ci, compare_stored, decide, directional_p,
-                                min_p_value)
+from ..analysis.compare import (DEFAULT_ALPHA, DEFAULT_THRESHOLD, Report, change_ci, compare_samples, compare_stored, decide,
+                                directional_p, min_p_value)
+from ..analysis.conditions import differing
 from ..analysis.history import History, Point
 from ..analysis.stats import median_ci
 from ..errors import UsageError
@@ -207,17 +208,17 @@ class _Site:
         self.pages[rel] = key
         self.written += 1
 
-    def verdict(self, base: list[float], cand: list[float], better: str, threshold: float, alpha: float,
+    def verdict(self, base: list[float], cand: list[float], metric: str, threshold: float, alpha: float,
                 with_ci: bool = True) -> dict[str, Any]:
         """The verdict of `compare` on two samples (what `compare_samples` decides), remembered across builds.
 
         Without `with_ci` the bootstrap CI of the change is skipped; the
         verdict, change and p-value do not depend on it.
         """
-        k = _key(base, cand, better, threshold, alpha, with_ci)
+        k = _key(base, cand, metric, threshold, alpha, with_ci)
         found = self.used_verdicts.get(k) or self.verdicts.get(k)
         if found is None:
-            found = _judge(base, cand, better, threshold, alpha, with_ci)
+            found = _judge(base, cand, metric, threshold, alpha, with_ci)
         self.used_verdicts[k] = found
         return found
 
@@ -299,9 +300,18 @@ def prefetch_p_values(pairs: Iterable[tuple[list[float], list[float]]]) -> int:
     return len(missing)
 
 
-def _judge(base: list[float], cand: list[float], better: str, threshold: float, alpha: float,
+def _judge(base: list[float], cand: list[float], metric: str, threshold: float, alpha: float,
            with_ci: bool) -> dict[str, Any]:
-    """compare_samples' verdict, change, p-value and notes (and its CI of the change `with_ci`)."""
+    """compare_samples' verdict, change, p-value and notes (and its CI of the change `with_ci`).
+
+    A proportion metric (pass_rate) is judged by compare_samples itself
+    (Fisher's exact test is cheap); the others with the p-value memoized on ranks.
+    """
+    better = metric_def(metric).better
+    if metric_def(metric).proportion:
+        c = compare_samples(base, cand, metric=metric, better=better, threshold=threshold, alpha=alpha)
+        return {"change": c.change, "p": c.p_value, "verdict": c.verdict, "ci95": list(c.ci95) if with_ci else None,
+                "notes": c.notes}
     change = _median_change(base, cand)
     p = _p_value(base, cand, change)
     notes = [f"{len(base)} vs {len(cand)} repetitions can never reach p < {alpha:g}: the verdict can only be unchanged "
@@ -506,8 +516,8 @@ class _Builder:
         pairs = []
         for _, _, scenario, m, order, _, runs in stale:
             values = [r.values[m] for r in self._ordered(runs, order) if r.values.get(m)]
-            pairs += [(a, b) for a, b in zip(values, values[1:])
-                      if _key(a, b, metric_def(m).better, threshold, alpha, False) not in self.site.verdicts]
+            if not metric_def(m).proportion:
+                pairs += [(a, b) for a, b in zip(values, values[1:]) if _key(a, b, m, threshold, alpha, False) not in self.site.verdicts]
         prefetch_p_values(pairs)
         for rel, key, scenario, m, order, orders, runs in stale:
             self.site.write(rel, key, self._history_html(rel, scenario, m, order, orders, runs))
@@ -536,9 +546,13 @@ class _Builder:
             kept.append(r)
         notes: list[str] = []
         for prev, cur in zip(hist.points, hist.points[1:]):  # analysis.history.judge_steps, verdicts cached across builds
-            v = self.site.verdict(prev.values, cur.values, better, self.options.threshold, self.options.alpha, with_ci=False)
+            v = self.site.verdict(prev.values, cur.values, metric, self.options.threshold, self.options.alpha, with_ci=False)
             cur.change, cur.p_value, cur.verdict = v["change"], v["p"], v["verdict"]
             cur.version_changed = cur.scenario_hash != prev.scenario_hash
+            # analysis.history marks conditions the same way (analysis.conditions)
+            for name, before, after in differing([self.by_uid[prev.run_id].conditions], [self.by_uid[cur.run_id].conditions]):
+                cur.conditions_changed.append(name)
+                notes.append(f"run {cur.run_id}: {name} differs from run {prev.run_id} ({', '.join(before)} -> {', '.join(after)})")
             notes.extend(v["notes"])
         hist.notes = list(dict.fromkeys(notes)) + hist.notes
         return hist, kept
@@ -616,7 +630,7 @@ class _Builder:
 
         rows = []
         for scenario in sorted({r.scenario for r in runs}):
-            _, ref_values = newest(scenario, reference)
+            ref_members, ref_values = newest(scenario, reference)
             cells = []
             for col in columns:
                 members, values = newest(scenario, col)
@@ -624,10 +638,13 @@ class _Builder:
                                         "median": statistics.median(values) if values else None,
                                         "latest": members[0].uid if members else None, "p": None,
                                         "unmeasured": unmeasured.get((scenario, col)) if not members else None,
-                                        "verdict": None, "change": None, "reference": col == reference, "notes": []}
+                                        "verdict": None, "change": None, "reference": col == reference, "notes": [],
+                                        "conditions": []}
                 if values and ref_values and col != reference:
-                    v = self.site.verdict(ref_values, values, better, self.options.threshold, self.options.alpha)
-                    cell.update(verdict=v["verdict"], change=v["change"], p=v["p"], ci95=v["ci95"], notes=v["notes"])
+                    v = self.site.verdict(ref_values, values, metric, self.options.threshold, self.options.alpha)
+                    cell.update(verdict=v["verdict"], change=v["change"], p=v["p"], ci95=v["ci95"], notes=list(v["notes"]))
+                    cell["conditions"] = [f"{name}: {', '.join(b)} → {', '.join(c)}" for name, b, c in differing(
+                        [r.conditions for r in ref_members], [r.conditions for r in members])]
                 cells.append(cell)
             rows.append({"scenario": scenario, "cells": cells})
         return {"axis": axis, "columns": columns, "reference": reference, "rows": rows}

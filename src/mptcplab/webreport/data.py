@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from ..analysis.conditions import conditions
 from ..result import RunResult
 from ..store import RunFilter, Store
 from ..store.models import RepetitionRow, Run, Tag
@@ -45,6 +46,8 @@ class RunInfo:
     tags: dict[str, str] = field(default_factory=dict)
     values: dict[str, list[float]] = field(default_factory=dict)
     fingerprint: str = ""
+    #: what the run measured under (analysis.conditions): congestion control, buffers, backend, accelerator, machine
+    conditions: dict[str, str] = field(default_factory=dict)
 
 
 def kernel_order(release: str) -> list[Any]:
@@ -72,13 +75,16 @@ def read_runs(store: Store, flt: RunFilter, metrics: list[str]) -> list[RunInfo]
                                          .where(Run.uid.in_(uids))):
             by_uid[uid].tags[key] = value
         ended = {uid: end for uid, end in s.execute(select(Run.uid, Run.ended_at).where(Run.uid.in_(uids)))}
+    for uid, (backend, env) in store.run_environments(uids).items():
+        by_uid[uid].conditions = conditions(env, backend)
     for metric in metrics:
         for uid, sample in store.samples(uids, metric, per_run=True).items():
             if uid in by_uid:
                 by_uid[uid].values[metric] = list(sample.values)
     for r in runs:
         blob = json.dumps([r.scenario, r.scenario_hash, r.label, r.kernel, r.status, r.started_at, ended.get(r.uid),
-                           r.repetitions, sorted(r.tags.items()), sorted(r.values.items())], sort_keys=True)
+                           r.repetitions, sorted(r.tags.items()), sorted(r.values.items()), sorted(r.conditions.items())],
+                          sort_keys=True)
         r.fingerprint = hashlib.sha256(blob.encode()).hexdigest()[:20]
     return runs
 

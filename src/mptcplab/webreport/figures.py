@@ -115,6 +115,13 @@ def history_figure(points: list[Any], metric: str, unit: str, urls: list[str], t
                            "line": {"color": "#8e44ad", "width": 1.5, "dash": "dot"}})
             annotations.append({"xref": "x", "yref": "paper", "x": i - 0.5, "y": 1.04, "showarrow": False,
                                 "text": "scenario changed", "font": {"size": 10, "color": "#8e44ad"}})
+    for i, p in enumerate(points):
+        if i and getattr(p, "conditions_changed", None):
+            shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": i - 0.5, "x1": i - 0.5, "y0": 0, "y1": 1,
+                           "line": {"color": "#d35400", "width": 1.5, "dash": "dashdot"}})
+            annotations.append({"xref": "x", "yref": "paper", "x": i - 0.5, "y": 0.98, "showarrow": False,
+                                "text": "conditions changed", "font": {"size": 10, "color": "#d35400"},
+                                "hovertext": ", ".join(p.conditions_changed)})
     for i in change_points:
         shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": i - 0.5, "x1": i - 0.5, "y0": 0, "y1": 1,
                        "line": {"color": "#c0392b", "width": 2}})
