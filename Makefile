@@ -16,6 +16,8 @@ DEB_PACKAGES += qemu-system-x86 busybox-static debian-archive-keyring
 VIRTIOFSD_BINARIES := /usr/libexec/virtiofsd /usr/lib/qemu/virtiofsd
 # the exact Python packages (pip constraints); `make lock` updates it on purpose
 LOCK := requirements.lock
+# the report's browser tests (tests/test_report.py): headless Chromium driven by Selenium through chromedriver
+DEB_PACKAGES += chromium chromium-driver
 
 .PHONY: install deb-packages demo test bench clean lock
 
@@ -71,6 +73,7 @@ bench: install
 	$(VENV)/bin/mptcplab kernel fetch 6.1 && $(VENV)/bin/mptcplab kernel fetch 6.12
 	$(VENV)/bin/python bench/guest_overhead.py --kernels 6.1,6.12
 	$(VENV)/bin/python bench/verdict_validation.py
+	flock /tmp/mptcplab-heavy.lock $(VENV)/bin/python bench/report_build.py --runs 1000
 
 clean:
 	rm -rf $(VENV) .lock-venv build src/*.egg-info

@@ -279,15 +279,21 @@ def compare(
     metric: Annotated[Optional[list[str]], typer.Option("--metric", help="goodput_mbps (default), completion_s, retransmits, bytes_retrans, rtt_ms (repeatable)")] = None,
     threshold: ThresholdOption = "5%",
     alpha: AlphaOption = 0.01,
-    fmt: Annotated[str, typer.Option("--format", help="table, markdown or json")] = "table",
+    fmt: Annotated[str, typer.Option("--format", help="table, markdown, json or junit (one test case per scenario and metric)")] = "table",
     plot: Annotated[Optional[Path], typer.Option("--plot", help="also draw every repetition of both sides, medians and verdicts to this PNG")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write the markdown, json or junit output to this file instead of stdout")] = None,
+    report_url: Annotated[Optional[str], typer.Option("--report-url", help="link to the report's page of this comparison (markdown, junit)")] = None,
     db: DbOption = None,
 ) -> None:
     """Is the candidate slower than the baseline? Exit 0: nothing regressed, 1: something did, 2: usage error."""
-    from .analysis.compare import HEADER, compare_stored, rows, to_markdown
+    from .analysis.compare import HEADER, compare_stored, rows, to_junit, to_markdown
 
-    if fmt not in ("table", "markdown", "json"):
-        raise UsageError(f"--format {fmt!r}: choose table, markdown or json")
+    if fmt not in ("table", "markdown", "json", "junit"):
+        raise UsageError(f"--format {fmt!r}: choose table, markdown, json or junit")
+    if output is not None and fmt == "table":
+        raise UsageError("--output writes the markdown, json or junit formats", "add --format markdown, json or junit")
+    if output is not None and (output.is_dir() or not output.parent.is_dir()):
+        raise UsageError(f"--output {output}: not a file in an existing directory", "give a file path whose directory exists")
     metrics = _known_metrics(metric or ["goodput_mbps"])
     if plot is not None:
         check_output(plot, "--plot", FIGURE_SUFFIXES)
@@ -297,10 +303,18 @@ def compare(
         from .plots import plot_comparison
 
         _write_plot(lambda: plot_comparison(report, plot), plot)
-    if fmt == "json":
-        sys.stdout.write(json.dumps(report.to_json()) + "\n")
-    elif fmt == "markdown":
-        sys.stdout.write(to_markdown(report) + "\n")
+    if fmt in ("json", "markdown", "junit"):
+        text = {"json": lambda: json.dumps(report.to_json()),
+                "markdown": lambda: to_markdown(report, report_url=report_url),
+                "junit": lambda: to_junit(report, report_url=report_url)}[fmt]()
+        if output is None:
+            sys.stdout.write(text + "\n")
+        else:
+            try:
+                output.write_text(text + "\n")
+            except OSError as e:
+                raise UsageError(f"cannot write {output}: {e.strerror}") from None
+            err.print(f"{fmt} written to {output}", highlight=False, markup=False, soft_wrap=True)
     else:
         for note in report.notes:
             out.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
