@@ -73,7 +73,7 @@ def test_another_scheduler_on_this_kernel(tmp_path):
 # -- in a guest -------------------------------------------------------------------------------
 def guest_kernel():
     """The newest cached kernel with net.mptcp.scheduler (6.6 and later); None when none is cached."""
-    usable = [k for k in cached() if version_key(k.upstream) >= (6, 6)]
+    usable = [k for k in cached() if version_key(k.upstream) >= version_key("6.6")]
     return usable[-1] if usable else None
 
 
