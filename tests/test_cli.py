@@ -22,8 +22,20 @@ from mptcplab.store import open_store
 from .conftest import CLI, cli, requires_root, write_scenario
 from .synthetic import run
 
-COMMANDS = [["run"], ["plot"], ["doctor"], ["scenarios"], ["cleanup"], ["runs"], ["show"], ["export"], ["compare"],
-            ["history"], ["import"], ["matrix"], ["kernel", "fetch"], ["kernel", "list"], ["kernel", "add"]]
+def _commands() -> list[list[str]]:
+    """Every command and subcommand the CLI has (so a later one is checked too)."""
+    import typer
+
+    from mptcplab.cli import app
+
+    def walk(group, prefix):
+        for name, command in sorted(getattr(group, "commands", {}).items()):
+            yield prefix + [name]
+            yield from walk(command, prefix + [name])
+    return list(walk(typer.main.get_command(app), []))
+
+
+COMMANDS = _commands()
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
