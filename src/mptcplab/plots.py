@@ -248,8 +248,10 @@ def run_figure(result: RunResult, repetition: int | None = None, scenario: Mappi
                f"({per_path}); RTT: a gap where the path delivered nothing (no fresh estimate)")
     fig.supxlabel(_wrap(caption, 4.6 * n + 1.0, 8), fontsize=8, color="#444444")
     fig.legend(list(handles.values()), list(handles), loc="outside right center", fontsize=8, frameon=False)
-    fig.suptitle(_wrap(f"{result.scenario} — kernel {result.kernel}, scheduler {result.scheduler}, backend {result.backend}",
-                       4.6 * n + 1.0, 11), fontsize=11)
+    skipped = [r for r in reps if r not in drawable]
+    note = "".join(f"\nrep {r.index + 1} {r.status} before any sample: {r.error or 'no reason recorded'}" for r in skipped)
+    fig.suptitle(_wrap(f"{result.scenario} — kernel {result.kernel}, scheduler {result.scheduler}, backend {result.backend}"
+                       + note, 4.6 * n + 1.0, 11), fontsize=11)
     return fig
 
 
