@@ -20,18 +20,43 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root to build namespaces")
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def leftovers() -> list[str]:
     """Lab namespaces whose run is gone: what a test must never leave behind.
 
     Namespaces of runs that are still alive (other tests, other labs on this
-    machine) are not leftovers.
+    machine) are not leftovers, and neither are the scratch namespaces that
+    capability probes of live processes hold for a moment: a probe
+    (mptl-probe-<pid>-<hex>) is left over when its process is gone; one
+    without a pid (an older lab's) only when it is still there 2 s later.
     """
-    out = []
+    out, unowned = [], []
     for ns in list_netns():
-        if ns.startswith(PREFIX):
-            run_id = ns.removeprefix(PREFIX).split("-", 1)[0]
-            if run_id == "probe" or not run_alive(run_id):
+        if not ns.startswith(PREFIX):
+            continue
+        run_id, _, rest = ns.removeprefix(PREFIX).partition("-")
+        if run_id != "probe":
+            if not run_alive(run_id):
                 out.append(ns)
+            continue
+        pid = rest.split("-", 1)[0] if "-" in rest else ""
+        if pid.isdigit():
+            if not _pid_alive(int(pid)):
+                out.append(ns)
+        else:
+            unowned.append(ns)
+    if unowned:
+        time.sleep(2)
+        out += [ns for ns in unowned if ns in set(list_netns())]
     return out
 
 

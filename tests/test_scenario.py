@@ -1,13 +1,28 @@
 """Scenario files: units, validation and one-line errors naming file and key."""
 from __future__ import annotations
 
+import typing
+from pathlib import Path
+
 import pytest
+from pydantic import BaseModel
 
 from mptcplab.errors import ScenarioError
-from mptcplab.scenario import GilbertElliott, builtin_scenarios, load_scenario, parse_scenario
+from mptcplab.scenario import (
+    DirectionOverride,
+    Event,
+    GilbertElliott,
+    Queue,
+    RunSettings,
+    Scenario,
+    Tcp,
+    builtin_scenarios,
+    load_scenario,
+    parse_scenario,
+)
 from mptcplab.units import parse_percent, parse_rate, parse_size, parse_time
 
-from .conftest import SHARED, write_scenario
+from .conftest import SHARED, cli, leftovers, requires_root, write_scenario
 
 GOOD = {
     "name": "x",
@@ -114,3 +129,179 @@ def test_every_builtin_scenario_loads():
     assert "demo" in names
     for path in names.values():
         assert load_scenario(path).description
+
+
+# -- the documented format: docs/scenario.md names every key and every choice -------------------
+DOC = Path(__file__).resolve().parents[1] / "docs" / "scenario.md"
+
+
+def _models_and_literals(annotation, seen):
+    """Every pydantic model and Literal choice reachable from a type annotation."""
+    origin = typing.get_origin(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if annotation not in seen:
+            seen[annotation] = None
+            for field in annotation.model_fields.values():
+                _models_and_literals(field.annotation, seen)
+                for meta in field.metadata:  # Annotated[...] inside Optional keeps its metadata here
+                    _models_and_literals(meta, seen)
+        return
+    if origin is typing.Literal:
+        for choice in typing.get_args(annotation):
+            seen[("literal", choice)] = None
+        return
+    for arg in typing.get_args(annotation):
+        _models_and_literals(arg, seen)
+
+
+def test_every_scenario_key_and_choice_is_in_docs_scenario_md():
+    text = DOC.read_text()
+    seen: dict = {}
+    _models_and_literals(Scenario, seen)
+    models = [m for m in seen if isinstance(m, type)]
+    assert {GilbertElliott, Queue, DirectionOverride, Event, Tcp, RunSettings} <= set(models)  # the walk reaches them
+    missing = []
+    for model in models:
+        for name, field in model.model_fields.items():
+            key = field.alias or name
+            if not any(form in text for form in (f"`{key}`", f"`{key} ", f"`[{key}]`", f"`[[{key}]]`")):
+                missing.append(f"{model.__name__}.{key}")
+    for item in seen:
+        if isinstance(item, tuple) and f'`"{item[1]}"`' not in text:
+            missing.append(f"choice {item[1]!r}")
+    assert not missing, f"docs/scenario.md does not document: {', '.join(missing)}"
+
+
+def test_errors_and_readme_point_to_docs_scenario_md():
+    with pytest.raises(ScenarioError, match=r"docs/scenario\.md"):
+        parse_scenario({**GOOD, "colour": "red"})
+    readme = (DOC.parents[1] / "README.md").read_text()
+    assert "docs/scenario.md" in readme
+
+
+# -- absurd values: refused, or accepted with a note that says what they mean --------------------
+def _one_path(**path):
+    return {**GOOD, "path": [{"name": "a", **path}]}
+
+
+@pytest.mark.parametrize("rate", [10, "10", 2.5])
+def test_a_rate_without_a_unit_is_refused(rate):
+    with pytest.raises(ScenarioError, match=r"path\[0\]\.rate: .*has no unit .*10 bit/s|2\.5 bit/s.*write e\.g\. '"):
+        parse_scenario(_one_path(rate=rate), "r.toml")
+    with pytest.raises(ScenarioError, match=r"event\[0\]\.rate: .*has no unit"):
+        parse_scenario({**GOOD, "workload": {"duration": "5s"}, "event": [{"at": "1s", "path": "a", "action": "set", "rate": rate}]})
+
+
+def test_a_queue_string_without_a_unit_is_refused():
+    with pytest.raises(ScenarioError, match=r"path\[0\]\.queue: '100' has no unit; write 100 or '100p'"):
+        parse_scenario(_one_path(rate="1mbit", queue="100"))
+    assert parse_scenario(_one_path(rate="1mbit", queue=100)).paths[0].queue.packets == 100
+
+
+@pytest.mark.parametrize("duration, timeout", [("90s", None), ("10s", "10s"), ("2min", "60s")])
+def test_a_duration_not_shorter_than_the_timeout_is_refused(duration, timeout):
+    data = {**GOOD, "workload": {"duration": duration}}
+    if timeout:
+        data["run"] = {"timeout": timeout}
+    with pytest.raises(ScenarioError, match=r"workload\.duration .* is not shorter than run\.timeout .*raise \[run\] timeout"):
+        parse_scenario(data, "d.toml")
+    assert parse_scenario({**GOOD, "workload": {"duration": "59s"}}).workload.duration == 59
+
+
+def test_bytes_per_second_rates_keep_tcs_meaning_with_a_note():
+    scn = parse_scenario({**GOOD, "path": [{"name": "a", "rate": "100Mbps", "up": {"rate": "1mbps"}}, {"name": "b", "rate": "100Mbps"}]},
+                         "m.toml")
+    assert scn.paths[0].rate == 800e6 and scn.paths[0].link("up").rate_bps == 8e6
+    assert scn.notes == (
+        "m.toml: rate: 100Mbps is 100 megabytes/s = 800 mbit/s, as in tc; write 100mbit for megabits",  # once, not per path
+        "m.toml: rate: 1mbps is 1 megabyte/s = 8 mbit/s, as in tc; write 1mbit for megabits",
+    )
+    assert parse_scenario(GOOD).notes == ()
+    assert scn.content_hash == parse_scenario({**GOOD, "path": [{"name": "a", "rate": "800mbit", "up": {"rate": "8mbit"}},
+                                                                 {"name": "b", "rate": "800mbit"}]}).content_hash
+
+
+def test_jitter_larger_than_the_delay_says_what_it_does():
+    scn = parse_scenario(_one_path(rate="10mbit", delay="5ms", jitter="20ms"), "j.toml")
+    (note,) = scn.notes
+    assert note.startswith("j.toml: path 'a': jitter 20ms is larger than the delay 5ms: ")
+    assert "normal around 5ms with standard deviation 20ms" in note and "clipped to 0" in note and "stay in order" in note
+    both = parse_scenario(_one_path(rate="10mbit", delay="5ms", jitter="2ms", reorder=True, jitter_distribution="uniform",
+                                    up={"jitter": "8ms"}), "j.toml")
+    (note,) = both.notes  # only the up direction's jitter exceeds its delay
+    assert "path 'a' (up)" in note and "uniform in 5ms ± 8ms" in note and "overtake" in note
+    assert parse_scenario(_one_path(rate="10mbit", delay="5ms", jitter="5ms")).notes == ()
+
+
+# -- rate ceilings of the link backends --------------------------------------------------------
+def test_rates_above_a_backends_ceiling_are_refused_naming_it():
+    from mptcplab.links.netem import NetemLink
+    from mptcplab.links.tbf import TbfLink
+    from mptcplab.links.wire import WireLink
+
+    fast = parse_scenario(_one_path(rate="1gbit"))
+    reason = WireLink.unsupported(fast)
+    assert reason and "1gbit, above the wire backend's ceiling of 500mbit per path" in reason
+    assert "--link-backend tbf (up to 2gbit per path)" in reason
+    assert TbfLink.unsupported(fast) is None
+    # the sum over paths, in the workload's direction only
+    two = {**GOOD, "path": [{"name": "a", "rate": "400mbit", "down": {"rate": "1mbit"}}, {"name": "b", "rate": "300mbit", "down": {"rate": "1mbit"}}]}
+    assert "700mbit in all (upload), above the wire backend's ceiling of 600mbit" in WireLink.unsupported(parse_scenario(two))
+    assert WireLink.unsupported(parse_scenario({**two, "workload": {"size": "1MiB", "direction": "download"}})) is None
+    # an event's rate counts; with a delay, tbf is no alternative
+    def evented(rate):
+        return parse_scenario({**_one_path(rate="10mbit", delay="5ms"), "workload": {"duration": "5s"},
+                               "event": [{"at": "1s", "path": "a", "action": "set", "direction": "down", "rate": rate}]})
+
+    reason = WireLink.unsupported(evented("1gbit"))
+    assert reason.startswith("path 'a' (down) asks for 1gbit") and reason.endswith(
+        "lower the rate, or use --link-backend netem (a kernel with sch_netem, up to 2gbit per path)")
+    assert NetemLink.unsupported(evented("1gbit")) is None
+    assert WireLink.unsupported(evented("3gbit")).endswith("lower the rate: no other link backend can run this scenario")
+    assert "ceiling of 2gbit" in NetemLink.unsupported(evented("3gbit"))
+    assert "lower the rate: no other link backend can run this scenario" in TbfLink.unsupported(parse_scenario(_one_path(rate="100gbit")))
+
+
+# -- the same through the CLI: one line each, the right exit code, nothing built ---------------
+def _stderr_lines(proc):
+    return [line for line in proc.stderr.splitlines() if line.strip()]
+
+
+def test_scenarios_show_prints_the_builtin_toml_as_shipped():
+    for name, path in builtin_scenarios().items():
+        proc = cli("scenarios", "--show", name)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == path.read_text()
+    proc = cli("scenarios", "--show", "no-such")
+    assert proc.returncode == 2 and proc.stdout == ""
+    (line,) = _stderr_lines(proc)
+    assert line.startswith("error: --show no-such: no built-in scenario of that name") and all(n in line for n in builtin_scenarios())
+
+
+@pytest.mark.parametrize("body, code, words", [
+    ('rate = 10\n', 2, "path[0].rate: 10 has no unit"),
+    ('rate = "10mbit"\n[workload]\nduration = "90s"\n', 2, "workload.duration 90s is not shorter than run.timeout 60s"),
+    pytest.param('rate = "1gbit"\n', 3, "above the wire backend's ceiling of 500mbit per path", marks=requires_root),
+])
+def test_absurd_values_are_refused_in_one_line_before_anything_is_built(tmp_path, body, code, words):
+    text = 'name = "x"\n[run]\nlink_backend = "wire"\n[[path]]\nname = "a"\n' + body
+    if "[workload]" not in body:
+        text += '[workload]\nsize = "1MiB"\n'
+    before = set(leftovers())
+    proc = cli("run", str(write_scenario(tmp_path, text)), "--no-store")
+    assert proc.returncode == code, proc.stderr
+    (line,) = _stderr_lines(proc)
+    assert line.startswith("error: ") and words in line, line
+    assert proc.stdout == "" and set(leftovers()) <= before
+
+
+@requires_root  # the backend's refusal comes after the root check
+def test_a_bytes_per_second_rate_is_noted_once_on_stderr(tmp_path):
+    """100Mbps is 800 mbit/s: the note comes first, then the wire backend's ceiling refuses it (nothing runs)."""
+    path = write_scenario(tmp_path, 'name = "x"\n[run]\nlink_backend = "wire"\n[[path]]\nname = "a"\nrate = "100Mbps"\n'
+                                    '[[path]]\nname = "b"\nrate = "100Mbps"\n[workload]\nsize = "1MiB"\n')
+    proc = cli("run", str(path), "--no-store")
+    assert proc.returncode == 3, proc.stderr
+    note, error = _stderr_lines(proc)
+    assert note == f"note: {path}: rate: 100Mbps is 100 megabytes/s = 800 mbit/s, as in tc; write 100mbit for megabits"
+    assert error.startswith("error: path 'a' (up) asks for 800mbit, above the wire backend's ceiling")

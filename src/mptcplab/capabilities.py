@@ -11,7 +11,7 @@ from .lab import PREFIX, remove_netns
 
 
 def _scratch_try(kind: str, **params: object) -> bool:
-    name = f"{PREFIX}probe-{secrets.token_hex(3)}"
+    name = f"{PREFIX}probe-{os.getpid()}-{secrets.token_hex(3)}"  # the pid: whose probe it is (tests, cleanup)
     netns.create(name)
     try:
         with netns.iproute(name) as ipr:

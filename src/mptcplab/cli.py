@@ -8,25 +8,32 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from .errors import Interrupted, LabError, UsageError
+from .outputs import FIGURE_SUFFIXES, check_output, writing
 from .protocols import Collector
 from .protocols import Progress as RunProgress
 from .result import Repetition, RunResult
 
+if TYPE_CHECKING:
+    from .scenario import Scenario
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# rich_markup_mode=None: help text is printed as written ("[run]" is not Rich markup) and flags show no <bool>
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="A performance lab for the Linux MPTCP packet scheduler.")
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
@@ -69,6 +76,19 @@ def print_json_results(results: list[RunResult], timeseries: bool) -> None:
     sys.stdout.flush()
 
 
+def load_scenarios(refs: list[str], overrides: list[str] | tuple[str, ...] = ()) -> list["Scenario"]:
+    """Load scenario files or built-in names; print each scenario's notes once on stderr ("note: ...").
+
+    Raises ScenarioError (exit 2) for the first file that cannot be used.
+    """
+    from .scenario import load_scenario
+
+    scns = [load_scenario(ref, overrides) for ref in refs]
+    for note in dict.fromkeys(n for s in scns for n in s.notes):
+        err.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+    return scns
+
+
 class RichProgress(RunProgress):
     """Progress of a run on stderr: one bar per repetition."""
 
@@ -109,22 +129,68 @@ class RichProgress(RunProgress):
         self.bar.console.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
+#: what `--help` shows after each option that takes a value (typer would show its Python type: <str>, <path>)
+METAVARS = {
+    "--alpha": "P", "--baseline": "SELECTOR", "--candidate": "SELECTOR", "--config": "FILE", "--db": "URL|PATH",
+    "--format": "FORMAT", "--kernel": "KERNEL", "--kernels": "K1,K2,...", "--label": "TEXT", "--limit": "N",
+    "--link-backend": "BACKEND", "--metric": "METRIC", "--modules": "DIR", "--output": "FILE", "--plot": "PNG",
+    "--rep": "N", "--repeat": "N", "--scenario": "NAME", "--since": "AGE|DATE", "--tag": "KEY=VALUE",
+    "--threshold": "PERCENT",
+}
+
+
+def _plain_metavars(command: Any) -> None:
+    """Every option and argument of every command gets a plain metavar (`--plot PNG`, `SCENARIO...`)."""
+    from typer.core import TyperArgument, TyperOption
+
+    for param in command.params:
+        if isinstance(param, TyperArgument):  # typer adds {} (required) or [] (optional) and "..." itself
+            param.metavar = re.sub(r"[][{}.]", "", param.metavar or param.name or "value").upper()
+            param.display_type_rich = lambda ctx: None  # the metavar says it; no <list[str]> after it
+        elif isinstance(param, TyperOption) and not param.is_flag and param.metavar is None:
+            long = next((o for o in param.opts if o.startswith("--")), param.opts[0])
+            param.metavar = METAVARS.get(long, long.lstrip("-").upper())
+    for sub in getattr(command, "commands", {}).values():
+        _plain_metavars(sub)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .environment import lab_version
+
+        lab = lab_version()
+        out.print(f"mptcplab {lab['version']}" + (f" (git {lab['commit']})" if lab["commit"] else ""), highlight=False)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="print mptcplab's version and git commit, then exit")] = False,
+) -> None:
+    """A performance lab for the Linux MPTCP packet scheduler."""
+
+
 @app.command()
 @handled
 def doctor() -> None:
-    """Check what the lab needs: one line each, OK or MISSING with how to fix. Exit 0 when the lab can run."""
+    """Check what the lab needs: one line each, OK, MISSING or absent (optional), with how to fix. Exit 0 when the lab can run, 3 when it cannot."""
+    from rich.table import Table
+
     from .doctor import checks, ready
 
     results = checks()
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
     for c in results:
-        status = "[green]OK[/green]     " if c.ok else ("[red]MISSING[/red]" if c.required else "[yellow]MISSING[/yellow]")
-        line = f"{status} {c.name}: {c.detail}"
+        status = "[green]OK[/green]" if c.ok else ("[red]MISSING[/red]" if c.required else "[yellow]absent (optional)[/yellow]")
+        line = f"{c.name}: {c.detail}"
         if not c.ok and c.fix:
             line += f" — fix: {c.fix}"
-        if not c.ok and not c.required:
-            line += " (optional)"
-        out.print(line, highlight=False)
-    raise typer.Exit(0 if ready(results) else 1)
+        grid.add_row(status, Text(line))
+    out.print(grid, highlight=False)
+    raise typer.Exit(0 if ready(results) else 3)
 
 
 @app.command()
@@ -151,9 +217,8 @@ def run(
     """
     from . import runner
     from .cli_store import parse_tags, recorder_for
-    from .scenario import load_scenario
 
-    scns = [load_scenario(s, overrides or []) for s in scenario]
+    scns = load_scenarios(scenario, overrides or [])
     scn = scns[0]
     if plot is not None and len(scns) > 1:
         raise UsageError("--plot draws one run: give one scenario")
@@ -161,12 +226,13 @@ def run(
     recorder = recorder_for(db, err) if store else None
     if link_backend is not None and link_backend not in ("auto", "tbf", "netem", "wire"):
         raise UsageError(f"--link-backend {link_backend!r}: choose auto, tbf, netem or wire")
-    if plot is not None and not plot.resolve().parent.is_dir():
-        raise UsageError(f"--plot {plot}: the directory {plot.resolve().parent} does not exist")
+    if plot is not None:
+        check_output(plot, "--plot", FIGURE_SUFFIXES)  # before any traffic
+    guest_kernel = None
     if kernel is not None:
-        from .kernels.catalog import resolve
+        from .cli_kernel import use_kernel
 
-        resolve(kernel)  # an unknown kernel is refused before anything starts
+        guest_kernel = use_kernel(kernel)  # resolved (and fetched) before anything starts; unknown ones are refused
     for s in scns if kernel is None else []:  # with --kernel the guest checks its own kernel
         runner.preflight(s, link_backend)  # refuse before anything is built or drawn
     collector = Collector()
@@ -177,7 +243,7 @@ def run(
             if kernel is not None:
                 from .cli_kernel import run_on_kernel
 
-                results = run_on_kernel(kernel, scns, replace(options, progress=progress), timeseries)
+                results = run_on_kernel(guest_kernel or kernel, scns, replace(options, progress=progress), timeseries)
             else:
                 results = runner.run_scenarios(scns, replace(options, progress=progress))
     except BaseException:
@@ -197,7 +263,7 @@ def run(
     incomplete = [r for res in results for r in res.repetitions if not r.completed]
     if plot is not None:
         try:
-            _plot(results[0], plot, scenario=scns[0].normalized())
+            _plot(results[0], plot, scenario=scns[0].normalized(), option="--plot")
         except UsageError as e:
             if not incomplete:
                 raise
@@ -215,6 +281,7 @@ def plot_cmd(
     db: DbOption = None,
 ) -> None:
     """Draw per-path throughput and RTT over time from a JSON result or a stored run."""
+    check_output(output, "--output", FIGURE_SUFFIXES)
     path = Path(result_json)
     if path.exists() or path.suffix == ".json":
         result = _read_result(path)
@@ -262,25 +329,33 @@ def _builtin_content(result: RunResult) -> dict | None:
 
 
 def _plot(result: RunResult, path: Path, repetition: int | None = None, console: Console = err,
-          scenario: dict | None = None) -> None:
+          scenario: dict | None = None, option: str = "--output") -> None:
     from .plots import plot_run
 
     try:
-        console.print(f"plot written to {plot_run(result, path, repetition, scenario)}", highlight=False)
+        with writing(path, option):
+            console.print(f"plot written to {plot_run(result, path, repetition, scenario)}", highlight=False)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    except OSError as e:
-        raise UsageError(f"cannot write the plot {path}: {e.strerror}") from None
 
 
 @app.command()
 @handled
-def scenarios() -> None:
-    """List the built-in scenarios."""
+def scenarios(
+    show: Annotated[Optional[str], typer.Option("--show", metavar="NAME",
+                                                help="print this built-in scenario's TOML, as shipped: a starting point to copy")] = None,
+) -> None:
+    """List the built-in scenarios (the format: docs/scenario.md)."""
     from .scenario import builtin_scenarios, load_scenario
 
-    for name, path in builtin_scenarios().items():
-        out.print(f"{name:<20} {load_scenario(path).description}", highlight=False)
+    builtins = builtin_scenarios()
+    if show is not None:
+        if show not in builtins:
+            raise UsageError(f"--show {show}: no built-in scenario of that name; the built-in scenarios are: {', '.join(builtins)}")
+        sys.stdout.write(builtins[show].read_text())
+        return
+    for name, path in builtins.items():
+        out.print(f"{name:<20} {load_scenario(path).description}", highlight=False, markup=False)
 
 
 @app.command()
@@ -308,11 +383,14 @@ def cleanup(
 
 from . import cli_store  # noqa: E402,F401  (registers runs, show, export, compare, import on `app`)
 from . import cli_kernel  # noqa: E402,F401  (registers kernel fetch/list/add and matrix on `app`)
+from . import cli_report  # noqa: E402,F401  (registers report on `app`)
 
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    app()
+    command = typer.main.get_command(app)
+    _plain_metavars(command)
+    command(prog_name="mptcplab")
 
 
 if __name__ == "__main__":

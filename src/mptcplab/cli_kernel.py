@@ -8,7 +8,7 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -19,51 +19,96 @@ from .result import RunResult
 from .runner import RunOptions
 from .scenario import Scenario
 
+if TYPE_CHECKING:
+    from .kernels.catalog import Kernel
+    from .kernels.fetch import Waits
+
 kernel_app = typer.Typer(no_args_is_help=True, help="Other kernels: fetch Debian kernels, add your own, list them.")
 app.add_typer(kernel_app, name="kernel")
+
+
+def kernel_waits() -> "Waits":
+    """Waits that say on stderr what a kernel fetch is waiting for (a spinner on a terminal)."""
+    from .cli import err
+    from .kernels.fetch import ConsoleWaits
+
+    return ConsoleWaits(err)
+
+
+def use_kernel(name: str) -> "Kernel":
+    """The kernel `name` means (the one rule of `kernel fetch`), fetched if it is not cached; says which on stderr."""
+    from .kernels.fetch import fetch
+
+    return fetch(name, waits=kernel_waits())[0]
 
 
 @kernel_app.command("fetch")
 @handled
 def fetch_cmd(
-    version: Annotated[str, typer.Argument(help="6.1, 6.12, 6.12.95, 7.2, a suite (trixie, sid...), a release or a package version")],
-    refresh: Annotated[bool, typer.Option("--refresh", help="ask the archive even when a cached kernel matches")] = False,
+    version: Annotated[str, typer.Argument(help="6.1, 6.12, 6.12.95, 7, a suite (trixie, trixie-backports, sid...), a release or a package version")],
+    refresh: Annotated[bool, typer.Option("--refresh", help="update the package lists first, even when they are fresh")] = False,
 ) -> None:
-    """Download a Debian cloud kernel and its modules into the cache (nothing is installed on the host)."""
+    """Download a Debian cloud kernel and its modules into the cache (nothing is installed on the host).
+
+    A version prefix means the newest runnable release the archive offers
+    (6.12 is the newest 6.12.x, even when an older one is cached).
+    """
     from .kernels.fetch import fetch
 
-    kernel, was_cached = fetch(version, refresh=refresh)
+    kernel, was_cached = fetch(version, refresh=refresh, waits=kernel_waits())
     verb = "already cached" if was_cached else "fetched"
-    out.print(f"{verb}: {kernel.release} ({kernel.version}, {kernel.origin}) in {kernel.dir}", highlight=False)
+    out.print(f"{verb}: {kernel.release} ({kernel.version}, {kernel.origin}) in {kernel.dir}", highlight=False, soft_wrap=True)
 
 
 @kernel_app.command("list")
 @handled
 def list_cmd(
     cached_only: Annotated[bool, typer.Option("--cached", help="only the cache; do not ask the archive")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON list: release, upstream, version, suite, cached, runnable, reason")] = False,
+    refresh: Annotated[bool, typer.Option("--refresh", help="update the package lists first, even when they are fresh")] = False,
 ) -> None:
-    """What is cached, and what the Debian archive offers."""
+    """Every kernel: cached ones and what the Debian archive offers, in version order, with what can run."""
     from .kernels.catalog import cached
+    from .kernel_names import version_key
 
-    table = Table(title="cached kernels", title_justify="left")
-    for col in ("release", "version", "origin", "MPTCP"):
-        table.add_column(col)
-    for k in cached():
-        table.add_row(k.release, k.version, k.origin, k.config_value("MPTCP") or "?")
-    out.print(table)
-    if cached_only:
-        return
-    from .kernels.fetch import PrivateApt
+    kernels = cached()
+    rows: dict[str, dict] = {}
+    for k in kernels:
+        rows[k.release] = {"release": k.release, "upstream": k.upstream, "version": k.version,
+                           "suite": k.origin.split(" ")[1] if k.origin.startswith("debian ") else "",
+                           "origin": k.origin, "cached": True, "runnable": True, "reason": "",
+                           "mptcp": k.config_value("MPTCP")}
+    problem = ""
+    if not cached_only:
+        from .errors import LabError
+        from .kernels.fetch import PrivateApt, read_catalog
 
-    apt = PrivateApt()
-    apt.update()
-    have = {k.release for k in cached()}
-    offer = Table(title="fetchable (mptcplab kernel fetch VERSION)", title_justify="left")
-    for col in ("version", "suite", "release", "cached"):
-        offer.add_column(col)
-    for c in apt.candidates():
-        offer.add_row(c.upstream, c.suite, c.release, "yes" if c.release in have else "")
-    out.print(offer)
+        try:
+            offered = read_catalog(PrivateApt(waits=kernel_waits()), refresh)
+        except LabError as e:
+            offered, problem = [], e.message
+        for c in offered:
+            row = rows.setdefault(c.release, {"release": c.release, "cached": False, "mptcp": None})
+            row.update(upstream=c.upstream, version=c.version, suite=c.suite, origin=f"debian {c.suite} {c.package}",
+                       runnable=c.runnable, reason=c.reason, size_bytes=c.size)
+    ordered = sorted(rows.values(), key=lambda r: (version_key(r["version"] if r["version"] != "custom" else r["upstream"]), r["release"]))
+    if as_json:
+        sys.stdout.write(json.dumps(ordered) + "\n")
+    else:
+        title = "cached kernels" if cached_only else "kernels, oldest first (mptcplab kernel fetch VERSION; cached ones run offline)"
+        table = Table(title=title, title_justify="left")
+        for col in ("version", "release", "suite", "cached", "MPTCP", "runnable"):
+            table.add_column(col, overflow="fold")
+        for r in ordered:
+            suite = r["suite"] or ("your build" if r["version"] == "custom" else "")
+            table.add_row(r["upstream"], r["release"], suite, "yes" if r["cached"] else "",
+                          (r["mptcp"] or "?") if r["cached"] else "", "yes" if r["runnable"] else f"no: {r['reason']}")
+        out.print(table)
+    if problem:
+        from .cli import err
+
+        err.print(f"warning: the Debian archive could not be read ({problem}); only the cache is listed",
+                  highlight=False, markup=False, soft_wrap=True)
 
 
 @kernel_app.command("add")
@@ -81,15 +126,14 @@ def add_cmd(
               highlight=False)
 
 
-def run_on_kernel(kernel: str, scenarios: list[Scenario], options: RunOptions, timeseries: bool) -> list[RunResult]:
-    """`run --kernel K`: every scenario in one guest booted with K (kernels are checked before booting).
+def run_on_kernel(kernel: "str | Kernel", scenarios: list[Scenario], options: RunOptions, timeseries: bool) -> list[RunResult]:
+    """`run --kernel K`: every scenario in one guest booted with K (a name is resolved, and fetched, first).
 
     Each repetition reaches the sinks (the store) as it ends in the guest.
     """
-    from .kernels.catalog import resolve
     from .kernels.guest import GuestSession
 
-    k = resolve(kernel)
+    k = use_kernel(kernel) if isinstance(kernel, str) else kernel
     results = []
     with GuestSession(k) as guest:
         for scenario in scenarios:
@@ -109,7 +153,7 @@ def _fmt(est: object) -> str:
 @handled
 def matrix(
     scenario: Annotated[list[str], typer.Argument(help="TOML files or built-in scenario names")],
-    kernels: Annotated[str, typer.Option("--kernels", help="comma-separated kernels (release, version or prefix); the first is the baseline")],
+    kernels: Annotated[str, typer.Option("--kernels", help="comma-separated kernels (release, package version, suite or version prefix, as in kernel fetch); the first is the baseline")],
     repeat: Annotated[Optional[int], typer.Option("--repeat", "-n", min=1, help="repetitions per scenario and kernel")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON list: a `run --json` document per scenario x kernel")] = False,
     label: Annotated[Optional[str], typer.Option("--label", help="a free-form label stored with every run")] = None,
@@ -124,22 +168,21 @@ def matrix(
 
     Exit 1 when any repetition did not complete (each is kept, with its reason).
     """
-    from .kernels.catalog import resolve
+    from .cli import load_scenarios
     from .kernels.matrix import run_matrix, table_rows
-    from .scenario import load_scenario
 
     names = [k.strip() for k in kernels.split(",") if k.strip()]
     if not names:
         raise UsageError("--kernels needs at least one kernel, e.g. --kernels 6.1,6.12")
     if link_backend is not None and link_backend not in ("auto", "tbf", "netem", "wire"):
         raise UsageError(f"--link-backend {link_backend!r}: choose auto, tbf, netem or wire")
-    ks = [resolve(n) for n in names]
+    ks = [use_kernel(n) for n in names]  # the rule of `kernel fetch`; missing kernels are fetched
     if len({k.release for k in ks}) < len(ks):
         raise UsageError(f"--kernels {kernels}: names the same kernel twice")
     from .kernels.matrix import resolve_backend
     from .protocols import Collector
 
-    scns = [load_scenario(s, overrides or []) for s in scenario]
+    scns = load_scenarios(scenario, overrides or [])
     backend = resolve_backend(link_backend, scns, ks)
     collector = Collector()
     options = RunOptions(repeat=repeat, label=label, link_backend=link_backend, fail_fast=fail_fast, sinks=[collector])

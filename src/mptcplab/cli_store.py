@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import sys
 import time
@@ -18,13 +19,15 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .cli import DbOption, app, err, handled, out
 from .errors import UsageError
+from .outputs import FIGURE_SUFFIXES, check_output, writing
 
 
-ThresholdOption = Annotated[str, typer.Option("--threshold", help="smallest relative change that counts")]
+ThresholdOption = Annotated[str, typer.Option("--threshold", help="smallest relative change that counts, in percent: 5% or 5")]
 AlphaOption = Annotated[float, typer.Option("--alpha", min=0.0001, max=0.5, help="significance level of the one-sided Mann-Whitney U test")]
 
 
@@ -65,6 +68,29 @@ def _store(db: str | None, create: bool = False) -> Any:
     return open_store(db, create=create)
 
 
+def _listing_store(db: str | None) -> tuple[Any, str]:
+    """For commands that list (runs, history, export): the store, or None when no run was ever stored there.
+
+    A SQLite file that does not exist yet is not an error for them (a new user
+    runs `mptcplab runs` first); a directory that does not exist is, unless it
+    is the default location: `--db /mistyped/dir/results.db` must not look empty.
+    Returns (store or None, where it is).
+    """
+    from .store import open_store
+    from .store.location import ENV_VAR, display, resolve_db
+
+    url = resolve_db(db)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") and not Path(url.database).exists():
+        if Path(url.database).parent.is_dir() or not (db or os.environ.get(ENV_VAR)):
+            return None, display(url)
+    store = open_store(url, create=False)  # a missing directory of a given --db: "no results database at ...", exit 2
+    return store, store.where
+
+
+def _nothing_stored(where: str, console: Console) -> None:
+    console.print(f"no runs stored yet (in {where})", highlight=False, markup=False, soft_wrap=True)
+
+
 def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -82,15 +108,19 @@ def _filter(scenario: str | None, label: str | None, kernel: str | None, since: 
 def runs(
     scenario: Annotated[Optional[str], typer.Option("--scenario", help="only runs of this scenario (by name)")] = None,
     label: Annotated[Optional[str], typer.Option("--label", help="only runs with this label")] = None,
-    kernel: Annotated[Optional[str], typer.Option("--kernel", help="only runs on this kernel release")] = None,
+    kernel: Annotated[Optional[str], typer.Option("--kernel", help="only runs on this kernel: a release or version prefix (6.1 is 6.1.0-50-cloud-amd64 = 6.1.176, not 6.12)")] = None,
     since: Annotated[Optional[str], typer.Option("--since", help="only runs started since a date/time or an age (12h, 7d)")] = None,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="only runs with this key=value tag (repeatable)")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="at most this many, newest first")] = 50,
     db: DbOption = None,
 ) -> None:
     """List stored runs, newest first."""
-    store = _store(db)
-    found = store.list_runs(_filter(scenario, label, kernel, since, tag), limit=limit)
+    flt = _filter(scenario, label, kernel, since, tag)
+    store, where = _listing_store(db)
+    if store is None or not store.count_runs():
+        _nothing_stored(where, out)
+        return
+    found = store.list_runs(flt, limit=limit)
     if not found:
         out.print(f"no runs in {store.where} match", highlight=False)
         return
@@ -98,7 +128,7 @@ def runs(
     for col in ("run", "started", "scenario", "version", "label", "kernel", "status", "reps", "goodput mbit/s"):
         table.add_column(col, justify="right" if col in ("reps", "goodput mbit/s") else "left")
     for r in found:
-        table.add_row(r.uid, _when(r.started_at), r.scenario, r.scenario_hash[:8], r.label or "", r.kernel, r.status,
+        table.add_row(r.uid, _when(r.started_at), escape(r.scenario), r.scenario_hash[:8], escape(r.label or ""), escape(r.kernel), r.status,
                       str(r.repetitions), f"{r.goodput_median:.2f}" if r.goodput_median is not None else "")
     out.print(table)
 
@@ -141,8 +171,16 @@ EXPORT_COLUMNS = ["run_id", "scenario", "scenario_hash", "label", "kernel", "sch
                   "status", "run_started_at", "repetition", "warmup", "started_at", "goodput_mbps", "completion_s", "bytes"]
 
 
+def _iso(ts: float | None) -> str:
+    """An epoch time as ISO 8601 with the local UTC offset (2026-11-25T09:02:43.120+00:00); empty when unknown."""
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="milliseconds") if ts else ""
+
+
 def _csv_rows(results: list[Any]) -> tuple[list[str], list[dict[str, Any]]]:
-    """One row per repetition; per-path and per-tag values as `<path>.<field>` and `tag.<key>` columns."""
+    """One row per repetition; per-path and per-tag values as `<path>.<field>` and `tag.<key>` columns.
+
+    `repetition` counts from 1 (as tables and `plot --rep` do); `run_started_at` and `started_at` are ISO 8601.
+    """
     from .store.store import repetition_metrics
 
     columns = list(EXPORT_COLUMNS) + ["retransmits", "bytes_retrans", "rtt_ms"]
@@ -152,7 +190,7 @@ def _csv_rows(results: list[Any]) -> tuple[list[str], list[dict[str, Any]]]:
             row: dict[str, Any] = dict(
                 run_id=r.run_id, scenario=r.scenario, scenario_hash=r.scenario_hash, label=r.label or "", kernel=r.kernel,
                 scheduler=r.scheduler, path_manager=r.path_manager, backend=r.backend, status=r.status,
-                run_started_at=r.started_at, repetition=rep.index, warmup=rep.warmup, started_at=rep.started_at,
+                run_started_at=_iso(r.started_at), repetition=rep.index + 1, warmup=rep.warmup, started_at=_iso(rep.started_at),
                 goodput_mbps=rep.goodput_mbps, completion_s=rep.completion_s, bytes=rep.bytes)
             row.update({k: v for k, v in repetition_metrics(rep).items() if k not in row})
             for sf in rep.subflows:
@@ -173,7 +211,7 @@ def export(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write here instead of stdout")] = None,
     scenario: Annotated[Optional[str], typer.Option("--scenario", help="only runs of this scenario")] = None,
     label: Annotated[Optional[str], typer.Option("--label", help="only runs with this label")] = None,
-    kernel: Annotated[Optional[str], typer.Option("--kernel", help="only runs on this kernel release")] = None,
+    kernel: Annotated[Optional[str], typer.Option("--kernel", help="only runs on this kernel: a release or version prefix (6.1 is 6.1.0-50-cloud-amd64 = 6.1.176, not 6.12)")] = None,
     since: Annotated[Optional[str], typer.Option("--since", help="only runs started since a date/time or an age (12h, 7d)")] = None,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="only runs with this key=value tag (repeatable)")] = None,
     db: DbOption = None,
@@ -181,23 +219,35 @@ def export(
     """Export stored runs for other tools (pandas, spreadsheets): CSV or JSON."""
     if fmt not in ("csv", "json"):
         raise UsageError(f"--format {fmt!r}: choose csv or json")
-    store = _store(db)
-    ids = [store.resolve_run(r) for r in run_ids or []]
-    found = store.list_runs(_filter(scenario, label, kernel, since, tag, ids))
-    results = [store.load_result(r.uid) for r in reversed(found)]  # oldest first
-    stream = output.open("w", newline="") if output else sys.stdout
-    try:
-        if fmt == "json":
-            json.dump([r.to_json() for r in results], stream)
-            stream.write("\n")
-        else:
-            columns, rows = _csv_rows(results)
-            writer = csv.DictWriter(stream, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-    finally:
-        if output:
-            stream.close()
+    if output is not None:
+        check_output(output, "--output")
+    flt = _filter(scenario, label, kernel, since, tag)
+    store, where = _listing_store(db)
+    if store is None and run_ids:
+        raise UsageError(f"no run {run_ids[0]!r}: no runs stored yet (in {where})")
+    if store is None:
+        _nothing_stored(where, err)  # and an empty document: a script reading it needs no special case
+        results = []
+    else:
+        flt.run_ids = [store.resolve_run(r) for r in run_ids or []]
+        found = store.list_runs(flt)
+        results = [store.load_result(r.uid) for r in reversed(found)]  # oldest first
+    if output is None:
+        _write_export(sys.stdout, fmt, results)
+        return
+    with writing(output, "--output"), output.open("w", newline="") as stream:
+        _write_export(stream, fmt, results)
+
+
+def _write_export(stream: Any, fmt: str, results: list[Any]) -> None:
+    if fmt == "json":
+        json.dump([r.to_json() for r in results], stream)
+        stream.write("\n")
+    else:
+        columns, rows = _csv_rows(results)
+        writer = csv.DictWriter(stream, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _known_metrics(names: list[str]) -> list[str]:
@@ -211,8 +261,9 @@ def _known_metrics(names: list[str]) -> list[str]:
 
 
 def _parse_threshold(text: str) -> float:
+    """`--threshold 5%` or `--threshold 5`: a percentage either way (a fraction of 1, e.g. 0.05, would be 0.05%)."""
     try:
-        value = float(text.strip().removesuffix("%")) / 100 if text.strip().endswith("%") else float(text)
+        value = float(text.strip().removesuffix("%")) / 100
     except ValueError:
         raise UsageError(f"--threshold {text!r}: give a percentage such as 5%") from None
     if not 0 <= value < 1:
@@ -223,41 +274,57 @@ def _parse_threshold(text: str) -> float:
 @app.command()
 @handled
 def compare(
-    baseline: Annotated[str, typer.Option("--baseline", help="selector: a run id, label, kernel release or tag key=value")],
-    candidate: Annotated[str, typer.Option("--candidate", help="selector: a run id, label, kernel release or tag key=value")],
+    baseline: Annotated[str, typer.Option("--baseline", help="selector: a run id, label, kernel (release or version prefix) or tag key=value")],
+    candidate: Annotated[str, typer.Option("--candidate", help="selector: a run id, label, kernel (release or version prefix) or tag key=value")],
     metric: Annotated[Optional[list[str]], typer.Option("--metric", help="goodput_mbps (default), completion_s, retransmits, bytes_retrans, rtt_ms (repeatable)")] = None,
     threshold: ThresholdOption = "5%",
     alpha: AlphaOption = 0.01,
-    fmt: Annotated[str, typer.Option("--format", help="table, markdown or json")] = "table",
+    fmt: Annotated[str, typer.Option("--format", help="table, markdown, json or junit (one test case per scenario and metric)")] = "table",
     plot: Annotated[Optional[Path], typer.Option("--plot", help="also draw every repetition of both sides, medians and verdicts to this PNG")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write the markdown, json or junit output to this file instead of stdout")] = None,
+    report_url: Annotated[Optional[str], typer.Option("--report-url", help="link to the report's page of this comparison (markdown, junit)")] = None,
     db: DbOption = None,
 ) -> None:
     """Is the candidate slower than the baseline? Exit 0: nothing regressed, 1: something did, 2: usage error."""
-    from .analysis.compare import HEADER, compare_stored, rows, to_markdown
+    from .analysis.compare import HEADER, compare_stored, rows, to_junit, to_markdown
 
-    if fmt not in ("table", "markdown", "json"):
-        raise UsageError(f"--format {fmt!r}: choose table, markdown or json")
+    if fmt not in ("table", "markdown", "json", "junit"):
+        raise UsageError(f"--format {fmt!r}: choose table, markdown, json or junit")
+    if output is not None and fmt == "table":
+        raise UsageError("--output writes the markdown, json or junit formats", "add --format markdown, json or junit")
+    if output is not None and (output.is_dir() or not output.parent.is_dir()):
+        raise UsageError(f"--output {output}: not a file in an existing directory", "give a file path whose directory exists")
     metrics = _known_metrics(metric or ["goodput_mbps"])
+    if plot is not None:
+        check_output(plot, "--plot", FIGURE_SUFFIXES)
     store = _store(db)
     report = compare_stored(store, baseline, candidate, metrics, threshold=_parse_threshold(threshold), alpha=alpha)
     if plot is not None:
         from .plots import plot_comparison
 
         _write_plot(lambda: plot_comparison(report, plot), plot)
-    if fmt == "json":
-        sys.stdout.write(json.dumps(report.to_json()) + "\n")
-    elif fmt == "markdown":
-        sys.stdout.write(to_markdown(report) + "\n")
+    if fmt in ("json", "markdown", "junit"):
+        text = {"json": lambda: json.dumps(report.to_json()),
+                "markdown": lambda: to_markdown(report, report_url=report_url),
+                "junit": lambda: to_junit(report, report_url=report_url)}[fmt]()
+        if output is None:
+            sys.stdout.write(text + "\n")
+        else:
+            try:
+                output.write_text(text + "\n")
+            except OSError as e:
+                raise UsageError(f"cannot write {output}: {e.strerror}") from None
+            err.print(f"{fmt} written to {output}", highlight=False, markup=False, soft_wrap=True)
     else:
         for note in report.notes:
             out.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
-        table = Table(title=f"baseline {baseline} vs candidate {candidate} (threshold {report.threshold * 100:g}%, alpha {alpha:g})",
+        table = Table(title=f"baseline {escape(baseline)} vs candidate {escape(candidate)} (threshold {report.threshold * 100:g}%, alpha {alpha:g})",
                       title_justify="left")
         for col in HEADER:
             table.add_column(col, justify="left" if col in ("scenario", "metric", "verdict") else "right")
         for row in rows(report):
             style = {"regressed": "red", "improved": "green"}.get(row[-1])
-            table.add_row(*row[:-1], f"[{style}]{row[-1]}[/{style}]" if style else row[-1])
+            table.add_row(*map(escape, row[:-1]), f"[{style}]{row[-1]}[/{style}]" if style else row[-1])
         out.print(table)
         for note in dict.fromkeys(n for c in report.comparisons for n in c.notes):
             out.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
@@ -270,7 +337,7 @@ def history(
     scenario: Annotated[str, typer.Argument(metavar="SCENARIO", help="a scenario name, as `mptcplab runs` lists it")],
     metric: Annotated[str, typer.Option("--metric", help="goodput_mbps (default), completion_s, retransmits, bytes_retrans, rtt_ms")] = "goodput_mbps",
     label: Annotated[Optional[str], typer.Option("--label", help="only runs with this label")] = None,
-    kernel: Annotated[Optional[str], typer.Option("--kernel", help="only runs on this kernel release")] = None,
+    kernel: Annotated[Optional[str], typer.Option("--kernel", help="only runs on this kernel: a release or version prefix (6.1 is 6.1.0-50-cloud-amd64 = 6.1.176, not 6.12)")] = None,
     since: Annotated[Optional[str], typer.Option("--since", help="only runs started since a date/time or an age (12h, 7d)")] = None,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="only runs with this key=value tag (repeatable)")] = None,
     threshold: ThresholdOption = "5%",
@@ -285,8 +352,21 @@ def history(
     if fmt not in ("table", "json"):
         raise UsageError(f"--format {fmt!r}: choose table or json")
     _known_metrics([metric])
-    store = _store(db)
-    hist = history_stored(store, scenario, metric, _filter(None, label, kernel, since, tag),
+    if plot is not None:
+        check_output(plot, "--plot", FIGURE_SUFFIXES)
+    flt = _filter(None, label, kernel, since, tag)
+    store, where = _listing_store(db)
+    if store is None:
+        from .analysis.history import History
+        from .store import METRICS
+
+        _nothing_stored(where, err if fmt == "json" else out)
+        if fmt == "json":
+            empty = History(scenario=scenario, metric=metric, better=METRICS.get(metric, "higher"),
+                            threshold=_parse_threshold(threshold), alpha=alpha)
+            sys.stdout.write(json.dumps(empty.to_json()) + "\n")
+        return
+    hist = history_stored(store, scenario, metric, flt,
                           threshold=_parse_threshold(threshold), alpha=alpha)
     if plot is not None:
         from .plots import plot_history
@@ -295,14 +375,14 @@ def history(
     if fmt == "json":
         sys.stdout.write(json.dumps(hist.to_json()) + "\n")
         return
-    table = Table(title=f"{scenario}: {metric} per run, oldest first (threshold {hist.threshold * 100:g}%, alpha {alpha:g})",
+    table = Table(title=f"{escape(scenario)}: {metric} per run, oldest first (threshold {hist.threshold * 100:g}%, alpha {alpha:g})",
                   title_justify="left")
     for col in ("run", "started", "kernel", "label", "n", "median", "95% CI", "vs previous", "p", "verdict"):
         table.add_column(col, justify="right" if col in ("n", "median", "95% CI", "vs previous", "p") else "left")
     for p in hist.points:
         verdict = p.verdict or ""
         style = {"regressed": "red", "improved": "green"}.get(verdict)
-        table.add_row(p.run_id, _when(p.started_at), p.kernel, p.label or "", str(p.n), f"{p.median:.3f}",
+        table.add_row(p.run_id, _when(p.started_at), escape(p.kernel), escape(p.label or ""), str(p.n), f"{p.median:.3f}",
                       f"[{p.ci95[0]:.3f}, {p.ci95[1]:.3f}]", "" if p.change is None else f"{p.change * 100:+.1f}%",
                       "" if p.p_value is None else f"{p.p_value:.4f}",
                       (f"[{style}]{verdict}[/{style}]" if style else verdict) + (" (scenario changed)" if p.version_changed else "")
@@ -314,9 +394,10 @@ def history(
 
 def _write_plot(draw: Callable[[], object], path: Path) -> None:
     try:
-        draw()
-    except OSError as e:
-        raise UsageError(f"cannot write the plot {path}: {e.strerror}") from None
+        with writing(path, "--plot"):
+            draw()
+    except ValueError as e:  # nothing to draw
+        raise UsageError(str(e)) from None
     err.print(f"plot written to {path}", highlight=False, markup=False, soft_wrap=True)
 
 
@@ -327,13 +408,15 @@ def import_cmd(
     db: DbOption = None,
 ) -> None:
     """Load spooled results (written when the database was unavailable) into the store; importing twice adds nothing."""
+    from .store import spool
     from .store.location import spool_dir
-    from .store.recorder import import_file
+    from .units import plural
 
-    store = _store(db, create=True)
-    for path in files:
-        result, added = import_file(store, path)
-        out.print(f"imported run {result.run_id} ({result.scenario}): {added} new of {len(result.repetitions)} "
-                  f"repetitions into {store.where}", highlight=False)
+    loaded = [(path, *spool.read(path)) for path in files]  # every file is read before the store is touched:
+    store = _store(db, create=True)                          # a failed import creates no empty database
+    for path, result, scenario in loaded:
+        added = store.save_result(result, scenario)
+        out.print(f"imported run {result.run_id} ({result.scenario}): {added} new of "
+                  f"{plural(len(result.repetitions), 'repetition')} into {store.where}", highlight=False, markup=False)
         if path.resolve().parent == spool_dir().resolve():
             path.unlink()  # the lab's own spool file: its content is now in the store

@@ -51,9 +51,12 @@ class RunError(LabError):
 
 
 class StoreError(LabError):
-    """The results store cannot be opened, read or written (locked, full, unreachable)."""
+    """The results store cannot be opened, read or written (locked, full, unreachable): an unusable --db, exit 2.
 
-    exit_code = 1
+    During a run the recorder catches it and spools the result instead.
+    """
+
+    exit_code = 2
 
 
 class TransferTimeout(RunError):

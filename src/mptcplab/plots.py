@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 
 from .metrics import metric  # noqa: E402
 from .result import Repetition, RunResult  # noqa: E402
+from .units import plural  # noqa: E402
 
 
 #: the plotted rate is averaged over at least this long (and at least the path's RTT): ACKs reach the
@@ -345,7 +346,7 @@ def history_figure(history: Any) -> Any:
     ax.set_ylabel(f"{history.metric} (median, 95% CI)")
     ax.grid(axis="y", alpha=0.3)
     steps = history.steps
-    ax.set_title(_wrap(f"{history.scenario}: {len(points)} runs, {steps['regressed']} step(s) regressed, {steps['improved']} improved\n"
+    ax.set_title(_wrap(f"{history.scenario}: {plural(len(points), 'run')}, {plural(steps['regressed'], 'step')} regressed, {steps['improved']} improved\n"
                        f"each run vs the one before: threshold {history.threshold * 100:g}%, alpha {history.alpha:g}; "
                        f"dotted: scenario changed", fig.get_figwidth() - 0.8, 9), fontsize=9)
     return fig

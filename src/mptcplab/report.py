@@ -8,6 +8,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .result import Repetition, RunResult
+from .units import plural
 
 
 def _fmt_ci(est: object) -> str:
@@ -26,7 +27,7 @@ def run_table(result: RunResult) -> Table:
     paths = list(dict.fromkeys(s.path for r in result.repetitions for s in r.subflows))
     title = (f"{result.scenario} — kernel {result.kernel}, scheduler {result.scheduler}, "
              f"backend {result.backend}" + (f", label {result.label}" if result.label else ""))
-    table = Table(title=title, title_justify="left")
+    table = Table(title=escape(title), title_justify="left")  # a label or path name may hold [brackets]
     with_status = any(_status_cell(r) for r in result.repetitions)
     table.add_column("rep", justify="right")
     if with_status:
@@ -34,9 +35,9 @@ def run_table(result: RunResult) -> Table:
     table.add_column("completion s", justify="right")
     table.add_column("goodput mbit/s", justify="right")
     for p in paths:
-        table.add_column(f"{p} share", justify="right")
-        table.add_column(f"{p} retx", justify="right")
-        table.add_column(f"{p} rtt ms", justify="right")
+        table.add_column(escape(f"{p} share"), justify="right")
+        table.add_column(escape(f"{p} retx"), justify="right")
+        table.add_column(escape(f"{p} rtt ms"), justify="right")
     for rep in result.repetitions:
         row = [str(rep.index + 1) + (" (warm-up)" if rep.warmup else "")]
         if with_status:
@@ -56,10 +57,10 @@ def print_run(result: RunResult, console: Console | None = None) -> None:
     for metric, unit in (("goodput_mbps", "mbit/s"), ("completion_s", "s")):
         est = result.summary.get(metric)
         if est:
-            console.print(f"{metric}: median {est.median:.3f} {unit}, 95% CI [{est.ci95[0]:.3f}, {est.ci95[1]:.3f}] over {est.n} repetitions")
+            console.print(f"{metric}: median {est.median:.3f} {unit}, 95% CI [{est.ci95[0]:.3f}, {est.ci95[1]:.3f}] over {plural(est.n, 'repetition')}")
     rate = result.summary.get("pass_rate")
     if rate and (rate.median < 1 or result.environment.get("budget_s")):
-        console.print(f"pass_rate: {rate.median * 100:.0f}% of {rate.n} repetitions completed within budget, "
+        console.print(f"pass_rate: {rate.median * 100:.0f}% of {plural(rate.n, 'repetition')} completed within budget, "
                       f"95% CI [{rate.ci95[0] * 100:.0f}%, {rate.ci95[1] * 100:.0f}%] (Wilson)")
     for err in result.errors:
         console.print(f"[red]error:[/red] {escape(err)}")

@@ -27,7 +27,7 @@ from .protocols import Progress, RunSink
 from .result import Repetition, RunResult
 from .scenario import SYSCTL_ROLES, Event, Scenario
 from .topology import Topology, build, effective_sysctls
-from .workloads.bulk import BulkTransfer
+from .workloads.base import Hooks, workload_class
 
 __all__ = ["RunOptions", "Progress", "RunSink", "preflight", "run_scenario", "run_scenarios", "summarize_run"]
 
@@ -68,6 +68,7 @@ def preflight(scenario: Scenario, link_backend: str | None = None) -> type[LinkB
     pms = capabilities.available_path_managers()
     if scenario.mptcp.path_manager not in pms:
         raise UnsupportedError(f"path manager {scenario.mptcp.path_manager!r} is not available (available: {', '.join(pms)})")
+    workload_class(scenario.workload.kind)  # a kind without an engine is refused before anything is built
     ccs = capabilities.available_congestion_controls()
     if scenario.tcp.congestion_control not in ccs:
         raise UnsupportedError(f"tcp.congestion_control {scenario.tcp.congestion_control!r} is not available in this kernel "
@@ -107,7 +108,6 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
     environment problems raise.
     """
     progress = options.progress
-    total = float(scenario.workload.size or scenario.workload.duration or 1)
     status, error = "completed", None
     with Lab() as lab:
         if options.cancel:
@@ -131,8 +131,7 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
 
         def on_sample(s: ConnectionSample) -> None:
             if progress:
-                done = s.mptcp_bytes_acked if scenario.workload.size else time.monotonic() - transfer_t0[0]
-                progress.sample(index, float(done), total)
+                progress.sample(index, transfer.progress(s, time.monotonic() - transfer_t0[0]), 1.0)
 
         transfer_t0 = [time.monotonic()]
 
@@ -142,9 +141,10 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
                 _schedule_events(backend, list(scenario.events), t0, stop_events, event_errors)
 
         userspace_pm = scenario.mptcp.path_manager == "userspace" and len(topo.paths) > 1
-        transfer = BulkTransfer(topo, scenario.workload, scenario.run.timeout, on_sample=on_sample, on_start=on_start,
-                                on_connected=(lambda sock: open_subflows(topo, sock)) if userspace_pm else None,
-                                cancel=options.cancel, congestion_control=scenario.tcp.congestion_control)
+        hooks = Hooks(on_sample=on_sample, on_start=on_start,
+                      on_connected=(lambda sock: open_subflows(topo, sock)) if userspace_pm else None,
+                      cancel=options.cancel, congestion_control=scenario.tcp.congestion_control)
+        transfer = workload_class(scenario.workload.kind)(topo, scenario.workload, scenario.run.timeout, hooks)
         lab.on_close(transfer.close)
         lab.on_close(stop_events.set)
         try:
@@ -181,6 +181,7 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
         mib_server=mib_delta(mib_before[1], mib_after[1]),
         timeseries=series,
         started_at=started,
+        metrics=dict(out.metrics),
         status=status,
         error=error,
         over_budget=(completion > budget) if budget is not None and status == "completed" else None,

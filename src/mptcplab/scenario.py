@@ -18,24 +18,22 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 
 from .errors import ScenarioError
-from .units import parse_percent, parse_rate, parse_size, parse_time
+from .units import format_time, parse_percent, parse_rate, parse_size, parse_time, rate_note
 
 MAX_PATHS = 8  # the in-kernel path manager's hard limit on subflows
 
-Rate = Annotated[float, BeforeValidator(parse_rate), Field(gt=0)]
-Duration = Annotated[float, BeforeValidator(parse_time), Field(ge=0)]
-PositiveDuration = Annotated[float, BeforeValidator(parse_time), Field(gt=0)]
-Size = Annotated[int, BeforeValidator(parse_size), Field(gt=0)]
-Fraction = Annotated[float, BeforeValidator(parse_percent)]
+from .fields import Duration, Fraction, PositiveDuration, Rate, Size, _Strict  # noqa: F401  (re-exported)
+from .workload_specs import SPECS as WORKLOAD_SPECS
+from .workload_specs import BulkSpec, WorkloadSpec
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+Workload = BulkSpec  # the first wave's name for the bulk workload's model
 
 
 class GilbertElliott(_Strict):
@@ -82,6 +80,8 @@ class Queue(_Strict):
         if isinstance(value, int) and not isinstance(value, bool):
             return cls(packets=value)
         text = str(value).strip().lower()
+        if text.isdigit():  # "100": packets as the number 100 is, or bytes as '100B'? say which
+            raise ValueError(f"{value!r} has no unit; write {text} or '{text}p' (packets), '{text}KiB' (bytes) or '{text}ms' (time at the rate)")
         for suffix in ("packets", "packet", "pkts", "pkt", "p"):
             if text.endswith(suffix) and text[: -len(suffix)].strip().isdigit():
                 return cls(packets=int(text[: -len(suffix)]))
@@ -186,19 +186,6 @@ class Mptcp(_Strict):
     path_manager: Literal["kernel", "userspace"] = "kernel"
 
 
-class Workload(_Strict):
-    kind: Literal["bulk"] = "bulk"
-    direction: Literal["upload", "download"] = "upload"
-    size: Size | None = None
-    duration: PositiveDuration | None = None
-
-    @model_validator(mode="after")
-    def _size_or_duration(self) -> "Workload":
-        if (self.size is None) == (self.duration is None):
-            raise ValueError("give exactly one of size (e.g. '16MiB') or duration (e.g. '10s')")
-        return self
-
-
 class RunSettings(_Strict):
     repeat: Annotated[int, Field(ge=1, le=1000)] = 3
     timeout: PositiveDuration = 60.0
@@ -298,16 +285,31 @@ class Event(_Strict):
 class Scenario(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
     description: str = ""
+    #: what the scenario exercises and which suite tier it belongs to (quick, full, rtt, loss, ...)
+    tags: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,31}$")]] = []
     mptcp: Mptcp = Mptcp()
     tcp: Tcp = Tcp()
     #: per-namespace sysctls: "key" = value for client and server, [sysctl.client|server|router] for one role
     sysctl: Sysctls = {}
     paths: Annotated[list[Path], Field(alias="path", min_length=1, max_length=MAX_PATHS)]
-    workload: Workload
+    workload: WorkloadSpec
     run: RunSettings = RunSettings()
     events: Annotated[list[Event], Field(alias="event")] = []
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    #: what is worth saying about how the file was read (see `notes`); not part of the content or its hash
+    _notes: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """One line each about values that are accepted but easy to misread.
+
+        A rate in tc's bytes-per-second units ('100Mbps' is 800 mbit/s) and a
+        jitter larger than the delay (what the emulators then do). Filled in
+        by `parse_scenario` / `load_scenario`; the CLI prints them on stderr,
+        library users read them here.
+        """
+        return self._notes
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Scenario":
@@ -315,12 +317,18 @@ class Scenario(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"path names must be unique; repeated: {', '.join(dupes)}")
-        end = self.workload.duration or self.run.timeout
+        duration = getattr(self.workload, "duration", None)
+        if duration is not None and duration >= self.run.timeout:
+            raise ValueError(
+                f"workload.duration {format_time(duration)} is not shorter than run.timeout "
+                f"{format_time(self.run.timeout)}: the transfer would be stopped before it ends; raise [run] timeout "
+                f"(e.g. timeout = \"{format_time(duration + max(10.0, duration * 0.5))}\") or shorten the duration")
+        end = duration or self.run.timeout
         for i, event in enumerate(self.events):
             if event.path not in names:
                 raise ValueError(f"event[{i}] names path {event.path!r}, which does not exist; paths are: {', '.join(names)}")
             if event.at >= end:
-                what = "the workload's duration" if self.workload.duration else "the run's timeout"
+                what = "the workload's duration" if duration else "the run's timeout"
                 raise ValueError(f"event[{i}] at {event.at:g}s is after the run ends ({what} is {end:g}s)")
         return self
 
@@ -350,14 +358,18 @@ class Scenario(_Strict):
 
     @property
     def content_hash(self) -> str:
-        """Hash of the normalized content: an edited file is a new scenario version."""
-        blob = json.dumps(self.normalized(), sort_keys=True).encode()
+        """Hash of the normalized content: an edited file is a new scenario version (its tags are labels, not content)."""
+        content = {k: v for k, v in self.normalized().items() if k != "tags"}
+        blob = json.dumps(content, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
     out = ""
-    for part in loc:
+    kinds = {spec.model_fields["kind"].default for spec in WORKLOAD_SPECS}
+    for i, part in enumerate(loc):
+        if i > 0 and loc[i - 1] == "workload" and part in kinds:
+            continue  # the discriminated union's tag, not a key the user wrote
         if isinstance(part, int):
             out += f"[{part}]"
         elif part in ("float", "GilbertElliott", "str", "dict[str,str]") or str(part).startswith("function-"):
@@ -373,7 +385,7 @@ def _first_error(exc: ValidationError) -> str:
     for prefix in ("Value error, ", "Assertion failed, "):
         msg = msg.removeprefix(prefix)
     if err["type"] == "extra_forbidden":
-        msg = "unknown key (check its spelling against the scenario format in README.md)"
+        msg = "unknown key (check its spelling against the scenario format in docs/scenario.md)"
     elif err["type"] == "missing":
         msg = "required key is missing"
     elif err["type"] == "literal_error":
@@ -448,12 +460,54 @@ def _list_item(items: list[Any], ref: str, key: str) -> Any:
 
 
 def parse_scenario(data: dict[str, Any], source: str = "<scenario>", base_dir: FsPath | None = None) -> Scenario:
-    """Validate a dict (as loaded from TOML); trace files are resolved against base_dir."""
+    """Validate a dict (as loaded from TOML); trace files are resolved against base_dir.
+
+    Raises ScenarioError naming `source` and the key. The returned scenario's
+    `notes` hold one line each (prefixed with `source`) about values accepted
+    but easy to misread.
+    """
+    context: dict[str, Any] = {"notes": []}
     try:
-        scenario = Scenario.model_validate(data)
+        scenario = Scenario.model_validate(data, context=context)
     except ValidationError as exc:
         raise ScenarioError(f"{source}: {_first_error(exc)}") from None
-    return _resolve_traces(scenario, source, base_dir or FsPath.cwd())
+    scenario = _resolve_traces(scenario, source, base_dir or FsPath.cwd())
+    notes = [*context["notes"], *jitter_notes(scenario)]
+    scenario._notes = tuple(dict.fromkeys(f"{source}: {n}" for n in notes))  # once each, in order
+    return scenario
+
+
+_JITTER_DRAW = {
+    "uniform": "uniform in {d} ± {j}",
+    "normal": "normal around {d} with standard deviation {j}",
+    "pareto": "Pareto (heavy-tailed) around {d}, scale {j}",
+    "paretonormal": "paretonormal around {d}, scale {j}",
+}
+
+
+def jitter_notes(scenario: Scenario) -> list[str]:
+    """One line per path (direction) whose jitter is larger than its delay: what the link emulators then do.
+
+    Both emulators draw each frame's delay around the configured one and clip a
+    negative draw to 0 (the wire forwarder sends the frame when it is
+    serialized; netem sends a frame whose time to send has passed at once).
+    The mean delay is then above the configured one. Without reordering (wire
+    only) a frame also waits for the one ahead of it.
+    """
+    out = []
+    for path in scenario.paths:
+        up, down = path.link("up"), path.link("down")
+        for where, spec in ((f"path {path.name!r}", up),) if (up.delay_s, up.jitter_s) == (down.delay_s, down.jitter_s) else (
+                (f"path {path.name!r} (up)", up), (f"path {path.name!r} (down)", down)):
+            if spec.jitter_s <= spec.delay_s:
+                continue
+            d, j = format_time(spec.delay_s), format_time(spec.jitter_s)
+            order = ("frames can overtake each other (reorder = true)" if spec.reorder else
+                     "frames stay in order, each waiting for the one ahead, which adds delay")
+            draw = _JITTER_DRAW[spec.jitter_distribution].format(d=d, j=j)
+            out.append(f"{where}: jitter {j} is larger than the delay {d}: each frame's delay is drawn {draw} and a negative "
+                       f"draw is clipped to 0, so the mean delay is above {d}; {order}")
+    return out
 
 
 def _resolve_traces(scenario: Scenario, source: str, base_dir: FsPath) -> Scenario:
@@ -500,6 +554,8 @@ def load_scenario(ref: str | FsPath, overrides: list[str] | tuple[str, ...] = ()
     """A TOML file path, or the name of a built-in scenario, with `--set` overrides applied before validation.
 
     The scenario after overrides is what is validated, hashed (its version) and stored.
+    Values accepted but easy to misread are in its `notes` (the CLI prints them).
+    The format: docs/scenario.md.
     Raises ScenarioError (exit 2) for a missing, unreadable or invalid file or a bad override.
     """
     path = FsPath(ref)

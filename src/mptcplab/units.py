@@ -22,6 +22,11 @@ _SIZE = {
 }
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """`n` and the word in the right number: plural(1, "repetition") == "1 repetition", else "3 repetitions"."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
 def _split(text: str, what: str, examples: str) -> tuple[float, str]:
     if isinstance(text, bool):
         raise ValueError(f"expected a {what} such as {examples}")
@@ -33,13 +38,43 @@ def _split(text: str, what: str, examples: str) -> tuple[float, str]:
     return float(m.group(1)), m.group(2).lower()
 
 
+_BYTE_RATE = {"bps": "bytes/s", "kbps": "kilobytes/s", "mbps": "megabytes/s", "gbps": "gigabytes/s"}
+
+
 def parse_rate(text: str | int | float) -> float:
-    """Bits per second. A bare number is bits per second, as in tc."""
+    """Bits per second from '10mbit', '500kbit', '1gbit', '2mbps' (bytes/s, as in tc).
+
+    A bare number is refused (ValueError): tc reads it as bit/s, so `rate = 10`
+    would be 10 bit/s, which no one means.
+    """
     value, unit = _split(text, "rate", "'10mbit', '500kbit', '1gbit'")
-    factor = _RATE.get(unit or "bit")
+    if not unit:
+        shown = f"{value:g}"
+        raise ValueError(f"{text!r} has no unit (tc would read it as {shown} bit/s); write e.g. '{shown}mbit' or '{shown}kbit'")
+    factor = _RATE.get(unit)
     if factor is None:
         raise ValueError(f"unknown rate unit {unit!r} in {text!r}; use bit, kbit, mbit, gbit (or kbps/mbps for bytes/s)")
     return value * factor
+
+
+def rate_note(text: str | int | float) -> str | None:
+    """One line when `text` is a rate in tc's bytes-per-second units ('100Mbps'), often meant as bits; else None."""
+    if not isinstance(text, str):
+        return None
+    m = re.fullmatch(_NUM + r"([A-Za-z]*)\s*", text)
+    unit = m.group(2).lower() if m else ""
+    if unit not in _BYTE_RATE:
+        return None
+    value = float(m.group(1))  # type: ignore[union-attr]
+    bits_unit, bits_word = _BITS_FOR[unit]
+    bps = value * _RATE[unit]
+    bits = next((f"{bps / f:g} {u}/s" for u, f in (("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3)) if bps >= f), f"{bps:g} bit/s")
+    per_s = _BYTE_RATE[unit] if value != 1 else _BYTE_RATE[unit].replace("bytes", "byte")
+    return (f"{text.strip()} is {value:g} {per_s} = {bits}, as in tc; "
+            f"write {value:g}{bits_unit} for {bits_word}")
+
+
+_BITS_FOR = {"bps": ("bit", "bits"), "kbps": ("kbit", "kilobits"), "mbps": ("mbit", "megabits"), "gbps": ("gbit", "gigabits")}
 
 
 def parse_time(text: str | int | float) -> float:

@@ -184,8 +184,8 @@ def rows(report: Report) -> list[list[str]]:
 HEADER = ["scenario", "metric", "baseline median", "candidate median", "change", "95% CI of change", "p (MWU, one-sided)", "verdict"]
 
 
-def to_markdown(report: Report) -> str:
-    """Ready to paste into a mailing-list reply or a pull-request comment."""
+def to_markdown(report: Report, report_url: str | None = None) -> str:
+    """Ready to paste into a mailing-list reply or a pull-request comment (with a link to the report page if given)."""
     verdict = "**regressed**" if report.regressed else "no regression"
     lines = [f"mptcplab compare: baseline `{report.baseline}` vs candidate `{report.candidate}` — {verdict} "
              f"(threshold {report.threshold * 100:g}%, alpha {report.alpha:g})", ""]
@@ -199,7 +199,39 @@ def to_markdown(report: Report) -> str:
         lines += [f"- {n}" for n in dict.fromkeys(notes)]
     lines += ["", "Verdict: regressed/improved when the median changed by at least the threshold and the one-sided "
               "exact Mann-Whitney U test gives p < alpha; 95% CI by percentile bootstrap."]
+    if report_url:
+        lines += ["", f"Every repetition, run and condition: [the report]({report_url})"]
     return "\n".join(lines)
+
+
+def to_junit(report: Report, report_url: str | None = None) -> str:
+    """JUnit XML for any CI system: one test case per scenario × metric, a failure when it regressed.
+
+    Improved and unchanged cases pass; the verdict line of each case is in
+    its system-out, and the notes (and the report's URL) are suite properties.
+    """
+    import xml.etree.ElementTree as ET
+
+    failures = sum(c.verdict == "regressed" for c in report.comparisons)
+    suite = ET.Element("testsuite", name=f"mptcplab compare {report.baseline} vs {report.candidate}",
+                       tests=str(len(report.comparisons)), failures=str(failures), errors="0", skipped="0")
+    props = ET.SubElement(suite, "properties")
+    for name, value in (("baseline", report.baseline), ("candidate", report.candidate),
+                        ("threshold", f"{report.threshold:g}"), ("alpha", f"{report.alpha:g}"),
+                        *((("report", report_url),) if report_url else ()),
+                        *(("note", n) for n in dict.fromkeys(report.notes + [n for c in report.comparisons for n in c.notes]))):
+        ET.SubElement(props, "property", name=name, value=value)
+    for c, row in zip(report.comparisons, rows(report)):
+        case = ET.SubElement(suite, "testcase", classname=f"mptcplab.{c.scenario}", name=c.metric, time="0")
+        line = (f"{c.scenario} {c.metric}: {c.verdict}, median {row[2]} -> {row[3]}, change {row[4]} "
+                f"(95% CI {row[5]}), p = {row[6]}")
+        if c.verdict == "regressed":
+            failure = ET.SubElement(case, "failure", message=line, type="regressed")
+            failure.text = (f"baseline values: {c.baseline_values}\ncandidate values: {c.candidate_values}"
+                            + (f"\nreport: {report_url}" if report_url else ""))
+        ET.SubElement(case, "system-out").text = line
+    ET.indent(suite)
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True)
 
 
 def compare_stored(store: Any, baseline: str, candidate: str, metrics: Sequence[str] = ("goodput_mbps",),

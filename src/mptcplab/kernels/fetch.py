@@ -2,51 +2,84 @@
 
 The host's apt configuration is read (for its mirror) and never changed: the
 lab writes its own sources list naming the suites that carry kernels
-(bookworm, bookworm-backports, trixie, sid, experimental), keeps its own
-lists and package cache under the lab's cache directory, and runs
-``apt-get download`` + ``dpkg-deb -x``: nothing is installed on the host.
+(bookworm, bookworm-backports, trixie, trixie-backports, sid, experimental),
+keeps its own lists and package cache under the lab's cache directory, and
+runs ``apt-get download`` + ``dpkg-deb -x``: nothing is installed on the host.
+
+Every wait longer than about a second (apt update, reading the lists, a
+download, unpacking, depmod, another process holding the cache) is announced
+through a :class:`Waits`; the CLI's prints on stderr.
 """
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import shutil
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-from .catalog import Kernel, KernelError, UnknownKernel, cache_root, kernels_dir, matches, resolve, version_key
+from .catalog import (FLAVOUR, IMAGE_RE, Candidate, Kernel, KernelError, Resolution, UnknownKernel, cache_root,
+                      cached, kernels_dir, matches, parse_packages, resolve, resolve_name)
 
-SUITES = ("bookworm", "bookworm-backports", "trixie", "sid", "experimental")
+__all__ = ["SUITES", "Candidate", "PrivateApt", "Waits", "ConsoleWaits", "choose", "fetch", "lookup", "read_catalog", "kernel_stanzas",
+           "matches", "resolve", "IMAGE_RE", "FLAVOUR"]
+
+SUITES = ("bookworm", "bookworm-backports", "trixie", "trixie-backports", "sid", "experimental")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
-FLAVOUR = "cloud-amd64"  # small, virtio built in or as modules: made for VMs
 LISTS_MAX_AGE_S = 24 * 3600
-IMAGE_RE = re.compile(rf"^linux-image-([0-9].*-{FLAVOUR})$")  # POSIX ERE too: apt-cache search uses it
+#: a name the lists do not know triggers a fresh `apt update` only when the lists are older than this
+RETRY_UPDATE_AFTER_S = 600
+APT_HELPER = "/usr/lib/apt/apt-helper"
+_KERNEL_STANZA = re.compile(rb"Package: linux-(?:image|binary|modules|base)-[0-9][^\n]*-" + FLAVOUR.encode()
+                            + rb"\n.*?(?=\n\n|\Z)", re.S)
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """A kernel the archive offers: one linux-image package."""
+class Waits:
+    """Where a long wait says what it waits for. This base says nothing (for library use)."""
 
-    package: str
-    version: str  # Debian package version
-    suite: str
-    depends: tuple[str, ...] = ()
+    def say(self, line: str) -> None:
+        """One line of information (which kernel a name resolved to)."""
 
-    @property
-    def release(self) -> str:
-        m = IMAGE_RE.match(self.package)
-        assert m
-        return m.group(1)
+    @contextmanager
+    def waiting(self, what: str) -> Iterator[Callable[[str], None]]:
+        """Around a wait; yields a function that updates the detail (e.g. bytes downloaded so far)."""
+        yield lambda detail: None
 
-    @property
-    def upstream(self) -> str:
-        return self.version.split("-")[0]
+
+class ConsoleWaits(Waits):
+    """On a rich Console (the CLI's stderr): a spinner on a terminal, else one line once a wait passes `after_s`."""
+
+    def __init__(self, console: object, after_s: float = 1.0) -> None:
+        self.console = console
+        self.after_s = after_s
+
+    def say(self, line: str) -> None:
+        self.console.print(line, highlight=False, markup=False, soft_wrap=True)  # type: ignore[attr-defined]
+
+    @contextmanager
+    def waiting(self, what: str) -> Iterator[Callable[[str], None]]:
+        t0 = time.monotonic()
+        if getattr(self.console, "is_terminal", False):
+            with self.console.status(what) as status:  # type: ignore[attr-defined]
+                yield lambda detail: status.update(f"{what} {detail}")
+            if time.monotonic() - t0 >= self.after_s:
+                self.say(f"{what}: {time.monotonic() - t0:.1f} s")
+            return
+        timer = threading.Timer(self.after_s, self.say, args=(f"{what} …",))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield lambda detail: None
+        finally:
+            timer.cancel()
 
 
 def host_mirror() -> str:
@@ -64,12 +97,24 @@ def host_mirror() -> str:
     return DEFAULT_MIRROR
 
 
+def kernel_stanzas(raw: bytes) -> str:
+    """Only the cloud kernel packages' stanzas of a ``Packages`` index (what the catalog reads)."""
+    out, pos = [], 0
+    while (pos := raw.find(b"Package: linux-", pos)) >= 0:  # a plain search first: 60 MB in well under a second
+        m = _KERNEL_STANZA.match(raw, pos) if pos == 0 or raw[pos - 1] == 10 else None
+        if m:
+            out.append(m.group(0).decode("utf-8", "replace"))
+        pos += 15
+    return "\n\n".join(out) + "\n"
+
+
 class PrivateApt:
     """apt-get / apt-cache with every state and config path pointing into `root`."""
 
-    def __init__(self, root: Path | None = None, mirror: str | None = None) -> None:
+    def __init__(self, root: Path | None = None, mirror: str | None = None, waits: Waits | None = None) -> None:
         self.root = root or cache_root() / "apt"
         self.mirror = mirror or host_mirror()
+        self.waits = waits or Waits()
 
     def _prepare(self) -> None:
         for d in ("lists/partial", "cache/archives/partial", "parts"):
@@ -77,7 +122,10 @@ class PrivateApt:
         (self.root / "status").touch()
         signed = f" signed-by={KEYRING}" if Path(KEYRING).exists() else ""
         lines = [f"deb [arch=amd64{signed}] {self.mirror} {suite} main" for suite in SUITES]
-        (self.root / "sources.list").write_text("\n".join(lines) + "\n")
+        text = "\n".join(lines) + "\n"
+        sources = self.root / "sources.list"
+        if not sources.exists() or sources.read_text() != text:
+            sources.write_text(text)
 
     def options(self) -> list[str]:
         r = self.root
@@ -89,112 +137,214 @@ class PrivateApt:
         }
         return [x for k, v in opts.items() for x in ("-o", f"{k}={v}")]
 
-    def _run(self, tool: str, *args: str, cwd: Path | None = None) -> str:
+    def _run(self, tool: str, *args: str, cwd: Path | None = None, stderr_too: bool = False) -> str:
+        """The tool's stdout (and stderr after it, with `stderr_too`); KernelError when it fails."""
         if shutil.which(tool) is None:
             raise KernelError(f"{tool} is not installed: fetching Debian kernels needs apt", "use mptcplab kernel add PATH instead")
         proc = subprocess.run([tool, *self.options(), *args], capture_output=True, text=True, cwd=cwd)
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
             raise KernelError(f"{tool} {args[0]} failed: {last}", f"check that {self.mirror} is reachable")
-        return proc.stdout
+        return proc.stdout + (proc.stderr if stderr_too else "")
+
+    def index_files(self) -> dict[str, Path]:
+        """Each suite's downloaded ``main/binary-amd64/Packages`` list (compressed as apt keeps it)."""
+        out = {}
+        for suite in SUITES:
+            found = [p for p in (self.root / "lists").glob(f"*_dists_{suite}_main_binary-amd64_Packages*")
+                     if not p.name.endswith(("Index", ".diff"))]
+            if found:
+                out[suite] = found[0]
+        return out
 
     def lists_age(self) -> float:
-        stamps = list((self.root / "lists").glob("*_Packages*"))
-        return time.time() - min(p.stat().st_mtime for p in stamps) if stamps else float("inf")
+        """Seconds since the last successful update; infinite when a suite's list is missing.
 
-    def update(self, force: bool = False) -> None:
+        The lab's own stamp, not the lists' mtimes: apt keeps a list's file
+        untouched when the mirror's copy did not change.
+        """
+        stamp = self.root / "updated"
+        if len(self.index_files()) < len(SUITES) or not stamp.exists():
+            return float("inf")
+        return time.time() - stamp.stat().st_mtime
+
+    def update(self, force: bool = False, why: str = "") -> None:
+        """`apt-get update` of the private lists when they are missing, older than a day, or `force`."""
         self._prepare()
         if force or self.lists_age() > LISTS_MAX_AGE_S:
-            self._run("apt-get", "-q", "update")
+            what = f"apt update of the private package lists ({len(SUITES)} suites{'; ' + why if why else ''})"
+            with self.waits.waiting(what):
+                out = self._run("apt-get", "-q", "update", stderr_too=True)
+            # apt-get update exits 0 when it could not reach the mirror ("W: Failed to fetch ...")
+            failed = [line.split("  ", 1)[-1].strip() for line in out.splitlines() if line.startswith(("W: Failed to fetch", "E: "))]
+            if failed:
+                if len(self.index_files()) < len(SUITES):
+                    raise KernelError(f"apt update of the kernel lists failed: {failed[0]}", f"check that {self.mirror} is reachable")
+                age = self.lists_age()
+                self.waits.say(f"warning: apt update failed ({failed[0]}); using the package lists from "
+                               + (f"{age / 3600:.0f} h ago" if age != float("inf") else "an earlier update"))
+            else:
+                (self.root / "updated").touch()
+
+    def catalog(self) -> list[Candidate]:
+        """Every cloud kernel image the private lists offer, oldest first (parsed once per list download)."""
+        files = self.index_files()
+        stamp = [[suite, p.name, p.stat().st_mtime_ns, p.stat().st_size] for suite, p in sorted(files.items())]
+        saved = self.root / "catalog.json"
+        try:
+            doc = json.loads(saved.read_text())
+            if doc.get("stamp") == stamp:
+                return [Candidate(**{**c, "depends": tuple(c["depends"]), "parts": tuple(c["parts"]),
+                                     "missing": tuple(c["missing"])}) for c in doc["candidates"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        with self.waits.waiting(f"reading the package lists of {len(files)} suites"):
+            indexes = {suite: kernel_stanzas(self._cat(p)) for suite, p in files.items()}
+            cands = parse_packages(indexes)
+        tmp = saved.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"stamp": stamp, "candidates": [asdict(c) for c in cands]}))
+        tmp.replace(saved)
+        return cands
 
     def candidates(self) -> list[Candidate]:
-        """Every cloud kernel image in the private lists, oldest first."""
-        names = [line.split(" ", 1)[0] for line in self._run("apt-cache", "search", "--names-only", IMAGE_RE.pattern).splitlines()]
-        names = [n for n in names if IMAGE_RE.match(n)]
-        if not names:
-            return []
-        suites: dict[tuple[str, str], str] = {}
-        for line in self._run("apt-cache", "madison", *names).splitlines():
-            parts = [p.strip() for p in line.split("|")]
-            if len(parts) == 3:
-                suites[(parts[0], parts[1])] = parts[2].split()[1].split("/")[0]
-        out = []
-        for stanza in self._run("apt-cache", "show", "--no-all-versions", *names).split("\n\n"):
-            fields = dict(re.findall(r"^([\w-]+): (.*)$", stanza, re.M))
-            if "Package" not in fields:
-                continue
-            deps = tuple(d.split()[0] for d in fields.get("Depends", "").split(",") if d.strip().startswith("linux-"))
-            out.append(Candidate(fields["Package"], fields["Version"], suites.get((fields["Package"], fields["Version"]), "?"), deps))
-        return sorted(out, key=lambda c: version_key(c.upstream))
+        """Kept for callers of the old name: the same as :meth:`catalog`."""
+        return self.catalog()
 
-    def download(self, packages: list[str], dest: Path) -> list[Path]:
-        self._run("apt-get", "-q", "download", *packages, cwd=dest)
+    def _cat(self, path: Path) -> bytes:
+        """A list file decompressed (apt keeps them lz4/xz/gz-compressed; apt-helper reads every format)."""
+        helper = APT_HELPER if Path(APT_HELPER).exists() else None
+        if helper is None:
+            raise KernelError(f"{APT_HELPER} is missing: reading the package lists needs apt")
+        proc = subprocess.run([helper, "cat-file", str(path)], capture_output=True)
+        if proc.returncode != 0:
+            raise KernelError(f"cannot read {path}: {proc.stderr.decode(errors='replace').strip()[-200:]}",
+                              "mptcplab kernel fetch --refresh downloads the lists again")
+        return proc.stdout
+
+    def download(self, packages: list[str], dest: Path, size: int = 0) -> list[Path]:
+        """`apt-get download` into `dest`, announcing the size and the bytes so far."""
+        what = f"downloading {packages[0]}" + (f" and {len(packages) - 1} more package{'s' if len(packages) > 2 else ''}"
+                                               if len(packages) > 1 else "") + (f" ({size / 1e6:.0f} MB)" if size else "")
+        with self.waits.waiting(what) as detail:
+            proc = subprocess.Popen(["apt-get", *self.options(), "-q", "download", *packages], cwd=dest,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            while proc.poll() is None:
+                try:
+                    got = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+                except OSError:
+                    got = 0
+                detail(f"{got / 1e6:.0f}/{size / 1e6:.0f} MB" if size else f"{got / 1e6:.0f} MB")
+                time.sleep(0.2)
+            _, stderr = proc.communicate()
+        if proc.returncode != 0:
+            last = (stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise KernelError(f"apt-get download failed: {last}", f"check that {self.mirror} is reachable")
         return sorted(dest.glob("*.deb"))
 
 
 def choose(query: str, candidates: list[Candidate]) -> Candidate:
-    """The candidate named by `query`: a release, a package or package version, a suite, or an upstream prefix."""
-    for c in candidates:
-        if query in (c.release, c.package, c.version):
-            return c
-    in_suite = [c for c in candidates if c.suite == query]
-    hits = in_suite or [c for c in candidates if matches(query, c.upstream)]
-    if hits:
-        return hits[-1]
-    offered = ", ".join(dict.fromkeys(c.upstream for c in candidates)) or "none (are the lists empty?)"
-    raise UnknownKernel(f"no Debian kernel matches {query!r}; the archive offers: {offered}",
-                        f"give a version prefix (6.1, 6.12.95), a suite ({', '.join(SUITES)}) or a release")
+    """The offered candidate `query` names (the rule of :func:`resolve_name`, the cache left aside)."""
+    res = resolve_name(query, [], candidates)
+    assert res.candidate is not None
+    return res.candidate
 
 
 @contextmanager
-def _cache_lock() -> Iterator[None]:
+def _cache_lock(waits: Waits) -> Iterator[None]:
     kernels_dir().mkdir(parents=True, exist_ok=True)
-    fd = os.open(kernels_dir() / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+    path = kernels_dir() / ".lock"
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            with waits.waiting(f"waiting for another mptcplab that is fetching into the kernel cache ({path})"):
+                fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
 
 
-def fetch(query: str, apt: PrivateApt | None = None, refresh: bool = False) -> tuple[Kernel, bool]:
-    """Download and unpack the kernel `query` names; (kernel, True) when it was already cached.
+def read_catalog(apt: PrivateApt, refresh: bool = False) -> list[Candidate]:
+    """What the archive offers: the private lists updated when stale (or with `refresh`), then read.
 
-    A query that a cached kernel already answers is served from the cache
-    without asking the archive (CI reruns stay offline); `refresh` asks anyway.
+    Raises KernelError (exit 3) when apt fails (no network, no apt).
     """
+    with _cache_lock(apt.waits):
+        apt.update(force=refresh)
+        return apt.catalog()
+
+
+def lookup(query: str, apt: PrivateApt | None = None, refresh: bool = False, waits: Waits | None = None) -> Resolution:
+    """Which kernel `query` names (see :func:`~mptcplab.kernels.catalog.resolve_name`), reading the archive's lists.
+
+    A cached release or package version is answered without the archive. The
+    lists are updated when older than a day (or with `refresh`); a name they do
+    not know updates them once more if they are older than ten minutes (a new
+    point release may have appeared). When the archive cannot be read the
+    newest cached match is used, and the resolution's note says so.
+    Raises UnknownKernel (exit 2) or KernelError (exit 3).
+    """
+    waits = waits or (apt.waits if apt else Waits())
+    kernels = cached()
     if not refresh:
-        try:
-            return resolve(query), True
-        except UnknownKernel:
-            pass
-    apt = apt or PrivateApt()
-    with _cache_lock():
-        apt.update()
-        try:
-            cand = choose(query, apt.candidates())
-        except UnknownKernel:
-            apt.update(force=True)  # the archive moves: a new point release may have appeared
-            cand = choose(query, apt.candidates())
-        meta = kernels_dir() / cand.release / "kernel.json"
-        if meta.exists():
+        hit = next((k for k in kernels if query in (k.release, f"linux-image-{k.release}")
+                    or (k.version != "custom" and query == k.version)), None)
+        if hit is not None:
+            return resolve_name(query, kernels, None)
+    apt = apt or PrivateApt(waits=waits)
+    try:
+        offered = read_catalog(apt, refresh)
+    except KernelError as e:
+        return resolve_name(query, kernels, None, unreachable=e.message)
+    try:
+        return resolve_name(query, kernels, offered)
+    except UnknownKernel:
+        age = apt.lists_age()
+        if refresh or age < RETRY_UPDATE_AFTER_S:
+            raise
+        with _cache_lock(waits):
+            apt.update(force=True, why=f"no kernel {query!r} in lists {age / 3600:.1f} h old")
+            offered = apt.catalog()
+        return resolve_name(query, kernels, offered)
+
+
+def fetch(query: str, apt: PrivateApt | None = None, refresh: bool = False, waits: Waits | None = None) -> tuple[Kernel, bool]:
+    """The kernel `query` names, downloaded and unpacked into the cache if it is not there; (kernel, was_cached).
+
+    Says which kernel the name resolved to, once, through `waits`.
+    `refresh` updates the package lists first even when they are fresh.
+    Raises UnknownKernel (exit 2) or KernelError (exit 3: not runnable, archive unreachable, download failed).
+    """
+    waits = waits or (apt.waits if apt else Waits())
+    apt = apt or PrivateApt(waits=waits)
+    res = lookup(query, apt, refresh, waits)
+    waits.say(res.describe())
+    if res.kernel is not None:
+        return res.kernel, True
+    assert res.candidate is not None
+    with _cache_lock(waits):
+        meta = kernels_dir() / res.release / "kernel.json"
+        if meta.exists():  # another process fetched it while we waited
             return Kernel.model_validate_json(meta.read_text()), True
-        return _unpack(cand, apt), False
+        return _unpack(res.candidate, apt, waits), False
 
 
-def _unpack(cand: Candidate, apt: PrivateApt) -> Kernel:
-    """Download the image (and, from 7.2 on, its binary/modules/base packages) into a staging dir."""
+def _unpack(cand: Candidate, apt: PrivateApt, waits: Waits) -> Kernel:
+    """Download the image (and, in the split layout, its binary/modules/base packages) into a staging dir."""
     staging = kernels_dir() / f".staging-{cand.release}-{os.getpid()}"
     final = kernels_dir() / cand.release
     shutil.rmtree(staging, ignore_errors=True)
     try:
         debs = staging / "debs"
         debs.mkdir(parents=True)
-        # the split layout: linux-image-V depends on linux-binary-V, linux-modules-V, linux-base-V
-        split = [d for d in cand.depends if re.match(rf"^linux-(binary|modules|base)-.*{FLAVOUR}$", d)]
-        for deb in apt.download([cand.package, *split], debs):
-            subprocess.run(["dpkg-deb", "-x", str(deb), str(staging / "root")], check=True, capture_output=True)
-        kernel = _arrange(staging, cand)
+        files = apt.download([cand.package, *cand.parts], debs, cand.size)
+        with waits.waiting(f"unpacking {len(files)} package{'s' if len(files) > 1 else ''} of {cand.release}"):
+            for deb in files:
+                proc = subprocess.run(["dpkg-deb", "-x", str(deb), str(staging / "root")], capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise KernelError(f"dpkg-deb -x {deb.name} failed: {proc.stderr.strip()[-200:]}", "install dpkg")
+        kernel = _arrange(staging, cand, waits)
         shutil.rmtree(debs)
         shutil.rmtree(staging / "root")
         shutil.rmtree(final, ignore_errors=True)
@@ -205,11 +355,11 @@ def _unpack(cand: Candidate, apt: PrivateApt) -> Kernel:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _arrange(staging: Path, cand: Candidate) -> Kernel:
+def _arrange(staging: Path, cand: Candidate, waits: Waits) -> Kernel:
     """Move image, config and modules into the cache layout and index the modules with depmod."""
     root = staging / "root"
     release = cand.release
-    layouts = (f"boot/vmlinuz-{release}", f"usr/lib/modules/{release}/vmlinuz")  # up to 6.12, from 7.2
+    layouts = (f"boot/vmlinuz-{release}", f"usr/lib/modules/{release}/vmlinuz")  # image layout, split layout
     image = next((root / p for p in layouts if (root / p).is_file()), None)
     if image is None:
         raise KernelError(f"{cand.package} {cand.version} holds no boot/vmlinuz-{release}", "the package layout changed; report it")
@@ -223,7 +373,8 @@ def _arrange(staging: Path, cand: Candidate) -> Kernel:
     if mods is not None:
         (staging / "lib/modules").mkdir(parents=True)
         mods.rename(staging / "lib/modules" / release)
-        index_modules(staging, release)
+        with waits.waiting(f"indexing the modules of {release} (depmod)"):
+            index_modules(staging, release)
         modules = str(final / "lib/modules" / release)
     return Kernel(release=release, version=cand.version, origin=f"debian {cand.suite} {cand.package}",
                   image=str(final / "vmlinuz"), modules=modules, config=str(final / "config") if config else None)

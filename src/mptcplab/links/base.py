@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from ..lab import Lab
 from ..scenario import Event, LinkSpec, Scenario
 from ..topology import PathPorts, Topology
+from ..units import format_rate
 
 TC_MTU = 1514  # an Ethernet frame as tc counts it
 #: Default bottleneck buffer, as time at the rate. Shallower buffers on paths
@@ -23,6 +24,12 @@ class LinkBackend(ABC):
     name: ClassVar[str]
     #: True when the backend forwards frames itself between two halves of a path.
     needs_emulator_ns: ClassVar[bool] = False
+    #: The highest rate (bit/s) one path direction is emulated faithfully at, as measured; None: no known ceiling.
+    max_path_rate_bps: ClassVar[float | None] = None
+    #: The highest sum over all paths of the rate in the workload's direction (bit/s); None: no known ceiling.
+    max_total_rate_bps: ClassVar[float | None] = None
+    #: Where the ceiling was measured: said when a rate is refused.
+    ceiling_source: ClassVar[str] = ""
 
     def __init__(self, lab: Lab, topo: Topology, scenario: Scenario) -> None:
         self.lab = lab
@@ -31,7 +38,60 @@ class LinkBackend(ABC):
 
     @classmethod
     def unsupported(cls, scenario: Scenario) -> str | None:
-        """Why this backend cannot run `scenario`, or None when it can."""
+        """Why this backend cannot run `scenario` (one line), or None when it can.
+
+        First what it cannot emulate at all (`cannot_emulate`), then rates
+        above its measured ceiling (`above_ceiling`). The runner raises
+        UnsupportedError (exit 3) with the reason, before anything is built.
+        """
+        return cls.cannot_emulate(scenario) or cls.above_ceiling(scenario)
+
+    @classmethod
+    def cannot_emulate(cls, scenario: Scenario) -> str | None:
+        """What of the scenario (a property, an event) this backend has no way to emulate, or None."""
+        return None
+
+    @classmethod
+    def above_ceiling(cls, scenario: Scenario) -> str | None:
+        """A rate of the scenario above this backend's ceiling, naming the ceiling and what else can run it; or None.
+
+        Every rate a path direction is ever asked for counts: its own and
+        those of `set` events. The sum is over paths, in the workload's data
+        direction (upload: up; download: down), of each path's highest rate.
+        """
+        excess = cls._ceiling_excess(scenario)
+        if excess is None:
+            return None
+        from . import BACKENDS, backend_class  # the registry imports this module
+
+        others = []
+        for name in BACKENDS:
+            other = backend_class(name)
+            if other is None or other is cls or other.cannot_emulate(scenario) or other._ceiling_excess(scenario):
+                continue
+            notes = (["a kernel with sch_netem"] if name == "netem" else []) + (
+                [f"up to {format_rate(other.max_path_rate_bps)} per path"] if other.max_path_rate_bps else [])
+            others.append(f"--link-backend {name}" + (f" ({', '.join(notes)})" if notes else ""))
+        source = f" ({cls.ceiling_source})" if cls.ceiling_source else ""
+        instead = f"lower the rate, or use {' or '.join(others)}" if others else "lower the rate: no other link backend can run this scenario"
+        return f"{excess}{source}; {instead}"
+
+    @classmethod
+    def _ceiling_excess(cls, scenario: Scenario) -> str | None:
+        """What exceeds the ceiling, or None."""
+        highest = peak_rates(scenario)
+        where = f"the {cls.name} backend's ceiling"
+        if cls.max_path_rate_bps is not None:
+            for (path, direction), bps in highest.items():
+                if bps > cls.max_path_rate_bps:
+                    return (f"path {path!r} ({direction}) asks for {format_rate(bps)}, above {where} of "
+                            f"{format_rate(cls.max_path_rate_bps)} per path")
+        if cls.max_total_rate_bps is not None:
+            data = "up" if scenario.workload.direction == "upload" else "down"
+            total = sum(bps for (_, direction), bps in highest.items() if direction == data)
+            if total > cls.max_total_rate_bps:
+                return (f"the paths ask for {format_rate(total)} in all ({scenario.workload.direction}), above {where} of "
+                        f"{format_rate(cls.max_total_rate_bps)} summed over paths")
         return None
 
     @abstractmethod
@@ -55,6 +115,23 @@ class LinkBackend(ABC):
 
     def ports(self, name: str) -> PathPorts:
         return next(p for p in self.topo.paths if p.name == name)
+
+
+def peak_rates(scenario: Scenario) -> dict[tuple[str, str], float]:
+    """(path, direction) -> the highest fixed rate (bit/s) it is ever asked for, its own or a `set` event's.
+
+    Directions replaying a trace without any fixed rate are left out.
+    """
+    out: dict[tuple[str, str], float] = {}
+    for path, direction, spec in specs(scenario):
+        if spec.rate_bps is not None:
+            out[(path, direction)] = spec.rate_bps
+    for event in scenario.events:
+        if event.action == "set" and event.rate is not None:
+            for direction in ("up", "down") if event.direction == "both" else (event.direction,):
+                key = (event.path, direction)
+                out[key] = max(out.get(key, 0.0), event.rate)
+    return out
 
 
 def specs(scenario: Scenario) -> list[tuple[str, str, LinkSpec]]:

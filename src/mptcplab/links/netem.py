@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import RunError, UnsupportedError
 from ..scenario import Event, GilbertElliott, LinkSpec, Scenario
@@ -55,9 +55,13 @@ def tbf_args(spec: LinkSpec) -> list[str]:
 
 class NetemLink(LinkBackend):
     name = "netem"
+    # its rate and queue are a tbf child, so tbf's measured ceiling; netem itself is not measured above it
+    max_path_rate_bps: ClassVar[float | None] = 2e9
+    max_total_rate_bps: ClassVar[float | None] = 2e9
+    ceiling_source: ClassVar[str] = "its rate is a tbf, measured to 2gbit per path: docs/scenario.md, Rate ceilings"
 
     @classmethod
-    def unsupported(cls, scenario: Scenario) -> str | None:
+    def cannot_emulate(cls, scenario: Scenario) -> str | None:
         for path, direction, spec in specs(scenario):
             if spec.trace:
                 return f"path {path!r} ({direction}) replays a trace, which netem cannot do; use --link-backend wire"

@@ -18,7 +18,7 @@ import socket
 import struct
 
 from .. import netns
-from ..errors import RunError
+from ..errors import EnvironmentProblem
 
 SIOCETHTOOL = 0x8946
 #: feature: (get command, set command), from include/uapi/linux/ethtool.h
@@ -52,10 +52,10 @@ def disable(ns: str, ifnames: list[str]) -> None:
                 try:
                     _ethtool(sock, ifname, set_, 0)
                 except OSError as e:
-                    raise RunError(f"cannot turn off {name} on {ifname}: {e.strerror}") from None
+                    raise EnvironmentProblem(f"cannot turn off {name} on {ifname}: {e.strerror}") from None
             still = [n for n, (get, _) in FEATURES.items() if _ethtool(sock, ifname, get)]
             if still:
-                raise RunError(f"{', '.join(still)} still on for {ifname}: rate and loss would be wrong")
+                raise EnvironmentProblem(f"{', '.join(still)} still on for {ifname}: rate and loss would be wrong")
 
 
 def enabled(ns: str, ifname: str) -> dict[str, bool]:

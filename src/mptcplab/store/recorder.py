@@ -21,6 +21,7 @@ from ..scenario import Scenario
 from . import spool
 from .location import display, resolve_db, spool_dir
 from .store import Store, open_store
+from ..units import plural
 
 
 class StoreRecorder(RunSink):
@@ -35,6 +36,7 @@ class StoreRecorder(RunSink):
         self.broken: str | None = None  # why the store refused; then everything goes to the spool
         self.scenarios: dict[str, dict[str, Any]] = {}
         self.spooled: dict[str, Path] = {}
+        self.lost: dict[str, str] = {}  # runs neither the store nor the spool could take, and why the spool could not
         self.results: dict[str, RunResult] = {}
 
     # -- RunSink ------------------------------------------------------------
@@ -53,7 +55,11 @@ class StoreRecorder(RunSink):
     def where(self, result: RunResult) -> str:
         """One line saying where the run went."""
         n = len(result.repetitions)
-        what = f"run {result.run_id} ({result.scenario}, {n} repetition{'s' if n != 1 else ''}, {result.status})"
+        what = f"run {result.run_id} ({result.scenario}, {plural(n, 'repetition')}, {result.status})"
+        if result.run_id in self.lost:
+            return (f"nothing of {what} could be kept: {self.broken}; and the spool directory {self.spool_dir} "
+                    f"cannot be written either ({self.lost[result.run_id]}) — its results are only in this command's "
+                    f"output: `mptcplab run --json > FILE` keeps them, `mptcplab import FILE` stores them later")
         if result.run_id in self.spooled:
             path = self.spooled[result.run_id]
             return f"spooled {what} to {path} — load it later with: mptcplab import {path}"
@@ -75,13 +81,19 @@ class StoreRecorder(RunSink):
         self._spool(result)
 
     def _spool(self, result: RunResult) -> None:
+        if result.run_id in self.lost:
+            return  # said once, at the end (where)
         first = result.run_id not in self.spooled
-        path = self.spooled.setdefault(result.run_id, spool.spool_path(self.spool_dir, result))
+        path = self.spooled.get(result.run_id) or spool.spool_path(self.spool_dir, result)
         try:
             spool.write(path, result, self.scenarios.get(result.run_id))
-        except OSError as e:
-            raise StoreError(f"{self.broken}; and the spool file {path} cannot be written either: {e.strerror}",
+        except OSError as e:  # the run goes on: its results are still printed
+            if first:
+                self.lost[result.run_id] = e.strerror or str(e)
+                return
+            raise StoreError(f"{self.broken}; and the spool file {path} cannot be written any more: {e.strerror}",
                              "free some disk space or pass --db") from e
+        self.spooled[result.run_id] = path
         if first:
             self.warn(f"{self.broken}; results go to the spool file {path} "
                       f"(load them later with: mptcplab import {path})")

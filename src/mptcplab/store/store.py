@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, and_, false, func, or_, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
@@ -26,6 +26,7 @@ from ..metrics import metric as metric_def
 
 #: the metrics a Repetition holds as fields of its own (everything else stored is a workload metric)
 BULK_METRICS = ("goodput_mbps", "completion_s", "retransmits", "bytes_retrans", "rtt_ms", "pass_rate")
+from ..kernel_names import stored_kernel_matches
 from ..result import Repetition, RunResult, SubflowResult, TimeSeries
 from .database import make_engine, migrate
 from .location import display, resolve_db
@@ -188,7 +189,7 @@ class Store:
         import statistics
 
         with self._session("read runs") as s:
-            q = _filtered(select(Run), flt).order_by(Run.started_at.desc())
+            q = _filtered(select(Run), flt, s).order_by(Run.started_at.desc())
             if limit:
                 q = q.limit(limit)
             runs = list(s.scalars(q))
@@ -211,7 +212,8 @@ class Store:
 
     def select_runs(self, selector: str) -> list[str]:
         """Run ids a compare selector names: `run:ID`, `label:L`, `kernel:K`, `tag:K=V` or `K=V`; a bare
-        word is tried as a run id (or unique prefix), then a label, then a kernel release."""
+        word is tried as a run id (or unique prefix), then a label, then a kernel. A kernel K is a prefix
+        (on components) of the release or upstream version: `kernel:6.1` is 6.1.0-50-cloud-amd64, not 6.12.x."""
         kind, sep, value = selector.partition(":")
         if not sep or kind not in ("run", "label", "kernel", "tag"):
             kind, value = "", selector
@@ -219,7 +221,7 @@ class Store:
             kind = "tag"
         with self._session("read runs") as s:
             def by(flt: RunFilter) -> list[str]:
-                return list(s.scalars(_filtered(select(Run.uid), flt).order_by(Run.started_at)))
+                return list(s.scalars(_filtered(select(Run.uid), flt, s).order_by(Run.started_at)))
 
             if kind == "tag":
                 key, _, val = value.partition("=")
@@ -277,13 +279,13 @@ class Store:
             return s.scalar(select(func.count(Run.id))) or 0
 
 
-def _filtered(q: Any, flt: RunFilter) -> Any:
+def _filtered(q: Any, flt: RunFilter, s: Session) -> Any:
     if flt.scenario:
         q = q.join(ScenarioVersion, Run.scenario_id == ScenarioVersion.id).where(ScenarioVersion.name == flt.scenario)
     if flt.label is not None:
         q = q.where(Run.label == flt.label)
     if flt.kernel:
-        q = q.where(Run.kernel == flt.kernel)
+        q = q.where(_kernel_condition(s, flt.kernel))
     if flt.since is not None:
         q = q.where(Run.started_at >= flt.since)
     if flt.run_ids:
@@ -291,6 +293,23 @@ def _filtered(q: Any, flt: RunFilter) -> Any:
     for key, value in flt.tags.items():
         q = q.where(Run.id.in_(select(Tag.run_id).where(Tag.key == key, Tag.value == value)))
     return q
+
+
+def _kernel_condition(s: Session, query: str) -> Any:
+    """Runs whose kernel `query` names (kernel_names.stored_kernel_matches on the release and the build string).
+
+    The rule needs Python (a prefix on version components, the upstream version
+    parsed from `uname -v`), so it is applied to the few distinct
+    (release, build) pairs stored, and the query keeps the matching pairs.
+    """
+    pairs = s.execute(select(Run.kernel, Environment.kernel_version).join(Environment, Environment.run_id == Run.id,
+                                                                          isouter=True).distinct()).all()
+    hits = [(release, build) for release, build in pairs if stored_kernel_matches(query, release, build or "")]
+    if not hits:
+        return false()
+    return Run.id.in_(select(Run.id).join(Environment, Environment.run_id == Run.id, isouter=True).where(or_(*[
+        and_(Run.kernel == release, Environment.kernel_version.is_(None) if build is None else Environment.kernel_version == build)
+        for release, build in hits])))
 
 
 def _environment_fields(result: RunResult) -> dict[str, Any]:

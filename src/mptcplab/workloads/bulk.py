@@ -20,23 +20,14 @@ from ..cancel import Cancel
 from ..errors import FallbackError, RunError, TransferTimeout
 from ..mptcp import IPPROTO_MPTCP, ConnectionSample, is_mptcp
 from ..probes import SubflowSampler, subflow_congestion
-from ..scenario import Workload
 from ..topology import Topology
+from ..workload_specs import BulkSpec
+from .base import Hooks, Outcome, Workload
 
 CHUNK = 256 * 1024
 
 
-@dataclass
-class Transfer:
-    """The raw outcome of one transfer, before it is summarized."""
-
-    bytes: int
-    completion_s: float
-    mptcp: bool
-    t0: float
-    sampler: SubflowSampler
-    server_mptcp: bool
-    errors: list[str] = field(default_factory=list)
+Transfer = Outcome  # the first wave's name for a bulk outcome
 
 
 def mptcp_socket(ns: str, congestion_control: str | None = None) -> tuple[socket.socket, bool]:
@@ -61,20 +52,20 @@ def mptcp_socket(ns: str, congestion_control: str | None = None) -> tuple[socket
     return sock, mptcp
 
 
-class BulkTransfer:
-    def __init__(self, topo: Topology, workload: Workload, timeout_s: float,
-                 on_sample: Callable[[ConnectionSample], None] | None = None,
-                 on_start: Callable[[float], None] | None = None,
-                 on_connected: Callable[[socket.socket], None] | None = None,
-                 cancel: Cancel | None = None, congestion_control: str | None = None) -> None:
-        self.topo = topo
+class BulkTransfer(Workload):
+    """`kind = "bulk"`: one connection, a fixed size or a fixed duration, upload or download."""
+
+    kind = "bulk"
+
+    def __init__(self, topo: Topology, workload: BulkSpec, timeout_s: float, hooks: Hooks | None = None) -> None:
+        hooks = hooks or Hooks()
+        super().__init__(topo, workload, timeout_s, hooks)
         self.workload = workload
-        self.timeout_s = timeout_s
-        self.on_sample = on_sample
-        self.on_start = on_start
-        self.on_connected = on_connected
-        self.cancel = cancel
-        self.congestion_control = congestion_control
+        self.on_sample = hooks.on_sample
+        self.on_start = hooks.on_start
+        self.on_connected = hooks.on_connected
+        self.cancel = cancel = hooks.cancel
+        self.congestion_control = hooks.congestion_control
         self.upload = workload.direction == "upload"
         self._received = threading.Event()
         self._sampled = threading.Event()
@@ -174,6 +165,11 @@ class BulkTransfer:
         sampler = self.sampler or SubflowSampler(sock=None, t0=t0)  # type: ignore[arg-type]
         return Transfer(bytes=self._bytes, completion_s=max(time.monotonic() - t0, 1e-6), mptcp=False, t0=t0,
                         sampler=sampler, server_mptcp=False)
+
+    def progress(self, sample: ConnectionSample, elapsed_s: float) -> float:
+        if self.workload.size:
+            return min(sample.mptcp_bytes_acked / self.workload.size, 1.0)
+        return min(elapsed_s / float(self.workload.duration or 1), 1.0)
 
     def _left(self, t0: float) -> float:
         return max(0.1, t0 + self.timeout_s - time.monotonic())

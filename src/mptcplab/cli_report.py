@@ -1,0 +1,55 @@
+"""`mptcplab report OUT/`: the static HTML site of stored runs (registered on cli.app).
+
+Contract: flags and exit codes are what scripts and CI jobs call. Exit 0 when
+the report was written, 2 on a usage error (unusable OUT, unknown metric,
+reference column or compare selection).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .cli import DbOption, app, err, handled
+from .cli_store import AlphaOption, ThresholdOption, _filter, _known_metrics, _parse_threshold, _store
+from .errors import UsageError
+
+
+def parse_compare(text: str) -> tuple[str, str]:
+    """`BASE..CAND` into its two selectors (each a run id, label, kernel release or tag key=value)."""
+    base, sep, cand = text.partition("..")
+    if not sep or not base.strip() or not cand.strip():
+        raise UsageError(f"--compare {text!r}: write it as BASELINE..CANDIDATE, e.g. --compare v6.12..v6.18")
+    return base.strip(), cand.strip()
+
+
+@app.command()
+@handled
+def report(
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="directory for the site (created; an earlier report there is updated)")],
+    metric: Annotated[str, typer.Option("--metric", help="the metric of the index page opened first (every stored metric gets its pages)")] = "goodput_mbps",
+    compare: Annotated[Optional[list[str]], typer.Option("--compare", help="BASELINE..CANDIDATE selectors: add a compare page (repeatable)")] = None,
+    compare_metric: Annotated[Optional[list[str]], typer.Option("--compare-metric", help="metrics the compare pages judge (repeatable; default: --metric)")] = None,
+    reference: Annotated[Optional[str], typer.Option("--reference", help="the index column (kernel or label) the others are compared with (default: the first)")] = None,
+    scenario: Annotated[Optional[str], typer.Option("--scenario", help="only runs of this scenario")] = None,
+    label: Annotated[Optional[str], typer.Option("--label", help="only runs with this label")] = None,
+    kernel: Annotated[Optional[str], typer.Option("--kernel", help="only runs on this kernel release")] = None,
+    since: Annotated[Optional[str], typer.Option("--since", help="only runs started since a date/time or an age (12h, 7d)")] = None,
+    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="only runs with this key=value tag (repeatable)")] = None,
+    threshold: ThresholdOption = "5%",
+    alpha: AlphaOption = 0.01,
+    db: DbOption = None,
+) -> None:
+    """Write a static HTML report (index grid, history, run and compare pages) that opens from disk."""
+    from .webreport import ReportOptions, build_report
+
+    _known_metrics([metric, *(compare_metric or [])])
+    options = ReportOptions(metric=metric, compares=[parse_compare(c) for c in compare or []],
+                            compare_metrics=list(compare_metric) if compare_metric else None,
+                            threshold=_parse_threshold(threshold), alpha=alpha, reference=reference)
+    store = _store(db)
+    stats = build_report(store, out, _filter(scenario, label, kernel, since, tag), options)
+    err.print(f"report of {stats.runs} runs written to {stats.index}: {stats.written} pages written, "
+              f"{stats.unchanged} unchanged, {stats.removed} removed in {stats.seconds:.1f} s",
+              highlight=False, markup=False, soft_wrap=True)

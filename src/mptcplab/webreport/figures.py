@@ -1,0 +1,162 @@
+"""The report's charts as plotly figure documents ({"data": [...], "layout": {...}}).
+
+The pages embed these as JSON and the bundled plotly.js draws them, so every
+chart is interactive (hover, zoom, toggle series) without a server. They are
+plain dicts rather than `plotly.graph_objects` figures: building and
+validating thousands of figure objects would dominate a 1,000-run build, and
+plotly.js validates what it draws anyway.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..result import Repetition
+
+VERDICT_COLOURS = {"regressed": "#c0392b", "improved": "#1e8449", "unchanged": "#7f8c8d", None: "#2c3e50"}
+PATH_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+FONT = {"family": "system-ui, sans-serif", "size": 12}
+
+
+def _pct(change: float | None) -> str:
+    """A relative change as +1.2%; from a zero median it has no finite value."""
+    return f"{change * 100:+.1f}%" if change is not None and math.isfinite(change) else "from 0"
+
+
+def _clean(values: list[float] | None) -> list[float | None]:
+    """NaN and infinities are not JSON: plotly draws None as a gap."""
+    return [None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v for v in values or []]
+
+
+def repetition_figure(rep: Repetition, events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Per-path throughput (top) and smoothed RTT (bottom) over time of one repetition; path events as lines.
+
+    `events` are the scenario's `[[event]]` tables (at in seconds). None when
+    the repetition kept no time series.
+    """
+    ts = rep.timeseries
+    if ts is None or not ts.t:
+        return None
+    data: list[dict[str, Any]] = []
+    paths = list(dict.fromkeys([*ts.throughput_mbps, *ts.rtt_ms]))
+    for i, path in enumerate(paths):
+        colour = PATH_COLOURS[i % len(PATH_COLOURS)]
+        if path in ts.throughput_mbps:
+            data.append({"type": "scatter", "mode": "lines", "name": f"{path} throughput", "legendgroup": path,
+                         "x": ts.t, "y": _clean(ts.throughput_mbps[path]), "line": {"color": colour, "width": 1.5},
+                         "hovertemplate": "%{x:.2f} s: %{y:.2f} mbit/s"})
+        if path in ts.rtt_ms:
+            rtt = [v if v and v > 0 else None for v in _clean(ts.rtt_ms[path])]
+            data.append({"type": "scatter", "mode": "lines", "name": f"{path} RTT", "legendgroup": path,
+                         "x": ts.t, "y": rtt, "yaxis": "y2", "line": {"color": colour, "width": 1.2, "dash": "dot"},
+                         "hovertemplate": "%{x:.2f} s: %{y:.1f} ms"})
+    shapes, annotations = [], []
+    seen: dict[float, int] = {}
+    for ev in events:
+        at = ev.get("at")
+        if at is None:
+            continue
+        stacked = seen[at] = seen.get(at, -1) + 1  # events at the same time: labels one above the other
+        shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": at, "x1": at, "y0": 0, "y1": 1,
+                       "line": {"color": "#888", "width": 1, "dash": "dash"}})
+        annotations.append({"xref": "x", "yref": "paper", "x": at, "y": 0.98 - 0.06 * stacked, "showarrow": False,
+                            "xanchor": "left", "bgcolor": "rgba(255,255,255,0.7)",
+                            "text": f"{ev.get('path', '')} {ev.get('action', '')}", "font": {"size": 10}})
+    status = "" if rep.status == "completed" else f" — {rep.status}"
+    layout = {
+        "title": {"text": f"repetition {rep.index + 1}{' (warm-up)' if rep.warmup else ''}: "
+                          f"{rep.goodput_mbps:.2f} mbit/s in {rep.completion_s:.2f} s{status}", "font": {"size": 13},
+                  "x": 0.01, "xanchor": "left"},
+        "font": FONT, "height": 420, "margin": {"l": 60, "r": 20, "t": 50, "b": 45},
+        "xaxis": {"title": {"text": "time since connect (s)"}, "anchor": "y2"},
+        "yaxis": {"title": {"text": "throughput (mbit/s)"}, "domain": [0.55, 1.0], "rangemode": "tozero"},
+        "yaxis2": {"title": {"text": "smoothed RTT (ms)"}, "domain": [0.0, 0.45], "rangemode": "tozero"},
+        "legend": {"orientation": "h", "y": -0.18}, "shapes": shapes, "annotations": annotations,
+        "hovermode": "x unified",
+    }
+    return {"data": data, "layout": layout}
+
+
+def history_figure(points: list[Any], metric: str, unit: str, urls: list[str], tick_labels: list[str],
+                   change_points: list[int]) -> dict[str, Any]:
+    """Median and 95% CI per run, every repetition as a point, version changes and change points as lines.
+
+    `points` are `analysis.history.Point`s in display order, `urls` their run
+    pages (a click on a point opens its run), `change_points` indices of
+    points where a detector found a change (drawn as solid red lines).
+    """
+    xs = list(range(len(points)))
+    medians = {"type": "scatter", "mode": "markers+lines", "name": "median, 95% CI", "x": xs,
+               "y": [p.median for p in points],
+               "error_y": {"type": "data", "symmetric": False, "array": [p.ci95[1] - p.median for p in points],
+                           "arrayminus": [p.median - p.ci95[0] for p in points], "color": "#2c3e50"},
+               "marker": {"size": 10, "color": [VERDICT_COLOURS.get(p.verdict, VERDICT_COLOURS[None]) for p in points],
+                          "line": {"width": 1, "color": "#fff"}},
+               "line": {"color": "#95a5a6", "width": 1},
+               "customdata": urls,
+               "text": [f"run {p.run_id}<br>kernel {p.kernel}<br>label {p.label or '-'}<br>n={p.n}"
+                        + (f"<br>{p.verdict} ({_pct(p.change)} vs previous)" if p.verdict else "") for p in points],
+               "hovertemplate": "%{text}<br>median %{y:.3f}<extra></extra>"}
+    rx, ry, rurl, rtext = [], [], [], []
+    for i, p in enumerate(points):
+        k = len(p.values)
+        for j, v in enumerate(p.values):
+            rx.append(i - 0.18 + (0.36 * j / (k - 1) if k > 1 else 0.18))
+            ry.append(v)
+            rurl.append(urls[i])
+            rtext.append(f"run {p.run_id}, repetition value {v:.3f}")
+    reps = {"type": "scatter", "mode": "markers", "name": "repetitions", "x": rx, "y": ry, "customdata": rurl,
+            "text": rtext, "hovertemplate": "%{text}<extra></extra>",
+            "marker": {"size": 6, "color": "rgba(52, 152, 219, 0.55)"}}
+    shapes, annotations = [], []
+    for i, p in enumerate(points):
+        if i and p.version_changed:
+            shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": i - 0.5, "x1": i - 0.5, "y0": 0, "y1": 1,
+                           "line": {"color": "#8e44ad", "width": 1.5, "dash": "dot"}})
+            annotations.append({"xref": "x", "yref": "paper", "x": i - 0.5, "y": 1.04, "showarrow": False,
+                                "text": "scenario changed", "font": {"size": 10, "color": "#8e44ad"}})
+    for i, p in enumerate(points):
+        if i and getattr(p, "conditions_changed", None):
+            shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": i - 0.5, "x1": i - 0.5, "y0": 0, "y1": 1,
+                           "line": {"color": "#d35400", "width": 1.5, "dash": "dashdot"}})
+            annotations.append({"xref": "x", "yref": "paper", "x": i - 0.5, "y": 0.98, "showarrow": False,
+                                "text": "conditions changed", "font": {"size": 10, "color": "#d35400"},
+                                "hovertext": ", ".join(p.conditions_changed)})
+    for i in change_points:
+        shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": i - 0.5, "x1": i - 0.5, "y0": 0, "y1": 1,
+                       "line": {"color": "#c0392b", "width": 2}})
+        annotations.append({"xref": "x", "yref": "paper", "x": i - 0.5, "y": 1.09, "showarrow": False,
+                            "text": "change point", "font": {"size": 10, "color": "#c0392b"}})
+    step = max(1, math.ceil(len(points) / 30))  # at most ~30 labels: the others are in the hover text and the table
+    layout = {"font": FONT, "height": 440, "margin": {"l": 60, "r": 20, "t": 40, "b": 110},
+              "xaxis": {"tickmode": "array", "tickvals": xs[::step], "ticktext": tick_labels[::step], "tickangle": -35,
+                        "range": [-0.6, len(points) - 0.4], "zeroline": False, "automargin": True},
+              "yaxis": {"title": {"text": f"{metric} ({unit})" if unit else metric}},
+              "legend": {"orientation": "h", "y": 1.12}, "shapes": shapes, "annotations": annotations,
+              "hovermode": "closest"}
+    return {"data": [reps, medians], "layout": layout}
+
+
+def comparison_figure(c: Any, unit: str, threshold: float) -> dict[str, Any]:
+    """Every repetition of both sides of one `Comparison`, their medians, and the baseline ± threshold band."""
+    colour = VERDICT_COLOURS.get(c.verdict, VERDICT_COLOURS[None])
+    data = []
+    for side, values, x0, col in (("baseline", c.baseline_values, 0, "#7f8c8d"), ("candidate", c.candidate_values, 1, colour)):
+        k = len(values)
+        xs = [x0 - 0.15 + (0.3 * j / (k - 1) if k > 1 else 0.15) for j in range(k)]
+        data.append({"type": "scatter", "mode": "markers", "name": f"{side} (n={k})", "x": xs, "y": values,
+                     "marker": {"size": 9, "color": col}, "hovertemplate": f"{side}: %{{y:.3f}}<extra></extra>"})
+        med = c.baseline_median if side == "baseline" else c.candidate_median
+        data.append({"type": "scatter", "mode": "lines", "name": f"{side} median", "x": [x0 - 0.3, x0 + 0.3],
+                     "y": [med, med], "line": {"color": col, "width": 3}, "hovertemplate": f"{side} median %{{y:.3f}}<extra></extra>"})
+    lo, hi = c.baseline_median * (1 - threshold), c.baseline_median * (1 + threshold)
+    layout = {"title": {"text": f"{c.scenario} · {c.metric}: {c.verdict} ({_pct(c.change)})",
+                        "font": {"size": 13, "color": colour}, "x": 0.01, "xanchor": "left"},
+              "font": FONT, "height": 340, "margin": {"l": 60, "r": 20, "t": 60, "b": 40},
+              "xaxis": {"tickmode": "array", "tickvals": [0, 1], "ticktext": ["baseline", "candidate"], "range": [-0.6, 1.6],
+                        "zeroline": False},
+              "yaxis": {"title": {"text": f"{c.metric} ({unit})" if unit else c.metric}},
+              "shapes": [{"type": "rect", "xref": "paper", "yref": "y", "x0": 0, "x1": 1, "y0": min(lo, hi), "y1": max(lo, hi),
+                          "fillcolor": "rgba(127, 140, 141, 0.15)", "line": {"width": 0}, "layer": "below"}],
+              "showlegend": True, "legend": {"orientation": "h", "y": -0.15}}
+    return {"data": data, "layout": layout}
