@@ -1,4 +1,4 @@
-"""Pictures of what the scheduler did: per-path throughput and RTT over time.
+"""Pictures of what the scheduler did: per-path rate and RTT over time, and the verdicts of compare and history.
 
 A scheduler regression is often visible at a glance (a path starved, traffic
 not moving back after a failure) long before it shows in a median.
@@ -6,7 +6,7 @@ not moving back after a failure) long before it shows in a median.
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,11 +15,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 
 from .metrics import metric  # noqa: E402
-from .series import MIN_RATE_WINDOW_S, fresh_rtt, plotted_rate, rate_window_s, windowed_rate  # noqa: E402,F401  (re-exported)
 from .result import Repetition, RunResult  # noqa: E402
+from .series import MIN_RATE_WINDOW_S, fresh_rtt, plotted_rate, rate_window_s, windowed_rate  # noqa: E402,F401  (re-exported)
 from .units import plural  # noqa: E402
 
 
