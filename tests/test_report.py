@@ -22,6 +22,7 @@ import pytest
 from mptcplab.store import open_store
 
 from .conftest import cli, requires_root, write_scenario
+from .pg import create_database, postgres_server  # noqa: F401  (a fixture)
 
 pytestmark = requires_root
 
@@ -412,3 +413,19 @@ def test_figures_of_a_change_from_zero_are_valid_json():
     assert "from 0" in doc["data"][1]["text"][1] and len(doc["data"][0]["y"]) == 10
     c = compare_samples(base, cand, scenario="s", metric="retransmits", better="lower")
     assert json.loads(str(_tojson(figures.comparison_figure(c, "segments", 0.05))))["layout"]["title"]["text"].endswith("(from 0)")
+
+
+def test_report_from_a_postgresql_store(site, postgres_server, tmp_path):  # noqa: F811
+    """A team's store is PostgreSQL: the same runs, imported there, give the same pages."""
+    url = create_database(postgres_server)
+    for label in ("base", "cand", "broken"):
+        doc = cli("show", site["runs"][label], "--json", "--db", site["db"]).stdout
+        (tmp_path / f"{label}.json").write_text(doc)
+        assert cli("import", str(tmp_path / f"{label}.json"), "--db", url).returncode == 0
+    out = tmp_path / "site"
+    done = cli("report", str(out), "--db", url, "--compare", "base..cand")
+    assert done.returncode == 0, done.stderr
+    for label in ("base", "cand", "broken"):
+        assert (out / "runs" / f"{site['runs'][label]}.html").exists()
+    mine, theirs = (json.loads((d / "manifest.json").read_text())["runs"] for d in (out, site["out"]))
+    assert {u: mine[u] for u in mine} == {u: theirs[u] for u in mine}  # same content hashes, whatever the database
