@@ -319,21 +319,30 @@ def test_compare_junit_and_markdown_for_ci(site, tmp_path):
     assert "[the report](https://ci.example/r/index.html)" in md.stdout
 
 
+@pytest.fixture(scope="module")
+def imported_db(tmp_path_factory) -> str:
+    """A store holding one real run (bench/data/two-paths-run.json, label 'shape'), imported: no lab needed."""
+    db = str(tmp_path_factory.mktemp("imported") / "results.db")
+    done = cli("import", str(Path(__file__).parents[1] / "bench" / "data" / "two-paths-run.json"), "--db", db)
+    assert done.returncode == 0, done.stderr
+    return db
+
+
 @pytest.mark.parametrize("args, message", [
-    (["--compare", "base"], "write it as BASELINE..CANDIDATE"),
-    (["--compare", "base..nosuchlabel"], "matches no run"),
+    (["--compare", "shape"], "write it as BASELINE..CANDIDATE"),
+    (["--compare", "shape..nosuchlabel"], "matches no run"),
     (["--metric", "nope"], "--metric 'nope'"),
     (["--reference", "nosuchlabel"], "is not a column"),
 ])
-def test_report_usage_errors_are_one_line_and_exit_2(site, tmp_path, args, message):
-    done = cli("report", str(tmp_path / "r"), "--db", site["db"], *args)
+def test_report_usage_errors_are_one_line_and_exit_2(imported_db, tmp_path, args, message):
+    done = cli("report", str(tmp_path / "r"), "--db", imported_db, *args)
     assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (tmp_path / "r").exists()
 
 
-def test_report_refuses_a_foreign_directory(site, tmp_path):
+def test_report_refuses_a_foreign_directory(imported_db, tmp_path):
     (tmp_path / "mine.txt").write_text("not a report")
-    done = cli("report", str(tmp_path), "--db", site["db"])
+    done = cli("report", str(tmp_path), "--db", imported_db)
     assert done.returncode == 2 and "holds no mptcplab report" in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
 
