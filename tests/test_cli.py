@@ -22,8 +22,20 @@ from mptcplab.store import open_store
 from .conftest import CLI, cli, requires_root, write_scenario
 from .synthetic import run
 
-COMMANDS = [["run"], ["plot"], ["doctor"], ["scenarios"], ["cleanup"], ["runs"], ["show"], ["export"], ["compare"],
-            ["history"], ["import"], ["matrix"], ["kernel", "fetch"], ["kernel", "list"], ["kernel", "add"]]
+def _commands() -> list[list[str]]:
+    """Every command and subcommand the CLI has (so a later one is checked too)."""
+    import typer
+
+    from mptcplab.cli import app
+
+    def walk(group, prefix):
+        for name, command in sorted(getattr(group, "commands", {}).items()):
+            yield prefix + [name]
+            yield from walk(command, prefix + [name])
+    return list(walk(typer.main.get_command(app), []))
+
+
+COMMANDS = _commands()
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
@@ -122,6 +134,7 @@ def _output_commands(json_result: Path, run_id: str, scenario: Path) -> dict[str
         "plot -o (file)": ["plot", str(json_result), "-o"],
         "plot -o (stored)": ["plot", run_id, "-o"],
         "compare --plot": ["compare", "--baseline", "label:base", "--candidate", "label:cand", "--plot"],
+        "compare -o": ["compare", "--baseline", "label:base", "--candidate", "label:cand", "--format", "json", "-o"],
         "history --plot": ["history", "syn", "--plot"],
     }
 
@@ -135,7 +148,7 @@ def test_every_output_path_that_cannot_be_written_is_one_line_and_exit_2(stored,
     (tmp_path / "file").write_text("")
     before = {ns for ns in os.listdir("/run/netns")} if os.path.isdir("/run/netns") else set()
     for name, args in _output_commands(json_result, a.run_id, scenario).items():
-        suffix = ".csv" if name.startswith("export") else ".png"
+        suffix = ".csv" if name.startswith("export") else ".json" if name == "compare -o" else ".png"
         path = {"/nonexistent/x": f"/nonexistent/x{suffix}", "/proc/x": f"/proc/x{suffix}",
                 "read-only": str(read_only_dir / f"x{suffix}"), "a directory": str(tmp_path),
                 "under a file": str(tmp_path / "file" / f"x{suffix}")}[target]
@@ -147,6 +160,18 @@ def test_every_output_path_that_cannot_be_written_is_one_line_and_exit_2(stored,
     after = {ns for ns in os.listdir("/run/netns")} if os.path.isdir("/run/netns") else set()
     assert not {ns for ns in after - before if "never-run" in ns}
     assert not list(read_only_dir.iterdir())
+
+
+@pytest.mark.parametrize("target", ["/proc/x", "read-only", "a file", "under a file"])
+def test_a_report_directory_that_cannot_be_written_is_one_line_and_exit_2(stored, tmp_path, read_only_dir, target):
+    (tmp_path / "file").write_text("")
+    path = {"/proc/x": "/proc/x", "read-only": str(read_only_dir / "site"), "a file": str(tmp_path / "file"),
+            "under a file": str(tmp_path / "file" / "site")}[target]
+    proc = cli("report", path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: OUT {path}: "), proc.stderr
+    assert not list(read_only_dir.iterdir()) and (tmp_path / "file").read_text() == ""
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".mptcplab-probe")]
 
 
 def test_a_figure_format_matplotlib_cannot_write_is_refused(stored, tmp_path):

@@ -22,6 +22,7 @@ import pytest
 from mptcplab.store import open_store
 
 from .conftest import cli, requires_root, write_scenario
+from .pg import create_database, postgres_server  # noqa: F401  (a fixture)
 
 pytestmark = requires_root
 
@@ -318,21 +319,30 @@ def test_compare_junit_and_markdown_for_ci(site, tmp_path):
     assert "[the report](https://ci.example/r/index.html)" in md.stdout
 
 
+@pytest.fixture(scope="module")
+def imported_db(tmp_path_factory) -> str:
+    """A store holding one real run (bench/data/two-paths-run.json, label 'shape'), imported: no lab needed."""
+    db = str(tmp_path_factory.mktemp("imported") / "results.db")
+    done = cli("import", str(Path(__file__).parents[1] / "bench" / "data" / "two-paths-run.json"), "--db", db)
+    assert done.returncode == 0, done.stderr
+    return db
+
+
 @pytest.mark.parametrize("args, message", [
-    (["--compare", "base"], "write it as BASELINE..CANDIDATE"),
-    (["--compare", "base..nosuchlabel"], "matches no run"),
+    (["--compare", "shape"], "write it as BASELINE..CANDIDATE"),
+    (["--compare", "shape..nosuchlabel"], "matches no run"),
     (["--metric", "nope"], "--metric 'nope'"),
     (["--reference", "nosuchlabel"], "is not a column"),
 ])
-def test_report_usage_errors_are_one_line_and_exit_2(site, tmp_path, args, message):
-    done = cli("report", str(tmp_path / "r"), "--db", site["db"], *args)
+def test_report_usage_errors_are_one_line_and_exit_2(imported_db, tmp_path, args, message):
+    done = cli("report", str(tmp_path / "r"), "--db", imported_db, *args)
     assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (tmp_path / "r").exists()
 
 
-def test_report_refuses_a_foreign_directory(site, tmp_path):
+def test_report_refuses_a_foreign_directory(imported_db, tmp_path):
     (tmp_path / "mine.txt").write_text("not a report")
-    done = cli("report", str(tmp_path), "--db", site["db"])
+    done = cli("report", str(tmp_path), "--db", imported_db)
     assert done.returncode == 2 and "holds no mptcplab report" in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
 
@@ -412,3 +422,19 @@ def test_figures_of_a_change_from_zero_are_valid_json():
     assert "from 0" in doc["data"][1]["text"][1] and len(doc["data"][0]["y"]) == 10
     c = compare_samples(base, cand, scenario="s", metric="retransmits", better="lower")
     assert json.loads(str(_tojson(figures.comparison_figure(c, "segments", 0.05))))["layout"]["title"]["text"].endswith("(from 0)")
+
+
+def test_report_from_a_postgresql_store(site, postgres_server, tmp_path):  # noqa: F811
+    """A team's store is PostgreSQL: the same runs, imported there, give the same pages."""
+    url = create_database(postgres_server)
+    for label in ("base", "cand", "broken"):
+        doc = cli("show", site["runs"][label], "--json", "--db", site["db"]).stdout
+        (tmp_path / f"{label}.json").write_text(doc)
+        assert cli("import", str(tmp_path / f"{label}.json"), "--db", url).returncode == 0
+    out = tmp_path / "site"
+    done = cli("report", str(out), "--db", url, "--compare", "base..cand")
+    assert done.returncode == 0, done.stderr
+    for label in ("base", "cand", "broken"):
+        assert (out / "runs" / f"{site['runs'][label]}.html").exists()
+    mine, theirs = (json.loads((d / "manifest.json").read_text())["runs"] for d in (out, site["out"]))
+    assert {u: mine[u] for u in mine} == {u: theirs[u] for u in mine}  # same content hashes, whatever the database

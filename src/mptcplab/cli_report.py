@@ -42,14 +42,17 @@ def report(
     db: DbOption = None,
 ) -> None:
     """Write a static HTML report (index grid, history, run and compare pages) that opens from disk."""
+    from .outputs import check_output_dir, writing
     from .webreport import ReportOptions, build_report
 
     _known_metrics([metric, *(compare_metric or [])])
+    check_output_dir(out, "OUT")
     options = ReportOptions(metric=metric, compares=[parse_compare(c) for c in compare or []],
                             compare_metrics=list(compare_metric) if compare_metric else None,
                             threshold=_parse_threshold(threshold), alpha=alpha, reference=reference)
     store = _store(db)
-    stats = build_report(store, out, _filter(scenario, label, kernel, since, tag), options)
+    with writing(out, "OUT"):
+        stats = build_report(store, out, _filter(scenario, label, kernel, since, tag), options)
     err.print(f"report of {stats.runs} runs written to {stats.index}: {stats.written} pages written, "
               f"{stats.unchanged} unchanged, {stats.removed} removed in {stats.seconds:.1f} s",
               highlight=False, markup=False, soft_wrap=True)

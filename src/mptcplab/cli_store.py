@@ -292,9 +292,9 @@ def compare(
         raise UsageError(f"--format {fmt!r}: choose table, markdown, json or junit")
     if output is not None and fmt == "table":
         raise UsageError("--output writes the markdown, json or junit formats", "add --format markdown, json or junit")
-    if output is not None and (output.is_dir() or not output.parent.is_dir()):
-        raise UsageError(f"--output {output}: not a file in an existing directory", "give a file path whose directory exists")
     metrics = _known_metrics(metric or ["goodput_mbps"])
+    if output is not None:
+        check_output(output, "--output")
     if plot is not None:
         check_output(plot, "--plot", FIGURE_SUFFIXES)
     store = _store(db)
@@ -310,10 +310,8 @@ def compare(
         if output is None:
             sys.stdout.write(text + "\n")
         else:
-            try:
+            with writing(output, "--output"):
                 output.write_text(text + "\n")
-            except OSError as e:
-                raise UsageError(f"cannot write {output}: {e.strerror}") from None
             err.print(f"{fmt} written to {output}", highlight=False, markup=False, soft_wrap=True)
     else:
         for note in report.notes:

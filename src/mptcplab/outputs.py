@@ -1,4 +1,5 @@
-"""Files the commands write (`export -o`, `run --plot`, `plot -o`, `compare --plot`, `history --plot`).
+"""Files the commands write (`export -o`, `run --plot`, `plot -o`, `compare --plot`/`-o`, `history --plot`,
+and the directory `report OUT` fills).
 
 One rule for every output path: it is checked before any work is done (a
 run's traffic, a query, a figure), by really creating the file, and anything
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,11 +65,41 @@ def check_output(path: Path | str, option: str, suffixes: tuple[str, ...] | None
     return path
 
 
+def check_output_dir(path: Path | str, option: str) -> Path:
+    """`path` if it is, or can be created as, a directory that takes new files; else UsageError (exit 2).
+
+    Nothing is left behind: an existing directory gets a scratch file, the
+    nearest existing parent of a missing one a scratch directory, both removed.
+    """
+    path = Path(path)
+    where = f"{option} {path}"
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{where}: is a file", "give a directory (it is created if missing)")
+    probe_in = path
+    while not probe_in.exists():
+        probe_in = probe_in.parent
+    if not probe_in.is_dir():
+        raise UsageError(f"{where}: {probe_in} is not a directory", "choose another path")
+    try:
+        if probe_in == path:
+            fd, scratch = tempfile.mkstemp(dir=path, prefix=".mptcplab-probe-")
+            os.close(fd)
+            os.unlink(scratch)
+        else:
+            os.rmdir(tempfile.mkdtemp(dir=probe_in, prefix=".mptcplab-probe-"))
+    except OSError as e:
+        raise UsageError(f"{where}: cannot be written: {_reason(e, probe_in / 'x')}", "choose another path") from None
+    return path
+
+
 @contextmanager
 def writing(path: Path | str, option: str) -> Iterator[Path]:
-    """Write `path` inside this block; an OSError (disk full, a path that became unusable) becomes one UsageError line."""
+    """Write `path` (a file, or files under a directory) inside this block; an OSError (disk full, a path that
+    became unusable) becomes one UsageError line naming the file that failed."""
     path = Path(path)
     try:
         yield path
     except OSError as e:
-        raise UsageError(f"{option} {path}: cannot be written: {_reason(e, path)}", "choose another path") from None
+        failed = Path(e.filename) if isinstance(e.filename, str) else path
+        what = f" ({failed})" if failed != path else ""
+        raise UsageError(f"{option} {path}: cannot be written{what}: {_reason(e, failed)}", "choose another path") from None

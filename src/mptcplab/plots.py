@@ -1,4 +1,4 @@
-"""Pictures of what the scheduler did: per-path throughput and RTT over time.
+"""Pictures of what the scheduler did: per-path rate and RTT over time, and the verdicts of compare and history.
 
 A scheduler regression is often visible at a glance (a path starved, traffic
 not moving back after a failure) long before it shows in a median.
@@ -6,7 +6,7 @@ not moving back after a failure) long before it shows in a median.
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,17 +15,11 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 
 from .metrics import metric  # noqa: E402
 from .result import Repetition, RunResult  # noqa: E402
+from .series import MIN_RATE_WINDOW_S, fresh_rtt, plotted_rate, rate_window_s, windowed_rate  # noqa: E402,F401  (re-exported)
 from .units import plural  # noqa: E402
-
-
-#: the plotted rate is averaged over at least this long (and at least the path's RTT): ACKs reach the
-#: sender's socket in clumps of up to ~30 ms (measured: a 50 ms sample at 1.5x a 10 mbit path after a
-#: stall), which would read as a rate no path carries; over 300 ms such a clump is under 10%
-MIN_RATE_WINDOW_S = 0.3
 
 
 def _save(fig: Any, out: Path) -> Path:
@@ -125,31 +119,6 @@ class ScenarioMarks:
         return out
 
 
-def windowed_rate(t: Sequence[float], rate_mbps: Sequence[float], window_s: float) -> list[float]:
-    """The rate averaged over a window of `window_s` centred on each sample (shifted inside the run at its ends).
-
-    `rate_mbps[i]` covers (t[i-1], t[i]] (the first sample: (0, t[0]]), as TimeSeries holds them;
-    the bytes are summed and divided by the window, so averaging never creates or loses data.
-    """
-    if not t:
-        return []
-    ts = np.concatenate(([0.0], np.asarray(t, dtype=float)))
-    cum = np.concatenate(([0.0], np.cumsum(np.asarray(rate_mbps, dtype=float) * np.diff(ts))))  # megabits
-    end = ts[-1]
-    w = min(window_s, end) if end > 0 else 0.0
-    if w <= 0:
-        return [float(v) for v in rate_mbps]
-    lo = np.clip(ts[1:] - w / 2, 0.0, end - w)
-    hi = lo + w
-    return [float(v) for v in (np.interp(hi, ts, cum) - np.interp(lo, ts, cum)) / w]
-
-
-def rate_window_s(rep: Repetition, path: str, interval_s: float) -> float:
-    """The averaging window of `path`'s plotted rate: its median smoothed RTT, at least MIN_RATE_WINDOW_S."""
-    rtt = next((sf.rtt_median_ms for sf in rep.subflows if sf.path == path), 0.0) / 1000
-    return max(rtt, MIN_RATE_WINDOW_S, interval_s)
-
-
 def _no_series_reason(result: RunResult, reps: list[Repetition], repetition: int | None) -> str:
     """Why there is nothing to draw, in the words of what really happened."""
     if repetition is not None and not reps:
@@ -190,7 +159,7 @@ def run_figure(result: RunResult, repetition: int | None = None, scenario: Mappi
     fig, axes = plt.subplots(2, n, figsize=(4.6 * n + 1.2, 6.6), sharex=True, sharey="row", squeeze=False,
                              layout="constrained")
     end_s = max(r.timeseries.t[-1] for r in drawable)  # type: ignore[union-attr]
-    delivered = all(r.timeseries.delivered_mbps for r in drawable)  # type: ignore[union-attr]
+    delivered = all(r.timeseries.delivered_mbps for r in drawable)  # type: ignore[union-attr]  (else: results from before it)
     handles: dict[str, Any] = {}
     windows: dict[str, list[float]] = {p: [] for p in paths}
     for col, rep in enumerate(drawable):
@@ -198,16 +167,14 @@ def run_figure(result: RunResult, repetition: int | None = None, scenario: Mappi
         assert ts is not None
         top, bottom = axes[0][col], axes[1][col]
         for path, colour in colours.items():
-            source = ts.delivered_mbps.get(path) if delivered else ts.throughput_mbps.get(path)
-            if source is None:
+            rate, window, _ = plotted_rate(rep, path)
+            if not rate:
                 continue
-            window = rate_window_s(rep, path, ts.interval_s)
             windows[path].append(window)
-            (line,) = top.plot(ts.t, windowed_rate(ts.t, source, window), color=colour, linewidth=1.3, label=path)
+            (line,) = top.plot(ts.t, rate, color=colour, linewidth=1.3, label=path)
             handles.setdefault(path, line)
-            rtt = ts.rtt_ms.get(path) or []
-            fresh = [v > 0 and (source[i] > 0 if i < len(source) else False) for i, v in enumerate(rtt)]
-            bottom.plot(ts.t[:len(rtt)], [v if ok else float("nan") for v, ok in zip(rtt, fresh)], color=colour,
+            rtt = fresh_rtt(ts, path)
+            bottom.plot(ts.t[:len(rtt)], rtt, color=colour,
                         linewidth=1.2, marker=".", markersize=1.5)
         for path, steps in marks.rates_mbps.items():
             if path in colours:
@@ -249,8 +216,10 @@ def run_figure(result: RunResult, repetition: int | None = None, scenario: Mappi
                f"({per_path}); RTT: a gap where the path delivered nothing (no fresh estimate)")
     fig.supxlabel(_wrap(caption, 4.6 * n + 1.0, 8), fontsize=8, color="#444444")
     fig.legend(list(handles.values()), list(handles), loc="outside right center", fontsize=8, frameon=False)
-    fig.suptitle(_wrap(f"{result.scenario} — kernel {result.kernel}, scheduler {result.scheduler}, backend {result.backend}",
-                       4.6 * n + 1.0, 11), fontsize=11)
+    skipped = [r for r in reps if r not in drawable]
+    note = "".join(f"\nrep {r.index + 1} {r.status} before any sample: {r.error or 'no reason recorded'}" for r in skipped)
+    fig.suptitle(_wrap(f"{result.scenario} — kernel {result.kernel}, scheduler {result.scheduler}, backend {result.backend}"
+                       + note, 4.6 * n + 1.0, 11), fontsize=11)
     return fig
 
 

@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from ..result import Repetition
+from ..series import fresh_rtt, plotted_rate
 
 VERDICT_COLOURS = {"regressed": "#c0392b", "improved": "#1e8449", "unchanged": "#7f8c8d", None: "#2c3e50"}
 PATH_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
@@ -41,12 +42,13 @@ def repetition_figure(rep: Repetition, events: list[dict[str, Any]]) -> dict[str
     paths = list(dict.fromkeys([*ts.throughput_mbps, *ts.rtt_ms]))
     for i, path in enumerate(paths):
         colour = PATH_COLOURS[i % len(PATH_COLOURS)]
-        if path in ts.throughput_mbps:
+        rate, window, kind = plotted_rate(rep, path)  # one a path could carry (series.py), as the PNG plots draw it
+        if rate:
             data.append({"type": "scatter", "mode": "lines", "name": f"{path} throughput", "legendgroup": path,
-                         "x": ts.t, "y": _clean(ts.throughput_mbps[path]), "line": {"color": colour, "width": 1.5},
-                         "hovertemplate": "%{x:.2f} s: %{y:.2f} mbit/s"})
+                         "x": ts.t, "y": _clean(rate), "line": {"color": colour, "width": 1.5},
+                         "hovertemplate": f"%{{x:.2f}} s: %{{y:.2f}} mbit/s ({kind}, mean over {window * 1000:.0f} ms)"})
         if path in ts.rtt_ms:
-            rtt = [v if v and v > 0 else None for v in _clean(ts.rtt_ms[path])]
+            rtt = _clean(fresh_rtt(ts, path))  # a gap where the path delivered nothing
             data.append({"type": "scatter", "mode": "lines", "name": f"{path} RTT", "legendgroup": path,
                          "x": ts.t, "y": rtt, "yaxis": "y2", "line": {"color": colour, "width": 1.2, "dash": "dot"},
                          "hovertemplate": "%{x:.2f} s: %{y:.1f} ms"})
