@@ -1,0 +1,147 @@
+"""`mptcplab suite list|run` and `mptcplab bisect` (registered on cli.py's `app`); the logic is in suite.py and bisect.py.
+
+Contract: `suite run` exits 0 when every repetition completed and no kernel
+regressed against the first, 1 otherwise, 2 on a bad option or scenario.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from .cli import DbOption, RichProgress, SetOption, app, err, handled, out
+from .errors import UsageError
+
+suite_app = typer.Typer(no_args_is_help=True, help="The built-in scheduler suite: list its cases, run them.")
+app.add_typer(suite_app, name="suite")
+
+
+@suite_app.command("list")
+@handled
+def list_cmd(
+    tag: Annotated[Optional[str], typer.Option("--tag", help="only cases with this tag (quick, full, rtt, rate, loss, failover, trace, paths, ...)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON list of the cases")] = False,
+) -> None:
+    """The suite's cases: tier, tags and what each checks."""
+    from .suite import suite_cases
+
+    cases = suite_cases(tag)
+    if as_json:
+        sys.stdout.write(json.dumps([{"name": c.name, "tier": c.tier, "tags": c.tags, "description": c.description,
+                                      "budget_s": c.budget_s} for c in cases]) + "\n")
+        return
+    table = Table(title=f"scheduler suite: {len(cases)} case{'s' if len(cases) != 1 else ''}" + (f" tagged {tag}" if tag else ""),
+                  title_justify="left")
+    for col in ("case", "tier", "tags", "what it checks"):
+        table.add_column(col, overflow="fold")
+    for c in cases:
+        table.add_row(c.name, c.tier, ", ".join(t for t in c.tags if t != c.tier), c.description
+                      + (f" (budget {c.budget_s:g} s)" if c.budget_s else ""))
+    out.print(table)
+
+
+def _fmt(value: float | None, ci: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+@suite_app.command("run")
+@handled
+def run_cmd(
+    tag: Annotated[Optional[str], typer.Option("--tag", help="only cases with this tag, e.g. quick (default: every case)")] = None,
+    kernels: Annotated[Optional[str], typer.Option("--kernels", help="comma-separated kernels to run on in QEMU guests; the first is the baseline (default: this host's kernel)")] = None,
+    repeat: Annotated[Optional[int], typer.Option("--repeat", "-n", min=1, help="repetitions per case (and kernel); default: each case's [run] repeat")] = None,
+    overrides: SetOption = None,
+    metric: Annotated[str, typer.Option("--metric", help="the metric of the summary and verdicts")] = "goodput_mbps",
+    label: Annotated[Optional[str], typer.Option("--label", help="a free-form label stored with every run")] = None,
+    link_backend: Annotated[Optional[str], typer.Option("--link-backend", help="auto, tbf, netem or wire")] = None,
+    db: DbOption = None,
+    store: Annotated[bool, typer.Option("--store/--no-store", help="store every run in the results database")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON document: the summary rows and every run (no time series)")] = False,
+) -> None:
+    """Run every suite case (interleaved), store it, and print case x kernel with verdicts against the first kernel.
+
+    Exit 1 when a repetition did not complete or a kernel regressed against the first.
+    """
+    from .cli_store import _known_metrics, recorder_for
+    from .protocols import Collector
+    from .runner import RunOptions
+    from .suite import load_cases, run_suite, suite_cases, summary_rows
+
+    _known_metrics([metric])
+    if link_backend is not None and link_backend not in ("auto", "tbf", "netem", "wire"):
+        raise UsageError(f"--link-backend {link_backend!r}: choose auto, tbf, netem or wire")
+    cases = suite_cases(tag)
+    scns = load_cases(cases, overrides or [])
+    ks = None
+    if kernels is not None:
+        from .kernels.catalog import resolve
+
+        names = [k.strip() for k in kernels.split(",") if k.strip()]
+        if not names:
+            raise UsageError("--kernels needs at least one kernel, e.g. --kernels 6.1,6.12")
+        ks = [resolve(n) for n in names]
+        if len({k.release for k in ks}) < len(ks):
+            raise UsageError(f"--kernels {kernels}: names the same kernel twice")
+    else:
+        from .runner import preflight
+
+        for s in scns:
+            preflight(s, link_backend)
+    collector = Collector()
+    recorder = recorder_for(db, err) if store else None
+    options = RunOptions(repeat=repeat, label=label, link_backend=link_backend,
+                         sinks=[collector] + ([recorder] if recorder is not None else []))
+    err.print(f"suite: {len(scns)} case{'s' if len(scns) != 1 else ''}" + (f" tagged {tag}" if tag else "")
+              + (f" on {len(ks)} kernels" if ks else " on this host's kernel"), highlight=False)
+    try:
+        with RichProgress(scns[0].name) as progress:
+            run = run_suite(scns, replace(options, progress=progress), ks, repeat)
+    finally:
+        if recorder is not None:
+            for line in recorder.report_lines():
+                err.print(line, highlight=False, markup=False, soft_wrap=True)
+    rows = summary_rows(run.results, metric)
+    incomplete = any(not r.completed for res in run.results for r in res.repetitions) or \
+        any(res.status != "completed" for res in run.results)
+    regressed = any(r["verdict"] == "regressed" for r in rows)
+    if as_json:
+        sys.stdout.write(json.dumps({"suite": run.suite_id, "kernels": run.kernels, "metric": metric, "rows": rows,
+                                     "runs": [r.to_json(timeseries=False) for r in run.results]}) + "\n")
+    else:
+        _print_rows(run.suite_id, rows, metric)
+        for res in run.results:
+            for e in res.errors:
+                out.print(f"{res.scenario} @ {res.kernel}: {e}", highlight=False, markup=False, soft_wrap=True)
+    if incomplete or regressed:
+        raise typer.Exit(1)
+
+
+def _print_rows(suite_id: str, rows: list[dict[str, Any]], metric: str) -> None:
+    from .metrics import metric as metric_def
+
+    unit = metric_def(metric).unit
+    multi = len({r["kernel"] for r in rows}) > 1
+    table = Table(title=f"suite {suite_id} (runs tagged suite={suite_id}): {metric}{f' ({unit})' if unit else ''}, median [95% CI] "
+                        "of completed repetitions; pass rate [Wilson 95%] where a budget is set"
+                        + ("; change vs the first kernel (threshold 5%, alpha 0.01)" if multi else ""), title_justify="left")
+    cols = ["case", "kernel", "n", "failed", metric, "pass rate"] + (["change", "p", "verdict"] if multi else [])
+    for col in cols:
+        table.add_column(col, justify="right" if col in ("n", "failed", "change", "p") else "left")
+    for r in rows:
+        pass_rate = "-" if r["pass_rate"] is None else f"{r['passed']}/{r['n'] + r['failed']} [{r['pass_ci95'][0]:.2f}, {r['pass_ci95'][1]:.2f}]"
+        cells = [r["case"], r["kernel"], str(r["n"]), str(r["failed"]), _fmt(r["median"], r["ci95"]), pass_rate]
+        if multi:
+            if r["change"] is None:
+                cells += ["baseline" if r["verdict"] is None and r["median"] is not None else "-", "", ""]
+            else:
+                style = {"regressed": "red", "improved": "green"}.get(r["verdict"])
+                cells += [f"{r['change'] * 100:+.1f}% [{r['change_ci95'][0] * 100:+.1f}, {r['change_ci95'][1] * 100:+.1f}]",
+                          f"{r['p_value']:.4f}", f"[{style}]{r['verdict']}[/{style}]" if style else r["verdict"]]
+        table.add_row(*cells)
+    out.print(table)
