@@ -54,6 +54,7 @@ def _fmt(value: float | None, ci: Any) -> str:
 @handled
 def run_cmd(
     tag: Annotated[Optional[str], typer.Option("--tag", help="only cases with this tag, e.g. quick (default: every case)")] = None,
+    case: Annotated[Optional[list[str]], typer.Option("--case", help="only this case (repeatable), by name as suite list shows it")] = None,
     kernels: Annotated[Optional[str], typer.Option("--kernels", help="comma-separated kernels to run on in QEMU guests; the first is the baseline (default: this host's kernel)")] = None,
     repeat: Annotated[Optional[int], typer.Option("--repeat", "-n", min=1, help="repetitions per case (and kernel); default: each case's [run] repeat")] = None,
     overrides: SetOption = None,
@@ -77,6 +78,13 @@ def run_cmd(
     if link_backend is not None and link_backend not in ("auto", "tbf", "netem", "wire"):
         raise UsageError(f"--link-backend {link_backend!r}: choose auto, tbf, netem or wire")
     cases = suite_cases(tag)
+    if case:
+        known = {c.name for c in cases}
+        unknown = [c for c in case if c not in known]
+        if unknown:
+            raise UsageError(f"--case {unknown[0]!r}: no such suite case" + (f" tagged {tag}" if tag else ""),
+                             "mptcplab suite list shows the cases")
+        cases = [c for c in cases if c.name in case]
     scns = load_cases(cases, overrides or [])
     ks = None
     if kernels is not None:
@@ -145,3 +153,90 @@ def _print_rows(suite_id: str, rows: list[dict[str, Any]], metric: str) -> None:
                           f"{r['p_value']:.4f}", f"[{style}]{r['verdict']}[/{style}]" if style else r["verdict"]]
         table.add_row(*cells)
     out.print(table)
+
+
+@app.command()
+@handled
+def bisect(
+    scenario: Annotated[str, typer.Argument(metavar="SCENARIO", help="a TOML file or a built-in scenario name")],
+    good: Annotated[str, typer.Option("--good", help="the older kernel, where the scenario was fine (release, version or prefix)")],
+    bad: Annotated[str, typer.Option("--bad", help="the newer kernel, where it got worse")],
+    metric: Annotated[str, typer.Option("--metric", help="the metric judged (goodput_mbps, completion_s, ...)")] = "goodput_mbps",
+    repeat: Annotated[int, typer.Option("--repeat", "-n", min=1, help="repetitions per kernel (5 or more can reach p < 0.01)")] = 5,
+    cached_only: Annotated[bool, typer.Option("--cached", help="bisect only over kernels already in the cache (do not ask the archive)")] = False,
+    overrides: SetOption = None,
+    link_backend: Annotated[Optional[str], typer.Option("--link-backend", help="auto, tbf, netem or wire (one for every kernel)")] = None,
+    label: Annotated[Optional[str], typer.Option("--label", help="a free-form label stored with every run")] = None,
+    db: DbOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the report as one JSON document")] = False,
+) -> None:
+    """Find the first kernel release between --good and --bad where SCENARIO got worse (each probe in a QEMU guest).
+
+    Every measurement is stored, tagged bisect=<id>: the same command again
+    resumes, running only what the store does not have. Exit 0 when the first
+    bad release is found, 1 when --bad is not worse than --good, 2 on bad input.
+    """
+    from .bisect import Bisector, bisect_id, guest_measure, releases_between
+    from .cli_store import _known_metrics, _store, recorder_for
+    from .runner import RunOptions
+    from .scenario import load_scenario
+
+    _known_metrics([metric])
+    if link_backend is not None and link_backend not in ("auto", "tbf", "netem", "wire"):
+        raise UsageError(f"--link-backend {link_backend!r}: choose auto, tbf, netem or wire")
+    scn = load_scenario(scenario, overrides or [])
+    rels = releases_between(good, bad, cached_only)
+    store = _store(db, create=True)
+    recorder = recorder_for(db, err)
+    bid = bisect_id(scn, rels[0].release, rels[-1].release, metric)
+    err.print(f"bisect {bid}: {scn.name}, {metric}, {len(rels)} releases from {rels[0].release} to {rels[-1].release} "
+              f"(at most {max(1, (len(rels) - 2).bit_length())} probes); runs tagged bisect={bid}", highlight=False)
+    try:
+        with RichProgress(scn.name) as progress:
+            options = RunOptions(label=label, link_backend=link_backend, sinks=[recorder], progress=progress)
+            backend: dict[str, Any] = {}
+
+            def measure(rel: Any, n: int, b: str) -> None:
+                if "name" not in backend:  # one emulator for every kernel, chosen from the ends as matrix does
+                    from .kernels.fetch import fetch
+                    from .kernels.matrix import resolve_backend
+
+                    ends = [fetch(rels[0].release)[0], fetch(rels[-1].release)[0]]
+                    backend["name"] = resolve_backend(link_backend, [scn], ends)
+                    progress.status(f"link backend: {backend['name']} for every kernel")
+                guest_measure(scn, options, backend["name"])(rel, n, b)
+
+            report = Bisector(scn, rels, metric=metric, repeat=repeat, store=store, measure=measure, bid=bid,
+                              progress=progress.status).run()
+    finally:
+        for line in recorder.report_lines():
+            err.print(line, highlight=False, markup=False, soft_wrap=True)
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_json()) + "\n")
+    else:
+        _print_bisect(report)
+    if report.outcome != "found":
+        raise typer.Exit(1)
+
+
+def _print_bisect(report: Any) -> None:
+    def judged(d: dict[str, Any] | None) -> str:
+        if d is None:
+            return ""
+        return f"{d['change'] * 100:+.1f}% [{d['ci95'][0] * 100:+.1f}, {d['ci95'][1] * 100:+.1f}] p {d['p_value']:.4f} {d['verdict']}"
+
+    table = Table(title=f"bisect {report.bisect_id}: {report.scenario}, {report.metric} per kernel (every release tested, version order)",
+                  title_justify="left")
+    for col in ("kernel", "version", "role", "n", "median [95% CI]", "vs good end", "bad end vs it", "judged", "stored/run now"):
+        table.add_column(col, justify="right" if col in ("n",) else "left")
+    for s in report.steps:
+        style = {"bad": "red", "good": "green"}.get(s.classified.removeprefix("unclear-"))
+        table.add_row(s.release, s.upstream, s.role, str(s.n),
+                      "-" if s.median is None else f"{s.median:.3f} [{s.ci95[0]:.3f}, {s.ci95[1]:.3f}]",
+                      judged(s.vs_good), judged(s.vs_bad), f"[{style}]{s.classified}[/{style}]" if style else s.classified,
+                      f"{s.reused}/{s.measured}")
+    out.print(table)
+    if report.outcome == "found":
+        out.print(f"first bad release: {report.first_bad} (last good: {report.last_good})", highlight=False)
+    for note in report.notes:
+        out.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
