@@ -253,3 +253,67 @@ def test_bisect_says_when_bad_is_not_worse_and_refuses_bad_ranges(tmp_path):
     for good, bad in (("7.2", "6.1"), ("6.1", "9.9")):
         p = cli("bisect", "two-paths", "--good", good, "--bad", bad, "--cached", "--db", str(db), env=env)
         assert p.returncode == 2 and p.stderr.startswith("error: ") and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+@requires_root
+def test_real_bisect_resumes_after_sigterm_without_rerunning_stored_points(tmp_path):
+    """Two real cached kernels in guests: SIGTERM after the good end is stored; the rerun reuses it and runs only the rest."""
+    import signal
+    import subprocess
+
+    from mptcplab.bisect import bisect_id, releases_between
+    from mptcplab.kernels.fetch import fetch
+    from mptcplab.store import RunFilter
+
+    from .conftest import CLI, wait_for, write_scenario
+
+    good, _ = fetch("6.12.43")
+    bad, _ = fetch("6.12.117")
+    path = write_scenario(tmp_path, """
+        name = "bisect-resume"
+        [[path]]
+        name = "a"
+        rate = "10mbit"
+        delay = "2ms"
+        [[path]]
+        name = "b"
+        rate = "10mbit"
+        delay = "2ms"
+        [workload]
+        size = "1MiB"
+        [run]
+        timeout = "30s"
+    """)
+    db = tmp_path / "bisect.db"
+    rels = releases_between(good.release, bad.release, cached_only=True)
+    bid = bisect_id(load_scenario(path), rels[0].release, rels[-1].release, "goodput_mbps")
+    args = [CLI, "bisect", str(path), "--good", good.release, "--bad", bad.release, "--cached", "--repeat", "2",
+            "--db", str(db), "--json"]
+
+    def stored(release: str) -> tuple[int, int]:
+        """(runs, repetitions) of this bisect on `release`."""
+        if not db.exists():
+            return 0, 0
+        store = open_store(str(db))
+        runs = [r.uid for r in store.list_runs(RunFilter(kernel=release, tags={"bisect": bid}))]
+        reps = sum(len(s.values) for s in store.samples(runs, "pass_rate", per_run=True).values()) if runs else 0
+        return len(runs), reps
+
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: stored(good.release)[1] >= 2, timeout=240, interval=1.0), "the good end was not stored"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err[-2000:]
+    assert stored(good.release) == (1, 2)
+    again = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert again.returncode in (0, 1), again.stderr[-2000:]  # 2 repetitions a side cannot call it regressed: either is fine
+    doc = json.loads(again.stdout)
+    steps = {s["release"]: s for s in doc["steps"]}
+    assert steps[good.release]["reused"] == 2 and steps[good.release]["measured"] == 0
+    assert steps[bad.release]["reused"] + steps[bad.release]["measured"] == 2
+    assert stored(good.release) == (1, 2), "the good end was run again"
+    assert stored(bad.release)[1] == 2
