@@ -317,3 +317,36 @@ def test_real_bisect_resumes_after_sigterm_without_rerunning_stored_points(tmp_p
     assert steps[bad.release]["reused"] + steps[bad.release]["measured"] == 2
     assert stored(good.release) == (1, 2), "the good end was run again"
     assert stored(bad.release)[1] == 2
+
+
+def test_bisect_over_own_builds_by_name_order(tmp_path):
+    """--kernels-from: real kernel images (Debian's, standing in for your builds) registered in name order; stored points."""
+    from mptcplab.bisect import bisect_id
+    from mptcplab.kernels.catalog import cached
+
+    sources = {k.release: k for k in cached()}
+    wanted = ["6.12.43+deb12-cloud-amd64", "6.12.117+deb13-cloud-amd64", "6.18.15+deb13-cloud-amd64"]
+    if not all(r in sources for r in wanted):
+        pytest.skip("needs the 6.12.43, 6.12.117 and 6.18.15 Debian kernels cached (mptcplab kernel fetch)")
+    builds = tmp_path / "builds"
+    for i, release in enumerate(wanted):
+        d = builds / f"{i:02d}-build"
+        d.mkdir(parents=True)
+        (d / "bzImage").symlink_to(sources[release].image)
+        (d / ".config").symlink_to(sources[release].config)
+    env = {**os.environ, "MPTCPLAB_CACHE": str(tmp_path / "cache")}
+    db = tmp_path / "own.db"
+    scn = load_scenario("two-paths")
+    bid = bisect_id(scn, wanted[0], wanted[-1], "goodput_mbps")
+    store_runs(db, [synthetic("two-paths", r, "", noisy(18.0 * (0.88 if i == 2 else 1.0), seed=70 + i), tags={"bisect": bid})
+                    for i, r in enumerate(wanted)])
+    proc = cli("bisect", "two-paths", "--kernels-from", str(builds), "--good", "00-build", "--bad", "02-build",
+               "--db", str(db), "--json", env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(proc.stdout)
+    assert doc["releases"] == wanted and doc["first_bad"] == wanted[2] and doc["last_good"] == wanted[1]
+    assert [s["upstream"] for s in doc["steps"]] == ["00-build", "01-build", "02-build"]
+    added = json.loads((tmp_path / "cache/kernels" / wanted[1] / "kernel.json").read_text())
+    assert added["version"] == "custom" and added["origin"].startswith("added from")
+    bad = cli("bisect", "two-paths", "--kernels-from", str(builds), "--good", "02-build", "--bad", "00-build", "--db", str(db), env=env)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from .analysis.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, Comparison, compare_samples
@@ -125,6 +126,62 @@ def releases_between(good: str, bad: str, cached_only: bool = False) -> list[Rel
         raise UsageError(f"--good {good} ({ordered[lo].release}) is not older than --bad {bad} ({ordered[hi].release})",
                          "the good kernel is the older one: bisect looks for the release that made it worse")
     return ordered[lo:hi + 1]
+
+
+def _build(entry: Path) -> tuple[Path, Path | None, Path | None]:
+    """(image, modules, config) of one entry of a --kernels-from directory: a bzImage, or a directory holding one."""
+    if entry.is_file():
+        return entry, None, None
+    image = next((entry / p for p in ("arch/x86/boot/bzImage", "bzImage", "vmlinuz") if (entry / p).is_file()), None)
+    if image is None:
+        raise UsageError(f"--kernels-from: {entry} holds no bzImage (looked for arch/x86/boot/bzImage, bzImage, vmlinuz)",
+                         "each entry is a bzImage or a directory with one (and lib/modules/RELEASE, .config)")
+    modules = entry if (entry / "lib/modules").is_dir() else None
+    config = next((entry / p for p in (".config", "config") if (entry / p).is_file()), None)
+    return image, modules, config
+
+
+def releases_from_dir(directory: Path, good: str, bad: str) -> list[Release]:
+    """Your own builds in `directory`, in name order, registered in the cache as `kernel add` does; good..bad inclusive.
+
+    Each entry (hidden ones skipped) is a bzImage or a directory holding one
+    (`arch/x86/boot/bzImage`, `bzImage` or `vmlinuz`) with its modules under
+    `lib/modules/RELEASE` and its `.config`/`config`. An entry already added from
+    the same image is not copied again. `good`/`bad` name an entry or a release.
+    Raises UsageError for an unusable directory or names it does not hold.
+    """
+    from .kernels.catalog import Kernel, kernels_dir
+    from .kernels.custom import add, image_release
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UsageError(f"--kernels-from {directory}: not a directory", "give a directory of your kernel builds")
+    entries = sorted(e for e in directory.iterdir() if not e.name.startswith("."))
+    out: list[Release] = []
+    for entry in entries:
+        image, modules, config = _build(entry)
+        release = image_release(image)
+        meta = kernels_dir() / release / "kernel.json"
+        known = Kernel.model_validate_json(meta.read_text()) if meta.exists() else None
+        if known is None or known.origin != f"added from {image.resolve()}" or \
+                Path(known.image).stat().st_size != image.stat().st_size:
+            add(image, modules, config)
+        out.append(Release(release, entry.name, True))
+    if len({r.release for r in out}) < len(out):
+        raise UsageError(f"--kernels-from {directory}: two entries are the same kernel release",
+                         "build each with its own LOCALVERSION")
+
+    def find(name: str) -> int:
+        for i, r in enumerate(out):
+            if name in (r.upstream, r.release):
+                return i
+        raise UsageError(f"--kernels-from {directory} holds no entry or release {name!r}",
+                         f"entries: {', '.join(r.upstream for r in out) or 'none'}")
+
+    lo, hi = find(good), find(bad)
+    if lo >= hi:
+        raise UsageError(f"--good {good} does not come before --bad {bad} in name order", "name your builds so they sort in history order")
+    return out[lo:hi + 1]
 
 
 class Bisector:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -164,6 +165,7 @@ def bisect(
     metric: Annotated[str, typer.Option("--metric", help="the metric judged (goodput_mbps, completion_s, ...)")] = "goodput_mbps",
     repeat: Annotated[int, typer.Option("--repeat", "-n", min=1, help="repetitions per kernel (5 or more can reach p < 0.01)")] = 5,
     cached_only: Annotated[bool, typer.Option("--cached", help="bisect only over kernels already in the cache (do not ask the archive)")] = False,
+    kernels_from: Annotated[Optional[Path], typer.Option("--kernels-from", help="bisect your own builds in this directory (bzImages, or directories with one), by name order; --good/--bad name entries")] = None,
     overrides: SetOption = None,
     link_backend: Annotated[Optional[str], typer.Option("--link-backend", help="auto, tbf, netem or wire (one for every kernel)")] = None,
     label: Annotated[Optional[str], typer.Option("--label", help="a free-form label stored with every run")] = None,
@@ -185,7 +187,12 @@ def bisect(
     if link_backend is not None and link_backend not in ("auto", "tbf", "netem", "wire"):
         raise UsageError(f"--link-backend {link_backend!r}: choose auto, tbf, netem or wire")
     scn = load_scenario(scenario, overrides or [])
-    rels = releases_between(good, bad, cached_only)
+    if kernels_from is not None:
+        from .bisect import releases_from_dir
+
+        rels = releases_from_dir(kernels_from, good, bad)
+    else:
+        rels = releases_between(good, bad, cached_only)
     store = _store(db, create=True)
     recorder = recorder_for(db, err)
     bid = bisect_id(scn, rels[0].release, rels[-1].release, metric)
