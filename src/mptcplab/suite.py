@@ -105,7 +105,8 @@ def _values(result: RunResult, metric: str) -> list[float]:
 
     m = metric_def(metric)
     reps = [r for r in result.repetitions if not r.warmup and (m.all_repetitions or r.completed)]
-    return [repetition_metrics(r)[metric] for r in reps if metric in repetition_metrics(r)]
+    values = [repetition_metrics(r) for r in reps]
+    return [v[metric] for v in values if metric in v]
 
 
 def summary_rows(results: list[RunResult], metric: str = MAIN_METRIC, threshold: float = DEFAULT_THRESHOLD,
