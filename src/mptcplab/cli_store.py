@@ -399,7 +399,8 @@ def _history_series(scenario: str | None, metric: str, flt: Any, by: str, suite:
         table = Table(title=f"change points ({len(cps)} in {len(hists)} case{'s' if len(hists) != 1 else ''}; the segments either side "
                             f"pooled, threshold {threshold * 100:g}%, alpha {alpha:g}, one-sided Mann-Whitney U)", title_justify="left")
         for col in CHANGE_POINT_HEADER:
-            table.add_column(col, justify="left" if col in ("scenario", "metric", "before", "after", "verdict") else "right")
+            table.add_column(col, justify="left" if col in ("scenario", "metric", "before", "after", "verdict") else "right",
+                             overflow="fold")
         for h in hists:
             for row in change_point_rows(h.scenario, h.metric, h.change_points):
                 style = {"regressed": "red", "improved": "green"}.get(row[-1])
