@@ -332,7 +332,7 @@ def compare(
 @app.command()
 @handled
 def history(
-    scenario: Annotated[str, typer.Argument(metavar="SCENARIO", help="a scenario name, as `mptcplab runs` lists it")],
+    scenario: Annotated[Optional[str], typer.Argument(metavar="SCENARIO", help="a scenario name, as `mptcplab runs` lists it")] = None,
     metric: Annotated[str, typer.Option("--metric", help="goodput_mbps (default), completion_s, retransmits, bytes_retrans, rtt_ms")] = "goodput_mbps",
     label: Annotated[Optional[str], typer.Option("--label", help="only runs with this label")] = None,
     kernel: Annotated[Optional[str], typer.Option("--kernel", help="only runs on this kernel: a release or version prefix (6.1 is 6.1.0-50-cloud-amd64 = 6.1.176, not 6.12)")] = None,
@@ -342,14 +342,33 @@ def history(
     alpha: AlphaOption = 0.01,
     fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
     plot: Annotated[Optional[Path], typer.Option("--plot", help="also draw the medians and CIs per run, judged steps in colour, to this PNG")] = None,
+    by: Annotated[Optional[str], typer.Option("--by", help="kernel: one point per kernel in version order, with change points; run: one point per run, with change points")] = None,
+    suite: Annotated[bool, typer.Option("--suite", help="every suite case at once; prints only the change points (implies --by kernel)")] = False,
     db: DbOption = None,
 ) -> None:
-    """One scenario's metric over its stored runs, oldest first; each run judged against the one before it."""
+    """One scenario's metric over its stored runs, oldest first; each run judged against the one before it.
+
+    With --by kernel: one point per kernel (all its repetitions), ordered by
+    kernel version, and the change points of the whole series. --suite does
+    that for every suite case and prints only the change points.
+    """
     from .analysis.history import history_stored
 
     if fmt not in ("table", "json"):
         raise UsageError(f"--format {fmt!r}: choose table or json")
     _known_metrics([metric])
+    if suite or by is not None:
+        if by is not None and by not in ("kernel", "run"):
+            raise UsageError(f"--by {by!r}: choose kernel or run")
+        if plot is not None:
+            raise UsageError("--plot draws the pairwise history: leave out --by/--suite to use it")
+        if suite == (scenario is not None):
+            raise UsageError("give a SCENARIO or --suite, not both" if suite else "give a SCENARIO (or --suite)")
+        _history_series(scenario, metric, _filter(None, label, kernel, since, tag), by or "kernel", suite,
+                        _parse_threshold(threshold), alpha, fmt, db)
+        return
+    if scenario is None:
+        raise UsageError("give a SCENARIO (or --suite)", "mptcplab history two-paths")
     if plot is not None:
         check_output(plot, "--plot", FIGURE_SUFFIXES)
     flt = _filter(None, label, kernel, since, tag)
@@ -388,6 +407,84 @@ def history(
     out.print(table)
     for note in hist.notes:
         out.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:+.1f}%"
+
+
+def _p(p: float) -> str:
+    return f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}"
+
+
+def change_point_rows(scenario: str, metric: str, cps: list[Any]) -> list[list[str]]:
+    """Table rows of change points: scenario, metric, kernels either side, medians, change [CI], p, verdict."""
+    return [[scenario, metric, f"{c.before} ({c.before_version})", f"{c.after} ({c.after_version})",
+             f"{c.median_before:.3f} (n={c.n_before})", f"{c.median_after:.3f} (n={c.n_after})", _pct(c.change),
+             f"[{_pct(c.ci95[0])}, {_pct(c.ci95[1])}]", _p(c.p_value), c.verdict] for c in cps]
+
+
+CHANGE_POINT_HEADER = ["scenario", "metric", "before", "after", "median before", "median after", "change", "95% CI", "p", "verdict"]
+
+
+def _history_series(scenario: str | None, metric: str, flt: Any, by: str, suite: bool, threshold: float, alpha: float,
+                    fmt: str, db: str | None) -> None:
+    """`history --by kernel|run` for one scenario, or `--suite` for every suite case that has stored runs."""
+    from dataclasses import replace as dc_replace
+
+    from .analysis.kernel_history import history_by_kernel
+    from .store import RunFilter
+
+    store = _store(db)
+    if suite:
+        from .suite import suite_cases
+
+        names = [c.name for c in suite_cases()]
+        stored = {r.scenario for r in store.list_runs(dc_replace(flt or RunFilter()))}
+        hists = [history_by_kernel(store, n, metric, flt, by, threshold, alpha) for n in names if n in stored]
+        if not hists:
+            raise UsageError(f"no stored run of any suite case in {store.where} matches", "run the suite first: mptcplab suite run")
+    else:
+        hists = [history_by_kernel(store, scenario or "", metric, flt, by, threshold, alpha)]
+    if fmt == "json":
+        doc: Any = [h.to_json() for h in hists] if suite else hists[0].to_json()
+        sys.stdout.write(json.dumps(doc) + "\n")
+        return
+    what = "kernel" if by == "kernel" else "run"
+    if not suite:
+        h = hists[0]
+        table = Table(title=f"{h.scenario}: {metric} per {what}" + (", in kernel version order" if by == "kernel" else ", oldest first")
+                      + f" (change points: threshold {threshold * 100:g}%, alpha {alpha:g})", title_justify="left")
+        for col in (what, "version", "runs", "n", "median", "95% CI", "change point"):
+            table.add_column(col, justify="right" if col in ("runs", "n", "median", "95% CI") else "left")
+        starts = {c.index: c for c in h.change_points}
+        for i, p in enumerate(h.points):
+            c = starts.get(i)
+            mark = ""
+            if c is not None:
+                style = "red" if c.verdict == "regressed" else "green"
+                mark = f"[{style}]{c.verdict} {_pct(c.change)} [{_pct(c.ci95[0])}, {_pct(c.ci95[1])}], p {_p(c.p_value)}[/{style}]"
+            table.add_row(p.name, p.version, str(len(p.runs)), str(p.n), f"{p.median:.3f}", f"[{p.ci95[0]:.3f}, {p.ci95[1]:.3f}]", mark)
+        out.print(table)
+    cps = [(h, c) for h in hists for c in h.change_points]
+    if cps:
+        table = Table(title=f"change points ({len(cps)} in {len(hists)} case{'s' if len(hists) != 1 else ''}; the segments either side "
+                            f"pooled, threshold {threshold * 100:g}%, alpha {alpha:g}, one-sided Mann-Whitney U)", title_justify="left")
+        for col in CHANGE_POINT_HEADER:
+            table.add_column(col, justify="left" if col in ("scenario", "metric", "before", "after", "verdict") else "right",
+                             overflow="fold")
+        for h in hists:
+            for row in change_point_rows(h.scenario, h.metric, h.change_points):
+                style = {"regressed": "red", "improved": "green"}.get(row[-1])
+                table.add_row(*row[:-1], f"[{style}]{row[-1]}[/{style}]" if style else row[-1])
+        out.print(table)
+    else:
+        out.print(f"no change point in {len(hists)} case{'s' if len(hists) != 1 else ''} "
+                  f"({', '.join(f'{h.scenario}: {len(h.points)} {what}s' for h in hists[:6])}{', ...' if len(hists) > 6 else ''})",
+                  highlight=False, soft_wrap=True)
+    for h in hists:
+        for note in h.notes:
+            out.print(f"note: {h.scenario + ': ' if suite else ''}{note}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _write_plot(draw: Callable[[], object], path: Path) -> None:

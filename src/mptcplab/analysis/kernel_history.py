@@ -1,0 +1,123 @@
+"""One scenario's stored runs as a series ordered by kernel version (or by run), with its change points.
+
+`history SCENARIO --by kernel` asks "since which kernel release is this
+scheduler slower?": every stored run of the scenario is grouped by the kernel
+it ran on, all of a kernel's repetitions pooled into one point, the points
+ordered by upstream version (6.1.176 < 6.12.95 < 6.18.15 < 7.2.12, never by
+when they were measured), and `changepoints.change_points` finds where the
+series steps. `--by run` does the same over single runs in time order (two
+runs of the same kernel should show no change point: the false-alarm check).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .changepoints import ChangePoint, SeriesPoint, change_points, upstream_version, version_key
+from .compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD
+
+BY = ("kernel", "run")
+
+
+@dataclass
+class KernelHistory:
+    scenario: str
+    metric: str
+    better: str
+    by: str  # "kernel" or "run"
+    threshold: float
+    alpha: float
+    points: list[SeriesPoint] = field(default_factory=list)
+    change_points: list[ChangePoint] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"scenario": self.scenario, "metric": self.metric, "better": self.better, "by": self.by,
+                "threshold": self.threshold, "alpha": self.alpha, "notes": self.notes,
+                "points": [p.to_json() for p in self.points], "change_points": [c.to_json() for c in self.change_points]}
+
+
+def run_version(release: str, env: dict[str, Any]) -> str:
+    """The upstream kernel version a stored run ran on, from its environment (guest package version, uname -v) or release."""
+    guest = env.get("guest") or {}
+    return upstream_version(release, str(env.get("kernel_version") or ""), str(guest.get("kernel_version") or ""))
+
+
+def kernel_series(runs: list[Any], samples: dict[str, Any], envs: dict[str, tuple[str, dict[str, Any]]],
+                  by: str = "kernel") -> tuple[list[SeriesPoint], list[str]]:
+    """Points in series order from stored runs (RunSummary, newest first), their per-run samples and environments.
+
+    by="kernel": one point per kernel release, its runs' values pooled, ordered
+    by upstream version; by="run": one point per run, oldest first. Runs
+    without a measured value are left out with a note.
+    """
+    notes: list[str] = []
+    if by == "run":
+        points = []
+        for r in sorted(runs, key=lambda r: r.started_at):
+            s = samples.get(r.uid)
+            if s is None or not s.values:
+                notes.append(f"run {r.uid} ({r.status}) has no measured repetition: left out")
+                continue
+            version = run_version(r.kernel, envs.get(r.uid, ("", {}))[1])
+            points.append(SeriesPoint(name=r.uid, version=f"{r.kernel} ({version})", values=list(s.values), runs=[r.uid]))
+        return points, notes
+    groups: dict[str, dict[str, Any]] = {}
+    for r in sorted(runs, key=lambda r: r.started_at):
+        s = samples.get(r.uid)
+        if s is None or not s.values:
+            notes.append(f"run {r.uid} ({r.status}) on {r.kernel} has no measured repetition: left out")
+            continue
+        g = groups.setdefault(r.kernel, {"values": [], "runs": [], "version": run_version(r.kernel, envs.get(r.uid, ("", {}))[1])})
+        g["values"].extend(s.values)
+        g["runs"].append(r.uid)
+    ordered = sorted(groups.items(), key=lambda kv: (version_key(kv[1]["version"]), kv[0]))
+    points = [SeriesPoint(name=k, version=g["version"], values=g["values"], runs=g["runs"]) for k, g in ordered]
+    return points, notes
+
+
+def history_by_kernel(store: Any, scenario: str, metric: str = "goodput_mbps", flt: Any = None, by: str = "kernel",
+                      threshold: float = DEFAULT_THRESHOLD, alpha: float = DEFAULT_ALPHA) -> KernelHistory:
+    """The series of `scenario` in `store` (runs also matching `flt`, a RunFilter) and its change points.
+
+    UsageError when the store has no run of the scenario, or `by` is not kernel or run.
+    """
+    from ..errors import UsageError
+    from ..metrics import metric as metric_def
+    from ..store import RunFilter
+
+    if by not in BY:
+        raise UsageError(f"--by {by!r}: choose kernel or run")
+    runs = store.list_runs(replace(flt or RunFilter(), scenario=scenario))
+    if not runs:
+        raise UsageError(f"no stored run of scenario {scenario!r} in {store.where} matches",
+                         "list the stored runs with: mptcplab runs")
+    better = metric_def(metric).better
+    samples = store.samples([r.uid for r in runs], metric, per_run=True)
+    envs = store.run_environments(r.uid for r in runs)
+    points, notes = kernel_series(runs, samples, envs, by)
+    hist = KernelHistory(scenario=scenario, metric=metric, better=better, by=by, threshold=threshold, alpha=alpha,
+                         points=points, notes=notes)
+    hist.change_points = change_points(points, metric=metric, better=better, threshold=threshold, alpha=alpha)
+    hashes = {h for p in points for u in p.runs if u in samples for h in samples[u].versions}
+    if len(hashes) > 1:
+        hist.notes.append(f"the runs used {len(hashes)} versions of the scenario file: a step may be the scenario's, not the kernel's")
+    hist.notes.extend(_condition_notes(envs, points))
+    if len(points) < 2:
+        hist.notes.append(f"only {len(points)} {by}{'s' if len(points) != 1 else ''} with measured repetitions: no series to look for steps in")
+    small = [p.name for p in points if p.n < 5]
+    if small and len(points) >= 2:
+        hist.notes.append(f"{len(small)} point(s) have fewer than 5 repetitions ({', '.join(small[:3])}{', ...' if len(small) > 3 else ''}): "
+                          "a step next to them can only be found against a pooled segment")
+    return hist
+
+
+def _condition_notes(envs: dict[str, tuple[str, dict[str, Any]]], points: list[SeriesPoint]) -> list[str]:
+    """Conditions (congestion control, backend, accelerator, machine) that differ between adjacent points."""
+    from .conditions import conditions, differing_lines
+
+    conds = [[conditions(envs[u][1], envs[u][0]) for u in p.runs if u in envs] for p in points]
+    notes = []
+    for (a, ca), (b, cb) in zip(zip(points, conds), list(zip(points, conds))[1:]):
+        notes.extend(differing_lines(ca, cb, what=f"{a.name} -> {b.name}", sides=(a.name, b.name)))
+    return notes

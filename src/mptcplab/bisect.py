@@ -1,0 +1,322 @@
+"""Bisect kernel releases: the first release between a good and a bad one where a scenario got worse.
+
+The releases are the runnable Debian kernels between the two ends (the
+archive's and the cache's), in upstream version order. Both ends are
+measured, and must differ by the rule of `compare` (bad worse than good);
+then the middle release is measured in a QEMU guest and judged against both
+ends by the same rule: worse than good -> bad; not worse than good but bad
+worse than it -> good; neither -> the end its median is nearer, flagged
+"unclear" in the evidence. The search recurses on the half that holds the
+step and reports the first bad release with every measurement taken.
+
+Every measurement is a stored run tagged `bisect=<id>`, where the id is
+derived from the scenario version, the two ends and the metric: running the
+same bisect again (after Ctrl-C, SIGTERM or a crash) reads what the store
+has and runs only the repetitions still missing.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .analysis.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, Comparison, compare_samples
+from .analysis.stats import median_ci
+from .errors import UsageError
+from .metrics import metric as metric_def
+from .scenario import Scenario
+
+
+@dataclass(frozen=True)
+class Release:
+    """One kernel the bisect may test: its release (uname -r), upstream version and how to fetch it."""
+
+    release: str
+    upstream: str
+    cached: bool
+
+
+@dataclass
+class Step:
+    """One tested kernel and its judgement against both ends."""
+
+    release: str
+    upstream: str
+    role: str  # good end, bad end, or probe
+    n: int
+    median: float | None
+    ci95: tuple[float, float] | None
+    runs: list[str]
+    reused: int  # repetitions found in the store
+    measured: int  # repetitions run now
+    vs_good: dict[str, Any] | None = None  # change, ci95, p_value, verdict of this kernel against the good end
+    vs_bad: dict[str, Any] | None = None  # ... of the bad end against this kernel
+    classified: str = ""  # good, bad, or unclear-good / unclear-bad
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class BisectReport:
+    bisect_id: str
+    scenario: str
+    metric: str
+    good: str
+    bad: str
+    releases: list[str]  # every release in the range, good end to bad end
+    steps: list[Step] = field(default_factory=list)
+    first_bad: str | None = None
+    last_good: str | None = None
+    outcome: str = ""  # found, no-regression
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"bisect": self.bisect_id, "scenario": self.scenario, "metric": self.metric, "good": self.good, "bad": self.bad,
+                "releases": self.releases, "outcome": self.outcome, "first_bad": self.first_bad, "last_good": self.last_good,
+                "notes": self.notes, "steps": [s.to_json() for s in self.steps]}
+
+
+def bisect_id(scenario: Scenario, good: str, bad: str, metric: str) -> str:
+    """The tag value of a bisect's runs: the same scenario version, ends and metric give the same id (resume)."""
+    blob = "\0".join((scenario.name, scenario.content_hash, good, bad, metric)).encode()
+    return hashlib.sha256(blob).hexdigest()[:10]
+
+
+def releases_between(good: str, bad: str, cached_only: bool = False) -> list[Release]:
+    """Every runnable kernel from `good` to `bad` inclusive, oldest upstream version first.
+
+    `good` and `bad` are kernel names as `kernel fetch` takes them (release,
+    package version, upstream prefix: newest match). Kernels come from the
+    cache and, unless `cached_only`, from the Debian archive's candidates
+    (those the catalog marks not runnable are left out). Raises UnknownKernel
+    (exit 2) for a name nothing matches and UsageError when good is not older than bad.
+    """
+    from .kernels.catalog import UnknownKernel, cached, matches, version_key
+
+    pool: dict[str, Release] = {}
+    for k in cached():
+        pool[k.release] = Release(k.release, k.upstream, True)
+    if not cached_only:
+        from .kernels.fetch import PrivateApt
+
+        apt = PrivateApt()
+        apt.update()
+        for c in apt.candidates():
+            if getattr(c, "runnable", True) is False:
+                continue
+            pool.setdefault(c.release, Release(c.release, c.upstream, False))
+    ordered = sorted(pool.values(), key=lambda r: (version_key(r.upstream), r.release))
+
+    def find(name: str) -> int:
+        for i, r in enumerate(ordered):
+            if name == r.release:
+                return i
+        hits = [i for i, r in enumerate(ordered) if matches(name, r.upstream) or r.upstream == name]
+        if hits:
+            return hits[-1]
+        where = "cached kernels" if cached_only else "cached or fetchable kernels"
+        raise UnknownKernel(f"kernel {name!r} matches none of the {where} ({', '.join(r.upstream for r in ordered) or 'none'})",
+                            "mptcplab kernel list shows them")
+
+    lo, hi = find(good), find(bad)
+    if lo >= hi:
+        raise UsageError(f"--good {good} ({ordered[lo].release}) is not older than --bad {bad} ({ordered[hi].release})",
+                         "the good kernel is the older one: bisect looks for the release that made it worse")
+    return ordered[lo:hi + 1]
+
+
+def _build(entry: Path) -> tuple[Path, Path | None, Path | None]:
+    """(image, modules, config) of one entry of a --kernels-from directory: a bzImage, or a directory holding one."""
+    if entry.is_file():
+        return entry, None, None
+    image = next((entry / p for p in ("arch/x86/boot/bzImage", "bzImage", "vmlinuz") if (entry / p).is_file()), None)
+    if image is None:
+        raise UsageError(f"--kernels-from: {entry} holds no bzImage (looked for arch/x86/boot/bzImage, bzImage, vmlinuz)",
+                         "each entry is a bzImage or a directory with one (and lib/modules/RELEASE, .config)")
+    modules = entry if (entry / "lib/modules").is_dir() else None
+    config = next((entry / p for p in (".config", "config") if (entry / p).is_file()), None)
+    return image, modules, config
+
+
+def releases_from_dir(directory: Path, good: str, bad: str) -> list[Release]:
+    """Your own builds in `directory`, in name order, registered in the cache as `kernel add` does; good..bad inclusive.
+
+    Each entry (hidden ones skipped) is a bzImage or a directory holding one
+    (`arch/x86/boot/bzImage`, `bzImage` or `vmlinuz`) with its modules under
+    `lib/modules/RELEASE` and its `.config`/`config`. An entry already added from
+    the same image is not copied again. `good`/`bad` name an entry or a release.
+    Raises UsageError for an unusable directory or names it does not hold.
+    """
+    from .kernels.catalog import Kernel, kernels_dir
+    from .kernels.custom import add, image_release
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UsageError(f"--kernels-from {directory}: not a directory", "give a directory of your kernel builds")
+    entries = sorted(e for e in directory.iterdir() if not e.name.startswith("."))
+    out: list[Release] = []
+    for entry in entries:
+        image, modules, config = _build(entry)
+        release = image_release(image)
+        meta = kernels_dir() / release / "kernel.json"
+        known = Kernel.model_validate_json(meta.read_text()) if meta.exists() else None
+        if known is None or known.origin != f"added from {image.resolve()}" or \
+                Path(known.image).stat().st_size != image.stat().st_size:
+            add(image, modules, config)
+        out.append(Release(release, entry.name, True))
+    if len({r.release for r in out}) < len(out):
+        raise UsageError(f"--kernels-from {directory}: two entries are the same kernel release",
+                         "build each with its own LOCALVERSION")
+
+    def find(name: str) -> int:
+        for i, r in enumerate(out):
+            if name in (r.upstream, r.release):
+                return i
+        raise UsageError(f"--kernels-from {directory} holds no entry or release {name!r}",
+                         f"entries: {', '.join(r.upstream for r in out) or 'none'}")
+
+    lo, hi = find(good), find(bad)
+    if lo >= hi:
+        raise UsageError(f"--good {good} does not come before --bad {bad} in name order", "name your builds so they sort in history order")
+    return out[lo:hi + 1]
+
+
+class Bisector:
+    """The search, with measuring and reading the store as callables (the CLI passes guests and the store)."""
+
+    def __init__(self, scenario: Scenario, releases: list[Release], *, metric: str = "goodput_mbps", repeat: int = 5,
+                 store: Any, measure: Callable[[Release, int, str], None], threshold: float = DEFAULT_THRESHOLD,
+                 alpha: float = DEFAULT_ALPHA, bid: str | None = None, progress: Callable[[str], None] | None = None) -> None:
+        self.scenario, self.releases, self.metric, self.repeat = scenario, releases, metric, repeat
+        self.store, self.measure, self.threshold, self.alpha = store, measure, threshold, alpha
+        self.better = metric_def(metric).better
+        self.bid = bid or bisect_id(scenario, releases[0].release, releases[-1].release, metric)
+        self.progress = progress or (lambda text: None)
+        self.steps: dict[str, Step] = {}
+
+    def stored(self, release: str) -> tuple[list[float], int, list[str]]:
+        """(values of the metric, repetitions stored, run ids) of this bisect's runs on `release`."""
+        from .store import RunFilter
+
+        runs = [r.uid for r in self.store.list_runs(RunFilter(scenario=self.scenario.name, kernel=release, tags={"bisect": self.bid}))]
+        if not runs:
+            return [], 0, []
+        values = [v for s in self.store.samples(runs, self.metric, per_run=True).values() for v in s.values]
+        done = sum(len(s.values) for s in self.store.samples(runs, "pass_rate", per_run=True).values())  # every non-warm-up repetition
+        return values, done, runs
+
+    def point(self, rel: Release, role: str) -> Step:
+        """Measure `rel` (only the repetitions the store does not have yet) and return its step."""
+        if rel.release in self.steps:
+            return self.steps[rel.release]
+        values, done, runs = self.stored(rel.release)
+        measured = 0
+        if done < self.repeat:
+            missing = self.repeat - done
+            self.progress(f"bisect {self.bid}: {rel.release} ({role}): {done} stored, running {missing} more")
+            self.measure(rel, missing, self.bid)
+            measured = missing
+            values, done, runs = self.stored(rel.release)
+        else:
+            self.progress(f"bisect {self.bid}: {rel.release} ({role}): {done} repetitions stored, not run again")
+        est = median_ci(values) if values else None
+        step = Step(release=rel.release, upstream=rel.upstream, role=role, n=len(values), median=est.median if est else None,
+                    ci95=est.ci95 if est else None, runs=runs, reused=done - measured, measured=measured)
+        self.steps[rel.release] = step
+        return step
+
+    def _cmp(self, base: list[float], cand: list[float]) -> Comparison:
+        return compare_samples(base, cand, scenario=self.scenario.name, metric=self.metric, better=self.better,
+                               threshold=self.threshold, alpha=self.alpha)
+
+    def run(self) -> BisectReport:
+        rels = self.releases
+        report = BisectReport(bisect_id=self.bid, scenario=self.scenario.name, metric=self.metric, good=rels[0].release,
+                              bad=rels[-1].release, releases=[r.release for r in rels])
+        good = self.point(rels[0], "good end")
+        bad = self.point(rels[-1], "bad end")
+        gv, bv = self._values(good), self._values(bad)
+        if not gv:
+            raise UsageError(f"the good end {good.release} has no completed repetition of {self.scenario.name}",
+                             "a good end must run the scenario; pick another --good")
+        good.classified = "good"
+        if bv:
+            ends = self._cmp(gv, bv)
+            bad.vs_good = _brief(ends)
+            if ends.verdict != "regressed":
+                bad.classified = "not worse"
+                report.outcome = "no-regression"
+                report.notes.append(f"{bad.release} is not worse than {good.release} by the compare rule "
+                                    f"({ends.change * 100:+.1f}%, p {ends.p_value:.4f}): nothing to bisect")
+                report.steps = self._ordered()
+                return report
+        else:
+            report.notes.append(f"the bad end {bad.release} completed no repetition: 'bad' means the scenario fails there")
+        bad.classified = "bad"
+        lo, hi = 0, len(rels) - 1
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            step = self.point(rels[mid], "probe")
+            mv = self._values(step)
+            if not mv:
+                step.classified = "bad"
+                report.notes.append(f"{step.release} completed no repetition: counted as bad")
+                hi = mid
+                continue
+            vs_good = self._cmp(gv, mv)
+            step.vs_good = _brief(vs_good)
+            if bv:
+                vs_bad = self._cmp(mv, bv)
+                step.vs_bad = _brief(vs_bad)
+            if vs_good.verdict == "regressed":
+                step.classified = "bad"
+            elif bv and step.vs_bad and step.vs_bad["verdict"] == "regressed":
+                step.classified = "good"
+            else:  # neither end's rule fires: the nearer median decides, and the evidence says so
+                import math
+
+                near_good = not bv or abs(math.log(step.median / good.median)) <= abs(math.log(step.median / bad.median))
+                step.classified = "unclear-good" if near_good else "unclear-bad"
+                report.notes.append(f"{step.release}: neither clearly like the good end nor like the bad end; "
+                                    f"counted {'good' if near_good else 'bad'} (nearer median) — more --repeat would settle it")
+            if step.classified.endswith("bad"):
+                hi = mid
+            else:
+                lo = mid
+        report.first_bad, report.last_good = rels[hi].release, rels[lo].release
+        report.outcome = "found"
+        untested = [r.release for r in rels[1:-1] if r.release not in self.steps]
+        if untested:
+            report.notes.append(f"{len(untested)} release(s) in the range were not needed: {', '.join(untested)}")
+        report.steps = self._ordered()
+        return report
+
+    def _values(self, step: Step) -> list[float]:
+        return self.stored(step.release)[0]
+
+    def _ordered(self) -> list[Step]:
+        order = {r.release: i for i, r in enumerate(self.releases)}
+        return sorted(self.steps.values(), key=lambda s: order[s.release])
+
+
+def _brief(c: Comparison) -> dict[str, Any]:
+    return {"change": c.change, "ci95": c.ci95, "p_value": c.p_value, "verdict": c.verdict}
+
+
+def guest_measure(scenario: Scenario, options: Any, backend: str) -> Callable[[Release, int, str], None]:
+    """A `measure` callable: fetch the release if needed and run `n` repetitions in one guest, stored via options.sinks."""
+
+    def measure(rel: Release, n: int, bid: str) -> None:
+        from .kernels.fetch import fetch
+        from .kernels.matrix import run_matrix
+
+        if options.progress is not None and not rel.cached:
+            options.progress.status(f"fetching {rel.release}")
+        kernel, _ = fetch(rel.release)
+        opts = replace(options, tags={**options.tags, "bisect": bid}, link_backend=backend)
+        run_matrix([scenario], [kernel], n, opts, timeseries=False)
+
+    return measure

@@ -1,0 +1,249 @@
+"""`mptcplab suite list|run` and `mptcplab bisect` (registered on cli.py's `app`); the logic is in suite.py and bisect.py.
+
+Contract: `suite run` exits 0 when every repetition completed and no kernel
+regressed against the first, 1 otherwise, 2 on a bad option or scenario.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from .cli import DbOption, RichProgress, SetOption, app, err, handled, out
+from .errors import UsageError
+
+suite_app = typer.Typer(no_args_is_help=True, help="The built-in scheduler suite: list its cases, run them.")
+app.add_typer(suite_app, name="suite")
+
+
+@suite_app.command("list")
+@handled
+def list_cmd(
+    tag: Annotated[Optional[str], typer.Option("--tag", help="only cases with this tag (quick, full, rtt, rate, loss, failover, trace, paths, ...)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON list of the cases")] = False,
+) -> None:
+    """The suite's cases: tier, tags and what each checks."""
+    from .suite import suite_cases
+
+    cases = suite_cases(tag)
+    if as_json:
+        sys.stdout.write(json.dumps([{"name": c.name, "tier": c.tier, "tags": c.tags, "description": c.description,
+                                      "budget_s": c.budget_s} for c in cases]) + "\n")
+        return
+    table = Table(title=f"scheduler suite: {len(cases)} case{'s' if len(cases) != 1 else ''}" + (f" tagged {tag}" if tag else ""),
+                  title_justify="left")
+    for col in ("case", "tier", "tags", "what it checks"):
+        table.add_column(col, overflow="fold")
+    for c in cases:
+        table.add_row(c.name, c.tier, ", ".join(t for t in c.tags if t != c.tier), c.description
+                      + (f" (budget {c.budget_s:g} s)" if c.budget_s else ""))
+    out.print(table)
+
+
+def _fmt(value: float | None, ci: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+@suite_app.command("run")
+@handled
+def run_cmd(
+    tag: Annotated[Optional[str], typer.Option("--tag", help="only cases with this tag, e.g. quick (default: every case)")] = None,
+    case: Annotated[Optional[list[str]], typer.Option("--case", help="only this case (repeatable), by name as suite list shows it")] = None,
+    kernels: Annotated[Optional[str], typer.Option("--kernels", help="comma-separated kernels to run on in QEMU guests; the first is the baseline (default: this host's kernel)")] = None,
+    repeat: Annotated[Optional[int], typer.Option("--repeat", "-n", min=1, help="repetitions per case (and kernel); default: each case's [run] repeat")] = None,
+    overrides: SetOption = None,
+    metric: Annotated[str, typer.Option("--metric", help="the metric of the summary and verdicts")] = "goodput_mbps",
+    label: Annotated[Optional[str], typer.Option("--label", help="a free-form label stored with every run")] = None,
+    link_backend: Annotated[Optional[str], typer.Option("--link-backend", help="auto, tbf, netem or wire")] = None,
+    db: DbOption = None,
+    store: Annotated[bool, typer.Option("--store/--no-store", help="store every run in the results database")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON document: the summary rows and every run (no time series)")] = False,
+) -> None:
+    """Run every suite case (interleaved), store it, and print case x kernel with verdicts against the first kernel.
+
+    Exit 1 when a repetition did not complete or a kernel regressed against the first.
+    """
+    from .cli_store import _known_metrics, recorder_for
+    from .protocols import Collector
+    from .runner import RunOptions
+    from .suite import load_cases, run_suite, suite_cases, summary_rows
+
+    _known_metrics([metric])
+    if link_backend is not None and link_backend not in ("auto", "tbf", "netem", "wire"):
+        raise UsageError(f"--link-backend {link_backend!r}: choose auto, tbf, netem or wire")
+    cases = suite_cases(tag)
+    if case:
+        known = {c.name for c in cases}
+        unknown = [c for c in case if c not in known]
+        if unknown:
+            raise UsageError(f"--case {unknown[0]!r}: no such suite case" + (f" tagged {tag}" if tag else ""),
+                             "mptcplab suite list shows the cases")
+        cases = [c for c in cases if c.name in case]
+    scns = load_cases(cases, overrides or [])
+    ks = None
+    if kernels is not None:
+        from .kernels.catalog import resolve
+
+        names = [k.strip() for k in kernels.split(",") if k.strip()]
+        if not names:
+            raise UsageError("--kernels needs at least one kernel, e.g. --kernels 6.1,6.12")
+        ks = [resolve(n) for n in names]
+        if len({k.release for k in ks}) < len(ks):
+            raise UsageError(f"--kernels {kernels}: names the same kernel twice")
+    else:
+        from .runner import preflight
+
+        for s in scns:
+            preflight(s, link_backend)
+    collector = Collector()
+    recorder = recorder_for(db, err) if store else None
+    options = RunOptions(repeat=repeat, label=label, link_backend=link_backend,
+                         sinks=[collector] + ([recorder] if recorder is not None else []))
+    err.print(f"suite: {len(scns)} case{'s' if len(scns) != 1 else ''}" + (f" tagged {tag}" if tag else "")
+              + (f" on {len(ks)} kernels" if ks else " on this host's kernel"), highlight=False)
+    try:
+        with RichProgress(scns[0].name) as progress:
+            run = run_suite(scns, replace(options, progress=progress), ks, repeat)
+    finally:
+        if recorder is not None:
+            for line in recorder.report_lines():
+                err.print(line, highlight=False, markup=False, soft_wrap=True)
+    rows = summary_rows(run.results, metric)
+    incomplete = any(not r.completed for res in run.results for r in res.repetitions) or \
+        any(res.status != "completed" for res in run.results)
+    regressed = any(r["verdict"] == "regressed" for r in rows)
+    if as_json:
+        sys.stdout.write(json.dumps({"suite": run.suite_id, "kernels": run.kernels, "metric": metric, "rows": rows,
+                                     "runs": [r.to_json(timeseries=False) for r in run.results]}) + "\n")
+    else:
+        _print_rows(run.suite_id, rows, metric)
+        for res in run.results:
+            for e in res.errors:
+                out.print(f"{res.scenario} @ {res.kernel}: {e}", highlight=False, markup=False, soft_wrap=True)
+    if incomplete or regressed:
+        raise typer.Exit(1)
+
+
+def _print_rows(suite_id: str, rows: list[dict[str, Any]], metric: str) -> None:
+    from .metrics import metric as metric_def
+
+    unit = metric_def(metric).unit
+    multi = len({r["kernel"] for r in rows}) > 1
+    table = Table(title=f"suite {suite_id} (runs tagged suite={suite_id}): {metric}{f' ({unit})' if unit else ''}, median [95% CI] "
+                        "of completed repetitions; pass rate [Wilson 95%] where a budget is set"
+                        + ("; change vs the first kernel (threshold 5%, alpha 0.01)" if multi else ""), title_justify="left")
+    cols = ["case", "kernel", "n", "failed", metric, "pass rate"] + (["change", "p", "verdict"] if multi else [])
+    for col in cols:
+        table.add_column(col, justify="right" if col in ("n", "failed", "change", "p") else "left")
+    for r in rows:
+        pass_rate = "-" if r["pass_rate"] is None else f"{r['passed']}/{r['n'] + r['failed']} [{r['pass_ci95'][0]:.2f}, {r['pass_ci95'][1]:.2f}]"
+        cells = [r["case"], r["kernel"], str(r["n"]), str(r["failed"]), _fmt(r["median"], r["ci95"]), pass_rate]
+        if multi:
+            if r["change"] is None:
+                cells += ["baseline" if r["verdict"] is None and r["median"] is not None else "-", "", ""]
+            else:
+                style = {"regressed": "red", "improved": "green"}.get(r["verdict"])
+                cells += [f"{r['change'] * 100:+.1f}% [{r['change_ci95'][0] * 100:+.1f}, {r['change_ci95'][1] * 100:+.1f}]",
+                          f"{r['p_value']:.4f}", f"[{style}]{r['verdict']}[/{style}]" if style else r["verdict"]]
+        table.add_row(*cells)
+    out.print(table)
+
+
+@app.command()
+@handled
+def bisect(
+    scenario: Annotated[str, typer.Argument(metavar="SCENARIO", help="a TOML file or a built-in scenario name")],
+    good: Annotated[str, typer.Option("--good", help="the older kernel, where the scenario was fine (release, version or prefix)")],
+    bad: Annotated[str, typer.Option("--bad", help="the newer kernel, where it got worse")],
+    metric: Annotated[str, typer.Option("--metric", help="the metric judged (goodput_mbps, completion_s, ...)")] = "goodput_mbps",
+    repeat: Annotated[int, typer.Option("--repeat", "-n", min=1, help="repetitions per kernel (5 or more can reach p < 0.01)")] = 5,
+    cached_only: Annotated[bool, typer.Option("--cached", help="bisect only over kernels already in the cache (do not ask the archive)")] = False,
+    kernels_from: Annotated[Optional[Path], typer.Option("--kernels-from", help="bisect your own builds in this directory (bzImages, or directories with one), by name order; --good/--bad name entries")] = None,
+    overrides: SetOption = None,
+    link_backend: Annotated[Optional[str], typer.Option("--link-backend", help="auto, tbf, netem or wire (one for every kernel)")] = None,
+    label: Annotated[Optional[str], typer.Option("--label", help="a free-form label stored with every run")] = None,
+    db: DbOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the report as one JSON document")] = False,
+) -> None:
+    """Find the first kernel release between --good and --bad where SCENARIO got worse (each probe in a QEMU guest).
+
+    Every measurement is stored, tagged bisect=<id>: the same command again
+    resumes, running only what the store does not have. Exit 0 when the first
+    bad release is found, 1 when --bad is not worse than --good, 2 on bad input.
+    """
+    from .bisect import Bisector, bisect_id, guest_measure, releases_between
+    from .cli_store import _known_metrics, _store, recorder_for
+    from .runner import RunOptions
+    from .scenario import load_scenario
+
+    _known_metrics([metric])
+    if link_backend is not None and link_backend not in ("auto", "tbf", "netem", "wire"):
+        raise UsageError(f"--link-backend {link_backend!r}: choose auto, tbf, netem or wire")
+    scn = load_scenario(scenario, overrides or [])
+    if kernels_from is not None:
+        from .bisect import releases_from_dir
+
+        rels = releases_from_dir(kernels_from, good, bad)
+    else:
+        rels = releases_between(good, bad, cached_only)
+    store = _store(db, create=True)
+    recorder = recorder_for(db, err)
+    bid = bisect_id(scn, rels[0].release, rels[-1].release, metric)
+    err.print(f"bisect {bid}: {scn.name}, {metric}, {len(rels)} releases from {rels[0].release} to {rels[-1].release} "
+              f"(at most {max(1, (len(rels) - 2).bit_length())} probes); runs tagged bisect={bid}", highlight=False)
+    try:
+        with RichProgress(scn.name) as progress:
+            options = RunOptions(label=label, link_backend=link_backend, sinks=[recorder], progress=progress)
+            backend: dict[str, Any] = {}
+
+            def measure(rel: Any, n: int, b: str) -> None:
+                if "name" not in backend:  # one emulator for every kernel, chosen from the ends as matrix does
+                    from .kernels.fetch import fetch
+                    from .kernels.matrix import resolve_backend
+
+                    ends = [fetch(rels[0].release)[0], fetch(rels[-1].release)[0]]
+                    backend["name"] = resolve_backend(link_backend, [scn], ends)
+                    progress.status(f"link backend: {backend['name']} for every kernel")
+                guest_measure(scn, options, backend["name"])(rel, n, b)
+
+            report = Bisector(scn, rels, metric=metric, repeat=repeat, store=store, measure=measure, bid=bid,
+                              progress=progress.status).run()
+    finally:
+        for line in recorder.report_lines():
+            err.print(line, highlight=False, markup=False, soft_wrap=True)
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_json()) + "\n")
+    else:
+        _print_bisect(report)
+    if report.outcome != "found":
+        raise typer.Exit(1)
+
+
+def _print_bisect(report: Any) -> None:
+    def judged(d: dict[str, Any] | None) -> str:
+        if d is None:
+            return ""
+        return f"{d['change'] * 100:+.1f}% [{d['ci95'][0] * 100:+.1f}, {d['ci95'][1] * 100:+.1f}] p {d['p_value']:.4f} {d['verdict']}"
+
+    table = Table(title=f"bisect {report.bisect_id}: {report.scenario}, {report.metric} per kernel (every release tested, version order)",
+                  title_justify="left")
+    for col in ("kernel", "version", "role", "n", "median [95% CI]", "vs good end", "bad end vs it", "judged", "stored/run now"):
+        table.add_column(col, justify="right" if col in ("n",) else "left")
+    for s in report.steps:
+        style = {"bad": "red", "good": "green"}.get(s.classified.removeprefix("unclear-"))
+        table.add_row(s.release, s.upstream, s.role, str(s.n),
+                      "-" if s.median is None else f"{s.median:.3f} [{s.ci95[0]:.3f}, {s.ci95[1]:.3f}]",
+                      judged(s.vs_good), judged(s.vs_bad), f"[{style}]{s.classified}[/{style}]" if style else s.classified,
+                      f"{s.reused}/{s.measured}")
+    out.print(table)
+    if report.outcome == "found":
+        out.print(f"first bad release: {report.first_bad} (last good: {report.last_good})", highlight=False)
+    for note in report.notes:
+        out.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)

@@ -1,0 +1,352 @@
+"""The scheduler suite, history by kernel with change points, and bisect.
+
+Suite runs move real traffic (run under the heavy-work lock); the history and
+bisect tests read stored results: RunResults saved through Store.save_result
+with realistic values (a 2 x 20 mbit case near 36 mbit/s, 3% spread), so the
+analysis and the search run on exactly what the store gives them and no
+guest is booted.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mptcplab.result import Repetition, RunResult, SubflowResult
+from mptcplab.scenario import load_scenario
+from mptcplab.store import open_store
+
+from .conftest import cli, leftovers, requires_root
+
+# (release, `uname -v` as the store keeps it): Debian's 6.1 release string hides its upstream 6.1.176
+KERNELS = [
+    ("6.1.0-50-cloud-amd64", "#1 SMP PREEMPT_DYNAMIC Debian 6.1.176-1 (2026-10-02)"),
+    ("6.12.117+deb13-cloud-amd64", "#1 SMP PREEMPT_DYNAMIC Debian 6.12.117-1 (2026-11-01)"),
+    ("6.18.15+deb13-cloud-amd64", "#1 SMP PREEMPT_DYNAMIC Debian 6.18.15-1 (2026-11-10)"),
+]
+
+
+def synthetic(scenario: str, kernel: str, uname_v: str, goodputs: list[float], tags: dict[str, str] | None = None,
+              started: float | None = None, size: int = 16 << 20) -> RunResult:
+    """A finished run as the matrix stores it: one completed repetition per goodput (mbit/s) of a `size`-byte upload."""
+    scn = load_scenario(scenario)
+    reps = []
+    t0 = started or time.time()
+    for i, g in enumerate(goodputs):
+        completion = size * 8 / (g * 1e6)
+        reps.append(Repetition(index=i, completion_s=round(completion, 6), goodput_mbps=round(g, 4), bytes=size, mptcp=True,
+                               subflows=[SubflowResult(path=p.name, bytes_sent=size // 2, bytes_acked=size // 2, share=0.5,
+                                                       rtt_ms=12.0, rtt_median_ms=12.0, subflows_opened=1) for p in scn.paths],
+                               mib={"MPTcpExtMPJoinSynAckRx": 1}, started_at=t0 + i * 5, status="completed"))
+    env = {"kernel_release": kernel, "kernel_version": uname_v, "hostname": "lab", "cpu_model": "test cpu", "cpu_count": 2,
+           "link_backend": "netem", "tags": dict(tags or {}), "guest": {"accelerator": "tcg"},
+           "tcp": {"congestion_control": "cubic"}, "sysctls_client": {"net.ipv4.tcp_congestion_control": "cubic"}}
+    return RunResult(run_id=secrets.token_hex(5), scenario=scn.name, scenario_hash=scn.content_hash, kernel=kernel,
+                     scheduler="default", backend="netem", repetitions=reps, environment=env, status="completed",
+                     started_at=t0, ended_at=t0 + 30)
+
+
+def noisy(median: float, n: int = 5, cv: float = 0.03, seed: int = 0) -> list[float]:
+    rng = np.random.default_rng(seed)
+    return [float(median * (1 + cv * x)) for x in rng.standard_normal(n)]
+
+
+def store_runs(db: Path, runs: list[RunResult]) -> None:
+    store = open_store(str(db))
+    for r in runs:
+        store.save_result(r, load_scenario(r.scenario).normalized())
+
+
+# -- suite list / run -----------------------------------------------------------------------------------------
+def test_suite_list_names_every_case_with_its_tier_tags_and_check():
+    proc = cli("suite", "list", "--json")
+    assert proc.returncode == 0, proc.stderr
+    cases = json.loads(proc.stdout)
+    assert len(cases) >= 24
+    for c in cases:
+        assert c["tier"] in ("quick", "full") and c["tier"] in c["tags"]
+        assert len(c["tags"]) >= 2, f"{c['name']} says only its tier, not what it exercises"
+        assert c["description"], c["name"]
+    names = {c["name"] for c in cases}
+    assert {"simult-balanced", "rtt-ratio-20", "slow-extra-path", "lossy-extra-path", "failover-short", "cellular",
+            "three-paths", "four-paths", "upload", "download"} <= names
+    quick = json.loads(cli("suite", "list", "--tag", "quick", "--json").stdout)
+    assert quick and all(c["tier"] == "quick" for c in quick) and len(quick) < len(cases)
+    table = cli("suite", "list", "--tag", "rtt")
+    assert table.returncode == 0 and "rtt-ratio-5" in table.stdout and "loss-1pct" not in table.stdout
+    bad = cli("suite", "list", "--tag", "no-such-tag")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_quick_cases_are_short():
+    """Every quick case moves at most ~10 s of traffic (size at the sum of its rates, or its duration)."""
+    from mptcplab.suite import load_cases, suite_cases
+
+    for s in load_cases(suite_cases("quick")):
+        if s.workload.duration is not None:
+            seconds = s.workload.duration
+        else:
+            rates = sum((p.rate or 2e6) for p in s.paths)
+            seconds = s.workload.size * 8 / rates
+        assert seconds <= 11, f"{s.name}: about {seconds:.1f} s of traffic"
+
+
+@requires_root
+def test_suite_run_of_two_quick_cases_stores_and_summarises(tmp_path):
+    db = tmp_path / "suite.db"
+    before = set(leftovers())
+    proc = cli("suite", "run", "--case", "three-paths", "--case", "rate-ratio-5", "--repeat", "2",
+               "--set", "workload.size=2MiB", "--db", str(db), "--json", timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(proc.stdout)
+    assert [r["case"] for r in doc["rows"]] == ["rate-ratio-5", "three-paths"]
+    for row in doc["rows"]:
+        assert row["n"] == 2 and row["failed"] == 0 and row["median"] > 0
+        assert row["ci95"][0] <= row["median"] <= row["ci95"][1]
+        assert row["verdict"] is None  # one kernel: nothing to judge against
+    # interleaved: the two cases' repetitions alternate in time
+    starts = sorted((rep["started_at"], run["scenario"]) for run in doc["runs"] for rep in run["repetitions"])
+    order = [name for _, name in starts]
+    assert order[0] != order[1] and order[1] != order[2]
+    runs = cli("runs", "--db", str(db), "--tag", f"suite={doc['suite']}")
+    assert runs.returncode == 0 and "three-paths" in runs.stdout and "rate-ratio-5" in runs.stdout
+    table = cli("suite", "run", "--case", "three-paths", "--repeat", "1", "--set", "workload.size=1MiB", "--no-store")
+    assert table.returncode == 0, table.stderr[-1000:]
+    assert "three-paths" in table.stdout and "median" in table.stdout
+    assert set(leftovers()) <= before
+
+
+def test_suite_run_refuses_bad_input_in_one_line(tmp_path):
+    for args in (["--tag", "nope"], ["--case", "nope"], ["--set", "path.nosuch.delay=1ms", "--case", "three-paths"],
+                 ["--metric", "nope"], ["--kernels", "9.99.99", "--case", "three-paths"]):
+        proc = cli("suite", "run", *args, "--no-store")
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+# -- history by kernel -----------------------------------------------------------------------------------------
+def test_history_by_kernel_finds_the_injected_step_and_only_it(tmp_path):
+    db = tmp_path / "h.db"
+    now = time.time()
+    # stored newest kernel first, so time order is not version order
+    store_runs(db, [synthetic("two-paths", *KERNELS[2], noisy(36.0 * 0.9, seed=3), started=now - 300),
+                    synthetic("two-paths", *KERNELS[0], noisy(36.0, seed=1), started=now - 200),
+                    synthetic("two-paths", *KERNELS[1], noisy(36.0, seed=2), started=now - 100),
+                    synthetic("two-paths", *KERNELS[1], noisy(36.0, seed=4), started=now - 50)])
+    proc = cli("history", "two-paths", "--by", "kernel", "--db", str(db), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert [p["name"] for p in doc["points"]] == [k for k, _ in KERNELS]
+    assert [p["version"] for p in doc["points"]] == ["6.1.176", "6.12.117", "6.18.15"]
+    assert [p["n"] for p in doc["points"]] == [5, 10, 5]  # a kernel's runs pooled
+    cps = doc["change_points"]
+    assert len(cps) == 1, cps
+    cp = cps[0]
+    assert (cp["before"], cp["after"]) == (KERNELS[1][0], KERNELS[2][0])
+    assert cp["verdict"] == "regressed" and cp["p_value"] < 0.01
+    assert cp["ci95"][0] <= cp["change"] <= cp["ci95"][1] and -0.15 < cp["change"] < -0.05
+    table = cli("history", "two-paths", "--by", "kernel", "--db", str(db))
+    assert table.returncode == 0 and "regressed" in table.stdout and "6.12.117" in table.stdout
+    # the pairwise history by time is still the default
+    pairwise = json.loads(cli("history", "two-paths", "--db", str(db), "--format", "json").stdout)
+    assert len(pairwise["points"]) == 4 and "change_points" not in pairwise
+
+
+def test_history_by_kernel_flat_series_has_no_change_point(tmp_path):
+    db = tmp_path / "flat.db"
+    store_runs(db, [synthetic("two-paths", k, v, noisy(36.0, seed=10 + i)) for i, (k, v) in enumerate(KERNELS)])
+    doc = json.loads(cli("history", "two-paths", "--by", "kernel", "--db", str(db), "--format", "json").stdout)
+    assert len(doc["points"]) == 3 and doc["change_points"] == []
+
+
+def test_two_runs_of_the_same_kernel_give_no_change_point(tmp_path):
+    """The false-alarm check: the same kernel measured twice, in two separate runs, one point per run."""
+    db = tmp_path / "same.db"
+    k, v = KERNELS[1]
+    store_runs(db, [synthetic("two-paths", k, v, noisy(36.0, seed=21), started=time.time() - 100),
+                    synthetic("two-paths", k, v, noisy(36.0, seed=22))])
+    doc = json.loads(cli("history", "two-paths", "--by", "run", "--db", str(db), "--format", "json").stdout)
+    assert len(doc["points"]) == 2 and doc["change_points"] == []
+    by_kernel = json.loads(cli("history", "two-paths", "--by", "kernel", "--db", str(db), "--format", "json").stdout)
+    assert len(by_kernel["points"]) == 1 and by_kernel["change_points"] == []
+
+
+def test_history_suite_prints_only_the_change_points(tmp_path):
+    db = tmp_path / "suite-h.db"
+    runs = []
+    for i, (k, v) in enumerate(KERNELS):
+        runs.append(synthetic("two-paths", k, v, noisy(18.0 * (0.85 if i == 2 else 1.0), seed=30 + i)))
+        runs.append(synthetic("rtt-ratio-5", k, v, noisy(36.0, seed=40 + i)))
+    store_runs(db, runs)
+    proc = cli("history", "--suite", "--db", str(db))
+    assert proc.returncode == 0, proc.stderr
+    assert "two-paths" in proc.stdout and "rtt-ratio-5" not in proc.stdout.split("note:")[0]
+    doc = json.loads(cli("history", "--suite", "--db", str(db), "--format", "json").stdout)
+    found = {h["scenario"]: len(h["change_points"]) for h in doc}
+    assert found == {"two-paths": 1, "rtt-ratio-5": 0}
+    bad = cli("history", "--by", "kernel", "--db", str(db))
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ")
+
+
+# -- bisect ------------------------------------------------------------------------------------------------------
+def fake_cache(root: Path, releases: list[tuple[str, str]]) -> None:
+    """A kernel cache listing these (release, package version) entries; no image: booting one would fail loudly."""
+    from mptcplab.kernels.catalog import Kernel
+
+    for release, version in releases:
+        d = root / "kernels" / release
+        d.mkdir(parents=True)
+        (d / "kernel.json").write_text(Kernel(release=release, version=version, origin="test", image=str(d / "vmlinuz")).model_dump_json())
+
+
+BISECT_KERNELS = [("6.1.0-50-cloud-amd64", "6.1.176-1"), ("6.12.43+deb12-cloud-amd64", "6.12.43-1~bpo12+1"),
+                  ("6.12.117+deb13-cloud-amd64", "6.12.117-1"), ("6.18.15+deb13-cloud-amd64", "6.18.15-1~bpo13+1"),
+                  ("7.2.12+deb13-cloud-amd64", "7.2.12-1")]
+
+
+def test_bisect_finds_the_first_bad_release_from_stored_points(tmp_path):
+    from mptcplab.bisect import bisect_id
+
+    cache = tmp_path / "cache"
+    fake_cache(cache, BISECT_KERNELS)
+    db = tmp_path / "b.db"
+    scn = load_scenario("two-paths")
+    bid = bisect_id(scn, BISECT_KERNELS[0][0], BISECT_KERNELS[-1][0], "goodput_mbps")
+    runs = []
+    for i, (release, version) in enumerate(BISECT_KERNELS):
+        median = 18.0 * (0.9 if i >= 3 else 1.0)  # 6.18.15 is the first bad release
+        runs.append(synthetic("two-paths", release, f"#1 SMP Debian {version}", noisy(median, seed=50 + i), tags={"bisect": bid}))
+    store_runs(db, runs)
+    env = {**os.environ, "MPTCPLAB_CACHE": str(cache)}
+    proc = cli("bisect", "two-paths", "--good", "6.1", "--bad", "7.2", "--cached", "--db", str(db), "--json", env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(proc.stdout)
+    assert doc["bisect"] == bid and doc["outcome"] == "found"
+    assert doc["first_bad"] == "6.18.15+deb13-cloud-amd64" and doc["last_good"] == "6.12.117+deb13-cloud-amd64"
+    tested = {s["release"]: s for s in doc["steps"]}
+    assert set(tested) == {BISECT_KERNELS[i][0] for i in (0, 2, 3, 4)}  # 6.12.43 was not needed
+    assert all(s["measured"] == 0 and s["reused"] == 5 for s in tested.values())  # nothing re-run: every point came from the store
+    assert tested["6.18.15+deb13-cloud-amd64"]["vs_good"]["verdict"] == "regressed"
+    assert tested["6.12.117+deb13-cloud-amd64"]["vs_bad"]["verdict"] == "regressed"
+    table = cli("bisect", "two-paths", "--good", "6.1", "--bad", "7.2", "--cached", "--db", str(db), env=env)
+    assert table.returncode == 0 and "first bad release: 6.18.15+deb13-cloud-amd64" in table.stdout
+
+
+def test_bisect_says_when_bad_is_not_worse_and_refuses_bad_ranges(tmp_path):
+    from mptcplab.bisect import bisect_id
+
+    cache = tmp_path / "cache"
+    fake_cache(cache, BISECT_KERNELS)
+    db = tmp_path / "b.db"
+    scn = load_scenario("two-paths")
+    bid = bisect_id(scn, BISECT_KERNELS[0][0], BISECT_KERNELS[-1][0], "goodput_mbps")
+    store_runs(db, [synthetic("two-paths", BISECT_KERNELS[i][0], "", noisy(18.0, seed=60 + i), tags={"bisect": bid}) for i in (0, 4)])
+    env = {**os.environ, "MPTCPLAB_CACHE": str(cache)}
+    proc = cli("bisect", "two-paths", "--good", "6.1", "--bad", "7.2", "--cached", "--db", str(db), "--json", env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert json.loads(proc.stdout)["outcome"] == "no-regression"
+    for good, bad in (("7.2", "6.1"), ("6.1", "9.9")):
+        p = cli("bisect", "two-paths", "--good", good, "--bad", bad, "--cached", "--db", str(db), env=env)
+        assert p.returncode == 2 and p.stderr.startswith("error: ") and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+@requires_root
+def test_real_bisect_resumes_after_sigterm_without_rerunning_stored_points(tmp_path):
+    """Two real cached kernels in guests: SIGTERM after the good end is stored; the rerun reuses it and runs only the rest."""
+    import signal
+    import subprocess
+
+    from mptcplab.bisect import bisect_id, releases_between
+    from mptcplab.kernels.fetch import fetch
+    from mptcplab.store import RunFilter
+
+    from .conftest import CLI, wait_for, write_scenario
+
+    good, _ = fetch("6.12.43")
+    bad, _ = fetch("6.12.117")
+    path = write_scenario(tmp_path, """
+        name = "bisect-resume"
+        [[path]]
+        name = "a"
+        rate = "10mbit"
+        delay = "2ms"
+        [[path]]
+        name = "b"
+        rate = "10mbit"
+        delay = "2ms"
+        [workload]
+        size = "1MiB"
+        [run]
+        timeout = "30s"
+    """)
+    db = tmp_path / "bisect.db"
+    rels = releases_between(good.release, bad.release, cached_only=True)
+    bid = bisect_id(load_scenario(path), rels[0].release, rels[-1].release, "goodput_mbps")
+    args = [CLI, "bisect", str(path), "--good", good.release, "--bad", bad.release, "--cached", "--repeat", "2",
+            "--db", str(db), "--json"]
+
+    def stored(release: str) -> tuple[int, int]:
+        """(runs, repetitions) of this bisect on `release`."""
+        if not db.exists():
+            return 0, 0
+        store = open_store(str(db))
+        runs = [r.uid for r in store.list_runs(RunFilter(kernel=release, tags={"bisect": bid}))]
+        reps = sum(len(s.values) for s in store.samples(runs, "pass_rate", per_run=True).values()) if runs else 0
+        return len(runs), reps
+
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: stored(good.release)[1] >= 2, timeout=240, interval=1.0), "the good end was not stored"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err[-2000:]
+    assert stored(good.release) == (1, 2)
+    again = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert again.returncode in (0, 1), again.stderr[-2000:]  # 2 repetitions a side cannot call it regressed: either is fine
+    doc = json.loads(again.stdout)
+    steps = {s["release"]: s for s in doc["steps"]}
+    assert steps[good.release]["reused"] == 2 and steps[good.release]["measured"] == 0
+    assert steps[bad.release]["reused"] + steps[bad.release]["measured"] == 2
+    assert stored(good.release) == (1, 2), "the good end was run again"
+    assert stored(bad.release)[1] == 2
+
+
+def test_bisect_over_own_builds_by_name_order(tmp_path):
+    """--kernels-from: real kernel images (Debian's, standing in for your builds) registered in name order; stored points."""
+    from mptcplab.bisect import bisect_id
+    from mptcplab.kernels.catalog import cached
+
+    sources = {k.release: k for k in cached()}
+    wanted = ["6.12.43+deb12-cloud-amd64", "6.12.117+deb13-cloud-amd64", "6.18.15+deb13-cloud-amd64"]
+    if not all(r in sources for r in wanted):
+        pytest.skip("needs the 6.12.43, 6.12.117 and 6.18.15 Debian kernels cached (mptcplab kernel fetch)")
+    builds = tmp_path / "builds"
+    for i, release in enumerate(wanted):
+        d = builds / f"{i:02d}-build"
+        d.mkdir(parents=True)
+        (d / "bzImage").symlink_to(sources[release].image)
+        (d / ".config").symlink_to(sources[release].config)
+    env = {**os.environ, "MPTCPLAB_CACHE": str(tmp_path / "cache")}
+    db = tmp_path / "own.db"
+    scn = load_scenario("two-paths")
+    bid = bisect_id(scn, wanted[0], wanted[-1], "goodput_mbps")
+    store_runs(db, [synthetic("two-paths", r, "", noisy(18.0 * (0.88 if i == 2 else 1.0), seed=70 + i), tags={"bisect": bid})
+                    for i, r in enumerate(wanted)])
+    proc = cli("bisect", "two-paths", "--kernels-from", str(builds), "--good", "00-build", "--bad", "02-build",
+               "--db", str(db), "--json", env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(proc.stdout)
+    assert doc["releases"] == wanted and doc["first_bad"] == wanted[2] and doc["last_good"] == wanted[1]
+    assert [s["upstream"] for s in doc["steps"]] == ["00-build", "01-build", "02-build"]
+    added = json.loads((tmp_path / "cache/kernels" / wanted[1] / "kernel.json").read_text())
+    assert added["version"] == "custom" and added["origin"].startswith("added from")
+    bad = cli("bisect", "two-paths", "--kernels-from", str(builds), "--good", "02-build", "--bad", "00-build", "--db", str(db), env=env)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
