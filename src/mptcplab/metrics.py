@@ -34,6 +34,9 @@ METRIC_TABLE: dict[str, Metric] = {m.name: m for m in (
     Metric("retransmits", "segments", "lower", "TCP retransmissions summed over the subflows"),
     Metric("bytes_retrans", "bytes", "lower", "bytes retransmitted summed over the subflows"),
     Metric("rtt_ms", "ms", "lower", "median smoothed RTT of the subflows, weighted by their byte share"),
+    # bulk, direction = "both": each direction's goodput over its own transfer time
+    Metric("upload_goodput_mbps", "mbit/s", "higher", "bulk both: the upload connection's goodput"),
+    Metric("download_goodput_mbps", "mbit/s", "higher", "bulk both: the download connection's goodput"),
     # rr: every transaction's latency, request send() to the response's last byte read
     Metric("latency_p50_ms", "ms", "lower", "rr: median transaction latency (request send() to the response's last byte)"),
     Metric("latency_p90_ms", "ms", "lower", "rr: 90th percentile transaction latency"),

@@ -34,10 +34,14 @@ PerSecond = Annotated[float, BeforeValidator(parse_per_second)]
 
 
 class BulkSpec(_Strict):
-    """`kind = "bulk"`: one connection moving `size` bytes or running for `duration`."""
+    """`kind = "bulk"`: one connection moving `size` bytes or running for `duration`.
+
+    `direction = "both"`: an upload and a download connection at once, each
+    moving `size` (or running for `duration`).
+    """
 
     kind: Literal["bulk"] = "bulk"
-    direction: Literal["upload", "download"] = "upload"
+    direction: Literal["upload", "download", "both"] = "upload"
     size: Size | None = None
     duration: PositiveDuration | None = None
 
