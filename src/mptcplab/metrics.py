@@ -34,6 +34,30 @@ METRIC_TABLE: dict[str, Metric] = {m.name: m for m in (
     Metric("retransmits", "segments", "lower", "TCP retransmissions summed over the subflows"),
     Metric("bytes_retrans", "bytes", "lower", "bytes retransmitted summed over the subflows"),
     Metric("rtt_ms", "ms", "lower", "median smoothed RTT of the subflows, weighted by their byte share"),
+    # bulk, direction = "both": each direction's goodput over its own transfer time
+    Metric("upload_goodput_mbps", "mbit/s", "higher", "bulk both: the upload connection's goodput"),
+    Metric("download_goodput_mbps", "mbit/s", "higher", "bulk both: the download connection's goodput"),
+    # rr: every transaction's latency, request send() to the response's last byte read
+    Metric("latency_p50_ms", "ms", "lower", "rr: median transaction latency (request send() to the response's last byte)"),
+    Metric("latency_p90_ms", "ms", "lower", "rr: 90th percentile transaction latency"),
+    Metric("latency_p99_ms", "ms", "lower", "rr: 99th percentile transaction latency"),
+    Metric("latency_p999_ms", "ms", "lower", "rr: 99.9th percentile transaction latency"),
+    Metric("latency_max_ms", "ms", "lower", "rr: slowest transaction"),
+    Metric("transactions", "", "higher", "rr: transactions answered"),
+    Metric("transactions_per_s", "1/s", "higher", "rr: transactions answered per second, first request to last answer"),
+    # stream: application-limited chunks at a rate
+    Metric("chunk_delay_p50_ms", "ms", "lower", "stream: median chunk delay (due at the sender to last byte read)"),
+    Metric("chunk_delay_p99_ms", "ms", "lower", "stream: 99th percentile chunk delay"),
+    Metric("chunk_delay_max_ms", "ms", "lower", "stream: largest chunk delay"),
+    Metric("chunks", "", "higher", "stream: chunks read whole by the receiving application"),
+    Metric("late_chunks", "chunks", "lower", "stream: chunks whose delay exceeded the deadline"),
+    Metric("stall_s", "s", "lower", "stream: time the receiving application waited in recv() with a chunk outstanding"),
+    # flows: many short connections
+    Metric("fct_p50_ms", "ms", "lower", "flows: median flow completion time (connect() to the last byte read)"),
+    Metric("fct_p99_ms", "ms", "lower", "flows: 99th percentile flow completion time"),
+    Metric("fct_max_ms", "ms", "lower", "flows: slowest flow"),
+    Metric("flows_completed", "flows", "higher", "flows: connections that delivered their whole size"),
+    Metric("multi_subflow_flows", "flows", "higher", "flows: connections that had more than one subflow at their end"),
     Metric("pass_rate", "", "higher", "share of repetitions that completed within the [run] budget",
            proportion=True, all_repetitions=True),
 )}

@@ -80,6 +80,9 @@ class Repetition(BaseModel):
     over_budget: bool | None = None
     #: everything the workload measured beyond the bulk keys above, by metric name (units: mptcplab.metrics)
     metrics: dict[str, float] = Field(default_factory=dict)
+    #: per-event series of the workload, for plots: e.g. rr's `t` (s since the first request) and `latency_ms`,
+    #: one value per transaction (thinned evenly beyond 20 000); {} for bulk
+    series: dict[str, list[float]] = Field(default_factory=dict)
 
     @property
     def completed(self) -> bool:

@@ -182,6 +182,7 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
         timeseries=series,
         started_at=started,
         metrics=dict(out.metrics),
+        series=dict(out.series),
         status=status,
         error=error,
         over_budget=(completion > budget) if budget is not None and status == "completed" else None,

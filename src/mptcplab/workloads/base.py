@@ -102,6 +102,9 @@ class Workload(ABC):
 #: kind -> "module:Class"; a new kind adds one line here, its engine module and its spec model
 WORKLOADS: dict[str, str] = {
     "bulk": "mptcplab.workloads.bulk:BulkTransfer",
+    "rr": "mptcplab.workloads.rr:RequestResponse",
+    "stream": "mptcplab.workloads.stream:Stream",
+    "flows": "mptcplab.workloads.flows:ShortFlows",
 }
 
 

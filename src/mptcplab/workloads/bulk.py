@@ -1,5 +1,8 @@
 """Bulk transfer over real IPPROTO_MPTCP sockets, fixed size or fixed duration.
 
+`direction = "both"` runs an upload and a download connection at once (as the
+kernel selftests' simult_flows.sh does): see BothDirections.
+
 Client and server are threads of this process, each with its sockets created
 inside its own namespace (a socket keeps the namespace it was created in).
 The receiver times the transfer from the client's connect() to the last
@@ -57,6 +60,12 @@ class BulkTransfer(Workload):
 
     kind = "bulk"
 
+    def __new__(cls, topo: Topology, workload: BulkSpec, timeout_s: float, hooks: Hooks | None = None) -> "BulkTransfer":
+        # the registry names one class per kind: "both" is two transfers at once, built here
+        if cls is BulkTransfer and workload.direction == "both":
+            return BothDirections(topo, workload, timeout_s, hooks)  # type: ignore[return-value]
+        return super().__new__(cls)
+
     def __init__(self, topo: Topology, workload: BulkSpec, timeout_s: float, hooks: Hooks | None = None) -> None:
         hooks = hooks or Hooks()
         super().__init__(topo, workload, timeout_s, hooks)
@@ -67,6 +76,8 @@ class BulkTransfer(Workload):
         self.cancel = cancel = hooks.cancel
         self.congestion_control = hooks.congestion_control
         self.upload = workload.direction == "upload"
+        #: the server's port (BothDirections gives its download connection the next one)
+        self.port = topo.server_port
         self._received = threading.Event()
         self._sampled = threading.Event()
         self._sender_sock = threading.Event()
@@ -179,7 +190,7 @@ class BulkTransfer(Workload):
         listener, server_mptcp = mptcp_socket(self.topo.server, self.congestion_control)
         self._socks.append(listener)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("0.0.0.0", self.topo.server_port))
+        listener.bind(("0.0.0.0", self.port))
         listener.listen(1)
         listener.settimeout(self.timeout_s)
         client, _ = mptcp_socket(self.topo.client, self.congestion_control)
@@ -191,7 +202,7 @@ class BulkTransfer(Workload):
         server = threading.Thread(target=self._server, args=(listener, t0, server_result), name="bulk-server", daemon=True)
         server.start()
         try:
-            client.connect((self.topo.server_addr, self.topo.server_port))
+            client.connect((self.topo.server_addr, self.port))
         except OSError as e:
             self._check()
             raise RunError(f"the client could not connect to the server: {e.strerror or e}") from None
@@ -259,3 +270,70 @@ class BulkTransfer(Workload):
                 s.close()
             except OSError:
                 pass
+
+
+class BothDirections(Workload):
+    """`kind = "bulk"`, `direction = "both"`: an upload and a download connection at the same time.
+
+    Two BulkTransfers (the download one on the next server port) run in
+    parallel threads, each moving `size` bytes or running for `duration`.
+    Goodput counts both directions' bytes over the time until the later one
+    ended; `upload_goodput_mbps` and `download_goodput_mbps` give each.
+    The MPTCP_FULL_INFO sampler (subflow shares, RTTs, time series, progress)
+    follows the upload connection only.
+    """
+
+    kind = "bulk"
+
+    def __init__(self, topo: Topology, workload: BulkSpec, timeout_s: float, hooks: Hooks | None = None) -> None:
+        hooks = hooks or Hooks()
+        super().__init__(topo, workload, timeout_s, hooks)
+        self.upload = True
+        self.up = BulkTransfer(topo, workload.model_copy(update={"direction": "upload"}), timeout_s, hooks)
+        quiet = Hooks(on_connected=hooks.on_connected, cancel=hooks.cancel, congestion_control=hooks.congestion_control)
+        self.down = BulkTransfer(topo, workload.model_copy(update={"direction": "download"}), timeout_s, quiet)
+        self.down.port = topo.server_port + 1
+
+    def run(self) -> Outcome:
+        outcomes: dict[str, Outcome] = {}
+        errors: list[BaseException] = []  # in the order they happened: the first is the cause
+
+        def one(name: str, transfer: BulkTransfer) -> None:
+            try:
+                outcomes[name] = transfer.run()
+            except BaseException as e:  # re-raised below, in the caller's thread
+                errors.append(e)
+                transfer.abort()
+                (self.down if transfer is self.up else self.up).abort()  # one failed: do not wait out the other
+
+        threads = [threading.Thread(target=one, args=(name, t), name=f"bulk-{name}", daemon=True)
+                   for name, t in (("up", self.up), ("down", self.down))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for e in errors:
+            if not isinstance(e, RunError):
+                raise e  # Interrupted and bugs first
+        if errors:
+            raise errors[0]
+        return self._combine(outcomes["up"], outcomes["down"])
+
+    def _combine(self, up: Outcome, down: Outcome) -> Outcome:
+        t0 = min(up.t0, down.t0)
+        end = max(up.t0 + up.completion_s, down.t0 + down.completion_s)
+        metrics = {"upload_goodput_mbps": round(up.bytes * 8 / max(up.completion_s, 1e-6) / 1e6, 4),
+                   "download_goodput_mbps": round(down.bytes * 8 / max(down.completion_s, 1e-6) / 1e6, 4)}
+        return Outcome(bytes=up.bytes + down.bytes, completion_s=end - t0, mptcp=up.mptcp and down.mptcp, t0=t0,
+                       sampler=up.sampler, metrics=metrics, server_mptcp=up.server_mptcp and down.server_mptcp)
+
+    def partial(self) -> Outcome:
+        """Both directions' bytes until run() raised; the upload connection's samples."""
+        return self._combine(self.up.partial(), self.down.partial())
+
+    def close(self) -> None:
+        self.up.close()
+        self.down.close()
+
+    def progress(self, sample: ConnectionSample, elapsed_s: float) -> float:
+        return self.up.progress(sample, elapsed_s)
