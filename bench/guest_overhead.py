@@ -1,7 +1,8 @@
 """What a QEMU guest costs: boot time, run overhead, goodput ceiling, and a small matrix.
 
 1. boot time per cached kernel: QEMU launch to the lab answering inside the
-   guest (host clock), and the guest's own uptime at that point;
+   guest and to the first repetition of a tiny job starting (host clock), and
+   the guest's own clock at the virtiofs mount, at Python's start and at ready;
 2. per-scenario overhead: wall time of the same short run on the host and
    in an already booted guest;
 3. guest/host goodput ratio on two tbf-shaped paths at 20, 50 and 100 mbit
@@ -10,7 +11,7 @@
 4. wall time of a 2-kernel x 1-scenario matrix with 3 repetitions (goal < 120 s).
 
 Each part holds /tmp/mptcplab-heavy.lock while it runs (the machine is shared).
-Usage: python bench/guest_overhead.py [--kernels 6.1,6.12] [--skip-matrix]
+Usage: python bench/guest_overhead.py [--kernels 6.1,6.12] [--boots N] [--skip-matrix | --only-boot]
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from heavy import heavy_lock  # bench/heavy.py: the shared heavy-work lock
 from mptcplab.kernels.catalog import cached, resolve
 from mptcplab.kernels.guest import GuestSession, accelerator
 from mptcplab.kernels.matrix import run_matrix
+from mptcplab.protocols import Progress
 from mptcplab.runner import RunOptions, run_scenario
 from mptcplab.scenario import Scenario, parse_scenario
 
@@ -45,19 +47,38 @@ def mounted_at(console: Path) -> float:
     return float(m.group(1)) if m else float("nan")
 
 
+class FirstStart(Progress):
+    """Notes when the first repetition of a job starts (host clock, from QEMU's launch)."""
+
+    def __init__(self, t0: float) -> None:
+        self.t0, self.at = t0, float("nan")
+
+    def repetition_started(self, index: int, total: int) -> None:
+        if self.at != self.at:
+            self.at = time.monotonic() - self.t0
+
+
 def boot_times(kernels: list[str], boots: int) -> None:
-    print(f"\n## boot time ({accelerator()}), {boots} boots each: QEMU launch -> lab ready (host clock) / guest uptime")
+    print(f"\n## boot time ({accelerator()}), {boots} boots each: QEMU launch -> lab ready and -> first repetition "
+          "of a tiny job started (host clock); guest clock at the virtiofs mount, Python's start and ready")
+    tiny = two_paths("50mbit", "tbf", {"size": "256KiB"})
     for name in kernels:
         k = resolve(name)
-        host, guest, kernel_only = [], [], []
+        host, first, guest, kernel_only, python = [], [], [], [], []
         for _ in range(boots):
             with heavy_lock(), GuestSession(k) as g:
                 host.append(g.wait_ready())
                 guest.append(g.uptime_at_ready or 0.0)
+                python.append(g.ready_info.get("python_started_s", float("nan")))
+                started = FirstStart(g._t0)
+                g.run(tiny, RunOptions(repeat=1, progress=started), timeseries=False)
+                first.append(started.at)
             kernel_only.append(mounted_at(k.dir / "last-console.log"))
-        print(f"{k.release:<30} median {statistics.median(host):6.2f} s  (min {min(host):.2f}, max {max(host):.2f}); "
-              f"guest uptime {statistics.median(guest):.2f} s, of which kernel + modules + virtiofs mount "
-              f"{statistics.median(kernel_only):.2f} s (the rest: Python importing the lab over virtiofs)")
+        med = statistics.median
+        print(f"{k.release:<30} ready median {med(host):6.2f} s (min {min(host):.2f}, max {max(host):.2f}), "
+              f"first repetition started {med(first):.2f} s; guest clock: host filesystem mounted {med(kernel_only):.2f} s "
+              f"(kernel, modules, virtiofs), Python started {med(python):.2f} s, ready {med(guest):.2f} s "
+              f"(the rest: importing the lab over virtiofs)")
 
 
 def overhead_and_ceiling(kernel: str, rates: list[int], seconds: float) -> None:
@@ -107,6 +128,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--skip-matrix", action="store_true")
     ap.add_argument("--only-matrix", action="store_true")
+    ap.add_argument("--only-boot", action="store_true", help="part 1 only: boot and ready times")
     args = ap.parse_args()
     kernels = [k for k in args.kernels.split(",") if k]
     if not cached():
@@ -115,6 +137,8 @@ def main() -> None:
         matrix_time(kernels[:2])
         return
     boot_times(kernels, args.boots)
+    if args.only_boot:
+        return
     overhead_and_ceiling(kernels[-1], [int(r) for r in args.rates.split(",")], args.seconds)
     if not args.skip_matrix:
         matrix_time(kernels[:2])

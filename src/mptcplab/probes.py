@@ -35,7 +35,7 @@ def subflow_congestion(ns: str) -> dict[SubflowKey, str]:
 
     One sock_diag dump with the INET_DIAG_CONG extension, as `ss -ti` reads it.
     """
-    from pyroute2 import DiagSocket
+    from pyroute2.netlink.diag import DiagSocket
 
     with netns.inside(ns):
         ds = DiagSocket()

@@ -189,6 +189,7 @@ class GuestSession:
         self.accel = self.cfg.accelerator or accelerator()
         self.boot_s: float | None = None  # launch to the lab answering, host clock
         self.uptime_at_ready: float | None = None  # the same, guest clock
+        self.ready_info: dict[str, Any] = {}  # the guest's ready line: its clock at Python's start, at ready, ...
         self._lab: Lab | None = None
         self._buf = b""
         self._cmd: list[str] = []
@@ -200,6 +201,7 @@ class GuestSession:
     def __enter__(self) -> "GuestSession":
         check_tools()
         initrd = initramfs.build(self.kernel)
+        initramfs.compile_lab()
         self._lab = Lab().__enter__()
         try:
             self._tmp = Path(tempfile.mkdtemp(prefix=f"mptcplab-guest-{self._lab.run_id}-"))
@@ -451,6 +453,7 @@ class GuestSession:
         if kind == "ready":
             self.boot_s = time.monotonic() - self._t0
             self.uptime_at_ready = msg.get("uptime_s")
+            self.ready_info = msg
         elif kind == "run_started":
             self._started(msg)
         elif kind == "repetition":

@@ -10,20 +10,72 @@ carries how busy the guest's CPUs were while it ran.
 """
 from __future__ import annotations
 
-import base64
-import json
 import os
-import pickle
 import sys
 import time
-import traceback
-from typing import Any
 
-from ..errors import LabError
-from ..protocols import Progress, RunSink
-from ..result import Repetition, RunResult
-from ..runner import RunOptions, run_scenario
-from ..scenario import Scenario
+
+def uptime() -> float:
+    """The guest's clock: seconds since its kernel booted."""
+    with open("/proc/uptime") as f:
+        return float(f.read().split()[0])
+
+
+def process_started() -> float:
+    """When this interpreter was started (guest clock), from /proc/self/stat."""
+    with open("/proc/self/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+
+
+#: When this module began to run (guest clock): after the interpreter's start and `mptcplab`'s own import.
+STARTED_S = uptime()
+
+
+def lazy_package(name: str) -> None:
+    """Register package `name` without running its ``__init__``: its submodules import alone.
+
+    pyroute2's ``__init__`` imports every pyroute2 family (NDB, IPDB, conntrack,
+    nftables, wireguard, ... 160 modules) to re-export their classes; the lab
+    imports only the submodules it uses, so under TCG the rest is seconds of
+    waiting. The first access to a name that is not a submodule runs the real
+    ``__init__``, so code that does ``from pyroute2 import X`` still works.
+    """
+    import importlib
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None or name in sys.modules:
+        return
+    module = importlib.util.module_from_spec(spec)
+
+    def __getattr__(attr: str) -> object:
+        try:
+            return importlib.import_module(f"{name}.{attr}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{name}.{attr}":
+                raise
+        del module.__getattr__  # type: ignore[attr-defined]
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        return getattr(module, attr)
+
+    module.__getattr__ = __getattr__  # type: ignore[attr-defined]
+    sys.modules[name] = module
+
+
+if __name__ == "__main__":  # the guest's own process: nothing else there imports pyroute2
+    lazy_package("pyroute2")
+
+import base64  # noqa: E402
+import json  # noqa: E402
+import pickle  # noqa: E402
+import traceback  # noqa: E402
+from typing import Any  # noqa: E402
+
+from ..errors import LabError  # noqa: E402
+from ..protocols import Progress, RunSink  # noqa: E402
+from ..result import Repetition, RunResult  # noqa: E402
+from ..runner import RunOptions, run_scenario  # noqa: E402
+from ..scenario import Scenario  # noqa: E402
 
 #: Above these busy fractions a repetition counts as CPU bound. Empirical (bench/guest_overhead.py,
 #: TCG, 2 vCPUs): runs that reached the host's goodput had their busiest vCPU at 0.29-0.67, runs that fell short
@@ -103,7 +155,7 @@ def run_job(job: dict[str, Any]) -> None:
     scenario: Scenario = pickle.loads(base64.b64decode(job["scenario_pickle"]))  # written by the host's lab
     progress = GuestProgress()
     options = RunOptions(repeat=job.get("repeat"), label=job.get("label"), link_backend=job.get("link_backend"),
-                         progress=progress, tags=job.get("tags") or {}, fail_fast=bool(job.get("fail_fast")),
+                         progress=progress, tags=job.get("tags") or {}, fail_fast=bool(job.get("fail_fast")), summarize=False,
                          sinks=[GuestSink(progress, job.get("timeseries", True))])
     if job.get("warmup"):
         options.warmup = job["warmup"]
@@ -122,9 +174,8 @@ def run_job(job: dict[str, Any]) -> None:
 
 def main() -> int:
     """Answer jobs from stdin until the host says quit or goes away."""
-    with open("/proc/uptime") as f:
-        uptime = float(f.read().split()[0])
-    emit({"type": "ready", "kernel": os.uname().release, "uptime_s": uptime})
+    emit({"type": "ready", "kernel": os.uname().release, "uptime_s": uptime(),
+          "python_started_s": process_started(), "guest_main_started_s": STARTED_S})
     for line in sys.stdin:
         try:
             msg = json.loads(line)

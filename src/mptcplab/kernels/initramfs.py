@@ -15,6 +15,7 @@ import os
 import shutil
 import stat
 import subprocess
+from functools import lru_cache
 from pathlib import Path
 
 from .catalog import Kernel, KernelError
@@ -45,7 +46,8 @@ mount -t bpf bpf $H/sys/fs/bpf 2>/dev/null
 stty -F /dev/ttyS1 raw -echo 2>/dev/null
 say "host filesystem mounted at $(cut -d' ' -f1 /proc/uptime) s"
 chroot $H /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/run/tmp TMPDIR=/run/tmp \
-    PYTHONPATH="$(arg pythonpath)" PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONPATH="$(arg pythonpath)" PYTHONDONTWRITEBYTECODE=1 PYTHONPROFILEIMPORTTIME="$(arg importtime)" \
+    PYDANTIC_DISABLE_PLUGINS=__all__ \
     "$(arg python)" -m mptcplab.kernels.guest_main < /dev/ttyS1 > /dev/ttyS1 2> /dev/ttyS0
 say "job exited with status $?"
 poweroff -f
@@ -166,6 +168,25 @@ def build(kernel: Kernel) -> Path:
         if old != target:
             old.unlink(missing_ok=True)
     return target
+
+
+@lru_cache(maxsize=1)
+def compile_lab() -> bool:
+    """Write the lab's bytecode (``__pycache__/*.pyc``) next to its sources, once per process; whether all compiled.
+
+    The guest imports the lab from the read-only share with
+    PYTHONDONTWRITEBYTECODE, so a module without an up-to-date .pyc is compiled
+    again on every boot, under TCG: that was about 1.5 s of each boot when the
+    host had never written them (PYTHONDONTWRITEBYTECODE on the host too, or a
+    fresh checkout). compileall skips files whose .pyc matches; the
+    dependencies' bytecode was written by pip and Python's installer. A
+    read-only install just keeps compiling in the guest (slower, same result).
+    """
+    import compileall
+
+    import mptcplab
+
+    return bool(compileall.compile_dir(Path(mptcplab.__file__).parent, quiet=2, workers=1))
 
 
 def busybox_available() -> bool:
