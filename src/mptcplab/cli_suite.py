@@ -174,7 +174,7 @@ def bisect(
 ) -> None:
     """Find the first kernel release between --good and --bad where SCENARIO got worse (each probe in a QEMU guest).
 
-    Every measurement is stored, tagged bisect=<id>: the same command again
+    Every measurement is stored, tagged bisect=ID: the same command again
     resumes, running only what the store does not have. Exit 0 when the first
     bad release is found, 1 when --bad is not worse than --good, 2 on bad input.
     """
