@@ -40,7 +40,7 @@ def namespace_sysctls() -> frozenset[str]:
     A net.* sysctl that exists on the host but not in a fresh namespace is
     global (init_net only): setting it would change the whole machine.
     """
-    name = f"{PREFIX}probe-{secrets.token_hex(3)}"
+    name = f"{PREFIX}probe-{os.getpid()}-{secrets.token_hex(3)}"  # named like _scratch_try's probe
     netns.create(name)
     try:
         with netns.inside(name):
