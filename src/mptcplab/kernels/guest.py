@@ -58,8 +58,6 @@ class GuestConfig:
     accelerator: str | None = None  # None: kvm when usable, else tcg
     extra_cmdline: list[str] = field(default_factory=list)
     boot_timeout_s: float = BOOT_TIMEOUT_S
-    #: the pure-Python packages the guest imports go in the initramfs as one zip (initramfs.python_bundle)
-    python_bundle: bool = True
 
 
 @lru_cache(maxsize=1)
@@ -210,11 +208,6 @@ class GuestSession:
             self._procs: list[subprocess.Popen] = []
             self._lab.on_close(self._teardown)
             self._procs.append(self._start_virtiofsd())
-            bundle = initramfs.python_bundle(self.kernel.dir.parent, set()) if self.cfg.python_bundle else None
-            if bundle is not None:  # the kernel unpacks concatenated cpio archives one after the other
-                combined = self._tmp / "initrd.cpio"
-                combined.write_bytes(initrd.read_bytes() + bundle.read_bytes())
-                initrd = combined
             self._cmd = qemu_command(self.kernel, initrd, self._tmp, _guest_cmdline(self.cfg), self.cfg, self.accel)
             self._t0 = time.monotonic()
             self.qemu = subprocess.Popen(self._cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -15,8 +15,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
-import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -46,13 +44,9 @@ mount -t proc proc $H/proc; mount -t sysfs sysfs $H/sys; mount -t devtmpfs devtm
 mount -t tmpfs tmpfs $H/run; mkdir -p $H/dev/shm $H/run/tmp; mount -t tmpfs tmpfs $H/dev/shm
 mount -t bpf bpf $H/sys/fs/bpf 2>/dev/null
 stty -F /dev/ttyS1 raw -echo 2>/dev/null
-PYZ=
-if [ -f /pybundle/python.zip ] && mkdir -p $H@BUNDLE_MOUNT@ && mount --bind /pybundle $H@BUNDLE_MOUNT@; then
-    PYZ=@BUNDLE_MOUNT@/python.zip:
-fi
 say "host filesystem mounted at $(cut -d' ' -f1 /proc/uptime) s"
 chroot $H /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/run/tmp TMPDIR=/run/tmp \
-    PYTHONPATH="$PYZ$(arg pythonpath)" PYTHONDONTWRITEBYTECODE=1 PYTHONPROFILEIMPORTTIME="$(arg importtime)" \
+    PYTHONPATH="$(arg pythonpath)" PYTHONDONTWRITEBYTECODE=1 PYTHONPROFILEIMPORTTIME="$(arg importtime)" \
     PYDANTIC_DISABLE_PLUGINS=__all__ \
     "$(arg python)" -m mptcplab.kernels.guest_main < /dev/ttyS1 > /dev/ttyS1 2> /dev/ttyS0
 say "job exited with status $?"
@@ -148,7 +142,7 @@ def build(kernel: Kernel) -> Path:
     if not BUSYBOX.is_file():
         raise KernelError(f"{BUSYBOX} is missing: the guest's init needs a static busybox", "apt-get install busybox-static")
     modules = load_order(kernel)
-    init = INIT.replace("@GUEST_MOUNT@", GUEST_MOUNT).replace("@BUNDLE_MOUNT@", BUNDLE_MOUNT)
+    init = INIT.replace("@GUEST_MOUNT@", GUEST_MOUNT)
     key = hashlib.sha256("\n".join([init, *modules, str(BUSYBOX.stat().st_size)]).encode()).hexdigest()[:12]
     target = kernel.dir / f"initramfs-{key}.cpio"
     if target.exists():
@@ -193,141 +187,6 @@ def compile_lab() -> bool:
     import mptcplab
 
     return bool(compileall.compile_dir(Path(mptcplab.__file__).parent, quiet=2, workers=1))
-
-
-BUNDLE_MOUNT = "/run/mptcplab-python"  # where the guest sees the bundle (tmpfs in the chroot)
-_BUNDLE_LOCK = threading.Lock()
-
-
-def _guest_tops(cache: Path) -> set[str]:
-    """The top-level modules a guest job imports (a child Python imports guest_main), cached per version of the lab."""
-    import json
-
-    import mptcplab
-
-    lab = Path(mptcplab.__file__).parent
-    h = hashlib.sha256(f"{sys.executable}\0{sys.version}\0{sys.path}".encode())
-    for f in sorted(lab.rglob("*.py")):
-        st = f.stat()
-        h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    memo = cache / f"pybundle-{h.hexdigest()[:12]}.json"
-    try:
-        return set(json.loads(memo.read_text()))
-    except (OSError, ValueError):
-        pass
-    code = ("import sys, runpy; sys.argv = ['guest_main']; import mptcplab.kernels.guest_main as g; g.lazy_package('pyroute2');"
-            "import mptcplab.runner, pyroute2.iproute.linux, pyroute2.netlink.diag, pyroute2.netlink.generic.mptcp;"
-            "print(' '.join(sorted({n.split('.')[0] for n, m in list(sys.modules.items()) if getattr(m, '__file__', None)})))")
-    env = {**os.environ, "PYTHONPATH": str(lab.parent)}
-    tops = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, timeout=120).stdout.split()
-    cache.mkdir(parents=True, exist_ok=True)
-    for old in cache.glob("pybundle-*.json"):
-        old.unlink(missing_ok=True)
-    memo.write_text(json.dumps(tops))
-    return set(tops)
-
-
-def _bundle_sources(tops: set[str], skip: set[str]) -> dict[str, Path]:
-    """zip name (``pkg/mod.pyc``) -> source, for every pure-Python top-level module or package in `tops`.
-
-    Whole packages (a package's submodule may be imported later, during a
-    run, and a package found in the zip is only searched there), without
-    their tests; never one with an extension module (those cannot load from a
-    zip), never the lab itself (it reads its own data files), never `skip`.
-    """
-    roots = [p for p in sys.path if p and os.path.isdir(p) and p not in skip]
-    out: dict[str, Path] = {}
-    for top in sorted(tops - {"mptcplab", "__main__"}):
-        for root in roots:
-            pkg, mod = Path(root, top), Path(root, f"{top}.py")
-            if (pkg / "__init__.py").is_file():
-                files = [f for f in pkg.rglob("*") if f.is_file() and not {"test", "tests"} & set(f.relative_to(pkg).parts[:-1])]
-                if not any(f.suffix in (".so", ".pyd") for f in files):
-                    out.update({f.relative_to(root).with_suffix(".pyc").as_posix(): f for f in files if f.suffix == ".py"})
-                break
-            if mod.is_file():
-                out[f"{top}.pyc"] = mod
-                break
-            if pkg.is_dir() or any(Path(root).glob(f"{top}.*")):
-                break  # an extension module or a namespace package: left to the share
-    return out
-
-
-def _pyc(src: Path) -> bytes | None:
-    """The timestamp .pyc of `src`: its __pycache__ file when current, else compiled now; None if it does not compile."""
-    import importlib.util
-    import marshal
-
-    st = src.stat()
-    header = importlib.util.MAGIC_NUMBER + (0).to_bytes(4, "little") + \
-        (int(st.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little") + (st.st_size & 0xFFFFFFFF).to_bytes(4, "little")
-    try:
-        cached = Path(importlib.util.cache_from_source(str(src))).read_bytes()
-        if cached[:16] == header:
-            return cached
-    except (OSError, ValueError):
-        pass
-    try:
-        return header + marshal.dumps(compile(src.read_bytes(), str(src), "exec", dont_inherit=True))
-    except (SyntaxError, ValueError):
-        return None
-
-
-def python_bundle(cache: Path, skip: set[str]) -> Path | None:
-    """A cpio holding ``pybundle/python.zip``: the pure-Python packages the guest imports, as .pyc, stored uncompressed.
-
-    Appended to the initramfs; the guest's init mounts it at BUNDLE_MOUNT and
-    puts the zip first on PYTHONPATH, so those ~400 modules load from memory
-    instead of the share: each module read over virtiofs under TCG costs
-    about 20 ms of round trips. Built from .pyc and
-    cached by the sources' paths, sizes and mtimes (rebuilt after an upgrade).
-    Which packages: those a child Python imports for a guest job (cached per
-    version of the lab's code).
-    None when nothing could be bundled; the guest then imports everything
-    from the share, as before.
-    """
-    with _BUNDLE_LOCK:  # a matrix boots its guests from parallel threads
-        try:
-            tops = _guest_tops(cache)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return _python_bundle(cache, tops, skip)
-
-
-def _python_bundle(cache: Path, tops: set[str], skip: set[str]) -> Path | None:
-    sources = _bundle_sources(tops, skip)
-    if not sources:
-        return None
-    h = hashlib.sha256(sys.version.encode())
-    for name, src in sorted(sources.items()):
-        st = src.stat()
-        h.update(f"{name}\0{src}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    target = cache / f"pybundle-{h.hexdigest()[:12]}.cpio"
-    if target.exists():
-        return target
-    import io
-    import zipfile
-
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
-        for name, src in sorted(sources.items()):
-            data = _pyc(src)
-            if data is not None:
-                z.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data)
-    archive = Cpio()
-    archive.dir("pybundle")
-    archive.file("pybundle/python.zip", buf.getvalue())
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(f".tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(archive.bytes())
-        tmp.rename(target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    for old in cache.glob("pybundle-*.cpio"):
-        if old != target:
-            old.unlink(missing_ok=True)
-    return target
 
 
 def busybox_available() -> bool:
