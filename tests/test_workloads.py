@@ -126,8 +126,16 @@ def test_bulk_both_directions_carry_data_at_once(tmp_path):
     assert not _threads()
 
 
-def test_rr_ctrl_c_leaves_nothing(tmp_path):
-    path = write_scenario(tmp_path, scenario("t-rr-int", 'kind = "rr"\nconcurrency = 4\nduration = "30s"\n'))
+INTERRUPTED = {
+    "rr": 'kind = "rr"\nconcurrency = 4\nduration = "30s"\n',
+    "stream": 'kind = "stream"\nrate = "4mbit"\nduration = "30s"\n',
+    "flows": 'kind = "flows"\ncount = 10000\nsize = "64KiB"\nrate = "100/s"\n',
+}
+
+
+@pytest.mark.parametrize("kind", sorted(INTERRUPTED))
+def test_ctrl_c_leaves_nothing(tmp_path, kind):
+    path = write_scenario(tmp_path, scenario(f"t-{kind}-int", INTERRUPTED[kind]))
     proc = subprocess.Popen([CLI, "run", str(path), "--no-store"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert wait_for(lambda: any(ns.endswith("-srv") for ns in namespaces_of_pid(proc.pid)), timeout=90)
     mine = namespaces_of_pid(proc.pid)
