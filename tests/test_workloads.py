@@ -126,8 +126,16 @@ def test_bulk_both_directions_carry_data_at_once(tmp_path):
     assert not _threads()
 
 
-def test_rr_ctrl_c_leaves_nothing(tmp_path):
-    path = write_scenario(tmp_path, scenario("t-rr-int", 'kind = "rr"\nconcurrency = 4\nduration = "30s"\n'))
+INTERRUPTED = {
+    "rr": 'kind = "rr"\nconcurrency = 4\nduration = "30s"\n',
+    "stream": 'kind = "stream"\nrate = "4mbit"\nduration = "30s"\n',
+    "flows": 'kind = "flows"\ncount = 10000\nsize = "64KiB"\nrate = "100/s"\n',
+}
+
+
+@pytest.mark.parametrize("kind", sorted(INTERRUPTED))
+def test_ctrl_c_leaves_nothing(tmp_path, kind):
+    path = write_scenario(tmp_path, scenario(f"t-{kind}-int", INTERRUPTED[kind]))
     proc = subprocess.Popen([CLI, "run", str(path), "--no-store"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert wait_for(lambda: any(ns.endswith("-srv") for ns in namespaces_of_pid(proc.pid)), timeout=90)
     mine = namespaces_of_pid(proc.pid)
@@ -140,23 +148,23 @@ def test_rr_ctrl_c_leaves_nothing(tmp_path):
 
 
 BAD = {
-    "rr concurrency 0": ('kind = "rr"\nconcurrency = 0\ncount = 10\n', "workload.rr.concurrency"),
+    "rr concurrency 0": ('kind = "rr"\nconcurrency = 0\ncount = 10\n', "workload.concurrency"),
     "rr rate without /s": ('kind = "rr"\nrate = "10"\ncount = 10\n', "'10/s'"),
     "rr bare rate": ('kind = "rr"\nrate = 10\ncount = 10\n', "'10/s'"),
     "rr rate and concurrency": ('kind = "rr"\nrate = "10/s"\nconcurrency = 2\ncount = 10\n', "not both"),
     "rr arrivals without rate": ('kind = "rr"\narrivals = "fixed"\ncount = 10\n', "arrivals"),
-    "rr arrivals unknown": ('kind = "rr"\nrate = "10/s"\narrivals = "bursty"\ncount = 10\n', "workload.rr.arrivals"),
+    "rr arrivals unknown": ('kind = "rr"\nrate = "10/s"\narrivals = "bursty"\ncount = 10\n', "workload.arrivals"),
     "rr count and duration": ('kind = "rr"\ncount = 10\nduration = "1s"\n', "exactly one of duration"),
     "rr neither": ('kind = "rr"\n', "exactly one of duration"),
-    "rr request 0": ('kind = "rr"\nrequest = "0B"\ncount = 10\n', "workload.rr.request"),
-    "rr response unit": ('kind = "rr"\nresponse = "2 parsecs"\ncount = 10\n', "workload.rr.response"),
+    "rr request 0": ('kind = "rr"\nrequest = "0B"\ncount = 10\n', "workload.request"),
+    "rr response unit": ('kind = "rr"\nresponse = "2 parsecs"\ncount = 10\n', "workload.response"),
     "stream chunk over duration": ('kind = "stream"\nrate = "1mbit"\nchunk = "1MiB"\nduration = "2s"\n', "chunk"),
-    "stream no rate": ('kind = "stream"\nduration = "2s"\n', "workload.stream.rate"),
-    "stream no duration": ('kind = "stream"\nrate = "1mbit"\n', "workload.stream.duration"),
-    "stream deadline no unit": ('kind = "stream"\nrate = "1mbit"\nduration = "2s"\ndeadline = "200"\n', "workload.stream.deadline"),
-    "stream unknown key": ('kind = "stream"\nrate = "1mbit"\nduration = "2s"\nsize = "1MiB"\n', "workload.stream.size"),
-    "flows count 0": ('kind = "flows"\ncount = 0\nsize = "1KiB"\n', "workload.flows.count"),
-    "flows no size": ('kind = "flows"\ncount = 5\n', "workload.flows.size"),
+    "stream no rate": ('kind = "stream"\nduration = "2s"\n', "workload.rate"),
+    "stream no duration": ('kind = "stream"\nrate = "1mbit"\n', "workload.duration"),
+    "stream deadline no unit": ('kind = "stream"\nrate = "1mbit"\nduration = "2s"\ndeadline = "200"\n', "workload.deadline"),
+    "stream unknown key": ('kind = "stream"\nrate = "1mbit"\nduration = "2s"\nsize = "1MiB"\n', "workload.size"),
+    "flows count 0": ('kind = "flows"\ncount = 0\nsize = "1KiB"\n', "workload.count"),
+    "flows no size": ('kind = "flows"\ncount = 5\n', "workload.size"),
     "flows rate per hour": ('kind = "flows"\ncount = 5\nsize = "1KiB"\nrate = "5/h"\n', "'10/s'"),
     "unknown kind": ('kind = "video"\nduration = "2s"\n', "'video'"),
 }

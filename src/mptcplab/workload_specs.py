@@ -60,7 +60,7 @@ class RRSpec(_Strict):
     fixed intervals, whatever is outstanding), for a `duration` or a `count`.
     """
 
-    kind: Literal["rr"]
+    kind: Literal["rr"] = "rr"
     request: Size = 200
     response: Size = 2048
     concurrency: Annotated[int, Field(ge=1, le=1024)] | None = None
@@ -92,7 +92,7 @@ class StreamSpec(_Strict):
     client, as a video server does; `"upload"` the other way.
     """
 
-    kind: Literal["stream"]
+    kind: Literal["stream"] = "stream"
     rate: Rate
     chunk: Size = 64 * 1024
     deadline: PositiveDuration | None = None
@@ -115,7 +115,7 @@ class StreamSpec(_Strict):
 class FlowsSpec(_Strict):
     """`kind = "flows"`: `count` short connections of `size` bytes each, sequential or arriving at `rate`."""
 
-    kind: Literal["flows"]
+    kind: Literal["flows"] = "flows"
     count: Annotated[int, Field(ge=1, le=100_000)]
     size: Size
     rate: PerSecond | None = None
