@@ -87,11 +87,13 @@ class LinkBackend(ABC):
                     return (f"path {path!r} ({direction}) asks for {format_rate(bps)}, above {where} of "
                             f"{format_rate(cls.max_path_rate_bps)} per path")
         if cls.max_total_rate_bps is not None:
-            data = "up" if scenario.workload.direction == "upload" else "down"
-            total = sum(bps for (_, direction), bps in highest.items() if direction == data)
-            if total > cls.max_total_rate_bps:
-                return (f"the paths ask for {format_rate(total)} in all ({scenario.workload.direction}), above {where} of "
-                        f"{format_rate(cls.max_total_rate_bps)} summed over paths")
+            # the direction the workload's data takes; a workload without one (rr) or with "both" loads both
+            flow = getattr(scenario.workload, "direction", "both")
+            for data in (["up"] if flow == "upload" else ["down"] if flow == "download" else ["up", "down"]):
+                total = sum(bps for (_, direction), bps in highest.items() if direction == data)
+                if total > cls.max_total_rate_bps:
+                    return (f"the paths ask for {format_rate(total)} in all ({data}load), above {where} of "
+                            f"{format_rate(cls.max_total_rate_bps)} summed over paths")
         return None
 
     @abstractmethod
