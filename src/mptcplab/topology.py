@@ -148,8 +148,9 @@ def _configure_sysctls(topo: Topology, scenario: Scenario) -> None:
                 continue
             if key in ("net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem") and len(value.split()) == 1:
                 high = int(value)
-                default = min(int(netns.sysctl_read(ns, key).split()[1]), high)
-                low = min(int(netns.sysctl_read(ns, key).split()[0]), default)
+                kernel_low, kernel_default, _ = (int(v) for v in netns.sysctl_read(ns, key).split())
+                default = min(kernel_default, high)
+                low = min(kernel_low, default)
                 value = f"{low} {default} {high}"
             netns.sysctl_write(ns, key, value)
 

@@ -330,18 +330,18 @@ class GuestSession:
                 if not isinstance(e, KeyboardInterrupt):
                     result.errors.append(getattr(e, "message", str(e)))
                     self._dead = self._dead or not (isinstance(e, errors.LabError) and self.qemu.poll() is None)
-                self._stamp(result, t0)
-                if self._job.own and finish:
-                    summarize_run(result)
-                    for sink in sinks:
-                        sink.run_finished(result)
+                self._end(result, t0, finish)
             raise
+        self._end(result, t0, finish)
+        return result
+
+    def _end(self, result: RunResult, t0: float, finish: bool) -> None:
+        """Stamp the host's view on a job's result and, for a run of its own, summarize it and tell the sinks it ended."""
         self._stamp(result, t0)
         if self._job.own and finish:
             summarize_run(result)
-            for sink in sinks:
+            for sink in self._job.sinks:
                 sink.run_finished(result)
-        return result
 
     def _stamp(self, result: RunResult, t0: float) -> None:
         """What the host knows about the guest run: accelerator, boot time, QEMU, its own view of the CPU."""
