@@ -1,0 +1,162 @@
+"""Proof on real kernels: the scheduler suite over many Debian kernels, its history by kernel and the change points.
+
+Runs `mptcplab suite run` for the chosen cases on every kernel, a few kernels
+at a time (one QEMU guest each, their repetitions interleaved), each chunk
+holding /tmp/mptcplab-heavy.lock only while it measures, so other work on the
+shared machine runs between chunks. Every chunk is stored in one results
+database under one label; a chunk whose runs are already stored is skipped,
+so the benchmark resumes where it stopped (Ctrl-C, a dead guest, the end of a
+session). `--again K` runs kernel K a second time, as separate runs, for the
+false-alarm check (`history --by run` over two runs of one kernel must find
+no change point).
+
+At the end (or with --analyse-only) it prints, per case and metric, the
+series by kernel version and every change point with its evidence, as
+Markdown ready for docs/findings.md, and the wall time of the measurement.
+
+Usage:
+  python bench/kernel_history.py --db /var/cache/mptcplab/kernel-history.db \
+      [--kernels 6.1.176,6.12.43,...] [--case simult-balanced ...] [--repeat 5] [--batch 2] [--again 6.18.15]
+  python bench/kernel_history.py --db ... --analyse-only > findings-part.md
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from heavy import HEAVY_LOCK  # bench/heavy.py: the shared heavy-work lock
+
+from mptcplab.analysis.kernel_history import history_by_kernel
+from mptcplab.errors import UsageError
+from mptcplab.store import RunFilter, open_store
+from mptcplab.suite import suite_cases
+
+#: 13 runnable kernels from 6.1 to 7.3: two consecutive 6.12.x Debian releases (6.12.85 -> 6.12.86),
+#: the 6.12 series' ends, and 6.16 -> 6.17 -> 6.18 -> 7.2 -> 7.3 from trixie-backports and sid
+DEFAULT_KERNELS = ["6.1.176", "6.12.43", "6.12.85", "6.12.86", "6.12.117", "6.16.12", "6.17.13", "6.18.5", "6.18.15",
+                   "7.2.6", "7.2.13", "7.3.4"]
+#: metrics read for every case: completion time is the simult_flows selftests' own measure, goodput the others'
+METRICS = ("goodput_mbps", "completion_s")
+MPTCPLAB = [str(Path(sys.executable).parent / "mptcplab")]  # the venv's console script
+
+
+def stored_runs(db: str, label: str) -> dict[tuple[str, str], int]:
+    """(case, kernel release) -> completed non-warm-up repetitions already stored under `label`."""
+    store = open_store(db)
+    have: dict[tuple[str, str], int] = {}
+    for r in store.list_runs(RunFilter(label=label)):
+        have[(r.scenario, r.kernel)] = have.get((r.scenario, r.kernel), 0) + r.repetitions
+    return have
+
+
+def release_of(version: str) -> str:
+    """The cached kernel's release for a version name (6.12.85 -> 6.12.85+deb12-cloud-amd64)."""
+    from mptcplab.kernels.catalog import resolve
+    return resolve(version).release
+
+
+def measure(args: argparse.Namespace, kernels: list[str], label: str) -> float:
+    """Run every missing (case, kernel) chunk; returns the wall time spent measuring (s)."""
+    releases = {k: release_of(k) for k in kernels}
+    spent = 0.0
+    for i in range(0, len(kernels), args.batch):
+        batch = kernels[i:i + args.batch]
+        have = stored_runs(args.db, label)
+        cases = [c for c in args.case if any(have.get((c, releases[k]), 0) < args.repeat for k in batch)]
+        if not cases:
+            print(f"# {label}: {', '.join(batch)}: every case stored, skipped", file=sys.stderr)
+            continue
+        for j in range(0, len(cases), args.cases_per_chunk):
+            chunk = cases[j:j + args.cases_per_chunk]
+            cmd = ["flock", HEAVY_LOCK, *MPTCPLAB, "suite", "run", "--kernels", ",".join(batch), "--repeat", str(args.repeat),
+                   "--link-backend", args.link_backend, "--label", label, "--db", args.db]
+            for c in chunk:
+                cmd += ["--case", c]
+            print(f"# {label}: {', '.join(batch)} x {', '.join(chunk)}", file=sys.stderr, flush=True)
+            t0 = time.monotonic()
+            rc = subprocess.run(cmd).returncode  # exit 1 = a regression or a failed repetition: data, go on
+            spent += time.monotonic() - t0
+            if rc not in (0, 1):
+                print(f"# chunk exited {rc}: its stored repetitions are kept; rerun to resume", file=sys.stderr)
+    return spent
+
+
+def analyse(db: str, cases: list[str], label: str) -> str:
+    """Markdown: per case and metric the series by kernel version and its change points."""
+    store = open_store(db)
+    out = [f"Store `{db}`, label `{label}`.", ""]
+    found = []
+    for case in cases:
+        for metric in METRICS:
+            try:
+                hist = history_by_kernel(store, case, metric, RunFilter(label=label))
+            except UsageError as e:  # a case with no stored run yet: say so
+                out.append(f"- {case} / {metric}: {getattr(e, 'message', e)}")
+                continue
+            series = ", ".join(f"{p.name.split('-')[0].split('+')[0]}: {p.median:.3g}" for p in hist.points)
+            out.append(f"- **{case}** / {metric} ({len(hist.points)} kernels, n={min((p.n for p in hist.points), default=0)}"
+                       f"..{max((p.n for p in hist.points), default=0)}): {series}")
+            for cp in hist.change_points:
+                d = cp.to_json()
+                found.append((case, metric, d))
+                out.append(f"  - change point: `{d}`")
+            for note in hist.notes:
+                out.append(f"  - note: {note}")
+    out += ["", f"Change points found: {len(found)}."]
+    return "\n".join(out)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--db", required=True, help="results database (SQLite path or URL); resumable")
+    ap.add_argument("--kernels", default=",".join(DEFAULT_KERNELS))
+    ap.add_argument("--case", action="append", help="suite case (repeatable; default: every quick case)")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=2, help="kernels booted at once, their repetitions interleaved")
+    ap.add_argument("--cases-per-chunk", type=int, default=3, help="cases per locked chunk (each chunk boots its guests)")
+    ap.add_argument("--link-backend", default="netem", help="one emulator for every kernel (netem: cheapest under TCG)")
+    ap.add_argument("--label", default="kernel-history")
+    ap.add_argument("--again", help="a kernel to run a second time, as separate runs, for the false-alarm check")
+    ap.add_argument("--analyse-only", action="store_true")
+    args = ap.parse_args()
+    args.case = args.case or [c.name for c in suite_cases("quick")]
+    kernels = [k for k in args.kernels.split(",") if k]
+    t0 = time.monotonic()
+    spent = 0.0
+    if not args.analyse_only:
+        if args.again:  # the false-alarm pair brackets the series in time: one run first, one last
+            spent += measure(args, [args.again], f"{args.label}-again-a")
+        spent += measure(args, kernels, args.label)
+        if args.again:
+            spent += measure(args, [args.again], f"{args.label}-again-b")
+    print(analyse(args.db, args.case, args.label))
+    if args.again:
+        print(analyse_again(args.db, args.case, f"{args.label}-again"))
+    print(f"\nMeasuring took {spent / 60:.1f} min of {(time.monotonic() - t0) / 60:.1f} min wall "
+          f"({os.cpu_count()} cores, guests under {'KVM' if os.access('/dev/kvm', os.W_OK) else 'TCG'}).")
+    return 0
+
+
+def analyse_again(db: str, cases: list[str], prefix: str) -> str:
+    """The false-alarm check: the two separate runs of one kernel (labels PREFIX-a and PREFIX-b) as a series by run."""
+    store = open_store(db)
+    out = ["", "## False-alarm check: one kernel, two separate runs", ""]
+    for case in cases:
+        runs = [r.uid for tag in ("a", "b") for r in store.list_runs(RunFilter(scenario=case, label=f"{prefix}-{tag}"))]
+        for metric in METRICS:
+            if len(runs) < 2:
+                out.append(f"- {case} / {metric}: {len(runs)} run(s) stored, need 2")
+                continue
+            hist = history_by_kernel(store, case, metric, RunFilter(run_ids=runs), by="run")
+            pts = ", ".join(f"{p.median:.4g} (n={p.n})" for p in hist.points)
+            out.append(f"- {case} / {metric}: {pts}: {len(hist.change_points)} change point(s)")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    raise SystemExit(main())
