@@ -122,7 +122,8 @@ def slug(text: str) -> str:
 
 
 def _key(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps([RENDERER, *parts], sort_keys=True, default=str).encode()).hexdigest()[:24]
+    """A page's (or a cached value's) input key: what it shows, the renderer, and the statistics that judged it."""
+    return hashlib.sha256(json.dumps([RENDERER, STATISTICS, *parts], sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
 def _tojson(value: Any) -> Markup:
@@ -459,6 +460,7 @@ class _Builder:
         for r in runs:
             self.scenarios.setdefault(r.scenario, []).append(r)
         self.templates: dict[str, jinja2.Template] = {}
+        self._grids: dict[str, dict[str, Any]] = {}
 
     def render(self, template: str, rel: str, **values: Any) -> str:
         tpl = self.templates.get(template) or self.templates.setdefault(template, self.env.get_template(template))
@@ -634,8 +636,6 @@ class _Builder:
     # -- change points ------------------------------------------------------------
     def full_grid(self, metric: str) -> dict[str, Any]:
         """The index grid of every run for `metric` (computed once per build: history pages mark its steps)."""
-        if not hasattr(self, "_grids"):
-            self._grids: dict[str, dict[str, Any]] = {}
         if metric not in self._grids:
             self._grids[metric] = self.grid(self.runs, metric)
         return self._grids[metric]
