@@ -236,7 +236,8 @@ def workload_figures(reps: list[Repetition]) -> list[tuple[str, dict[str, Any]]]
             ranks = sorted({round(r) for r in (k * (n - 1) / (CDF_POINTS - 1) for k in range(CDF_POINTS))}) if n > CDF_POINTS \
                 else list(range(n))
             data.append({"type": "scatter", "mode": "lines", "name": f"{name} CDF", "legendgroup": group, "showlegend": False,
-                         "x": [ordered[r] for r in ranks], "y": [(r + 1) / n for r in ranks], "xaxis": "x2", "yaxis": "y2",
+                         "x": [ordered[0]] + [ordered[r] for r in ranks], "y": [0.0] + [(r + 1) / n for r in ranks],
+                         "xaxis": "x2", "yaxis": "y2",
                          "line": {"color": colour, "width": 1.5, "shape": "hv"},
                          "hovertemplate": f"%{{x:.3f}} {unit}: %{{y:.3f}} of {n}<extra>{name}</extra>"})
         if not data:
