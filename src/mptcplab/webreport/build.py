@@ -491,7 +491,7 @@ class _Builder:
             fig = figures.repetition_figure(rep, events)
             if fig is not None:
                 figs.append((rep, f"rep-{rep.index}", fig))
-        workload = [(None, f"workload-{slug(key)}", fig) for key, fig in figures.workload_figures(result.repetitions)]
+        workload = [(None, f"workload-{slug(key)}", fig) for key, fig in figures.workload_figures(result.repetitions, events)]
         mib = {side: _changed_mib(result, side) for side in ("mib", "mib_server")}
         return self.render(
             "run.html.j2", rel, title=f"run {result.run_id}", r=result, info=info, figures=figs + workload,

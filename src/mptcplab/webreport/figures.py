@@ -29,6 +29,23 @@ def _clean(values: list[float] | None) -> list[float | None]:
     return [None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v for v in values or []]
 
 
+def _event_marks(events: list[dict[str, Any]], yref: str = "paper") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Dashed vertical lines and labels at the scenario's `[[event]]` times (`at`, s) on the x axis."""
+    shapes, annotations = [], []
+    seen: dict[float, int] = {}
+    for ev in events:
+        at = ev.get("at")
+        if at is None:
+            continue
+        stacked = seen[at] = seen.get(at, -1) + 1  # events at the same time: labels one above the other
+        shapes.append({"type": "line", "xref": "x", "yref": yref, "x0": at, "x1": at, "y0": 0, "y1": 1,
+                       "line": {"color": "#888", "width": 1, "dash": "dash"}})
+        annotations.append({"xref": "x", "yref": yref, "x": at, "y": 0.98 - 0.06 * stacked, "showarrow": False,
+                            "xanchor": "left", "bgcolor": "rgba(255,255,255,0.7)",
+                            "text": f"{ev.get('path', '')} {ev.get('action', '')}", "font": {"size": 10}})
+    return shapes, annotations
+
+
 def repetition_figure(rep: Repetition, events: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Per-path throughput (top), smoothed RTT and, when the result has it, cwnd (bottom) over time of one
     repetition; path events as lines.
@@ -58,35 +75,25 @@ def repetition_figure(rep: Repetition, events: list[dict[str, Any]]) -> dict[str
             data.append({"type": "scatter", "mode": "lines", "name": f"{path} cwnd", "legendgroup": path,
                          "x": ts.t[:len(cwnd)], "y": cwnd, "yaxis": "y3", "line": {"color": colour, "width": 1.2, "shape": "hv"},
                          "hovertemplate": "%{x:.2f} s: %{y} segments"})
-    shapes, annotations = [], []
-    seen: dict[float, int] = {}
-    for ev in events:
-        at = ev.get("at")
-        if at is None:
-            continue
-        stacked = seen[at] = seen.get(at, -1) + 1  # events at the same time: labels one above the other
-        shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": at, "x1": at, "y0": 0, "y1": 1,
-                       "line": {"color": "#888", "width": 1, "dash": "dash"}})
-        annotations.append({"xref": "x", "yref": "paper", "x": at, "y": 0.98 - 0.06 * stacked, "showarrow": False,
-                            "xanchor": "left", "bgcolor": "rgba(255,255,255,0.7)",
-                            "text": f"{ev.get('path', '')} {ev.get('action', '')}", "font": {"size": 10}})
+    shapes, annotations = _event_marks(events)
     status = "" if rep.status == "completed" else f" — {rep.status}"
     with_cwnd = any(t.get("yaxis") == "y3" for t in data)
     # three panels (rate, RTT, cwnd) or two (results from before cwnd was kept)
-    domains = [[0.7, 1.0], [0.37, 0.63], [0.0, 0.3]] if with_cwnd else [[0.55, 1.0], [0.0, 0.45]]
+    domains = [[0.68, 1.0], [0.35, 0.63], [0.0, 0.3]] if with_cwnd else [[0.55, 1.0], [0.0, 0.45]]
     layout = {
         "title": {"text": f"repetition {rep.index + 1}{' (warm-up)' if rep.warmup else ''}: "
                           f"{rep.goodput_mbps:.2f} mbit/s in {rep.completion_s:.2f} s{status}", "font": {"size": 13},
                   "x": 0.01, "xanchor": "left"},
-        "font": FONT, "height": 560 if with_cwnd else 420, "margin": {"l": 60, "r": 20, "t": 50, "b": 45},
+        "font": FONT, "height": 620 if with_cwnd else 420, "margin": {"l": 60, "r": 20, "t": 50, "b": 45},
         "xaxis": {"title": {"text": "time since connect (s)"}, "anchor": "y3" if with_cwnd else "y2"},
-        "yaxis": {"title": {"text": "throughput (mbit/s)"}, "domain": domains[0], "rangemode": "tozero"},
-        "yaxis2": {"title": {"text": "smoothed RTT (ms)"}, "domain": domains[1], "rangemode": "tozero"},
+        "yaxis": {"title": {"text": "rate (mbit/s)" if with_cwnd else "throughput (mbit/s)"}, "domain": domains[0],
+                  "rangemode": "tozero"},
+        "yaxis2": {"title": {"text": "RTT (ms)" if with_cwnd else "smoothed RTT (ms)"}, "domain": domains[1], "rangemode": "tozero"},
         "legend": {"orientation": "h", "y": -0.18}, "shapes": shapes, "annotations": annotations,
         "hovermode": "x unified",
     }
     if with_cwnd:
-        layout["yaxis3"] = {"title": {"text": "cwnd (segments)"}, "domain": domains[2], "rangemode": "tozero"}
+        layout["yaxis3"] = {"title": {"text": "cwnd (segm.)"}, "domain": domains[2], "rangemode": "tozero"}
     return {"data": data, "layout": layout}
 
 
@@ -203,12 +210,13 @@ def _thin_keep_max(n: int, limit: int, values: list[float]) -> list[int]:
     return sorted(keep)
 
 
-def workload_figures(reps: list[Repetition]) -> list[tuple[str, dict[str, Any]]]:
+def workload_figures(reps: list[Repetition], events: list[dict[str, Any]] | None = None) -> list[tuple[str, dict[str, Any]]]:
     """Per series key of the workload (rr latency, stream chunk delay, flow completion time): one figure with every
     repetition's values over time (left) and their CDF (right), a legend entry per repetition toggling both.
 
     Returns (key, figure) pairs; none for repetitions without a workload series (bulk). `t` is the series' time
-    (s): rr a transaction's completion, stream a chunk's due time, flows a flow's start.
+    (s): rr a transaction's completion, stream a chunk's due time, flows a flow's start. `events` (the scenario's
+    `[[event]]` tables) are drawn as dashed lines on the time axis.
     """
     keys = list(dict.fromkeys(k for rep in reps for k, v in rep.series.items() if k != "t" and v))
     out = []
@@ -243,12 +251,14 @@ def workload_figures(reps: list[Repetition]) -> list[tuple[str, dict[str, Any]]]
         if not data:
             continue
         label = f"{what} ({unit})" if unit else what
+        shapes, annotations = _event_marks(events or [], yref="y domain")
         layout = {"title": {"text": f"{what} of every event, per repetition", "font": {"size": 13}, "x": 0.01, "xanchor": "left"},
                   "font": FONT, "height": 380, "margin": {"l": 60, "r": 20, "t": 50, "b": 45},
                   "xaxis": {"title": {"text": "time (s)"}, "domain": [0.0, 0.56]},
                   "yaxis": {"title": {"text": label}, "rangemode": "tozero"},
                   "xaxis2": {"title": {"text": label}, "domain": [0.64, 1.0], "anchor": "y2", "rangemode": "tozero"},
                   "yaxis2": {"title": {"text": "fraction of events ≤ x (CDF)"}, "anchor": "x2", "range": [0, 1.02]},
-                  "legend": {"orientation": "h", "y": -0.2}, "hovermode": "closest"}
+                  "legend": {"orientation": "h", "y": -0.2}, "hovermode": "closest",
+                  "shapes": shapes, "annotations": annotations}
         out.append((key, {"data": data, "layout": layout}))
     return out
