@@ -7,8 +7,9 @@ series, MIB deltas, the wire emulator's counters) from this machine. Each
 synthetic run copies it with another scenario (the built-in scenarios'
 stored content, their path names), kernel, label, tags and start time, its
 values and time series scaled by a per-(scenario, kernel) factor (one
-kernel regresses one scenario by 10%) and 2% noise; about 3% of runs carry a
-failed repetition.
+kernel regresses one scenario by 10%) and 2% noise, and a cwnd series per
+path (the shape predates it: rate x RTT / MSS); about 3% of runs carry a
+failed repetition. The report searches every index row for change points.
 
 Timed, as a user runs them (the CLI in a subprocess, imports included):
   full         `mptcplab report OUT` into an empty OUT
@@ -74,6 +75,10 @@ def synthetic_run(shape: dict, scenario: str, content: dict, kernel: str, i: int
         if ts:
             ts["throughput_mbps"] = {names.get(p, p): [round(v * noise, 3) for v in vs] for p, vs in ts["throughput_mbps"].items()}
             ts["rtt_ms"] = _rename(ts["rtt_ms"], names)
+            if not ts.get("cwnd"):  # the shape is from before cwnd was kept: a window that carries the rate at the RTT
+                ts["cwnd"] = {p: [max(2, round(r * 1e6 / 8 * rtt / 1000 / 1448)) if rtt else 0
+                                  for r, rtt in zip(ts["throughput_mbps"][p], ts["rtt_ms"].get(p, []))]
+                              for p in ts["throughput_mbps"]}
     if rng.random() < 0.03:
         rep = doc["repetitions"][-1]
         rep.update(status="failed", error="the transfer made no progress for 10 s (path blackholed?)")

@@ -142,7 +142,8 @@ def _open(driver, path: Path, shot: str) -> list[dict]:
     charts = driver.execute_script(
         "return Array.from(document.querySelectorAll('.js-plotly-plot')).map(e => ({"
         "id: e.getAttribute('data-figure'), traces: e.data.map(t => ({name: t.name, x: (t.x || []).length,"
-        " y: (t.y || []).filter(v => v !== null).length})), drawn: e.querySelectorAll('.scatterlayer .trace').length}))")
+        " y: (t.y || []).filter(v => v !== null).length, ymax: (t.y || []).filter(v => v !== null).reduce((a, b) => Math.max(a, b), 0)})),"
+        " drawn: e.querySelectorAll('.scatterlayer .trace').length}))")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     height = driver.execute_script("return document.body.scrollHeight")
     driver.set_window_size(1400, min(max(height + 40, 600), 8000))
@@ -169,12 +170,16 @@ def test_run_page_draws_every_repetition_of_the_stored_run(site, browser):
     result = site["store"].load_result(site["runs"]["base"])
     charts = _open(browser, _run_page(site, "base"), "run")
     assert _errors(browser) == []
-    assert len(charts) == len([r for r in result.repetitions if r.timeseries])
+    assert len(charts) == len([r for r in result.repetitions if r.timeseries])  # bulk: no workload chart
     for chart, rep in zip(charts, result.repetitions):
         by_name = {t["name"]: t for t in chart["traces"]}
         for path in ("a", "b"):
             assert by_name[f"{path} throughput"]["x"] == len(rep.timeseries.t) > 0
             assert by_name[f"{path} throughput"]["y"] == len(rep.timeseries.throughput_mbps[path])
+            # the sender's cwnd as stored: a point per sample with a subflow on the path (0, none: a gap)
+            cwnd = rep.timeseries.cwnd[path]
+            assert by_name[f"{path} cwnd"]["x"] == len(cwnd) == len(rep.timeseries.t)
+            assert by_name[f"{path} cwnd"]["y"] == sum(1 for v in cwnd if v) > 0
         assert chart["drawn"] == len(chart["traces"])  # every trace has its SVG group
     used = {sf.congestion_control for rep in result.repetitions for sf in rep.subflows} - {""}
     conditions = browser.find_element("id", "conditions").text
@@ -438,3 +443,142 @@ def test_report_from_a_postgresql_store(site, postgres_server, tmp_path):  # noq
         assert (out / "runs" / f"{site['runs'][label]}.html").exists()
     mine, theirs = (json.loads((d / "manifest.json").read_text())["runs"] for d in (out, site["out"]))
     assert {u: mine[u] for u in mine} == {u: theirs[u] for u in mine}  # same content hashes, whatever the database
+
+
+RR = """
+name = "rp-rr"
+[[path]]
+name = "a"
+rate = "10mbit"
+delay = "2ms"
+[[path]]
+name = "b"
+rate = "10mbit"
+delay = "2ms"
+[workload]
+kind = "rr"
+request = "200B"
+response = "2KiB"
+count = 150
+[run]
+repeat = 2
+"""
+
+
+@pytest.fixture(scope="module")
+def rr_site(tmp_path_factory):
+    """A real request/response run (150 transactions, twice), stored, and the report of its store."""
+    tmp = tmp_path_factory.mktemp("rr")
+    db = str(tmp / "rr.db")
+    done = cli("run", str(write_scenario(tmp, RR, "rr.toml")), "--db", db, "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    out = tmp / "site"
+    built = cli("report", str(out), "--db", db)
+    assert built.returncode == 0, built.stderr
+    return {"db": db, "doc": doc, "out": out}
+
+
+def test_workload_series_are_stored_and_read_back(rr_site):
+    doc = rr_site["doc"]
+    shown = json.loads(cli("show", doc["run_id"], "--json", "--db", rr_site["db"]).stdout)
+    assert [r["series"] for r in shown["repetitions"]] == [r["series"] for r in doc["repetitions"]]
+    for rep in shown["repetitions"]:  # every transaction's latency, at its time
+        assert len(rep["series"]["latency_ms"]) == len(rep["series"]["t"]) == 150
+        assert min(rep["series"]["latency_ms"]) > 0
+        assert set(rep["timeseries"]["cwnd"]) == {"a", "b"}
+
+
+@needs_browser
+def test_run_page_draws_the_workload_series(rr_site, browser):
+    doc = rr_site["doc"]
+    charts = _open(browser, rr_site["out"] / "runs" / f"{doc['run_id']}.html", "run-rr")
+    assert _errors(browser) == []
+    (chart,) = [c for c in charts if c["id"] == "fig-workload-latency_ms"]
+    by_name = {t["name"]: t for t in chart["traces"]}
+    for rep in doc["repetitions"]:
+        latency = rep["series"]["latency_ms"]
+        over_time, cdf = by_name[f"rep {rep['index'] + 1}"], by_name[f"rep {rep['index'] + 1} CDF"]
+        assert over_time["x"] == over_time["y"] == len(latency) == 150  # every transaction drawn
+        assert over_time["ymax"] == max(latency) and cdf["y"] == len(latency) + 1  # from 0 at the smallest value
+    assert chart["drawn"] == len(chart["traces"])
+
+
+def _cells(html: str) -> dict[str, list[str]]:
+    """The index grid's rows: scenario -> the class attribute of each cell, in column order."""
+    from html.parser import HTMLParser
+
+    rows: dict[str, list[str]] = {}
+
+    class Grid(HTMLParser):
+        row: list[str] | None = None
+        in_th = False
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "tr":
+                self.row = []
+            elif tag == "th" and self.row is not None:
+                self.in_th = True
+            elif tag == "td" and self.row is not None:
+                self.row.append(a.get("class") or "")
+
+        def handle_endtag(self, tag):
+            if tag == "th":
+                self.in_th = False
+
+        def handle_data(self, data):
+            if self.in_th and self.row is not None and data.strip():
+                rows[data.strip()] = self.row
+
+    Grid().feed(html.split('id="grid"', 1)[1].split("</table>", 1)[0])
+    return rows
+
+
+def test_change_points_are_marked_on_the_index_and_the_history(tmp_path):
+    """Synthetic runs with a known step: goodput falls by 20% from the third kernel on; a control scenario stays flat."""
+    import random
+    import re
+    import time
+
+    from mptcplab.store import RunFilter
+    from mptcplab.webreport import ReportOptions, build_report
+
+    from .synthetic import run
+
+    store = open_store(str(tmp_path / "syn.db"))
+    rng, t0 = random.Random(7), time.time() - 10_000
+    kernels = ["6.1.0-syn", "6.6.0-syn", "6.12.0-syn", "6.18.0-syn"]
+    for i, kernel in enumerate(kernels):
+        for j in range(2):
+            step = 20.0 if i < 2 else 16.0
+            for scenario, level in (("syn-step", step), ("syn-flat", 20.0)):
+                store.save_result(run([rng.gauss(level, 0.2) for _ in range(5)], scenario=scenario, kernel=kernel,
+                                      started_at=t0 + 100 * (2 * i + j) + (scenario == "syn-flat")), None)
+    build_report(store, tmp_path / "r", RunFilter(), ReportOptions())
+    index = (tmp_path / "r" / "index.html").read_text()
+    cells = _cells(index)
+    assert ["change-point" in c for c in cells["syn-step"]] == [False, False, True, False]
+    assert not any("change-point" in c for c in cells["syn-flat"])
+    (change,) = re.findall(r"▶ step (-\d+\.\d)%", index)
+    assert -22 < float(change) < -18  # 20 -> 16 mbit/s, noise 1%
+    step_page = (tmp_path / "r" / "history" / "syn-step" / "goodput_mbps.html").read_text()
+    assert "6.6.0-syn → 6.12.0-syn</strong>: regressed" in step_page
+    rows = step_page.split('id="history"', 1)[1].split("<tbody>", 1)[1].split("<tr")[1:]
+    marked = [i for i, row in enumerate(rows) if 'class="change-point"' in row]
+    assert marked == [4] and "6.12.0-syn" in rows[4]  # before the first run on the kernel where it starts
+    assert 'id="change-points"' not in (tmp_path / "r" / "history" / "syn-flat" / "goodput_mbps.html").read_text()
+    build_report(store, tmp_path / "off", RunFilter(), ReportOptions(detect_change_points=False))
+    assert "change-point" not in (tmp_path / "off" / "index.html").read_text()
+
+
+def test_a_result_from_before_cwnd_imports_and_renders(imported_db, tmp_path):
+    """bench/data/two-paths-run.json is format 2 (no cwnd key): it imports, reads back and its run page draws rate and RTT."""
+    store = open_store(imported_db, create=False)
+    (uid,) = store.select_runs("label:shape")
+    result = store.load_result(uid)
+    assert all(rep.timeseries.t and rep.timeseries.cwnd == {} and rep.series == {} for rep in result.repetitions)
+    done = cli("report", str(tmp_path / "r"), "--db", imported_db)
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "r" / "runs" / f"{uid}.html").read_text()
+    assert "a throughput" in page and "a cwnd" not in page and "Per-subflow throughput, RTT</h2>" in page

@@ -68,6 +68,9 @@ def test_round_trip_of_a_real_run(db_url, real_run):
     assert store.save_result(result, scenario.normalized()) == 2
     back = store.load_result(result.run_id)
     assert back.to_json() == result.to_json()
+    for rep in back.repetitions:  # the sender's cwnd per path, sampled with the rates and RTTs (migration 0004)
+        ts = rep.timeseries
+        assert set(ts.cwnd) == {"a", "b"} and all(len(ts.cwnd[p]) == len(ts.t) and max(ts.cwnd[p]) >= 2 for p in ts.cwnd)
     assert back.environment["sysctls_client"]["net.mptcp.enabled"] == "1"
     assert store.scenario_content(result.run_id) == scenario.normalized()
     assert store.save_result(result, scenario.normalized()) == 0  # idempotent
@@ -81,6 +84,33 @@ def test_round_trip_of_a_real_run(db_url, real_run):
     csv_out = cli("export", "--format", "csv", "--db", db_url)
     assert csv_out.returncode == 0 and len(csv_out.stdout.strip().splitlines()) == 3  # header + 2 repetitions
     assert "a.share" in csv_out.stdout.splitlines()[0]
+
+
+def test_a_store_from_before_0004_opens_and_keeps_its_runs(db_url, real_run):
+    """A store at revision 0003 (no cwnd, no workload series columns) is upgraded when opened; its runs read back
+    whole, without the new keys; a run stored after the upgrade keeps them."""
+    from alembic import command
+
+    from mptcplab.store.database import _alembic_config
+    from mptcplab.result import RunResult
+
+    scenario, result = real_run
+    store = open_store(db_url)
+    store.save_result(result, scenario.normalized())
+    cfg = _alembic_config()
+    with store.engine.begin() as conn:  # back to the schema of before: the columns go, everything else stays
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0003")
+    assert current_revision(store.engine) == "0003"
+    old = open_store(db_url)
+    assert current_revision(old.engine) == head_revision()
+    back = old.load_result(result.run_id)
+    assert [r.timeseries.cwnd for r in back.repetitions] == [{}, {}]
+    assert back.repetitions[1].timeseries.throughput_mbps == result.repetitions[1].timeseries.throughput_mbps
+    assert back.repetitions[1].goodput_mbps == result.repetitions[1].goodput_mbps
+    again = RunResult.model_validate({**result.to_json(), "run_id": result.run_id + "x"})
+    old.save_result(again, scenario.normalized())
+    assert old.load_result(again.run_id).repetitions[1].timeseries.cwnd == result.repetitions[1].timeseries.cwnd
 
 
 def test_run_stores_by_default_and_says_where(tmp_path, monkeypatch):

@@ -37,6 +37,7 @@ def report(
     kernel: Annotated[Optional[str], typer.Option("--kernel", help="only runs on this kernel release")] = None,
     since: Annotated[Optional[str], typer.Option("--since", help="only runs started since a date/time or an age (12h, 7d)")] = None,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="only runs with this key=value tag (repeatable)")] = None,
+    change_points: Annotated[bool, typer.Option("--change-points/--no-change-points", help="search each index row for change points and mark them (index and history pages)")] = True,
     threshold: ThresholdOption = "5%",
     alpha: AlphaOption = 0.01,
     db: DbOption = None,
@@ -49,7 +50,8 @@ def report(
     check_output_dir(out, "OUT")
     options = ReportOptions(metric=metric, compares=[parse_compare(c) for c in compare or []],
                             compare_metrics=list(compare_metric) if compare_metric else None,
-                            threshold=_parse_threshold(threshold), alpha=alpha, reference=reference)
+                            threshold=_parse_threshold(threshold), alpha=alpha, reference=reference,
+                            detect_change_points=change_points)
     store = _store(db)
     with writing(out, "OUT"):
         stats = build_report(store, out, _filter(scenario, label, kernel, since, tag), options)

@@ -139,7 +139,8 @@ def _no_series_reason(result: RunResult, reps: list[Repetition], repetition: int
 
 
 def run_figure(result: RunResult, repetition: int | None = None, scenario: Mapping[str, Any] | None = None) -> Any:
-    """The run's figure: one column per repetition (or the one asked for, 0-based), rate on top, RTT below.
+    """The run's figure: one column per repetition (or the one asked for, 0-based), rate on top, RTT below,
+    and the congestion window (segments, summed over the path's subflows) in a third row when the result has it.
 
     Rates are the data delivered to the receiver (ACKed or SACKed; results from before that key:
     cumulatively ACKed) averaged over each path's RTT and at least MIN_RATE_WINDOW_S, so a plotted rate
@@ -156,8 +157,10 @@ def run_figure(result: RunResult, repetition: int | None = None, scenario: Mappi
     paths = list(dict.fromkeys(p for r in drawable for p in r.timeseries.throughput_mbps))  # type: ignore[union-attr]
     colours = {p: f"C{i}" for i, p in enumerate(paths)}
     n = len(drawable)
-    fig, axes = plt.subplots(2, n, figsize=(4.6 * n + 1.2, 6.6), sharex=True, sharey="row", squeeze=False,
-                             layout="constrained")
+    with_cwnd = any(r.timeseries.cwnd for r in drawable)  # type: ignore[union-attr]  (absent from older results)
+    rows = 3 if with_cwnd else 2
+    fig, axes = plt.subplots(rows, n, figsize=(4.6 * n + 1.2, 6.6 + 2.6 * (rows - 2)), sharex=True, sharey="row",
+                             squeeze=False, layout="constrained")
     end_s = max(r.timeseries.t[-1] for r in drawable)  # type: ignore[union-attr]
     delivered = all(r.timeseries.delivered_mbps for r in drawable)  # type: ignore[union-attr]  (else: results from before it)
     handles: dict[str, Any] = {}
@@ -166,6 +169,7 @@ def run_figure(result: RunResult, repetition: int | None = None, scenario: Mappi
         ts = rep.timeseries
         assert ts is not None
         top, bottom = axes[0][col], axes[1][col]
+        panels = [axes[r][col] for r in range(rows)]
         for path, colour in colours.items():
             rate, window, _ = plotted_rate(rep, path)
             if not rate:
@@ -176,6 +180,9 @@ def run_figure(result: RunResult, repetition: int | None = None, scenario: Mappi
             rtt = fresh_rtt(ts, path)
             bottom.plot(ts.t[:len(rtt)], rtt, color=colour,
                         linewidth=1.2, marker=".", markersize=1.5)
+            if with_cwnd and path in ts.cwnd:
+                cwnd = [float(v) if v else float("nan") for v in ts.cwnd[path]]  # 0: no subflow on the path
+                axes[2][col].plot(ts.t[:len(cwnd)], cwnd, color=colour, linewidth=1.2, drawstyle="steps-post")
         for path, steps in marks.rates_mbps.items():
             if path in colours:
                 xs = [at for at, _ in steps] + [end_s]
@@ -185,14 +192,14 @@ def run_figure(result: RunResult, repetition: int | None = None, scenario: Mappi
                 handles.setdefault(f"{path} configured rate", line)
         for path, t0, t1, label in marks.outages(end_s):
             colour = colours.get(path, "grey")
-            for ax in (top, bottom):
+            for ax in panels:
                 span = ax.axvspan(t0, t1, color=colour, alpha=0.13, linewidth=0, label=label)
             handles.setdefault(label, span)
             top.annotate(f"{path} down", (t0 + (t1 - t0) / 2, 1.0), xycoords=("data", "axes fraction"), xytext=(0, -3),
                          textcoords="offset points", ha="center", va="top", fontsize=7.5, color=colour)
         for e in marks.events:
             if e.action == "set":
-                for ax in (top, bottom):
+                for ax in panels:
                     vline = ax.axvline(e.at, color=colours.get(e.path, "grey"), linestyle="--", linewidth=0.9,
                                        label=f"{e.text} at {e.at:g} s")
                 handles.setdefault(f"{e.text} at {e.at:g} s", vline)
@@ -200,20 +207,24 @@ def run_figure(result: RunResult, repetition: int | None = None, scenario: Mappi
         if not rep.completed:
             title = _wrap(f"rep {rep.index + 1} {rep.status}: {rep.error or ''}", 4.4, 9)
         top.set_title(title, fontsize=9.5, color="#c0392b" if not rep.completed else "black")
-        for ax in (top, bottom):
+        for ax in panels:
             ax.grid(alpha=0.3)
             ax.set_xlim(0, end_s)
-        bottom.set_xlabel("time since connect (s)")
+        panels[-1].set_xlabel("time since connect (s)")
     peak = max([r for steps in marks.rates_mbps.values() for _, r in steps] + [0.0])
     top_ax = axes[0][0]
     top_ax.set_ylim(0, max(top_ax.get_ylim()[1], peak * 1.15))  # room above the configured rates for the labels
     what = "data delivered (ACKed or SACKed)" if delivered else "data cumulatively ACKed"
     axes[0][0].set_ylabel("rate (mbit/s)")
     axes[1][0].set_ylabel("smoothed RTT (ms)")
+    if with_cwnd:
+        axes[2][0].set_ylabel("cwnd (segments)")
+        axes[2][0].set_ylim(bottom=0)
     per_path = ", ".join(f"{p} {1000 * min(w):.0f}" + (f"–{1000 * max(w):.0f}" if max(w) - min(w) >= 0.0005 else "") + " ms"
                          for p, w in windows.items() if w)
     caption = (f"rate: {what} per path, mean over the path's median RTT and at least {MIN_RATE_WINDOW_S * 1000:.0f} ms "
-               f"({per_path}); RTT: a gap where the path delivered nothing (no fresh estimate)")
+               f"({per_path}); RTT: a gap where the path delivered nothing (no fresh estimate)"
+               + ("; cwnd: the sender's congestion window summed over the path's subflows at each sample" if with_cwnd else ""))
     fig.supxlabel(_wrap(caption, 4.6 * n + 1.0, 8), fontsize=8, color="#444444")
     fig.legend(list(handles.values()), list(handles), loc="outside right center", fontsize=8, frameon=False)
     skipped = [r for r in reps if r not in drawable]

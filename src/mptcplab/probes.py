@@ -112,7 +112,7 @@ def summarize(samples: list[tuple[float, ConnectionSample]], topo: Topology, sen
     last: dict[SubflowKey, SubflowSample] = {}
     names = [p.name for p in topo.paths]
     series = TimeSeries(interval_s=interval, throughput_mbps={n: [] for n in names}, rtt_ms={n: [] for n in names},
-                        delivered_mbps={n: [] for n in names})
+                        delivered_mbps={n: [] for n in names}, cwnd={n: [] for n in names})
     prev_acked: dict[SubflowKey, int] = {}
     prev_delivered: dict[SubflowKey, int] = {}
     prev_t = 0.0
@@ -121,6 +121,7 @@ def summarize(samples: list[tuple[float, ConnectionSample]], topo: Topology, sen
         acked = {n: 0 for n in names}
         delivered = {n: 0 for n in names}
         rtts: dict[str, list[float]] = {n: [] for n in names}
+        cwnd = {n: 0 for n in names}
         for sf in sample.subflows:
             k = _key(sf)
             if k not in path_of:
@@ -136,6 +137,7 @@ def summarize(samples: list[tuple[float, ConnectionSample]], topo: Topology, sen
                 delivered[name] += reached - prev_delivered.get(k, 0)
                 if sf.rtt_us:
                     rtts[name].append(sf.rtt_us / 1000)
+                cwnd[name] += sf.snd_cwnd
             prev_acked[k] = sf.bytes_acked
             prev_delivered[k] = reached
         series.t.append(round(t, 4))
@@ -143,6 +145,7 @@ def summarize(samples: list[tuple[float, ConnectionSample]], topo: Topology, sen
             series.throughput_mbps[n].append(round(max(acked[n], 0) * 8 / dt / 1e6, 4))
             series.delivered_mbps[n].append(round(max(delivered[n], 0) * 8 / dt / 1e6, 4))
             series.rtt_ms[n].append(round(min(rtts[n]), 3) if rtts[n] else 0.0)
+            series.cwnd[n].append(cwnd[n])
         prev_t = t
     results = []
     total_sent = sum(sf.bytes_sent for sf in last.values()) or 1

@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field
 
 #: version of the `--json` document (and of spool files); bumped when keys are added, never for removals
 #: (there are none): 1 = the first wave, 2 = repetition status/error/over_budget/metrics, subflow
-#: congestion_control, summary pass_rate
-FORMAT_VERSION = 2
+#: congestion_control, summary pass_rate, 3 = timeseries cwnd
+FORMAT_VERSION = 3
 
 #: how a repetition ended; only "completed" repetitions enter medians and comparisons of measured metrics
 REPETITION_STATUSES = ("completed", "failed", "timeout", "interrupted")
@@ -50,6 +50,9 @@ class TimeSeries(BaseModel):
     #: mbit/s of data that reached the receiver in the interval, ACKed or SACKed (SACKed segments
     #: counted at the MSS): bounded by what the path carries; empty in results from before it existed
     delivered_mbps: dict[str, list[float]] = Field(default_factory=dict)
+    #: the congestion window (segments, tcpi_snd_cwnd) of the path's subflows at the sample, summed over them
+    #: (0: no subflow); empty in results from before it existed
+    cwnd: dict[str, list[int]] = Field(default_factory=dict)
 
 
 class Repetition(BaseModel):

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -96,7 +96,7 @@ class SeriesPoint:
     ci95: tuple[float, float] = (float("nan"), float("nan"))
 
     def __post_init__(self) -> None:
-        if self.values:
+        if self.values and not self.n:  # n given: the caller already has the estimate (no bootstrap here)
             est = median_ci(self.values)
             self.n, self.median, self.ci95 = est.n, est.median, est.ci95
 
@@ -165,31 +165,47 @@ def propose(points: Sequence[SeriesPoint], penalty: float | None = None) -> list
     return [b for b in algo.predict(pen=pen) if b < k]
 
 
+#: judges one step: (segment before, segment after) -> the Comparison `compare_samples` would give (its verdict,
+#: change, p-value, medians and sizes; a caller may memoize it or skip the bootstrap CI, never change the rule)
+SegmentJudge = Callable[[list[float], list[float]], Comparison]
+
+
 def _judge(points: Sequence[SeriesPoint], bkps: list[int], metric: str, better: str, threshold: float,
-           alpha: float) -> list[Comparison]:
+           alpha: float, judge: SegmentJudge | None = None) -> list[Comparison]:
     edges = [0, *bkps, len(points)]
     out = []
     for i, b in enumerate(bkps):
         left = [v for p in points[edges[i]:b] for v in p.values]
         right = [v for p in points[b:edges[i + 2]] for v in p.values]
-        out.append(compare_samples(left, right, metric=metric, better=better, threshold=threshold, alpha=alpha))
+        out.append(judge(left, right) if judge else
+                   compare_samples(left, right, metric=metric, better=better, threshold=threshold, alpha=alpha))
     return out
+
+
+def segment_pairs(points: Sequence[SeriesPoint], bkps: list[int]) -> list[tuple[list[float], list[float]]]:
+    """The (before, after) pooled segments the first round of `change_points` judges for candidates `bkps`."""
+    edges = [0, *bkps, len(points)]
+    return [([v for p in points[edges[i]:b] for v in p.values], [v for p in points[b:edges[i + 2]] for v in p.values])
+            for i, b in enumerate(bkps)]
 
 
 def change_points(points: Sequence[SeriesPoint], metric: str = "goodput_mbps", better: str = "higher",
                   threshold: float = DEFAULT_THRESHOLD, alpha: float = DEFAULT_ALPHA,
-                  penalty: float | None = None) -> list[ChangePoint]:
+                  penalty: float | None = None, judge: SegmentJudge | None = None,
+                  candidates: list[int] | None = None) -> list[ChangePoint]:
     """The change points of an ordered series that pass the compare rule, in series order.
 
     `points` are ordered (by kernel version, or by time); each needs at least
     one value. Candidates come from `propose`; each is judged on the pooled
     repetitions of its two neighbouring segments, the least significant
     failing candidate is dropped and the rest judged again, until all pass.
+    `judge` replaces `compare_samples` for the segments (the report's memoized rule); `candidates` are
+    `propose(points, penalty)` when the caller already has them.
     """
     points = [p for p in points if p.values]
-    bkps = propose(points, penalty)
+    bkps = list(candidates) if candidates is not None else propose(points, penalty)
     while bkps:
-        comps = _judge(points, bkps, metric, better, threshold, alpha)
+        comps = _judge(points, bkps, metric, better, threshold, alpha, judge)
         failing = [(c.p_value, -abs(c.change), i) for i, c in enumerate(comps) if c.verdict == "unchanged"]
         if not failing:
             break

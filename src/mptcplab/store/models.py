@@ -109,6 +109,9 @@ class RepetitionRow(Base):
     #: the time series' sampling interval and sample times; None when the run kept no time series
     series_interval_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     series_t: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    #: Repetition.series, the workload's per-event series (rr latencies, stream chunk delays, flow completion
+    #: times; migration 0004); NULL when it had none or was stored before 0004
+    workload_series: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     run: Mapped[Run] = relationship(back_populates="repetitions")
     measurements: Mapped[list["Measurement"]] = relationship(cascade="all, delete-orphan", lazy="selectin")
@@ -157,3 +160,5 @@ class SeriesRow(Base):
     rtt_ms: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     #: TimeSeries.delivered_mbps (migration 0003); NULL for runs stored before it
     delivered_mbps: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    #: TimeSeries.cwnd (migration 0004); NULL for runs stored before it
+    cwnd: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)

@@ -329,16 +329,17 @@ def _environment_fields(result: RunResult) -> dict[str, Any]:
 
 def _repetition_row(run_pk: int, rep: Repetition) -> RepetitionRow:
     ts = rep.timeseries
-    paths = list(dict.fromkeys([*(ts.throughput_mbps if ts else {}), *(ts.rtt_ms if ts else {})]))
+    paths = list(dict.fromkeys([*(ts.throughput_mbps if ts else {}), *(ts.rtt_ms if ts else {}), *(ts.cwnd if ts else {})]))
     return RepetitionRow(
         run_id=run_pk, index=rep.index, warmup=rep.warmup, started_at=rep.started_at, bytes=rep.bytes, mptcp=rep.mptcp,
         status=rep.status, error=rep.error, over_budget=rep.over_budget,
         mib=rep.mib, mib_server=rep.mib_server,
         series_interval_s=ts.interval_s if ts else None, series_t=ts.t if ts else None,
+        workload_series=dict(rep.series) if rep.series else None,
         measurements=[Measurement(metric=k, value=v) for k, v in repetition_metrics(rep).items()],
         subflows=[SubflowRow(position=i, **sf.model_dump()) for i, sf in enumerate(rep.subflows)],
         series=[SeriesRow(position=i, path=p, throughput_mbps=ts.throughput_mbps.get(p), rtt_ms=ts.rtt_ms.get(p),
-                          delivered_mbps=ts.delivered_mbps.get(p))
+                          delivered_mbps=ts.delivered_mbps.get(p), cwnd=ts.cwnd.get(p))
                 for i, p in enumerate(paths)] if ts else [],
     )
 
@@ -350,12 +351,13 @@ def _repetition(row: RepetitionRow) -> Repetition:
         ts = TimeSeries(interval_s=row.series_interval_s, t=row.series_t or [],
                         throughput_mbps={r.path: r.throughput_mbps for r in row.series if r.throughput_mbps is not None},
                         rtt_ms={r.path: r.rtt_ms for r in row.series if r.rtt_ms is not None},
-                        delivered_mbps={r.path: r.delivered_mbps for r in row.series if r.delivered_mbps is not None})
+                        delivered_mbps={r.path: r.delivered_mbps for r in row.series if r.delivered_mbps is not None},
+                        cwnd={r.path: r.cwnd for r in row.series if r.cwnd is not None})
     return Repetition(
         index=row.index, completion_s=metrics["completion_s"], goodput_mbps=metrics["goodput_mbps"], bytes=row.bytes,
         mptcp=row.mptcp, mib=row.mib, mib_server=row.mib_server, started_at=row.started_at, warmup=row.warmup,
         timeseries=ts, status=row.status or "completed", error=row.error, over_budget=row.over_budget,
-        metrics={k: v for k, v in metrics.items() if k not in BULK_METRICS},
+        metrics={k: v for k, v in metrics.items() if k not in BULK_METRICS}, series=dict(row.workload_series or {}),
         subflows=[SubflowResult(**{k: getattr(sf, k) for k in SubflowResult.model_fields}) for sf in row.subflows],
     )
 

@@ -31,6 +31,8 @@ from markupsafe import Markup
 
 from ..analysis.compare import (DEFAULT_ALPHA, DEFAULT_THRESHOLD, Report, change_ci, compare_samples, compare_stored, decide,
                                 directional_p, min_p_value)
+from ..analysis.changepoints import SeriesPoint, change_points as find_change_points, propose, segment_pairs
+from ..analysis.compare import Comparison
 from ..analysis.conditions import differing
 from ..analysis.history import History, Point
 from ..analysis.stats import median_ci
@@ -69,7 +71,12 @@ class ReportOptions:
     alpha: float = DEFAULT_ALPHA
     #: the index column every other column is compared with (default: the first, oldest kernel or label)
     reference: str | None = None
+    #: a detector of your own for the history pages (replaces the built-in one there)
     change_points: ChangePointDetector | None = None
+    #: the built-in detection: each index row (a scenario's cells across kernels or labels) is searched for
+    #: steps by analysis.changepoints (PELT proposes, compare's rule judges the pooled segments); the cell
+    #: where a step starts is marked, and the history page marks it before that kernel's or label's first run
+    detect_change_points: bool = True
 
 
 @dataclass
@@ -98,9 +105,11 @@ RENDERER = _renderer()
 
 
 def _statistics() -> str:
-    """A hash of the code behind cached verdicts and estimates (analysis/compare.py, analysis/stats.py)."""
+    """A hash of the code behind cached verdicts, estimates and change points (analysis/compare.py, stats.py,
+    changepoints.py)."""
     analysis = resources.files("mptcplab.analysis")
-    return hashlib.sha256(b"".join(analysis.joinpath(f).read_bytes() for f in ("compare.py", "stats.py"))).hexdigest()[:16]
+    return hashlib.sha256(b"".join(analysis.joinpath(f).read_bytes()
+                                   for f in ("compare.py", "stats.py", "changepoints.py"))).hexdigest()[:16]
 
 
 STATISTICS = _statistics()
@@ -113,7 +122,8 @@ def slug(text: str) -> str:
 
 
 def _key(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps([RENDERER, *parts], sort_keys=True, default=str).encode()).hexdigest()[:24]
+    """A page's (or a cached value's) input key: what it shows, the renderer, and the statistics that judged it."""
+    return hashlib.sha256(json.dumps([RENDERER, STATISTICS, *parts], sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
 def _tojson(value: Any) -> Markup:
@@ -188,6 +198,8 @@ class _Site:
         self.used_verdicts: dict[str, Any] = {}
         self.estimates: dict[str, list[float]] = old.get("estimates", {}) if same_rule else {}
         self.used_estimates: dict[str, list[float]] = {}
+        self.changes: dict[str, Any] = old.get("change_points", {}) if same_rule else {}
+        self.used_changes: dict[str, Any] = {}
         self.pages: dict[str, str] = {}
         self.written = self.unchanged = 0
 
@@ -232,7 +244,7 @@ class _Site:
                 except FileNotFoundError:
                     pass
         manifest = {"renderer": RENDERER, "statistics": STATISTICS, "generated_at": time.time(), "runs": runs, "pages": self.pages,
-                    "verdicts": self.used_verdicts, "estimates": self.used_estimates}
+                    "verdicts": self.used_verdicts, "estimates": self.used_estimates, "change_points": self.used_changes}
         tmp = self.out / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(manifest))
         os.replace(tmp, self.out / MANIFEST)
@@ -377,6 +389,11 @@ def _columns(runs: Iterable[RunInfo]) -> tuple[str, list[str]]:
     return "label", list(dict.fromkeys(r.label or NO_LABEL for r in sorted(runs, key=lambda r: r.started_at)))
 
 
+def _row_series(row: dict[str, Any]) -> list[tuple[str, list[float]]]:
+    """An index row as the series its change points are searched in: (column, the cell's values), measured cells."""
+    return [(cell["column"], list(cell["values"])) for cell in row["cells"] if cell.get("values")]
+
+
 def run_page(uid: str) -> str:
     return f"runs/{slug(uid)}.html"
 
@@ -443,6 +460,7 @@ class _Builder:
         for r in runs:
             self.scenarios.setdefault(r.scenario, []).append(r)
         self.templates: dict[str, jinja2.Template] = {}
+        self._grids: dict[str, dict[str, Any]] = {}
 
     def render(self, template: str, rel: str, **values: Any) -> str:
         tpl = self.templates.get(template) or self.templates.setdefault(template, self.env.get_template(template))
@@ -473,9 +491,12 @@ class _Builder:
             fig = figures.repetition_figure(rep, events)
             if fig is not None:
                 figs.append((rep, f"rep-{rep.index}", fig))
+        workload = [(None, f"workload-{slug(key)}", fig) for key, fig in figures.workload_figures(result.repetitions, events)]
         mib = {side: _changed_mib(result, side) for side in ("mib", "mib_server")}
         return self.render(
-            "run.html.j2", rel, title=f"run {result.run_id}", r=result, info=info, figures=figs, mib=mib,
+            "run.html.j2", rel, title=f"run {result.run_id}", r=result, info=info, figures=figs + workload,
+            repetition_figures=figs, workload_figures=workload, mib=mib,
+            with_cwnd=any(rep.timeseries and rep.timeseries.cwnd for rep in result.repetitions),
             conditions=_conditions(result), sysctls=_sysctl_rows(env), link=env.get("link"),
             link_stats=_link_rows(result), scenario_toml=_scenario_toml(content),
             failed=[rep for rep in result.repetitions if rep.status != "completed"],
@@ -501,6 +522,8 @@ class _Builder:
     def history_pages(self) -> None:
         threshold, alpha = self.options.threshold, self.options.alpha
         stale = []
+        if self.options.detect_change_points:  # the index rows' change points (marked on the history pages too)
+            self.prefetch_changes([(m, _row_series(row)) for m in self.metrics for row in self.full_grid(m)["rows"]])
         for scenario, runs in self.scenarios.items():
             # kernel-version order when the kernels differ (what changed from one release to the next), else time
             orders = ["kernel"] if len({r.kernel for r in runs}) > 1 else ["time"]
@@ -509,7 +532,7 @@ class _Builder:
                     rel = history_page(scenario, m)
                     key = _key("history", scenario, m, order, threshold, alpha, [r.fingerprint for r in runs],
                                self.metrics, self.ctx["compares"],
-                               getattr(self.options.change_points, "__qualname__", None))
+                               getattr(self.options.change_points, "__qualname__", None), self.history_steps(scenario, m))
                     if not self.site.fresh(rel, key):
                         stale.append((rel, key, scenario, m, order, orders, runs))
         # the step verdicts' p-values of every stale page at once, on every CPU (the slow part of a full build)
@@ -559,7 +582,18 @@ class _Builder:
 
     def _history_html(self, rel: str, scenario: str, metric: str, order: str, orders: list[str], runs: list[RunInfo]) -> str:
         hist, kept = self.history(scenario, metric, order, runs)
-        change_points = sorted(set(self.options.change_points(hist))) if self.options.change_points and hist.points else []
+        steps = []
+        if self.options.change_points:
+            change_points = sorted(set(self.options.change_points(hist))) if hist.points else []
+        else:  # the index row's steps: before the first run of the kernel (or label) where each starts
+            change_points = []
+            for cp in self.history_steps(scenario, metric):
+                column = (lambda p: p.kernel) if cp["axis"] == "kernel" else (lambda p: p.label or NO_LABEL)
+                at = next((i for i, p in enumerate(hist.points) if column(p) == cp["after"]), None)
+                if at:  # at 0 there is no step to draw
+                    change_points.append(at)
+                    steps.append(dict(cp, at=at, run_id=hist.points[at].run_id))
+            change_points = sorted(set(change_points))
         root = "../" * rel.count("/")
         urls = [root + run_page(p.run_id) for p in hist.points]
         ticks = [f"{p.kernel}" if order == "kernel" else datetime.fromtimestamp(p.started_at, timezone.utc).strftime("%m-%d %H:%M")
@@ -569,7 +603,7 @@ class _Builder:
         fig = figures.history_figure(hist.points, metric, unit, urls, ticks, change_points) if hist.points else None
         return self.render("history.html.j2", rel, title=f"{scenario} · {metric}", scenario=scenario, metric=metric,
                            unit=unit, better=metric_def(metric).better, hist=hist, order=order,
-                           figures=[(None, "history", fig)] if fig else [], change_points=change_points,
+                           figures=[(None, "history", fig)] if fig else [], change_points=change_points, steps=steps,
                            metric_links=[(m, history_page(scenario, m)) for m in self.metrics])
 
     # -- index ------------------------------------------------------------------
@@ -585,15 +619,83 @@ class _Builder:
         reference = self.options.reference
         tags = self._tag_filters()
         default = self.options.metric
+        stale = []
         for m in self.metrics:
             for tag in [None, *tags]:
                 rel = index_page(m, tag, default)
                 runs = self.runs if tag is None else [r for r in self.runs if r.tags.get(tag[0]) == tag[1]]
                 key = _key("index", m, tag, reference, self.options.threshold, self.options.alpha, tags, self.metrics,
-                           self.ctx["compares"], [r.fingerprint for r in self.runs])
-                if self.site.fresh(rel, key):
-                    continue
-                self.site.write(rel, key, self._index_html(rel, m, tag, tags, runs, default))
+                           self.ctx["compares"], [r.fingerprint for r in self.runs], self.options.detect_change_points)
+                if not self.site.fresh(rel, key):
+                    stale.append((rel, key, m, tag, self.grid(runs, m) if tag is not None else self.full_grid(m)))
+        if self.options.detect_change_points:
+            self.prefetch_changes([(m, _row_series(row)) for _, _, m, _, grid in stale for row in grid["rows"]])
+        for rel, key, m, tag, grid in stale:
+            self.site.write(rel, key, self._index_html(rel, m, tag, tags, grid, default))
+
+    # -- change points ------------------------------------------------------------
+    def full_grid(self, metric: str) -> dict[str, Any]:
+        """The index grid of every run for `metric` (computed once per build: history pages mark its steps)."""
+        if metric not in self._grids:
+            self._grids[metric] = self.grid(self.runs, metric)
+        return self._grids[metric]
+
+    def _points(self, series: list[tuple[str, list[float]]]) -> list[SeriesPoint]:
+        return [SeriesPoint(name=col, version=col, values=list(v), n=len(v), median=statistics.median(v)) for col, v in series]
+
+    def _segment_judge(self, metric: str) -> Callable[[list[float], list[float]], Comparison]:
+        """compare_samples' decision on two pooled segments, through the report's memoized verdicts (no bootstrap CI)."""
+        better, proportion = metric_def(metric).better, metric_def(metric).proportion
+
+        def judge(base: list[float], cand: list[float]) -> Comparison:
+            v = self.site.verdict(base, cand, metric, self.options.threshold, self.options.alpha, with_ci=False)
+            centre = statistics.fmean if proportion else statistics.median
+            change = v["change"] if v["change"] is not None else math.inf
+            return Comparison(scenario="", metric=metric, better=better, baseline_median=centre(base),
+                              candidate_median=centre(cand), n_baseline=len(base), n_candidate=len(cand), change=change,
+                              ci95=(math.nan, math.nan), p_value=v["p"], verdict=v["verdict"])
+        return judge
+
+    def _change_key(self, metric: str, series: list[tuple[str, list[float]]]) -> str:
+        return _key("change-points", metric, self.options.threshold, self.options.alpha, series)
+
+    def prefetch_changes(self, jobs: list[tuple[str, list[tuple[str, list[float]]]]]) -> None:
+        """The p-values the first judging round of many rows' change points needs, on every CPU at once."""
+        pairs = []
+        for metric, series in jobs:
+            if len(series) < 2 or metric_def(metric).proportion or self._change_key(metric, series) in self.site.changes:
+                continue
+            points = self._points(series)
+            pairs += [(a, b) for a, b in segment_pairs(points, propose(points))
+                      if _key(a, b, metric, self.options.threshold, self.options.alpha, False) not in self.site.verdicts]
+        prefetch_p_values(pairs)
+
+    def row_changes(self, metric: str, series: list[tuple[str, list[float]]]) -> list[dict[str, Any]]:
+        """The change points of one index row (cells in column order, each (column, values)), remembered across builds."""
+        if len(series) < 2:
+            return []
+        k = self._change_key(metric, series)
+        found = self.site.used_changes.get(k)
+        if found is None:
+            found = self.site.changes.get(k)
+        if found is None:
+            cps = find_change_points(self._points(series), metric=metric, better=metric_def(metric).better,
+                                     threshold=self.options.threshold, alpha=self.options.alpha,
+                                     judge=self._segment_judge(metric))
+            found = [{"before": c.before, "after": c.after, "verdict": c.verdict,
+                      "change": c.change if math.isfinite(c.change) else None, "p": c.p_value,
+                      "median_before": c.median_before, "median_after": c.median_after,
+                      "n_before": c.n_before, "n_after": c.n_after} for c in cps]
+        self.site.used_changes[k] = found
+        return found
+
+    def history_steps(self, scenario: str, metric: str) -> list[dict[str, Any]]:
+        """The change points of `scenario`'s row in the index of every run (what its history page marks)."""
+        if not self.options.detect_change_points:
+            return []
+        grid = self.full_grid(metric)
+        row = next((r for r in grid["rows"] if r["scenario"] == scenario), None)
+        return [dict(cp, axis=grid["axis"]) for cp in self.row_changes(metric, _row_series(row))] if row else []
 
     def columns(self, runs: Iterable[RunInfo]) -> tuple[str, list[str]]:
         return _columns(runs)
@@ -634,12 +736,12 @@ class _Builder:
             cells = []
             for col in columns:
                 members, values = newest(scenario, col)
-                cell: dict[str, Any] = {"column": col, "n": len(values), "runs": [r.uid for r in members],
+                cell: dict[str, Any] = {"column": col, "n": len(values), "runs": [r.uid for r in members], "values": values,
                                         "median": statistics.median(values) if values else None,
                                         "latest": members[0].uid if members else None, "p": None,
                                         "unmeasured": unmeasured.get((scenario, col)) if not members else None,
                                         "verdict": None, "change": None, "reference": col == reference, "notes": [],
-                                        "conditions": []}
+                                        "conditions": [], "change_point": None}
                 if values and ref_values and col != reference:
                     v = self.site.verdict(ref_values, values, metric, self.options.threshold, self.options.alpha)
                     cell.update(verdict=v["verdict"], change=v["change"], p=v["p"], ci95=v["ci95"], notes=list(v["notes"]))
@@ -650,10 +752,16 @@ class _Builder:
         return {"axis": axis, "columns": columns, "reference": reference, "rows": rows}
 
     def _index_html(self, rel: str, metric: str, tag: tuple[str, str] | None, tags: list[tuple[str, str]],
-                    runs: list[RunInfo], default: str) -> str:
-        grid = self.grid(runs, metric)
+                    grid: dict[str, Any], default: str) -> str:
+        n_runs = len(self.runs) if tag is None else sum(1 for r in self.runs if r.tags.get(tag[0]) == tag[1])
+        n_steps = 0
         for row in grid["rows"]:
             row["history"] = history_page(row["scenario"], metric)
+            if self.options.detect_change_points:
+                by_column = {cell["column"]: cell for cell in row["cells"]}
+                for cp in self.row_changes(metric, _row_series(row)):
+                    by_column[cp["after"]]["change_point"] = cp
+                    n_steps += 1
             for cell in row["cells"]:
                 cell["run_page"] = run_page(cell["latest"]) if cell["latest"] else None
                 if cell["unmeasured"] is not None:
@@ -661,7 +769,8 @@ class _Builder:
         return self.render(
             "index.html.j2", rel, title=f"{metric} by scenario and {grid['axis']}", metric=metric,
             unit=metric_def(metric).unit, better=metric_def(metric).better, grid=grid, tag=tag,
-            n_runs=len(runs), threshold=self.options.threshold, alpha=self.options.alpha,
+            n_runs=n_runs, threshold=self.options.threshold, alpha=self.options.alpha,
+            detect_change_points=self.options.detect_change_points, n_steps=n_steps,
             metric_links=[(m, index_page(m, tag, default)) for m in self.metrics],
             tag_links=[(None, index_page(metric, None, default))] + [(t, index_page(metric, t, default)) for t in tags],
             figures=[])

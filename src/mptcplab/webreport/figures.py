@@ -29,8 +29,26 @@ def _clean(values: list[float] | None) -> list[float | None]:
     return [None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v for v in values or []]
 
 
+def _event_marks(events: list[dict[str, Any]], yref: str = "paper") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Dashed vertical lines and labels at the scenario's `[[event]]` times (`at`, s) on the x axis."""
+    shapes, annotations = [], []
+    seen: dict[float, int] = {}
+    for ev in events:
+        at = ev.get("at")
+        if at is None:
+            continue
+        stacked = seen[at] = seen.get(at, -1) + 1  # events at the same time: labels one above the other
+        shapes.append({"type": "line", "xref": "x", "yref": yref, "x0": at, "x1": at, "y0": 0, "y1": 1,
+                       "line": {"color": "#888", "width": 1, "dash": "dash"}})
+        annotations.append({"xref": "x", "yref": yref, "x": at, "y": 0.98 - 0.06 * stacked, "showarrow": False,
+                            "xanchor": "left", "bgcolor": "rgba(255,255,255,0.7)",
+                            "text": f"{ev.get('path', '')} {ev.get('action', '')}", "font": {"size": 10}})
+    return shapes, annotations
+
+
 def repetition_figure(rep: Repetition, events: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Per-path throughput (top) and smoothed RTT (bottom) over time of one repetition; path events as lines.
+    """Per-path throughput (top), smoothed RTT and, when the result has it, cwnd (bottom) over time of one
+    repetition; path events as lines.
 
     `events` are the scenario's `[[event]]` tables (at in seconds). None when
     the repetition kept no time series.
@@ -52,30 +70,30 @@ def repetition_figure(rep: Repetition, events: list[dict[str, Any]]) -> dict[str
             data.append({"type": "scatter", "mode": "lines", "name": f"{path} RTT", "legendgroup": path,
                          "x": ts.t, "y": rtt, "yaxis": "y2", "line": {"color": colour, "width": 1.2, "dash": "dot"},
                          "hovertemplate": "%{x:.2f} s: %{y:.1f} ms"})
-    shapes, annotations = [], []
-    seen: dict[float, int] = {}
-    for ev in events:
-        at = ev.get("at")
-        if at is None:
-            continue
-        stacked = seen[at] = seen.get(at, -1) + 1  # events at the same time: labels one above the other
-        shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": at, "x1": at, "y0": 0, "y1": 1,
-                       "line": {"color": "#888", "width": 1, "dash": "dash"}})
-        annotations.append({"xref": "x", "yref": "paper", "x": at, "y": 0.98 - 0.06 * stacked, "showarrow": False,
-                            "xanchor": "left", "bgcolor": "rgba(255,255,255,0.7)",
-                            "text": f"{ev.get('path', '')} {ev.get('action', '')}", "font": {"size": 10}})
+        if path in ts.cwnd:
+            cwnd = [v if v else None for v in ts.cwnd[path]]  # 0: no subflow on the path, a gap
+            data.append({"type": "scatter", "mode": "lines", "name": f"{path} cwnd", "legendgroup": path,
+                         "x": ts.t[:len(cwnd)], "y": cwnd, "yaxis": "y3", "line": {"color": colour, "width": 1.2, "shape": "hv"},
+                         "hovertemplate": "%{x:.2f} s: %{y} segments"})
+    shapes, annotations = _event_marks(events)
     status = "" if rep.status == "completed" else f" — {rep.status}"
+    with_cwnd = any(t.get("yaxis") == "y3" for t in data)
+    # three panels (rate, RTT, cwnd) or two (results from before cwnd was kept)
+    domains = [[0.68, 1.0], [0.35, 0.63], [0.0, 0.3]] if with_cwnd else [[0.55, 1.0], [0.0, 0.45]]
     layout = {
         "title": {"text": f"repetition {rep.index + 1}{' (warm-up)' if rep.warmup else ''}: "
                           f"{rep.goodput_mbps:.2f} mbit/s in {rep.completion_s:.2f} s{status}", "font": {"size": 13},
                   "x": 0.01, "xanchor": "left"},
-        "font": FONT, "height": 420, "margin": {"l": 60, "r": 20, "t": 50, "b": 45},
-        "xaxis": {"title": {"text": "time since connect (s)"}, "anchor": "y2"},
-        "yaxis": {"title": {"text": "throughput (mbit/s)"}, "domain": [0.55, 1.0], "rangemode": "tozero"},
-        "yaxis2": {"title": {"text": "smoothed RTT (ms)"}, "domain": [0.0, 0.45], "rangemode": "tozero"},
+        "font": FONT, "height": 620 if with_cwnd else 420, "margin": {"l": 60, "r": 20, "t": 50, "b": 45},
+        "xaxis": {"title": {"text": "time since connect (s)"}, "anchor": "y3" if with_cwnd else "y2"},
+        "yaxis": {"title": {"text": "rate (mbit/s)" if with_cwnd else "throughput (mbit/s)"}, "domain": domains[0],
+                  "rangemode": "tozero"},
+        "yaxis2": {"title": {"text": "RTT (ms)" if with_cwnd else "smoothed RTT (ms)"}, "domain": domains[1], "rangemode": "tozero"},
         "legend": {"orientation": "h", "y": -0.18}, "shapes": shapes, "annotations": annotations,
         "hovermode": "x unified",
     }
+    if with_cwnd:
+        layout["yaxis3"] = {"title": {"text": "cwnd (segm.)"}, "domain": domains[2], "rangemode": "tozero"}
     return {"data": data, "layout": layout}
 
 
@@ -162,3 +180,85 @@ def comparison_figure(c: Any, unit: str, threshold: float) -> dict[str, Any]:
                           "fillcolor": "rgba(127, 140, 141, 0.15)", "line": {"width": 0}, "layer": "below"}],
               "showlegend": True, "legend": {"orientation": "h", "y": -0.15}}
     return {"data": data, "layout": layout}
+
+
+#: what a workload's per-event series (Repetition.series) holds, by key: (what one value is, its unit)
+WORKLOAD_SERIES = {"latency_ms": ("transaction latency", "ms"), "delay_ms": ("chunk delay", "ms"),
+                   "fct_ms": ("flow completion time", "ms")}
+#: points per repetition drawn over time on a page (evenly thinned beyond it, the largest value always kept)
+MAX_PAGE_POINTS = 4000
+#: points per repetition of a drawn CDF (order statistics evenly spaced in rank, the minimum and maximum kept)
+CDF_POINTS = 500
+
+
+def _series_label(key: str) -> tuple[str, str]:
+    if key in WORKLOAD_SERIES:
+        return WORKLOAD_SERIES[key]
+    for suffix, unit in (("_ms", "ms"), ("_s", "s"), ("_bytes", "bytes")):
+        if key.endswith(suffix):
+            return key[: -len(suffix)].replace("_", " "), unit
+    return key.replace("_", " "), ""
+
+
+def _thin_keep_max(n: int, limit: int, values: list[float]) -> list[int]:
+    """Indices of an even thinning of n points to about `limit`, with the largest value's index included."""
+    if n <= limit:
+        return list(range(n))
+    step = math.ceil(n / limit)
+    keep = set(range(0, n, step))
+    keep.add(max(range(n), key=lambda i: values[i]))
+    return sorted(keep)
+
+
+def workload_figures(reps: list[Repetition], events: list[dict[str, Any]] | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """Per series key of the workload (rr latency, stream chunk delay, flow completion time): one figure with every
+    repetition's values over time (left) and their CDF (right), a legend entry per repetition toggling both.
+
+    Returns (key, figure) pairs; none for repetitions without a workload series (bulk). `t` is the series' time
+    (s): rr a transaction's completion, stream a chunk's due time, flows a flow's start. `events` (the scenario's
+    `[[event]]` tables) are drawn as dashed lines on the time axis.
+    """
+    keys = list(dict.fromkeys(k for rep in reps for k, v in rep.series.items() if k != "t" and v))
+    out = []
+    for key in keys:
+        what, unit = _series_label(key)
+        data: list[dict[str, Any]] = []
+        for i, rep in enumerate(reps):
+            values = rep.series.get(key) or []
+            t = rep.series.get("t") or []
+            if not values:
+                continue
+            colour = PATH_COLOURS[i % len(PATH_COLOURS)]
+            name = f"rep {rep.index + 1}" + (" (warm-up)" if rep.warmup else "") + ("" if rep.completed else f" ({rep.status})")
+            group = f"rep-{rep.index}"
+            idx = _thin_keep_max(len(values), MAX_PAGE_POINTS, values)
+            if len(t) == len(values):
+                data.append({"type": "scatter", "mode": "markers", "name": name, "legendgroup": group,
+                             "x": [t[j] for j in idx], "y": _clean([values[j] for j in idx]),
+                             "marker": {"color": colour, "size": 4, "opacity": 0.7},
+                             "hovertemplate": f"%{{x:.3f}} s: %{{y:.3f}} {unit}<extra>{name}</extra>"})
+            ordered = sorted(v for v in values if v is not None and math.isfinite(v))
+            n = len(ordered)
+            if not n:
+                continue
+            ranks = sorted({round(r) for r in (k * (n - 1) / (CDF_POINTS - 1) for k in range(CDF_POINTS))}) if n > CDF_POINTS \
+                else list(range(n))
+            data.append({"type": "scatter", "mode": "lines", "name": f"{name} CDF", "legendgroup": group, "showlegend": False,
+                         "x": [ordered[0]] + [ordered[r] for r in ranks], "y": [0.0] + [(r + 1) / n for r in ranks],
+                         "xaxis": "x2", "yaxis": "y2",
+                         "line": {"color": colour, "width": 1.5, "shape": "hv"},
+                         "hovertemplate": f"%{{x:.3f}} {unit}: %{{y:.3f}} of {n}<extra>{name}</extra>"})
+        if not data:
+            continue
+        label = f"{what} ({unit})" if unit else what
+        shapes, annotations = _event_marks(events or [], yref="y domain")
+        layout = {"title": {"text": f"{what} of every event, per repetition", "font": {"size": 13}, "x": 0.01, "xanchor": "left"},
+                  "font": FONT, "height": 380, "margin": {"l": 60, "r": 20, "t": 50, "b": 45},
+                  "xaxis": {"title": {"text": "time (s)"}, "domain": [0.0, 0.56]},
+                  "yaxis": {"title": {"text": label}, "rangemode": "tozero"},
+                  "xaxis2": {"title": {"text": label}, "domain": [0.64, 1.0], "anchor": "y2", "rangemode": "tozero"},
+                  "yaxis2": {"title": {"text": "fraction of events ≤ x (CDF)"}, "anchor": "x2", "range": [0, 1.02]},
+                  "legend": {"orientation": "h", "y": -0.2}, "hovermode": "closest",
+                  "shapes": shapes, "annotations": annotations}
+        out.append((key, {"data": data, "layout": layout}))
+    return out
