@@ -24,7 +24,7 @@ from .mptcp import ConnectionSample
 from .pathmanager import EventListener, open_subflows
 from .probes import mib_delta, mib_snapshot, summarize
 from .protocols import Progress, RunSink
-from .result import Repetition, RunResult
+from .result import Repetition, RunResult, SubflowResult
 from .scenario import HOST_ACTIONS, SYSCTL_ROLES, Event, Scenario
 from .topology import Topology, apply_host_event, build, effective_sysctls, pm_state
 from .workloads.base import Hooks, workload_class
@@ -191,12 +191,21 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
         mib_server=mib_delta(mib_before[1], mib_after[1]),
         timeseries=series,
         started_at=started,
-        metrics=dict(out.metrics),
+        metrics={**out.metrics, **backup_share(scenario, subflows)},
         series=dict(out.series),
         status=status,
         error=error,
         over_budget=(completion > budget) if budget is not None and status == "completed" else None,
     )
+
+
+def backup_share(scenario: Scenario, subflows: list[SubflowResult]) -> dict[str, float]:
+    """{"backup_share": fraction of bytes sent over subflows of backup endpoints} when a path has one, else {}."""
+    if not any("backup" in p.flags for p in scenario.paths):
+        return {}
+    total = sum(e.bytes_sent for s in subflows for e in s.endpoints)
+    backup = sum(e.bytes_sent for s in subflows for e in s.endpoints if "backup" in e.flags.split())
+    return {"backup_share": round(backup / total, 6) if total else 0.0}
 
 
 def run_scenario(scenario: Scenario, options: RunOptions | None = None) -> RunResult:
