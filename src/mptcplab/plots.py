@@ -201,7 +201,7 @@ def run_figure(result: RunResult, repetition: int | None = None, scenario: Mappi
             for ax in (top, bottom):
                 span = ax.axvspan(t0, t1, color=colour, alpha=0.13, linewidth=0, label=label)
             handles.setdefault(label, span)
-            top.annotate(f"{path} down", (t0 + (t1 - t0) / 2, 1.0), xycoords=("data", "axes fraction"), xytext=(0, -3),
+            top.annotate(" ".join(label.split(" ")[:2]), (t0 + (t1 - t0) / 2, 1.0), xycoords=("data", "axes fraction"), xytext=(0, -3),
                          textcoords="offset points", ha="center", va="top", fontsize=7.5, color=colour)
         for e in marks.events:
             if e.action == "set":

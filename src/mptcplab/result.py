@@ -51,8 +51,8 @@ class SubflowResult(BaseModel):
     congestion_control: str = ""
     #: the path's endpoint flags as the scenario set them ("subflow", "subflow backup", "signal", ...)
     endpoint: str = ""
-    #: every subflow seen on the path and the endpoint (id, flags, side) it came from; in the --json document
-    #: only (the store keeps the per-path totals above; the run's endpoints are in environment.mptcp_pm)
+    #: every subflow seen on the path and the endpoint (id, flags, side) it came from (the run's endpoints
+    #: and limits as the kernels report them are in environment.mptcp_pm)
     endpoints: list[SubflowEndpoint] = Field(default_factory=list)
 
 

@@ -153,7 +153,8 @@ def plan_endpoints(paths: list[PathPorts], scenario: Scenario) -> list[Endpoint]
     """
     out: list[Endpoint] = []
     if scenario.mptcp.path_manager == "userspace":
-        return [Endpoint(p.name, "client", p.index, p.client_addr, "subflow" if p.index else "", kernel=False) for p in paths]
+        return [Endpoint(p.name, "client", p.index + 1 if p.index else 0, p.client_addr, "subflow" if p.index else "", kernel=False)
+                for p in paths]  # the ids open_subflows gives SUBFLOW_CREATE
     next_id = {"client": 1, "server": 1}
     for ports, path in zip(paths, scenario.paths):
         side = "server" if path.signal else "client"

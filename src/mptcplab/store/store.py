@@ -327,11 +327,6 @@ def _environment_fields(result: RunResult) -> dict[str, Any]:
     )
 
 
-#: the SubflowResult keys the subflows table keeps; the others (endpoint, endpoints: which endpoint each subflow
-#: came from) are in the run's --json document and spool files only, the run's endpoints in environment.mptcp_pm
-SUBFLOW_COLUMNS = frozenset(SubflowResult.model_fields) & frozenset(c.key for c in SubflowRow.__table__.columns)
-
-
 def _repetition_row(run_pk: int, rep: Repetition) -> RepetitionRow:
     ts = rep.timeseries
     paths = list(dict.fromkeys([*(ts.throughput_mbps if ts else {}), *(ts.rtt_ms if ts else {})]))
@@ -341,7 +336,7 @@ def _repetition_row(run_pk: int, rep: Repetition) -> RepetitionRow:
         mib=rep.mib, mib_server=rep.mib_server,
         series_interval_s=ts.interval_s if ts else None, series_t=ts.t if ts else None,
         measurements=[Measurement(metric=k, value=v) for k, v in repetition_metrics(rep).items()],
-        subflows=[SubflowRow(position=i, **sf.model_dump(include=SUBFLOW_COLUMNS)) for i, sf in enumerate(rep.subflows)],
+        subflows=[SubflowRow(position=i, **sf.model_dump()) for i, sf in enumerate(rep.subflows)],
         series=[SeriesRow(position=i, path=p, throughput_mbps=ts.throughput_mbps.get(p), rtt_ms=ts.rtt_ms.get(p),
                           delivered_mbps=ts.delivered_mbps.get(p))
                 for i, p in enumerate(paths)] if ts else [],
@@ -361,7 +356,8 @@ def _repetition(row: RepetitionRow) -> Repetition:
         mptcp=row.mptcp, mib=row.mib, mib_server=row.mib_server, started_at=row.started_at, warmup=row.warmup,
         timeseries=ts, status=row.status or "completed", error=row.error, over_budget=row.over_budget,
         metrics={k: v for k, v in metrics.items() if k not in BULK_METRICS},
-        subflows=[SubflowResult(**{k: getattr(sf, k) for k in SUBFLOW_COLUMNS}) for sf in row.subflows],
+        subflows=[SubflowResult(**{k: v for k in SubflowResult.model_fields if (v := getattr(sf, k)) is not None})
+                  for sf in row.subflows],
     )
 
 
