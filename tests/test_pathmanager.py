@@ -298,3 +298,25 @@ def test_two_subflows_on_one_path_and_a_subflow_from_the_servers_signal_endpoint
     pm = result.environment["mptcp_pm"]
     assert pm["server"]["endpoints"] == [{"id": 1, "addr": "10.0.100.30", "flags": "signal"}]
     assert pm["client"]["limits"] == {"subflows": 3, "add_addr_accepted": 2}
+
+
+def test_the_store_keeps_which_endpoint_each_subflow_came_from(tmp_path):
+    """A stored run reads back as the document it was, endpoints included (and backup_share as a metric)."""
+    from mptcplab.result import SubflowEndpoint
+    from mptcplab.store import open_store
+
+    from .synthetic import run
+
+    result = run([10.0, 11.0])
+    for rep in result.repetitions:
+        a, b = rep.subflows
+        a.endpoint, b.endpoint = "subflow", "subflow backup"
+        a.endpoints = [SubflowEndpoint(id=0, client="10.0.1.1:40000", server="10.0.100.2:5201", bytes_sent=a.bytes_sent)]
+        b.endpoints = [SubflowEndpoint(id=1, flags="subflow backup", client="10.0.2.1:40001", server="10.0.100.2:5201",
+                                       bytes_sent=b.bytes_sent)]
+        rep.metrics["backup_share"] = 0.4
+    store = open_store(str(tmp_path / "r.db"))
+    assert store.save_result(result, parse_scenario(_with({"endpoint": "backup"})).normalized()) == 2
+    back = store.load_result(result.run_id)
+    assert back.to_json()["repetitions"] == result.to_json()["repetitions"]
+    assert back.summary["backup_share"].median == 0.4
