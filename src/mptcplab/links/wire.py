@@ -165,8 +165,7 @@ class WireLink(LinkBackend):
                 continue
             key = (event.path, direction)
             spec = self.current.get(key) or self.scenario.path(event.path).link(direction)  # type: ignore[arg-type]
-            spec = self.current[key] = spec.model_copy(update={k: v for k, v in event.link_changes().items()
-                                                                if not (k == "rate_bps" and v is None)})
+            spec = self.current[key] = spec.model_copy(update=event.link_changes())
             command: dict[str, Any] = {"op": "set"}
             if event.rate is not None:
                 command["rate_bps"] = event.rate
