@@ -218,10 +218,16 @@ def test_carrier_down_moves_the_traffic_to_the_other_path(tmp_path):
         at = "1.6s"
         path = "a"
         action = "carrier_up"
+        [[event]]
+        at = "0.4s"
+        path = "b"
+        action = "set"
+        jitter = "1ms"
+        queue = "100p"
         [run]
         link_backend = "wire"
         """, backend="wire")
-    assert rep.completed, rep.error  # both events applied (an event that fails fails the repetition)
+    assert rep.completed, rep.error  # every event applied (an event that fails fails the repetition)
     assert rep.bytes == 4 * 2**20
     assert _delivered(rep, "a", 0.0, 0.8) > 0
     assert _delivered(rep, "a", 0.9, 1.6) == 0  # nothing leaves a down interface
