@@ -328,17 +328,17 @@ def _route(topo: Topology, cli: IPRoute, srv: IPRoute, cli_links: Links) -> None
     srv.route("add", dst="0.0.0.0/0", gateway=f"{SERVER_SUBNET}.1")
 
 
-def client_routes(cli: IPRoute, p: PathPorts, idx: int) -> None:
+def client_routes(cli: IPRoute, p: PathPorts, idx: int, cmd: str = "add") -> None:
     """The client's routes through path `p` (interface index `idx`); the kernel drops them when the interface goes down.
 
     Main table: a default route per path, path 0 first and the others as
     fallbacks (as simult_flows does), and a host route to each address the
     server announces for this path; the path's own table: its default route.
     """
-    cli.route("add", dst="0.0.0.0/0", gateway=p.router_addr, oif=idx, priority=100 + p.index)
-    cli.route("add", dst="0.0.0.0/0", gateway=p.router_addr, oif=idx, table=TABLE_BASE + p.index)
+    cli.route(cmd, dst="0.0.0.0/0", gateway=p.router_addr, oif=idx, priority=100 + p.index)
+    cli.route(cmd, dst="0.0.0.0/0", gateway=p.router_addr, oif=idx, table=TABLE_BASE + p.index)
     for addr in p.announced_addrs:
-        cli.route("add", dst=f"{addr}/32", gateway=p.router_addr, oif=idx)
+        cli.route(cmd, dst=f"{addr}/32", gateway=p.router_addr, oif=idx)
 
 
 def _disable_offloads(topo: Topology) -> None:
@@ -454,7 +454,7 @@ def _set_carrier(topo: Topology, p: PathPorts, up: bool) -> None:
         with netns.iproute(topo.router) as rtr:
             mac = rtr.get_links(rtr.link_lookup(ifname=p.router_if)[0])[0].get_attr("IFLA_ADDRESS")
         cli.neigh("replace", dst=p.router_addr, lladdr=mac, ifindex=idx, state=NUD_PERMANENT)
-        client_routes(cli, p, idx)
+        client_routes(cli, p, idx, "replace")  # whatever the kernel kept
 
 
 def _set_endpoints(topo: Topology, endpoints: list[Endpoint], present: bool) -> None:
