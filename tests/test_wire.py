@@ -235,7 +235,8 @@ def test_every_scenario_property_reaches_the_forwarder_model():
                   "reorder": True, "loss": {"model": "gilbert-elliott", "p": "1%", "r": "30%"}, "queue": "64KiB",
                   "up": {"rate": "1mbit"}}],
         "workload": {"size": "1MiB"},
-        "event": [{"at": "1s", "path": "a", "action": "set", "rate": "2mbit", "delay": "5ms", "loss": "2%"}],
+        "event": [{"at": "1s", "path": "a", "action": "set", "rate": "2mbit", "delay": "5ms", "loss": "2%"},
+                  {"at": "2s", "path": "a", "action": "set", "jitter": "3ms", "queue": "10p"}],
     })
     path = scenario.path("a")
     model = {}
@@ -250,7 +251,7 @@ def test_every_scenario_property_reaches_the_forwarder_model():
         assert d.loss == 0.0 and d.ge[:2] == pytest.approx((0.01, 0.30))
         assert d.limit == 64 * 1024
     link = WireLink.__new__(WireLink)
-    link.scenario = scenario
+    link.scenario, link.current = scenario, {}
     sent = []
     link._send = lambda p, direction, command: sent.append((p, direction, command))  # what the forwarders would get
     link.apply(scenario.events[0])
@@ -259,6 +260,12 @@ def test_every_scenario_property_reaches_the_forwarder_model():
         model[direction].configure(command)
         assert model[direction].rate_bps == 2e6 and model[direction].delay == pytest.approx(0.005)
         assert model[direction].loss == pytest.approx(0.02) and model[direction].ge is None
+    sent.clear()
+    link.apply(scenario.events[1])  # jitter (with the path's distribution and reordering) and the queue, the rate kept
+    for _, direction, command in sent:
+        model[direction].configure(command)
+        assert model[direction].jitter == pytest.approx(0.003) and model[direction].reorder is True
+        assert model[direction].limit == 10 * 1514 and model[direction].rate_bps == 2e6
 
 # -- frame-level accuracy: what the emulator itself counted, on frames this test sent ---------------
 @contextmanager

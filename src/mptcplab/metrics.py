@@ -58,6 +58,9 @@ METRIC_TABLE: dict[str, Metric] = {m.name: m for m in (
     Metric("fct_max_ms", "ms", "lower", "flows: slowest flow"),
     Metric("flows_completed", "flows", "higher", "flows: connections that delivered their whole size"),
     Metric("multi_subflow_flows", "flows", "higher", "flows: connections that had more than one subflow at their end"),
+    # path-manager topologies: a scenario with a backup endpoint
+    Metric("backup_share", "", "lower", "share of the bytes sent that went over subflows of backup endpoints "
+           "(only in scenarios with one; a backup path is meant to idle while another path works)"),
     Metric("pass_rate", "", "higher", "share of repetitions that completed within the [run] budget",
            proportion=True, all_repetitions=True),
 )}

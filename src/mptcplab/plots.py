@@ -97,6 +97,10 @@ class ScenarioMarks:
                 if e.get("loss") is not None:
                     loss = e["loss"]
                     changes.append(f"loss {float(loss) * 100:g}%" if isinstance(loss, (int, float)) else "loss (Gilbert-Elliott)")
+                if e.get("jitter") is not None:
+                    changes.append(f"jitter {float(e['jitter']) * 1e3:g} ms")
+                if e.get("queue") is not None:
+                    changes.append("queue")
                 where = "" if direction == "both" else f" ({direction} only)"
                 text = f"{name} {action}{where}" if action != "set" else f"{name}{where}: " + ", ".join(changes)
                 events.append(PathEvent(at=at, path=name, action=action, direction=direction, text=text))
@@ -107,16 +111,25 @@ class ScenarioMarks:
     def outages(self, end_s: float) -> list[tuple[str, float, float, str]]:
         """(path, from_s, to_s, label) for every down..up window (to the end of the run when no up follows)."""
         out = []
-        down: dict[str, PathEvent] = {}
+        down: dict[tuple[str, str], PathEvent] = {}
         for e in self.events:
-            if e.action == "down" and e.path not in down:
-                down[e.path] = e
-            elif e.action == "up" and e.path in down:
-                d = down.pop(e.path)
+            kind = OUTAGE_ENDS.get(e.action)
+            if kind is None:
+                continue
+            key = (e.path, kind[0])
+            if e.action == kind[0] and key not in down:
+                down[key] = e
+            elif e.action == kind[1] and key in down:
+                d = down.pop(key)
                 out.append((e.path, d.at, e.at, f"{d.text} {d.at:g}–{e.at:g} s"))
-        for path, d in down.items():
+        for (path, _), d in down.items():
             out.append((path, d.at, max(end_s, d.at), f"{d.text} from {d.at:g} s"))
         return out
+
+
+#: event action -> (the action that starts an outage window, the one that ends it)
+OUTAGE_ENDS = {a: pair for pair in (("down", "up"), ("carrier_down", "carrier_up"), ("endpoint_remove", "endpoint_add"))
+               for a in pair}
 
 
 def _no_series_reason(result: RunResult, reps: list[Repetition], repetition: int | None) -> str:
@@ -195,7 +208,7 @@ def run_figure(result: RunResult, repetition: int | None = None, scenario: Mappi
             for ax in panels:
                 span = ax.axvspan(t0, t1, color=colour, alpha=0.13, linewidth=0, label=label)
             handles.setdefault(label, span)
-            top.annotate(f"{path} down", (t0 + (t1 - t0) / 2, 1.0), xycoords=("data", "axes fraction"), xytext=(0, -3),
+            top.annotate(" ".join(label.split(" ")[:2]), (t0 + (t1 - t0) / 2, 1.0), xycoords=("data", "axes fraction"), xytext=(0, -3),
                          textcoords="offset points", ha="center", va="top", fontsize=7.5, color=colour)
         for e in marks.events:
             if e.action == "set":

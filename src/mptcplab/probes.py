@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from . import netns
 from .mptcp import ConnectionSample, SubflowSample, full_info
-from .result import SubflowResult, TimeSeries
+from .result import SubflowEndpoint, SubflowResult, TimeSeries
 from .topology import Topology
 
 SAMPLE_INTERVAL_S = 0.05  # 20 Hz: the issue asks for at least 10 Hz
@@ -165,8 +165,19 @@ def summarize(samples: list[tuple[float, ConnectionSample]], topo: Topology, sen
             subflows_opened=len(subs),
             share=round(sent / total_sent, 4),
             congestion_control=",".join(sorted({congestion[k] for k, sf in last.items() if path_of[k] == n and k in congestion})),
+            endpoint=next((e.flags for e in topo.path_endpoints(n) if e.flags), "subflow"),
+            endpoints=[subflow_endpoint(topo, k, sf, sender_is_client) for k, sf in last.items() if path_of[k] == n],
         ))
     return results, series
+
+
+def subflow_endpoint(topo: Topology, key: SubflowKey, sf: SubflowSample, sender_is_client: bool) -> SubflowEndpoint:
+    """Which endpoint subflow `sf` came from, found by its client and server addresses (Topology.endpoint_of)."""
+    local, remote = f"{key[0]}:{key[1]}", f"{key[2]}:{key[3]}"
+    client, server = (local, remote) if sender_is_client else (remote, local)
+    e = topo.endpoint_of(client.rsplit(":", 1)[0], server.rsplit(":", 1)[0])
+    return SubflowEndpoint(id=e.id if e else 0, side=e.side if e else "client", flags=e.flags if e else "",
+                           client=client, server=server, bytes_sent=sf.bytes_sent)
 
 
 def mib_snapshot(ns: str) -> dict[str, int]:

@@ -11,11 +11,30 @@ from pydantic import BaseModel, Field
 
 #: version of the `--json` document (and of spool files); bumped when keys are added, never for removals
 #: (there are none): 1 = the first wave, 2 = repetition status/error/over_budget/metrics, subflow
-#: congestion_control, summary pass_rate, 3 = timeseries cwnd
+#: congestion_control, summary pass_rate; 3 = timeseries cwnd, repetition series in the store, subflow endpoint and
+#: endpoints (which endpoint each subflow came from), baseline repetitions and scheduler metrics
 FORMAT_VERSION = 3
 
 #: how a repetition ended; only "completed" repetitions enter medians and comparisons of measured metrics
 REPETITION_STATUSES = ("completed", "failed", "timeout", "interrupted")
+
+
+class SubflowEndpoint(BaseModel):
+    """One subflow seen on a path, and the MPTCP endpoint it came from."""
+
+    #: the endpoint's id in its host's path manager (`ip mptcp endpoint show`); 0: the initial subflow's
+    #: address, which has no endpoint unless its flags say more than subflow
+    id: int = 0
+    #: whose endpoint: "client" (it opened the subflow) or "server" (a signal endpoint: the client joined the
+    #: address it announced)
+    side: str = "client"
+    #: the endpoint's flags as the scenario writes them ("subflow backup", "signal"); "" for id 0 without one
+    flags: str = ""
+    #: the subflow's client and server ends, "address:port"
+    client: str = ""
+    server: str = ""
+    #: bytes the sender sent on this subflow (retransmissions included), at its last sample
+    bytes_sent: int = 0
 
 
 class SubflowResult(BaseModel):
@@ -31,6 +50,11 @@ class SubflowResult(BaseModel):
     share: float = 0.0  # fraction of all bytes sent that went over this path
     #: the congestion control the subflow really used (inet_diag INET_DIAG_CONG), "" when unknown
     congestion_control: str = ""
+    #: the path's endpoint flags as the scenario set them ("subflow", "subflow backup", "signal", ...)
+    endpoint: str = ""
+    #: every subflow seen on the path and the endpoint (id, flags, side) it came from (the run's endpoints
+    #: and limits as the kernels report them are in environment.mptcp_pm)
+    endpoints: list[SubflowEndpoint] = Field(default_factory=list)
 
 
 class TimeSeries(BaseModel):

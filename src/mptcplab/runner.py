@@ -24,9 +24,9 @@ from .mptcp import ConnectionSample
 from .pathmanager import EventListener, open_subflows
 from .probes import mib_delta, mib_snapshot, summarize
 from .protocols import Progress, RunSink
-from .result import Repetition, RunResult
-from .scenario import SYSCTL_ROLES, Event, Scenario
-from .topology import Topology, build, effective_sysctls
+from .result import Repetition, RunResult, SubflowResult
+from .scenario import HOST_ACTIONS, SYSCTL_ROLES, Event, Scenario
+from .topology import Topology, apply_host_event, build, effective_sysctls, pm_state
 from .workloads.base import Hooks, workload_class
 
 __all__ = ["RunOptions", "Progress", "RunSink", "preflight", "run_scenario", "run_scenarios", "summarize_run"]
@@ -86,13 +86,19 @@ def preflight(scenario: Scenario, link_backend: str | None = None) -> type[LinkB
     return select_backend(link_backend or scenario.run.link_backend, scenario)
 
 
-def _schedule_events(backend: LinkBackend, events: list[Event], t0: float, stop: threading.Event, errors: list[str]) -> threading.Thread:
+def _schedule_events(backend: LinkBackend, events: list[Event], t0: float, stop: threading.Event, errors: list[str],
+                     topo: Topology | None = None) -> threading.Thread:
+    """Apply each event at its time from `t0`: link events through the backend, host events (carrier, endpoints) on `topo`."""
     def loop() -> None:
         for event in sorted(events, key=lambda e: e.at):
             if stop.wait(max(0.0, t0 + event.at - time.monotonic())):
                 return
             try:
-                backend.apply(event)
+                if event.action in HOST_ACTIONS:
+                    assert topo is not None
+                    apply_host_event(topo, event)
+                else:
+                    backend.apply(event)
             except Exception as e:
                 errors.append(f"event at {event.at:g}s on {event.path} failed: {e}")
 
@@ -127,6 +133,7 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
             env.update(effective_sysctls(topo, scenario))
             env["tcp"] = _tcp_conditions(topo, scenario)
             env["link"] = backend.describe()
+            env["mptcp_pm"] = pm_state(topo)
         mib_before = (mib_snapshot(topo.client), mib_snapshot(topo.server))
         stop_events = threading.Event()
         event_errors: list[str] = []
@@ -141,7 +148,7 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
         def on_start(t0: float) -> None:
             transfer_t0[0] = t0
             if scenario.events:
-                _schedule_events(backend, list(scenario.events), t0, stop_events, event_errors)
+                _schedule_events(backend, list(scenario.events), t0, stop_events, event_errors, topo)
 
         userspace_pm = scenario.mptcp.path_manager == "userspace" and len(topo.paths) > 1
         hooks = Hooks(on_sample=on_sample, on_start=on_start,
@@ -165,7 +172,7 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
         mib_after = (mib_snapshot(topo.client), mib_snapshot(topo.server))
         subflows, series = summarize(out.sampler.samples, topo, sender_is_client=transfer.upload,
                                      congestion=out.sampler.congestion)
-        expected = len(topo.paths)
+        expected = scenario.expected_subflows()
         if status == "completed" and event_errors:
             status, error = "failed", event_errors[0]
         elif status == "completed" and out.sampler.max_subflows < expected and not scenario.events:
@@ -184,12 +191,21 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
         mib_server=mib_delta(mib_before[1], mib_after[1]),
         timeseries=series,
         started_at=started,
-        metrics=dict(out.metrics),
+        metrics={**out.metrics, **backup_share(scenario, subflows)},
         series=dict(out.series),
         status=status,
         error=error,
         over_budget=(completion > budget) if budget is not None and status == "completed" else None,
     )
+
+
+def backup_share(scenario: Scenario, subflows: list[SubflowResult]) -> dict[str, float]:
+    """{"backup_share": fraction of bytes sent over subflows of backup endpoints} when a path has one, else {}."""
+    if not any("backup" in p.flags for p in scenario.paths):
+        return {}
+    total = sum(e.bytes_sent for s in subflows for e in s.endpoints)
+    backup = sum(e.bytes_sent for s in subflows for e in s.endpoints if "backup" in e.flags.split())
+    return {"backup_share": round(backup / total, 6) if total else 0.0}
 
 
 def run_scenario(scenario: Scenario, options: RunOptions | None = None) -> RunResult:

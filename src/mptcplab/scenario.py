@@ -135,8 +135,54 @@ class LinkSpec(_Strict):
         return isinstance(self.loss, GilbertElliott) or self.loss > 0
 
 
+#: the flags of an MPTCP endpoint (`ip mptcp endpoint`), in the order the lab writes them
+ENDPOINT_FLAGS = ("subflow", "signal", "backup", "fullmesh")
+#: the in-kernel path manager's limit on endpoints per namespace, extra subflows and accepted ADD_ADDRs
+#: (MPTCP_PM_ADDR_MAX in net/mptcp/pm_kernel.c)
+PM_ADDR_MAX = 8
+
+
+def _endpoint(value: Any) -> Any:
+    """'subflow', 'signal backup', 'subflow,fullmesh' or a list of flags -> the canonical 'subflow backup' form.
+
+    A path's endpoint is the client's (subflow: the client opens the subflow)
+    or the server's (signal: the server announces an address with ADD_ADDR
+    and the client joins it). 'backup' or 'fullmesh' alone mean a client
+    subflow endpoint with that flag, as they do on their own nowhere else.
+    """
+    if isinstance(value, (list, tuple)):
+        words = [str(v).strip().lower() for v in value]
+    elif isinstance(value, str):
+        words = value.replace(",", " ").lower().split()
+    else:
+        raise ValueError(f"{value!r} is not an endpoint; write flags such as \"subflow\", \"signal\", \"subflow backup\"")
+    unknown = [w for w in words if w not in ENDPOINT_FLAGS]
+    if unknown or not words:
+        raise ValueError(f"{value!r}: endpoint flags are {', '.join(ENDPOINT_FLAGS)} (as ip mptcp endpoint takes them), "
+                         "e.g. \"subflow\", \"signal\", \"subflow backup\", \"subflow fullmesh\"")
+    flags = set(words)
+    if "signal" in flags and "fullmesh" in flags:
+        raise ValueError(f"{value!r}: the kernel refuses an endpoint with both signal and fullmesh "
+                         "(\"flags mustn't have both signal and fullmesh\"); a signal endpoint is the server's, fullmesh the client's")
+    if "signal" in flags and "subflow" in flags:
+        raise ValueError(f"{value!r}: in the lab a path's subflow comes either from a client endpoint (subflow) or from an "
+                         "address the server announces (signal), not both; pick one")
+    if "signal" not in flags:
+        flags.add("subflow")
+    return " ".join(f for f in ENDPOINT_FLAGS if f in flags)
+
+
+EndpointFlags = Annotated[str, BeforeValidator(_endpoint)]
+
+
 class Path(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
+    #: the MPTCP endpoint this path's subflows come from: client "subflow" (the default), server "signal"
+    #: (ADD_ADDR), with "backup" and/or "fullmesh" as `ip mptcp endpoint` allows them
+    endpoint: EndpointFlags = "subflow"
+    #: subflows over this path: each from its own endpoint (one more client address, or one more announced
+    #: server address, on the same link)
+    subflows: Annotated[int, Field(ge=1, le=PM_ADDR_MAX)] = 1
     rate: Rate | None = None
     delay: Duration = 0.0
     jitter: Duration = 0.0
@@ -160,6 +206,16 @@ class Path(_Strict):
                 raise ValueError("give the path a rate (or trace_up/trace_down, or up.rate/down.rate)")
         return self
 
+    @property
+    def flags(self) -> frozenset[str]:
+        """The endpoint's flags, e.g. {'subflow', 'backup'}."""
+        return frozenset(self.endpoint.split())
+
+    @property
+    def signal(self) -> bool:
+        """Whether the server announces this path's addresses (ADD_ADDR) instead of the client opening subflows."""
+        return "signal" in self.flags
+
     def link(self, direction: Literal["up", "down"]) -> LinkSpec:
         """The resolved spec of one direction: 'up' is client -> server."""
         over = self.up if direction == "up" else self.down
@@ -181,9 +237,20 @@ class Path(_Strict):
         )
 
 
+class Limits(_Strict):
+    """The in-kernel path manager's limits (`ip mptcp limits`), in client and server; unset: what the paths need."""
+
+    #: extra subflows per connection (beyond the first), 0 to 8
+    subflows: Annotated[int, Field(ge=0, le=PM_ADDR_MAX)] | None = None
+    #: ADD_ADDR announcements a connection accepts (and joins), 0 to 8
+    add_addr_accepted: Annotated[int, Field(ge=0, le=PM_ADDR_MAX)] | None = None
+
+
 class Mptcp(_Strict):
     scheduler: str = "default"
     path_manager: Literal["kernel", "userspace"] = "kernel"
+    #: overrides of the path manager's limits; by default they are what the paths' endpoints need
+    limits: Limits | None = None
 
 
 class RunSettings(_Strict):
@@ -261,25 +328,59 @@ def _sysctl_table(value: Any) -> Any:
 Sysctls = Annotated[dict[str, SysctlValue | dict[SysctlKey, SysctlValue]], BeforeValidator(_sysctl_table)]
 
 
+#: event actions on the path's link emulation (the link backend applies them)
+LINK_ACTIONS = ("down", "up", "set")
+#: event actions on the hosts: the client's interface, the path's MPTCP endpoints (the topology applies them)
+HOST_ACTIONS = ("carrier_down", "carrier_up", "endpoint_remove", "endpoint_add")
+
+
 class Event(_Strict):
-    """A change to one path during a run: failures and handovers."""
+    """A change to one path during a run: failures and handovers.
+
+    `down`/`up` blackhole the path silently (the link emulator drops
+    everything; nothing is told to the hosts); `carrier_down`/`carrier_up`
+    take the client's interface of the path down and up (`ip link set dev X
+    down`: the kernel sees it, routes through it go); `endpoint_remove` /
+    `endpoint_add` delete and re-create the path's MPTCP endpoints (the
+    client's, or the server's for a signal path: RM_ADDR and ADD_ADDR);
+    `set` changes rate, delay, jitter, loss or queue.
+    """
 
     at: Duration
     path: str
-    action: Literal["down", "up", "set"]
+    action: Literal["down", "up", "set", "carrier_down", "carrier_up", "endpoint_remove", "endpoint_add"]
     direction: Literal["both", "up", "down"] = "both"
     rate: Rate | None = None
     delay: Duration | None = None
     loss: Loss | None = None
+    jitter: Duration | None = None
+    queue: QueueLimit | None = None
 
     @model_validator(mode="after")
     def _set_has_values(self) -> "Event":
-        changes = [self.rate, self.delay, self.loss]
+        changes = [self.rate, self.delay, self.loss, self.jitter, self.queue]
         if self.action == "set" and all(v is None for v in changes):
-            raise ValueError("action = 'set' needs at least one of rate, delay or loss")
+            raise ValueError("action = 'set' needs at least one of rate, delay, jitter, loss or queue")
         if self.action != "set" and any(v is not None for v in changes):
-            raise ValueError(f"action = '{self.action}' takes no rate, delay or loss; use action = 'set'")
+            raise ValueError(f"action = '{self.action}' takes no rate, delay, jitter, loss or queue; use action = 'set'")
+        if self.action in HOST_ACTIONS and self.direction != "both":
+            raise ValueError(f"action = '{self.action}' acts on the whole path, not one direction; leave out direction")
         return self
+
+    def link_changes(self) -> dict[str, Any]:
+        """What a `set` changes, as LinkSpec fields (rate_bps, delay_s, jitter_s, loss, queue)."""
+        pairs = (("rate_bps", self.rate), ("delay_s", self.delay), ("jitter_s", self.jitter), ("loss", self.loss),
+                 ("queue", self.queue))
+        return {k: v for k, v in pairs if v is not None}
+
+
+#: keys added to the format after scenarios were first stored -> their default, by table: left out of the
+#: normalized content while at the default, so existing scenarios keep their stored version (content_hash)
+LATER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "path": {"endpoint": "subflow", "subflows": 1},
+    "event": {"jitter": None, "queue": None},
+    "mptcp": {"limits": None},
+}
 
 
 class Scenario(_Strict):
@@ -330,7 +431,99 @@ class Scenario(_Strict):
             if event.at >= end:
                 what = "the workload's duration" if duration else "the run's timeout"
                 raise ValueError(f"event[{i}] at {event.at:g}s is after the run ends ({what} is {end:g}s)")
+        self._check_endpoints()
         return self
+
+    def _check_endpoints(self) -> None:
+        """Endpoints, subflows and endpoint/carrier events the path manager can do, in the order they happen."""
+        first = self.paths[0]
+        if first.signal:
+            raise ValueError(f"path[0].endpoint = \"{first.endpoint}\": the first path carries the initial subflow, which the "
+                             "client opens; make another path the signal one")
+        if self.mptcp.path_manager == "userspace":
+            for i, p in enumerate(self.paths):
+                if p.endpoint != "subflow" or p.subflows != 1:
+                    key = "endpoint" if p.endpoint != "subflow" else "subflows"
+                    raise ValueError(f"path[{i}].{key}: endpoints and subflows per path are the in-kernel path manager's; "
+                                     "with path_manager = \"userspace\" the lab opens one subflow per path")
+            for i, e in enumerate(self.events):
+                if e.action.startswith("endpoint_"):
+                    raise ValueError(f"event[{i}] action = '{e.action}' acts on the in-kernel path manager's endpoints; "
+                                     "use path_manager = \"kernel\"")
+            if self.mptcp.limits is not None:
+                raise ValueError("mptcp.limits: limits are the in-kernel path manager's; use path_manager = \"kernel\"")
+        client = sum(p.subflows for p in self.paths if not p.signal) - (0 if first.endpoint != "subflow" else 1)
+        server = sum(p.subflows for p in self.paths if p.signal)
+        if max(client, server) > PM_ADDR_MAX or self.needed_subflows() - 1 > PM_ADDR_MAX:
+            raise ValueError(f"the paths ask for {self.needed_subflows()} subflows ({client} client and {server} server endpoints); "
+                             f"the in-kernel path manager allows {PM_ADDR_MAX} endpoints per host and {PM_ADDR_MAX} subflows "
+                             "beyond the first: lower some path's subflows")
+        endpoint_up = {n: True for n in (p.name for p in self.paths)}
+        carrier_up = dict(endpoint_up)
+        for e in sorted(self.events, key=lambda e: e.at):
+            i = self.events.index(e)
+            if e.action in ("endpoint_remove", "endpoint_add"):
+                if endpoint_up[e.path] == (e.action == "endpoint_add"):
+                    state = "present" if endpoint_up[e.path] else "already removed"
+                    raise ValueError(f"event[{i}] {e.action} at {e.at:g}s: path {e.path!r}'s endpoint is {state} then; "
+                                     "endpoint_remove and endpoint_add alternate, starting with endpoint_remove")
+                endpoint_up[e.path] = e.action == "endpoint_add"
+            elif e.action in ("carrier_down", "carrier_up"):
+                if carrier_up[e.path] == (e.action == "carrier_up"):
+                    state = "up" if carrier_up[e.path] else "already down"
+                    raise ValueError(f"event[{i}] {e.action} at {e.at:g}s: path {e.path!r}'s carrier is {state} then; "
+                                     "carrier_down and carrier_up alternate, starting with carrier_down")
+                carrier_up[e.path] = e.action == "carrier_up"
+
+    def needed_subflows(self) -> int:
+        """How many subflows the paths' endpoints open in all (the initial one included), before limits.
+
+        A subflow endpoint opens one subflow to the server's address; a signal
+        path's announced address is joined once from whatever address the
+        client's routing picks (its path), unless the client has fullmesh
+        endpoints: then (the kernel's rule) every fullmesh address joins every
+        server address, and announced addresses are joined from those only.
+        """
+        announced = sum(p.subflows for p in self.paths if p.signal)
+        fullmesh = any("fullmesh" in p.flags for p in self.paths)
+        total = 0
+        for p in self.paths:
+            if p.signal:
+                total += 0 if fullmesh else p.subflows
+            elif "fullmesh" in p.flags:
+                total += p.subflows * (1 + announced)
+            else:
+                total += p.subflows
+        return total
+
+    def pm_limits(self) -> tuple[int, int]:
+        """(subflows, add_addr_accepted) the lab sets in client and server: `[mptcp] limits`, else what the paths need.
+
+        With every path at its default (one subflow endpoint each) this is
+        (paths - 1, paths - 1), as the lab always set it.
+        """
+        extra = len(self.paths) - 1
+        subflows = min(max(extra, self.needed_subflows() - 1), PM_ADDR_MAX)
+        accepted = min(max(extra, sum(p.subflows for p in self.paths if p.signal)), PM_ADDR_MAX)
+        over = self.mptcp.limits
+        if over is not None:
+            subflows = subflows if over.subflows is None else over.subflows
+            accepted = accepted if over.add_addr_accepted is None else over.add_addr_accepted
+        return subflows, accepted
+
+    def expected_subflows(self) -> int:
+        """The subflows a connection should reach at once: what the endpoints open, within the limits.
+
+        A repetition without events that never reaches it failed (the path
+        manager did not use every path).
+        """
+        subflows, accepted = self.pm_limits()
+        announced = sum(p.subflows for p in self.paths if p.signal)
+        fullmesh = any("fullmesh" in p.flags for p in self.paths)
+        needed = self.needed_subflows()
+        if announced > accepted and not fullmesh:
+            needed -= announced - accepted
+        return min(needed, 1 + subflows)
 
     def path(self, name: str) -> Path:
         return next(p for p in self.paths if p.name == name)
@@ -354,7 +547,20 @@ class Scenario(_Strict):
         return out
 
     def normalized(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True)
+        """The content as JSON values (what is stored and hashed).
+
+        Keys added to the format after scenarios were first stored are left
+        out while at their default (`LATER_DEFAULTS`), so a scenario that does
+        not use them keeps the content and version (`content_hash`) it had.
+        """
+        out = self.model_dump(mode="json", by_alias=True)
+        for table, defaults in LATER_DEFAULTS.items():
+            items = out.get(table)
+            for item in items if isinstance(items, list) else [items] if isinstance(items, dict) else []:
+                for key, default in defaults.items():
+                    if key in item and item[key] == default:
+                        del item[key]
+        return out
 
     @property
     def content_hash(self) -> str:

@@ -68,6 +68,10 @@ class NetemLink(LinkBackend):
             if spec.jitter_s and not spec.reorder:
                 return (f"path {path!r} ({direction}) has jitter without reordering, but netem reorders the packets it jitters; "
                         "set reorder = true or use --link-backend wire")
+        for event in scenario.events:
+            if event.action == "set" and event.jitter and not scenario.path(event.path).reorder:
+                return (f"the event at {event.at:g}s sets a jitter on path {event.path!r}, which has no reordering, but netem "
+                        "reorders the packets it jitters; set the path's reorder = true or use --link-backend wire")
         if shutil.which("tc") is None:
             return "the netem backend needs iproute2's tc (apt-get install iproute2)"
         return None
@@ -105,7 +109,7 @@ class NetemLink(LinkBackend):
                 ipr.link("set", index=ipr.link_lookup(ifname=ports.router_if)[0], state=event.action)
             return
         directions = ("up", "down") if event.direction == "both" else (event.direction,)
-        changes = {k: v for k, v in (("rate_bps", event.rate), ("delay_s", event.delay), ("loss", event.loss)) if v is not None}
+        changes = event.link_changes()
         for direction in directions:
             spec = self.current[(event.path, direction)].model_copy(update=changes)
             self._configure(event.path, direction, spec, "change")

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from .. import netns
-from ..scenario import Event, Scenario
+from ..scenario import Event, LinkSpec, Scenario
 from .base import TC_MTU, LinkBackend, queue_limit_bytes, specs
 
 HZ_FLOOR = 250  # the token bucket must hold at least one tick's worth of bytes
@@ -42,9 +42,14 @@ class TbfLink(LinkBackend):
             if asked:
                 return f"path {path!r} ({direction}) asks for {', '.join(asked)}, which the tbf backend cannot emulate"
         for event in scenario.events:
-            if event.action == "set" and (event.delay is not None or event.loss is not None):
-                return f"an event at {event.at:g}s sets delay or loss, which the tbf backend cannot emulate"
+            if event.action == "set" and (event.delay is not None or event.loss is not None or event.jitter is not None):
+                return f"an event at {event.at:g}s sets delay, jitter or loss, which the tbf backend cannot emulate"
         return None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: each direction's spec as events left it (a `set` of the queue keeps the rate, and the other way round)
+        self.current: dict[tuple[str, str], LinkSpec] = {(p, d): spec for p, d, spec in specs(self.scenario)}
 
     def _where(self, path: str, direction: str) -> tuple[str, str]:
         ports = self.ports(path)
@@ -52,20 +57,22 @@ class TbfLink(LinkBackend):
             return self.topo.client, ports.client_if
         return self.topo.router, ports.router_if
 
-    def _set(self, changes: list[tuple[str, str, float]], cmd: str) -> None:
-        """Apply (path, direction, rate) changes, one netlink socket per namespace."""
-        by_ns: dict[str, list[tuple[str, str, float]]] = {}
-        for path, direction, rate in changes:
-            by_ns.setdefault(self._where(path, direction)[0], []).append((path, direction, rate))
+    def _set(self, changes: list[tuple[str, str, LinkSpec]], cmd: str) -> None:
+        """Apply (path, direction, spec) changes (its rate and queue), one netlink socket per namespace."""
+        by_ns: dict[str, list[tuple[str, str, LinkSpec]]] = {}
+        for path, direction, spec in changes:
+            by_ns.setdefault(self._where(path, direction)[0], []).append((path, direction, spec))
         for ns, items in by_ns.items():
             with netns.iproute(ns) as ipr:
-                for path, direction, rate in items:
-                    spec = self.scenario.path(path).link(direction)  # type: ignore[arg-type]
+                for path, direction, spec in items:
+                    rate = spec.rate_bps
+                    assert rate is not None
                     idx = ipr.link_lookup(ifname=self._where(path, direction)[1])[0]
                     ipr.tc(cmd, "tbf", index=idx, handle="1:", **tbf_params(rate, queue_limit_bytes(spec, rate)))
+                    self.current[(path, direction)] = spec
 
     def start(self) -> None:
-        self._set([(path, direction, spec.rate_bps) for path, direction, spec in specs(self.scenario) if spec.rate_bps], "add")
+        self._set([(path, direction, spec) for path, direction, spec in specs(self.scenario) if spec.rate_bps], "add")
 
     def apply(self, event: Event) -> None:
         directions = ("up", "down") if event.direction == "both" else (event.direction,)
@@ -76,8 +83,9 @@ class TbfLink(LinkBackend):
                 idx = ipr.link_lookup(ifname=ports.router_if)[0]
                 ipr.link("set", index=idx, state=event.action)
             return
-        if event.rate is not None:
-            self._set([(event.path, d, event.rate) for d in directions], "change")
+        changes = event.link_changes()
+        if changes:
+            self._set([(event.path, d, self.current[(event.path, d)].model_copy(update=changes)) for d in directions], "change")
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"backend": self.name, "paths": {}}

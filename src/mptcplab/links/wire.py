@@ -123,6 +123,8 @@ class WireLink(LinkBackend):
         self.forwarders: dict[str, list[Forwarder]] = {}
         self.final_stats: dict[str, Any] | None = None
         self.epoch = 0.0
+        #: each direction's spec as `set` events left it, once one has (the queue limit follows the current rate)
+        self.current: dict[tuple[str, str], LinkSpec] = {}
 
     @classmethod
     def cannot_emulate(cls, scenario: Scenario) -> str | None:
@@ -158,16 +160,21 @@ class WireLink(LinkBackend):
         if event.action in ("down", "up"):
             self._send(event.path, event.direction, {"op": event.action})
             return
-        path = self.scenario.path(event.path)
         for direction in ("up", "down"):
             if event.direction not in ("both", direction):
                 continue
+            key = (event.path, direction)
+            spec = self.current.get(key) or self.scenario.path(event.path).link(direction)  # type: ignore[arg-type]
+            spec = self.current[key] = spec.model_copy(update=event.link_changes())
             command: dict[str, Any] = {"op": "set"}
             if event.rate is not None:
                 command["rate_bps"] = event.rate
-                command["limit_bytes"] = queue_limit_bytes(path.link(direction), event.rate)  # type: ignore[arg-type]
+            if event.rate is not None or event.queue is not None:
+                command["limit_bytes"] = queue_limit_bytes(spec, _rate(spec))
             if event.delay is not None:
                 command["delay_s"] = event.delay
+            if event.jitter is not None:  # the forwarder takes jitter with its distribution and reordering
+                command.update(jitter_s=event.jitter, jitter_distribution=spec.jitter_distribution, reorder=spec.reorder)
             if event.loss is not None:
                 command["loss"] = _loss(event.loss)
             self._send(event.path, direction, command)

@@ -146,6 +146,10 @@ class SubflowRow(Base):
     subflows_opened: Mapped[int] = mapped_column(Integer, default=0)
     share: Mapped[float] = mapped_column(Float, default=0.0)
     congestion_control: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    #: SubflowResult.endpoint and .endpoints (migration 0004_pm): the path's endpoint flags and its subflows'
+    #: endpoints; "" and NULL for runs stored before it
+    endpoint: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    endpoints: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class SeriesRow(Base):

@@ -358,7 +358,8 @@ def _repetition(row: RepetitionRow) -> Repetition:
         mptcp=row.mptcp, mib=row.mib, mib_server=row.mib_server, started_at=row.started_at, warmup=row.warmup,
         timeseries=ts, status=row.status or "completed", error=row.error, over_budget=row.over_budget,
         metrics={k: v for k, v in metrics.items() if k not in BULK_METRICS}, series=dict(row.workload_series or {}),
-        subflows=[SubflowResult(**{k: getattr(sf, k) for k in SubflowResult.model_fields}) for sf in row.subflows],
+        subflows=[SubflowResult(**{k: v for k in SubflowResult.model_fields if (v := getattr(sf, k)) is not None})
+                  for sf in row.subflows],
     )
 
 
