@@ -71,7 +71,8 @@ def preflight(scenario: Scenario, link_backend: str | None = None) -> type[LinkB
     pms = capabilities.available_path_managers()
     if scenario.mptcp.path_manager not in pms:
         raise UnsupportedError(f"path manager {scenario.mptcp.path_manager!r} is not available (available: {', '.join(pms)})")
-    workload_class(scenario.workload.kind)  # a kind without an engine is refused before anything is built
+    # a kind without an engine, or one that cannot run here, is refused before anything is built
+    workload_class(scenario.workload.kind).preflight(scenario.workload, scenario.mptcp.path_manager)
     ccs = capabilities.available_congestion_controls()
     if scenario.tcp.congestion_control not in ccs:
         raise UnsupportedError(f"tcp.congestion_control {scenario.tcp.congestion_control!r} is not available in this kernel "
@@ -186,6 +187,7 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
         started_at=started,
         metrics=dict(out.metrics),
         series=dict(out.series),
+        programs=list(out.programs),
         status=status,
         error=error,
         over_budget=(completion > budget) if budget is not None and status == "completed" else None,
