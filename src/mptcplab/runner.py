@@ -286,6 +286,12 @@ def _tcp_conditions(topo: Topology, scenario: Scenario) -> dict[str, Any]:
     how = ("namespace default and every socket" if not refused else
            f"every socket (TCP_CONGESTION); the {' and '.join(refused)} namespace default stayed as inherited: "
            f"the kernel lets a namespace default only to net.ipv4.tcp_allowed_congestion_control")
+    if scenario.workload.kind == "command":  # the programs open their own sockets: only the namespace default applies
+        how = ("namespace default (the command workload's programs open their own sockets)" if not refused else
+               f"not applied: the {' and '.join(refused)} namespace default stayed as inherited (the kernel lets a "
+               "namespace default only to net.ipv4.tcp_allowed_congestion_control) and the command workload's "
+               "programs open their own sockets; use the program's own option (iperf3 -C) and see "
+               "subflows[].congestion_control")
     return {"congestion_control": scenario.tcp.congestion_control, "set_on": how}
 
 
