@@ -9,10 +9,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+from pathlib import Path
 
 import pytest
 
-from .conftest import cli, leftovers, requires_root, run_once, write_scenario
+from mptcplab.result import Repetition, RunResult
+from mptcplab.suite import summary_rows
+
+from .conftest import CLI, cli, lab_namespaces, leftovers, namespaces_of_pid, requires_root, run_once, wait_for, write_scenario
 
 PATHS = """
 name = "{name}"
@@ -128,3 +134,59 @@ def test_suite_lists_the_workload_cases():
         assert name in cases, sorted(cases)
         assert cases[name]["description"]
     assert {"rr", "latency"} <= set(cases["rr-asymmetric-rtt"]["tags"])
+
+
+def _children(pid: int) -> set[int]:
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.add(int(stat.parent.name))
+    return out
+
+
+@requires_root
+def test_ctrl_c_kills_the_programs(tmp_path):
+    """Ctrl-C while the client program runs: exit 130, the program is gone, so are the namespaces."""
+    if shutil.which("mptcpize") is None:
+        pytest.skip("needs mptcpize (apt-get install mptcpd)")
+    path = write_scenario(tmp_path, scenario("t-cmd-int", 'client = "sleep 30"\n'))
+    proc = subprocess.Popen([CLI, "run", str(path), "--no-store"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: bool(_children(proc.pid)), timeout=60)
+    programs = _children(proc.pid)
+    mine = namespaces_of_pid(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert not (mine & lab_namespaces())
+    assert not any(Path(f"/proc/{pid}").exists() for pid in programs), "a program outlived its run"
+
+
+def _run(case: str, reps: list[dict]) -> RunResult:
+    return RunResult(scenario=case, kernel="6.18", scheduler="default", backend="wire", repetitions=[
+        Repetition(index=i, completion_s=5.0, goodput_mbps=r.get("goodput", 1.0), bytes=1, mptcp=True, subflows=[], mib={},
+                   metrics=r.get("metrics", {})) for i, r in enumerate(reps)])
+
+
+def test_suite_summary_judges_each_case_by_its_metric():
+    """An rr case is summarised by its p99 latency (lower is better: 20% slower is regressed), a bulk case by goodput."""
+    fast = [{"metrics": {"latency_p99_ms": 10.0 + i * 0.01}} for i in range(6)]
+    slow = [{"metrics": {"latency_p99_ms": 12.0 + i * 0.01}} for i in range(6)]
+    bulk = [{"goodput": 30.0 + i * 0.01} for i in range(6)]
+    rows = summary_rows([_run("rr-asymmetric-rtt", fast), _run("simult-balanced", bulk),
+                         _run("rr-asymmetric-rtt", slow), _run("simult-balanced", bulk)],
+                        {"rr-asymmetric-rtt": "latency_p99_ms", "simult-balanced": "goodput_mbps"})
+    assert [r["metric"] for r in rows] == ["latency_p99_ms", "goodput_mbps"] * 2
+    assert abs(rows[0]["median"] - 10.025) < 1e-9 and abs(rows[1]["median"] - 30.025) < 1e-9
+    assert rows[2]["verdict"] == "regressed" and rows[2]["change"] > 0.15
+    assert rows[3]["verdict"] == "unchanged"
+    proc = cli("suite", "list", "--json")
+    cases = {c["name"]: c for c in json.loads(proc.stdout)}
+    assert cases["rr-asymmetric-rtt"]["metric"] == "latency_p99_ms"
+    assert cases["stream-wifi-lte"]["metric"] == "chunk_delay_p99_ms"
+    assert cases["short-flows"]["metric"] == "fct_p99_ms"
+    assert cases["simult-balanced"]["metric"] == "goodput_mbps"
