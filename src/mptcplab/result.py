@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field
 
 #: version of the `--json` document (and of spool files); bumped when keys are added, never for removals
 #: (there are none): 1 = the first wave, 2 = repetition status/error/over_budget/metrics, subflow
-#: congestion_control, summary pass_rate
-FORMAT_VERSION = 2
+#: congestion_control, summary pass_rate; 3 = repetition programs (the command workload)
+FORMAT_VERSION = 3
 
 #: how a repetition ended; only "completed" repetitions enter medians and comparisons of measured metrics
 REPETITION_STATUSES = ("completed", "failed", "timeout", "interrupted")
