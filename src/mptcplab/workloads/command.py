@@ -253,7 +253,8 @@ class Command(Workload):
                                     "own MPTCP flag")
             raise RunError("the probes saw no MPTCP connection in the "
                            f"{'client' if self.upload else 'server'} namespace while the client program ran",
-                           "check that the client connects to {server}, and workload.direction")
+                           "check that the client connects to {server} and workload.direction; a connection "
+                           "shorter than the 50 ms sampling interval is not seen: run the program longer")
         return self._outcome(t0, completed=True)
 
     def _outcome(self, t0: float, completed: bool) -> Outcome:
