@@ -33,14 +33,14 @@ def list_cmd(
     cases = suite_cases(tag)
     if as_json:
         sys.stdout.write(json.dumps([{"name": c.name, "tier": c.tier, "tags": c.tags, "description": c.description,
-                                      "budget_s": c.budget_s} for c in cases]) + "\n")
+                                      "budget_s": c.budget_s, "metric": c.metric} for c in cases]) + "\n")
         return
     table = Table(title=f"scheduler suite: {len(cases)} case{'s' if len(cases) != 1 else ''}" + (f" tagged {tag}" if tag else ""),
                   title_justify="left")
-    for col in ("case", "tier", "tags", "what it checks"):
+    for col in ("case", "tier", "tags", "judged by", "what it checks"):
         table.add_column(col, overflow="fold")
     for c in cases:
-        table.add_row(c.name, c.tier, ", ".join(t for t in c.tags if t != c.tier), c.description
+        table.add_row(c.name, c.tier, ", ".join(t for t in c.tags if t != c.tier), c.metric, c.description
                       + (f" (budget {c.budget_s:g} s)" if c.budget_s else ""))
     out.print(table)
 
@@ -59,7 +59,7 @@ def run_cmd(
     kernels: Annotated[Optional[str], typer.Option("--kernels", help="comma-separated kernels to run on in QEMU guests; the first is the baseline (default: this host's kernel)")] = None,
     repeat: Annotated[Optional[int], typer.Option("--repeat", "-n", min=1, help="repetitions per case (and kernel); default: each case's [run] repeat")] = None,
     overrides: SetOption = None,
-    metric: Annotated[str, typer.Option("--metric", help="the metric of the summary and verdicts")] = "goodput_mbps",
+    metric: Annotated[Optional[str], typer.Option("--metric", help="the metric of the summary and verdicts for every case (default: each case's workload's main metric: goodput_mbps for bulk, latency_p99_ms for rr, chunk_delay_p99_ms for stream, fct_p99_ms for flows)")] = None,
     label: Annotated[Optional[str], typer.Option("--label", help="a free-form label stored with every run")] = None,
     link_backend: Annotated[Optional[str], typer.Option("--link-backend", help="auto, tbf, netem or wire")] = None,
     db: DbOption = None,
@@ -73,9 +73,10 @@ def run_cmd(
     from .cli_store import _known_metrics, recorder_for
     from .protocols import Collector
     from .runner import RunOptions
-    from .suite import load_cases, run_suite, suite_cases, summary_rows
+    from .suite import case_metric, load_cases, run_suite, suite_cases, summary_rows
 
-    _known_metrics([metric])
+    if metric is not None:
+        _known_metrics([metric])
     if link_backend is not None and link_backend not in ("auto", "tbf", "netem", "wire"):
         raise UsageError(f"--link-backend {link_backend!r}: choose auto, tbf, netem or wire")
     cases = suite_cases(tag)
@@ -115,7 +116,11 @@ def run_cmd(
         if recorder is not None:
             for line in recorder.report_lines():
                 err.print(line, highlight=False, markup=False, soft_wrap=True)
-    rows = summary_rows(run.results, metric)
+    metrics: str | dict[str, str] = metric if metric is not None else {s.name: case_metric(s) for s in scns}
+    rows = summary_rows(run.results, metrics)
+    used = sorted({r["metric"] for r in rows})
+    # the document's one `metric`: --metric, or the cases' shared one, or "per-case" (then see rows[].metric)
+    metric = metric or (used[0] if len(used) == 1 else "per-case")
     incomplete = any(not r.completed for res in run.results for r in res.repetitions) or \
         any(res.status != "completed" for res in run.results)
     regressed = any(r["verdict"] == "regressed" for r in rows)
@@ -134,17 +139,24 @@ def run_cmd(
 def _print_rows(suite_id: str, rows: list[dict[str, Any]], metric: str) -> None:
     from .metrics import metric as metric_def
 
+    per_case = len({r["metric"] for r in rows}) > 1
     unit = metric_def(metric).unit
+    what = ("each case's metric (its workload's main one)" if per_case else f"{metric}{f' ({unit})' if unit else ''}")
     multi = len({r["kernel"] for r in rows}) > 1
-    table = Table(title=f"suite {suite_id} (runs tagged suite={suite_id}): {metric}{f' ({unit})' if unit else ''}, median [95% CI] "
+    table = Table(title=f"suite {suite_id} (runs tagged suite={suite_id}): {what}, median [95% CI] "
                         "of completed repetitions; pass rate [Wilson 95%] where a budget is set"
                         + ("; change vs the first kernel (threshold 5%, alpha 0.01)" if multi else ""), title_justify="left")
-    cols = ["case", "kernel", "n", "failed", metric, "pass rate"] + (["change", "p", "verdict"] if multi else [])
+    value_col = "median [95% CI]" if per_case else metric
+    cols = ["case", "kernel", "n", "failed"] + (["metric"] if per_case else []) + [value_col, "pass rate"] \
+        + (["change", "p", "verdict"] if multi else [])
     for col in cols:
         table.add_column(col, justify="right" if col in ("n", "failed", "change", "p") else "left")
     for r in rows:
         pass_rate = "-" if r["pass_rate"] is None else f"{r['passed']}/{r['n'] + r['failed']} [{r['pass_ci95'][0]:.2f}, {r['pass_ci95'][1]:.2f}]"
-        cells = [r["case"], r["kernel"], str(r["n"]), str(r["failed"]), _fmt(r["median"], r["ci95"]), pass_rate]
+        m_unit = metric_def(r["metric"]).unit
+        cells = [r["case"], r["kernel"], str(r["n"]), str(r["failed"])] \
+            + ([r["metric"] + (f" ({m_unit})" if m_unit else "")] if per_case else []) \
+            + [_fmt(r["median"], r["ci95"]), pass_rate]
         if multi:
             if r["change"] is None:
                 cells += ["baseline" if r["verdict"] is None and r["median"] is not None else "-", "", ""]

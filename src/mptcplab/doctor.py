@@ -56,6 +56,9 @@ def checks() -> list[Check]:
         path = shutil.which(cmd[0])
         out.append(Check(tool, bool(path), _version(cmd) if path else "not found",
                          "apt-get install iproute2 qemu-system-x86" if not path else "", required=required))
+    mptcpize = shutil.which("mptcpize")
+    out.append(Check("mptcpize (command workload)", bool(mptcpize), mptcpize or "not found",
+                     "apt-get install mptcpd" if not mptcpize else "", required=False))
     out += guest_checks()
     return out
 

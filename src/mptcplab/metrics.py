@@ -69,6 +69,21 @@ METRIC_TABLE: dict[str, Metric] = {m.name: m for m in (
 METRICS: dict[str, str] = {name: m.better for name, m in METRIC_TABLE.items()}
 
 
+#: the metric that says most about each workload kind: what `suite run` summarises a case by (unless --metric)
+MAIN_METRIC_BY_KIND: dict[str, str] = {
+    "bulk": "goodput_mbps",
+    "rr": "latency_p99_ms",
+    "stream": "chunk_delay_p99_ms",
+    "flows": "fct_p99_ms",
+    "command": "goodput_mbps",
+}
+
+
+def main_metric(kind: str) -> str:
+    """The main metric of workload `kind` (MAIN_METRIC_BY_KIND); goodput_mbps for a kind it does not name."""
+    return MAIN_METRIC_BY_KIND.get(kind, "goodput_mbps")
+
+
 def metric(name: str) -> Metric:
     """The definition of `name`; a metric no table row names is 'higher is better', unitless."""
     return METRIC_TABLE.get(name) or Metric(name, "", "higher", "")

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 #: version of the `--json` document (and of spool files); bumped when keys are added, never for removals
 #: (there are none): 1 = the first wave, 2 = repetition status/error/over_budget/metrics, subflow
 #: congestion_control, summary pass_rate; 3 = timeseries cwnd, repetition series in the store, subflow endpoint and
-#: endpoints (which endpoint each subflow came from), baseline repetitions and scheduler metrics
+#: endpoints (which endpoint each subflow came from), baseline repetitions, scheduler metrics, repetition programs
 FORMAT_VERSION = 3
 
 #: how a repetition ended; only "completed" repetitions enter medians and comparisons of measured metrics
@@ -79,6 +79,25 @@ class TimeSeries(BaseModel):
     cwnd: dict[str, list[int]] = Field(default_factory=dict)
 
 
+class ProgramRun(BaseModel):
+    """One program of a `command` workload in one repetition: what ran and what it said."""
+
+    #: "client" or "server"
+    role: str
+    #: the command line as run (placeholders filled; without the nsenter/mptcpize prefix)
+    argv: list[str]
+    #: its exit status; negative: killed by that signal; None: it had not exited
+    exit_code: int | None = None
+    #: the lab stopped it (a timeout, Ctrl-C, or a server still running after the client exited)
+    killed: bool = False
+    #: its standard output, at most the first 256 KiB (decoded as UTF-8, bad bytes replaced)
+    stdout: str = ""
+    #: bytes of standard output beyond what `stdout` keeps
+    stdout_dropped: int = 0
+    #: the last non-empty line it wrote on standard error
+    stderr_last: str = ""
+
+
 class Repetition(BaseModel):
     """One repetition of a scenario, however it ended.
 
@@ -110,6 +129,8 @@ class Repetition(BaseModel):
     #: per-event series of the workload, for plots: e.g. rr's `t` (s since the first request) and `latency_ms`,
     #: one value per transaction (thinned evenly beyond 20 000); {} for bulk
     series: dict[str, list[float]] = Field(default_factory=dict)
+    #: `command` workload: its server and client programs' exit codes and output; [] for the other kinds
+    programs: list[ProgramRun] = Field(default_factory=list)
 
     @property
     def completed(self) -> bool:

@@ -71,7 +71,8 @@ def preflight(scenario: Scenario, link_backend: str | None = None) -> type[LinkB
     pms = capabilities.available_path_managers()
     if scenario.mptcp.path_manager not in pms:
         raise UnsupportedError(f"path manager {scenario.mptcp.path_manager!r} is not available (available: {', '.join(pms)})")
-    workload_class(scenario.workload.kind)  # a kind without an engine is refused before anything is built
+    # a kind without an engine, or one that cannot run here, is refused before anything is built
+    workload_class(scenario.workload.kind).preflight(scenario.workload, scenario.mptcp.path_manager)
     ccs = capabilities.available_congestion_controls()
     if scenario.tcp.congestion_control not in ccs:
         raise UnsupportedError(f"tcp.congestion_control {scenario.tcp.congestion_control!r} is not available in this kernel "
@@ -193,6 +194,7 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
         started_at=started,
         metrics={**out.metrics, **backup_share(scenario, subflows)},
         series=dict(out.series),
+        programs=list(out.programs),
         status=status,
         error=error,
         over_budget=(completion > budget) if budget is not None and status == "completed" else None,
@@ -300,6 +302,12 @@ def _tcp_conditions(topo: Topology, scenario: Scenario) -> dict[str, Any]:
     how = ("namespace default and every socket" if not refused else
            f"every socket (TCP_CONGESTION); the {' and '.join(refused)} namespace default stayed as inherited: "
            f"the kernel lets a namespace default only to net.ipv4.tcp_allowed_congestion_control")
+    if scenario.workload.kind == "command":  # the programs open their own sockets: only the namespace default applies
+        how = ("namespace default (the command workload's programs open their own sockets)" if not refused else
+               f"not applied: the {' and '.join(refused)} namespace default stayed as inherited (the kernel lets a "
+               "namespace default only to net.ipv4.tcp_allowed_congestion_control) and the command workload's "
+               "programs open their own sockets; use the program's own option (iperf3 -C) and see "
+               "subflows[].congestion_control")
     return {"congestion_control": scenario.tcp.congestion_control, "set_on": how}
 
 

@@ -19,12 +19,14 @@ from typing import Any
 from .analysis.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, compare_samples
 from .analysis.stats import median_ci, proportion_ci
 from .errors import UsageError
+from .metrics import main_metric
 from .metrics import metric as metric_def
 from .result import Estimate, RunResult
 from .scenario import Scenario, builtin_scenarios, load_scenario
 
 TIERS = ("quick", "full")
-#: the metric the summary table and verdicts use unless told otherwise
+#: the metric of a bulk case's summary and verdicts; each case is summarised by its workload's main metric
+#: (`case_metric`: p99 latency for rr, p99 chunk delay for stream, ...) unless --metric names one for all
 MAIN_METRIC = "goodput_mbps"
 
 
@@ -36,6 +38,8 @@ class SuiteCase:
     description: str
     budget_s: float | None
     path: Path
+    #: what the summary judges it by unless --metric says otherwise (its workload's main metric)
+    metric: str = MAIN_METRIC
 
 
 def suite_cases(tag: str | None = None) -> list[SuiteCase]:
@@ -51,7 +55,7 @@ def suite_cases(tag: str | None = None) -> list[SuiteCase]:
         if tier is None:
             continue
         cases.append(SuiteCase(name=name, tier=tier, tags=list(s.tags), description=s.description,
-                               budget_s=s.run.budget, path=path))
+                               budget_s=s.run.budget, path=path, metric=case_metric(s)))
     cases.sort(key=lambda c: (TIERS.index(c.tier), c.name))
     if tag is None:
         return cases
@@ -60,6 +64,11 @@ def suite_cases(tag: str | None = None) -> list[SuiteCase]:
         known = sorted({t for c in cases for t in c.tags})
         raise UsageError(f"--tag {tag!r}: no suite case carries it", f"tags in the suite: {', '.join(known)}")
     return chosen
+
+
+def case_metric(scenario: Scenario) -> str:
+    """The metric a case is summarised and judged by: its workload kind's main metric (metrics.MAIN_METRIC_BY_KIND)."""
+    return main_metric(scenario.workload.kind)
 
 
 def load_cases(cases: list[SuiteCase], overrides: list[str] | tuple[str, ...] = ()) -> list[Scenario]:
@@ -109,26 +118,29 @@ def _values(result: RunResult, metric: str) -> list[float]:
     return [v[metric] for v in values if metric in v]
 
 
-def summary_rows(results: list[RunResult], metric: str = MAIN_METRIC, threshold: float = DEFAULT_THRESHOLD,
-                 alpha: float = DEFAULT_ALPHA) -> list[dict[str, Any]]:
-    """One row per case x kernel, in the order given: n, failed, median [95% CI] of `metric`,
+def summary_rows(results: list[RunResult], metric: str | dict[str, str] = MAIN_METRIC,
+                 threshold: float = DEFAULT_THRESHOLD, alpha: float = DEFAULT_ALPHA) -> list[dict[str, Any]]:
+    """One row per case x kernel, in the order given: n, failed, median [95% CI] of the case's metric,
     pass rate [Wilson 95%] where the case has a budget, and change/p/verdict against the case's first kernel.
 
-    Keys: case, kernel, n, failed, median, ci95, pass_rate, pass_ci95, passed, budget_s,
-    change, change_ci95, p_value, verdict (None for the first kernel or when a side has no value).
+    `metric`: one metric for every case, or case name -> metric (`case_metric` of each; a case it does not
+    name gets MAIN_METRIC). Keys: case, kernel, n, failed, metric, median, ci95, pass_rate, pass_ci95, passed,
+    budget_s, change, change_ci95, p_value, verdict (None for the first kernel or when a side has no value).
     """
     rows = []
     first: dict[str, RunResult] = {}
-    better = metric_def(metric).better
+    by_case = metric if isinstance(metric, dict) else {}
     for res in results:
         base = first.setdefault(res.scenario, res)
-        vals = _values(res, metric)
+        case_m = by_case.get(res.scenario, MAIN_METRIC) if isinstance(metric, dict) else metric
+        better = metric_def(case_m).better
+        vals = _values(res, case_m)
         reps = [r for r in res.repetitions if not r.warmup]
         est: Estimate | None = median_ci(vals) if vals else None
         budget = res.environment.get("budget_s")
         judged = [r for r in reps if r.over_budget is not None or not r.completed]
         row: dict[str, Any] = {"case": res.scenario, "kernel": res.kernel, "run_id": res.run_id, "n": len(vals),
-                               "failed": sum(1 for r in reps if not r.completed), "metric": metric,
+                               "failed": sum(1 for r in reps if not r.completed), "metric": case_m,
                                "median": est.median if est else None, "ci95": est.ci95 if est else None,
                                "budget_s": budget, "pass_rate": None, "pass_ci95": None, "passed": None,
                                "change": None, "change_ci95": None, "p_value": None, "verdict": None}
@@ -137,9 +149,9 @@ def summary_rows(results: list[RunResult], metric: str = MAIN_METRIC, threshold:
             pr = proportion_ci(passed, len(reps))
             row.update(pass_rate=pr.median, pass_ci95=pr.ci95, passed=passed)
         if base is not res:
-            base_vals = _values(base, metric)
+            base_vals = _values(base, case_m)
             if base_vals and vals:
-                c = compare_samples(base_vals, vals, scenario=res.scenario, metric=metric, better=better,
+                c = compare_samples(base_vals, vals, scenario=res.scenario, metric=case_m, better=better,
                                     threshold=threshold, alpha=alpha)
                 row.update(change=c.change, change_ci95=c.ci95, p_value=c.p_value, verdict=c.verdict)
         rows.append(row)

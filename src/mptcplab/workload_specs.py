@@ -8,6 +8,8 @@ the first wave's files.
 from __future__ import annotations
 
 import re
+import shlex
+import string
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BeforeValidator, Field, model_validator
@@ -129,8 +131,66 @@ class FlowsSpec(_Strict):
         return self
 
 
+#: the placeholders a `command` workload's command lines may use, and what each becomes
+COMMAND_PLACEHOLDERS: dict[str, str] = {
+    "server": "the server's address (10.0.100.2), reachable over every path",
+    "port": "the lab's server port (5201, iperf3's default), free in the server namespace",
+    "client": "the client's address on the first path (10.0.1.1)",
+}
+
+
+def _command_line(value: Any) -> Any:
+    """A command line as a shell would split it (no shell runs it); its placeholders must be known."""
+    if not isinstance(value, str):
+        return value  # pydantic says what type it wanted
+    try:
+        argv = shlex.split(value)
+    except ValueError as e:
+        raise ValueError(f"{value!r} cannot be split into words: {e}") from None
+    if not argv:
+        raise ValueError("an empty command; write e.g. 'iperf3 -c {server} -t 5 --json'")
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+    except ValueError as e:
+        raise ValueError(f"{value!r}: {e} (write a literal brace as '{{{{' or '}}}}')") from None
+    for f in fields:
+        if f not in COMMAND_PLACEHOLDERS:
+            raise ValueError(f"{value!r} uses placeholder {{{f}}}; known: "
+                             + ", ".join("{" + k + "}" for k in COMMAND_PLACEHOLDERS))
+    return value
+
+
+CommandLine = Annotated[str, BeforeValidator(_command_line)]
+
+
+class CommandSpec(_Strict):
+    """`kind = "command"`: your own programs in the lab's namespaces, MPTCP forced on their sockets.
+
+    `server` (optional) starts first in the server namespace; once it listens
+    (or after 5 s) `client` runs in the client namespace; the repetition ends
+    when the client exits (the server is then given 2 s to exit, then stopped).
+    `mptcp = "mptcpize"` runs both under `mptcpize run` (Debian package mptcpd:
+    LD_PRELOAD turns their TCP sockets into MPTCP ones); `"native"` runs them
+    as written, for programs with their own MPTCP flag (iperf3 3.16+ `-m`).
+    `direction` says which end sends the bulk of the data: the probes sample
+    the subflows of every MPTCP connection in that end's namespace.
+    """
+
+    kind: Literal["command"] = "command"
+    client: CommandLine
+    server: CommandLine | None = None
+    mptcp: Literal["mptcpize", "native"] = "mptcpize"
+    direction: Literal["upload", "download"] = "upload"
+
+    def argv(self, role: str, values: dict[str, str]) -> list[str]:
+        """The `client` or `server` command line split into words, placeholders filled from `values`."""
+        line = self.client if role == "client" else self.server
+        assert line is not None
+        return shlex.split(line.format(**values))
+
+
 #: every workload model; the discriminated union below is built from it
-SPECS: tuple[type[_Strict], ...] = (BulkSpec, RRSpec, StreamSpec, FlowsSpec)
+SPECS: tuple[type[_Strict], ...] = (BulkSpec, RRSpec, StreamSpec, FlowsSpec, CommandSpec)
 
 
 def _default_kind(value: Any) -> Any:

@@ -52,6 +52,8 @@ class Outcome:
     series: dict[str, list[float]] = field(default_factory=dict)
     server_mptcp: bool = True
     errors: list[str] = field(default_factory=list)
+    #: `command` workload: each program's exit code and output (result.ProgramRun)
+    programs: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -82,6 +84,10 @@ class Workload(ABC):
         self.timeout_s = timeout_s
         self.hooks = hooks
 
+    @classmethod
+    def preflight(cls, spec: Any, path_manager: str = "kernel") -> None:
+        """Refuse, before anything is built, what this kind cannot run here (LabError); by default nothing."""
+
     @abstractmethod
     def run(self) -> Outcome:
         """Drive the traffic to its end; raises RunError (TransferTimeout past the timeout)."""
@@ -105,6 +111,7 @@ WORKLOADS: dict[str, str] = {
     "rr": "mptcplab.workloads.rr:RequestResponse",
     "stream": "mptcplab.workloads.stream:Stream",
     "flows": "mptcplab.workloads.flows:ShortFlows",
+    "command": "mptcplab.workloads.command:Command",
 }
 
 
