@@ -116,7 +116,7 @@ def run_cmd(
             for line in recorder.report_lines():
                 err.print(line, highlight=False, markup=False, soft_wrap=True)
     rows = summary_rows(run.results, metric)
-    incomplete = any(not r.completed for res in run.results for r in res.repetitions) or \
+    incomplete = any(r.fails_run for res in run.results for r in res.repetitions) or \
         any(res.status != "completed" for res in run.results)
     regressed = any(r["verdict"] == "regressed" for r in rows)
     if as_json:

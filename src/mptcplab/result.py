@@ -11,8 +11,9 @@ from pydantic import BaseModel, Field
 
 #: version of the `--json` document (and of spool files); bumped when keys are added, never for removals
 #: (there are none): 1 = the first wave, 2 = repetition status/error/over_budget/metrics, subflow
-#: congestion_control, summary pass_rate
-FORMAT_VERSION = 2
+#: congestion_control, summary pass_rate; 3 = repetition baseline_path, subflow metrics, the scheduler-visible
+#: metrics and mptcp_vs_best_path
+FORMAT_VERSION = 3
 
 #: how a repetition ended; only "completed" repetitions enter medians and comparisons of measured metrics
 REPETITION_STATUSES = ("completed", "failed", "timeout", "interrupted")
@@ -31,6 +32,9 @@ class SubflowResult(BaseModel):
     share: float = 0.0  # fraction of all bytes sent that went over this path
     #: the congestion control the subflow really used (inet_diag INET_DIAG_CONG), "" when unknown
     congestion_control: str = ""
+    #: what the scheduler did with this path, by metric name (units and direction: mptcplab.metrics, scope
+    #: "subflow"): capacity_share, idle_queued_s, idle_queued_share, cwnd_median, pacing_rate_mbps, ...
+    metrics: dict[str, float] = Field(default_factory=dict)
 
 
 class TimeSeries(BaseModel):
@@ -83,10 +87,21 @@ class Repetition(BaseModel):
     #: per-event series of the workload, for plots: e.g. rr's `t` (s since the first request) and `latency_ms`,
     #: one value per transaction (thinned evenly beyond 20 000); {} for bulk
     series: dict[str, list[float]] = Field(default_factory=dict)
+    #: `[run] baseline = "best-path"`: the path this repetition ran the workload on alone, as plain TCP
+    #: (None: an MPTCP repetition). Baseline repetitions are data of the run, never part of its medians
+    baseline_path: str | None = None
 
     @property
     def completed(self) -> bool:
         return self.status == "completed"
+
+    @property
+    def fails_run(self) -> bool:
+        """Whether this repetition's end fails its run (exit code 1): an MPTCP repetition that did not complete;
+        a baseline one only when it failed — one that timed out on a path too slow for the workload is expected."""
+        if self.baseline_path is not None:
+            return self.status in ("failed", "interrupted")
+        return not self.completed
 
     @property
     def passed(self) -> bool:

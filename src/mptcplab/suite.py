@@ -104,7 +104,7 @@ def _values(result: RunResult, metric: str) -> list[float]:
     from .metrics import repetition_metrics
 
     m = metric_def(metric)
-    reps = [r for r in result.repetitions if not r.warmup and (m.all_repetitions or r.completed)]
+    reps = [r for r in result.repetitions if not r.warmup and r.baseline_path is None and (m.all_repetitions or r.completed)]
     values = [repetition_metrics(r) for r in reps]
     return [v[metric] for v in values if metric in v]
 
@@ -123,7 +123,7 @@ def summary_rows(results: list[RunResult], metric: str = MAIN_METRIC, threshold:
     for res in results:
         base = first.setdefault(res.scenario, res)
         vals = _values(res, metric)
-        reps = [r for r in res.repetitions if not r.warmup]
+        reps = [r for r in res.repetitions if not r.warmup and r.baseline_path is None]
         est: Estimate | None = median_ci(vals) if vals else None
         budget = res.environment.get("budget_s")
         judged = [r for r in reps if r.over_budget is not None or not r.completed]

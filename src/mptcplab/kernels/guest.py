@@ -314,7 +314,8 @@ class GuestSession:
                 self.qemu.stdin.flush()
             except OSError:
                 raise self._fail("the guest stopped before it took the job") from None
-            timeout = (repeat + job["warmup"]) * (scenario.run.timeout + PER_REPETITION_SLACK_S)
+            per_round = 1 + (len(scenario.paths) if scenario.run.baseline != "none" else 0)  # + plain TCP on each path
+            timeout = (repeat + job["warmup"]) * per_round * (scenario.run.timeout + PER_REPETITION_SLACK_S)
             doc = self._until({"result"}, t0 + timeout, options.progress, f"did not finish the run within {timeout:.0f} s (guest killed)")
             result = self._job_result()
             final = RunResult.model_validate(doc["result"])

@@ -129,15 +129,15 @@ def table_rows(cells: list[Cell], metric: str = "goodput_mbps") -> list[dict[str
     for cell in cells:
         res = cell.result
         base = first.setdefault(cell.scenario, res)
-        good = [r.goodput_mbps for r in res.repetitions if not r.warmup and r.completed]
-        failed = sum(1 for r in res.repetitions if not r.warmup and not r.completed)
+        good = [r.goodput_mbps for r in res.repetitions if not r.warmup and r.completed and r.baseline_path is None]
+        failed = sum(1 for r in res.repetitions if not r.warmup and r.fails_run)
         row: dict[str, Any] = {"scenario": cell.scenario, "kernel": cell.kernel, "n": len(good), "failed": failed,
                                "goodput": res.summary.get("goodput_mbps"), "completion": res.summary.get("completion_s"),
                                "pass_rate": res.summary.get("pass_rate"),
                                "cpu_saturated": bool(res.environment.get("guest_cpu", {}).get("saturated")),
                                "change": None, "verdict": None, "conditions": []}
         if base is not res:
-            base_good = [r.goodput_mbps for r in base.repetitions if not r.warmup and r.completed]
+            base_good = [r.goodput_mbps for r in base.repetitions if not r.warmup and r.completed and r.baseline_path is None]
             if base_good and good:
                 cmp = compare_samples(base_good, good, scenario=cell.scenario)
                 row["change"], row["verdict"] = cmp.change, cmp.verdict
