@@ -333,18 +333,48 @@ def _one_round(scenario: Scenario, backend_cls: type[LinkBackend], result: RunRe
     if options.progress:
         options.progress.repetition_finished(rep)
     try:
-        round_reps = []
+        round_reps: list[Repetition] = []
         n = len(scenario.paths)
-        for p, path in enumerate(scenario.paths):
-            round_reps.append(_one_repetition(scenario, backend_cls, result, total + index * n + p, total, options,
-                                              baseline_path=path.name, round_index=index))
         metric = result.environment["baseline"]["metric"]
+        sized_bulk = metric == "goodput_mbps" and getattr(scenario.workload, "size", None) is not None
+        fastest: Repetition | None = None
+        for p, path in _fastest_first(scenario):
+            scn = scenario
+            if sized_bulk and fastest is not None:
+                # this path cannot be the best once it has run CUTOFF_FACTOR times as long as the fastest so far:
+                # stop it there (its goodput until then is kept), not at the scenario's timeout
+                cutoff = max(CUTOFF_FACTOR * fastest.completion_s, CUTOFF_MIN_S)
+                if cutoff < scenario.run.timeout:
+                    scn = scenario.model_copy(update={"run": scenario.run.model_copy(update={"timeout": cutoff})})
+            rep_p = _one_repetition(scn, backend_cls, result, total + index * n + p, total, options,
+                                    baseline_path=path.name, round_index=index)
+            if scn is not scenario and rep_p.status == "timeout":
+                rep_p.error = (f"stopped after {scn.run.timeout:.1f} s, {CUTOFF_FACTOR:g} times as long as the path "
+                               f"{fastest.baseline_path} took alone: it cannot be the best path")  # type: ignore[union-attr]
+                result.errors[-1] = f"baseline on {path.name} (round {index + 1}): timeout: {rep_p.error}"
+            round_reps.append(rep_p)
+            if rep_p.completed and (fastest is None or rep_p.completion_s < fastest.completion_s):
+                fastest = rep_p
         value = paired_best_path_ratio(result.repetitions, rep, round_reps, metric)
         if value is not None:
             rep.metrics["mptcp_vs_best_path"] = value
     finally:  # also when a baseline repetition was interrupted: the MPTCP one is never lost
         _notify(result, rep, options, progress=False)
     return rep
+
+
+#: a sized bulk baseline on a path stops once it ran this many times as long as the fastest path alone in its
+#: round (but never before CUTOFF_MIN_S): it can no longer be the best path, and its goodput so far is its rate
+CUTOFF_FACTOR = 2.0
+CUTOFF_MIN_S = 2.0
+
+
+def _fastest_first(scenario: Scenario) -> list[tuple[int, Any]]:
+    """(position, path) by configured rate, highest first (a path given only by a trace last): the likely best
+    path runs first, so the slower ones can be stopped early (CUTOFF_FACTOR)."""
+    def rate(path: Any) -> float:
+        return min((path.link(d).rate_bps or 0.0) for d in ("up", "down"))
+    return sorted(enumerate(scenario.paths), key=lambda ip: -rate(ip[1]))
 
 
 def _one_repetition(scenario: Scenario, backend_cls: type[LinkBackend], result: RunResult, index: int, total: int,
