@@ -287,9 +287,7 @@ def _new_result(scenario: Scenario, backend_cls: type[LinkBackend], options: Run
     env.update(scheduler=scenario.mptcp.scheduler, path_manager=scenario.mptcp.path_manager,
                link_backend=backend_cls.name, label=options.label, budget_s=scenario.run.budget,
                sysctls_set={role: scenario.sysctls_for(role) for role in SYSCTL_ROLES})
-    if scenario.run.baseline != "none":
-        env["baseline"] = {"mode": scenario.run.baseline, "metric": baseline_metric(scenario.workload.kind),
-                           "paths": [p.name for p in scenario.paths], "protocol": "tcp"}
+    env.update(baseline_environment(scenario))
     result = RunResult(
         run_id=secrets.token_hex(5),
         scenario=scenario.name,
@@ -304,6 +302,15 @@ def _new_result(scenario: Scenario, backend_cls: type[LinkBackend], options: Run
     )
     result.environment = env  # assigned, not copied: run_repetition adds sysctls and link parameters to it
     return result
+
+
+def baseline_environment(scenario: Scenario) -> dict[str, Any]:
+    """`{"baseline": {...}}` for a run's environment when the scenario asks for a baseline, else {}:
+    the mode, the metric mptcp_vs_best_path compares (summaries read it), the paths, the protocol."""
+    if scenario.run.baseline == "none":
+        return {}
+    return {"baseline": {"mode": scenario.run.baseline, "metric": baseline_metric(scenario.workload.kind),
+                         "paths": [p.name for p in scenario.paths], "protocol": "tcp"}}
 
 
 def _tcp_conditions(topo: Topology, scenario: Scenario) -> dict[str, Any]:

@@ -379,7 +379,7 @@ class GuestSession:
         if not job.own:
             rep.index = len(result.repetitions)
         result.repetitions.append(rep)
-        if not rep.completed and not any(e.startswith(f"repetition {rep.index + 1}:") for e in result.errors):
+        if not rep.completed and rep.baseline_path is None and not any(e.startswith(f"repetition {rep.index + 1}:") for e in result.errors):
             result.errors.append(f"repetition {rep.index + 1}: {rep.status}: {rep.error}")
         env = msg.get("environment") or {}
         if job.own or not result.environment.get("sysctls_client"):

@@ -19,7 +19,7 @@ from ..analysis.conditions import conditions, differing_lines
 from ..analysis.stats import summarize_run
 from ..errors import LabError, UnsupportedError
 from ..result import RunResult
-from ..runner import RunOptions, run_status
+from ..runner import RunOptions, baseline_environment, run_status
 from ..scenario import Scenario
 from .catalog import Kernel
 from .guest import GuestConfig, GuestSession
@@ -117,6 +117,7 @@ def _new_cell(scenario: Scenario, guest: GuestSession, backend: str, options: Ru
 
     env = host_environment()
     env.update(kernel_release=guest.kernel.release, link_backend=backend, tags=dict(options.tags), label=options.label)
+    env.update(baseline_environment(scenario))
     return RunResult(run_id=secrets.token_hex(5), scenario=scenario.name, scenario_hash=scenario.content_hash, label=options.label,
                      kernel=guest.kernel.release, scheduler=scenario.mptcp.scheduler, path_manager=scenario.mptcp.path_manager,
                      backend=backend, status="running", started_at=round(time.time(), 6), environment=env)
