@@ -273,6 +273,9 @@ def run_scenarios(scenarios: list[Scenario], options: RunOptions | None = None) 
         raise
     finally:
         for result in results:
+            # index order, as the store gives them back: MPTCP repetitions first, then the baseline ones
+            # (they ran interleaved: started_at says when)
+            result.repetitions.sort(key=lambda r: r.index)
             result.environment["load_after"] = loadavg()
             result.ended_at = round(time.time(), 6)
             if options.summarize:

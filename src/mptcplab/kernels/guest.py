@@ -340,6 +340,7 @@ class GuestSession:
         """Stamp the host's view on a job's result and, for a run of its own, summarize it and tell the sinks it ended."""
         self._stamp(result, t0)
         if self._job.own and finish:
+            result.repetitions.sort(key=lambda r: r.index)  # a best-path round streams its MPTCP repetition last
             summarize_run(result)
             for sink in self._job.sinks:
                 sink.run_finished(result)
