@@ -93,6 +93,15 @@ def test_two_equal_paths_give_about_twice_the_best_path(equal_paths):
     assert est.ci95[0] <= est.median <= est.ci95[1]
     assert all(1.5 <= r.metrics["mptcp_vs_best_path"] <= 2.2 for r in mptcp)
     assert result.summary["a.idle_queued_share"].n == 2
+    from rich.console import Console
+
+    from mptcplab.report import print_run
+
+    console = Console(record=True, width=200)
+    print_run(result, console)
+    text = console.export_text()
+    assert "(TCP on a)" in text and "(TCP on b)" in text
+    assert f"mptcp_vs_best_path (goodput_mbps, > 1: MPTCP better than the best path alone as plain TCP): {est.median:.3f}" in text
 
 
 @requires_root
