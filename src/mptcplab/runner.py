@@ -349,19 +349,17 @@ def _one_round(scenario: Scenario, backend_cls: type[LinkBackend], result: RunRe
         sized_bulk = metric == "goodput_mbps" and getattr(scenario.workload, "size", None) is not None
         fastest: Repetition | None = None
         for p, path in _fastest_first(scenario):
-            scn = scenario
+            scn, stopped = scenario, None
             if sized_bulk and fastest is not None:
                 # this path cannot be the best once it has run CUTOFF_FACTOR times as long as the fastest so far:
                 # stop it there (its goodput until then is kept), not at the scenario's timeout
                 cutoff = max(CUTOFF_FACTOR * fastest.completion_s, CUTOFF_MIN_S)
                 if cutoff < scenario.run.timeout:
                     scn = scenario.model_copy(update={"run": scenario.run.model_copy(update={"timeout": cutoff})})
+                    stopped = (f"stopped after {cutoff:.1f} s, {CUTOFF_FACTOR:g} times as long as the path "
+                               f"{fastest.baseline_path} took alone: it cannot be the best path")
             rep_p = _one_repetition(scn, backend_cls, result, total + index * n + p, total, options,
-                                    baseline_path=path.name, round_index=index)
-            if scn is not scenario and rep_p.status == "timeout":
-                rep_p.error = (f"stopped after {scn.run.timeout:.1f} s, {CUTOFF_FACTOR:g} times as long as the path "
-                               f"{fastest.baseline_path} took alone: it cannot be the best path")  # type: ignore[union-attr]
-                result.errors[-1] = f"baseline on {path.name} (round {index + 1}): timeout: {rep_p.error}"
+                                    baseline_path=path.name, round_index=index, stopped=stopped)
             round_reps.append(rep_p)
             if rep_p.completed and (fastest is None or rep_p.completion_s < fastest.completion_s):
                 fastest = rep_p
@@ -389,7 +387,9 @@ def _fastest_first(scenario: Scenario) -> list[tuple[int, Any]]:
 
 def _one_repetition(scenario: Scenario, backend_cls: type[LinkBackend], result: RunResult, index: int, total: int,
                     options: RunOptions, notify: bool = True, baseline_path: str | None = None,
-                    round_index: int | None = None) -> Repetition:
+                    round_index: int | None = None, stopped: str | None = None) -> Repetition:
+    """One repetition, recorded in `result` and (with `notify`) told to the sinks; `stopped` is the reason a
+    baseline repetition cut short on purpose gives when it times out."""
     if options.cancel:
         options.cancel.check()
     if options.progress:
@@ -398,6 +398,8 @@ def _one_repetition(scenario: Scenario, backend_cls: type[LinkBackend], result: 
         options.progress.repetition_started(index if round_index is None else round_index, total)
     rep = run_repetition(scenario, backend_cls, index, options, result.environment, baseline_path=baseline_path)
     rep.warmup = (index if round_index is None else round_index) < options.warmup
+    if stopped and rep.status == "timeout":
+        rep.error = stopped
     if not rep.completed:
         what = f"repetition {index + 1}" if baseline_path is None else f"baseline on {baseline_path} (round {round_index + 1})"  # type: ignore[operator]
         result.errors.append(f"{what}: {rep.status}: {rep.error}")
