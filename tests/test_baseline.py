@@ -20,6 +20,7 @@ from mptcplab.result import Repetition, RunResult, SubflowResult
 from mptcplab.runner import RunOptions, run_scenarios
 from mptcplab.scenario import load_scenario
 from mptcplab.store import open_store
+from mptcplab.store.recorder import StoreRecorder
 
 from .conftest import cli, leftovers, requires_root, write_scenario
 
@@ -41,12 +42,12 @@ baseline = "best-path"
 """
 
 
-def _run(tmp_path, repeat: int = 1, **kw) -> RunResult:
+def _run(tmp_path, repeat: int = 1, sinks=(), **kw) -> RunResult:
     values = dict(name="t-baseline", a="a", b="b", rate_a="20mbit", rate_b="20mbit", delay_a="5ms", delay_b="5ms",
                   workload='kind = "bulk"\nsize = "2MiB"')
     values.update(kw)
     before = set(leftovers())
-    result = run_scenarios([load_scenario(write_scenario(tmp_path, TWO.format(**values)))], RunOptions(repeat=repeat))[0]
+    result = run_scenarios([load_scenario(write_scenario(tmp_path, TWO.format(**values)))], RunOptions(repeat=repeat, sinks=list(sinks)))[0]
     assert set(leftovers()) <= before, "the run left namespaces behind"
     return result
 
@@ -128,8 +129,11 @@ def test_a_baseline_run_is_stored_and_compared(equal_paths, tmp_path):
 @requires_root
 def test_a_fast_and_a_slow_path_give_less_than_the_fast_path_alone(tmp_path):
     """100 mbit/10 ms + 2 mbit/1 ms (the reported case, 2 MiB): MPTCP below the fast path alone."""
-    result = _run(tmp_path, a="fast", b="slow", rate_a="100mbit", rate_b="2mbit", delay_a="10ms", delay_b="1ms")
+    db = str(tmp_path / "results.db")
+    result = _run(tmp_path, a="fast", b="slow", rate_a="100mbit", rate_b="2mbit", delay_a="10ms", delay_b="1ms",
+                  sinks=[StoreRecorder(db)])
     assert result.status == "completed", result.errors
+    assert open_store(db).load_result(result.run_id).to_json() == result.to_json()  # stored as it ran
     by_path = {r.baseline_path: r for r in result.repetitions}
     assert by_path["fast"].status == "completed"
     # 2 MiB take 8 s on 2 mbit: stopped at twice the fast path's time (at least 2 s), its goodput so far kept
