@@ -260,7 +260,7 @@ def run(
 
         for result in results:
             print_run(result, out)
-    incomplete = [r for res in results for r in res.repetitions if not r.completed]
+    incomplete = [r for res in results for r in res.repetitions if r.fails_run]
     if plot is not None:
         try:
             _plot(results[0], plot, scenario=scns[0].normalized(), option="--plot")

@@ -204,7 +204,7 @@ def matrix(
         if recorder is not None:
             for line in recorder.report_lines():
                 err.print(line, highlight=False, markup=False, soft_wrap=True)
-    incomplete = any(not r.completed for c in cells for r in c.result.repetitions) or any(c.result.status != "completed" for c in cells)
+    incomplete = any(r.fails_run for c in cells for r in c.result.repetitions) or any(c.result.status != "completed" for c in cells)
     if as_json:
         sys.stdout.write(json.dumps([c.result.to_json(timeseries=timeseries) for c in cells]) + "\n")
         if incomplete:

@@ -183,7 +183,7 @@ def _csv_rows(results: list[Any]) -> tuple[list[str], list[dict[str, Any]]]:
     """
     from .store.store import repetition_metrics
 
-    columns = list(EXPORT_COLUMNS) + ["retransmits", "bytes_retrans", "rtt_ms"]
+    columns = list(EXPORT_COLUMNS) + ["retransmits", "bytes_retrans", "rtt_ms", "baseline_path"]
     rows = []
     for r in results:
         for rep in r.repetitions:
@@ -191,7 +191,8 @@ def _csv_rows(results: list[Any]) -> tuple[list[str], list[dict[str, Any]]]:
                 run_id=r.run_id, scenario=r.scenario, scenario_hash=r.scenario_hash, label=r.label or "", kernel=r.kernel,
                 scheduler=r.scheduler, path_manager=r.path_manager, backend=r.backend, status=r.status,
                 run_started_at=_iso(r.started_at), repetition=rep.index + 1, warmup=rep.warmup, started_at=_iso(rep.started_at),
-                goodput_mbps=rep.goodput_mbps, completion_s=rep.completion_s, bytes=rep.bytes)
+                goodput_mbps=rep.goodput_mbps, completion_s=rep.completion_s, bytes=rep.bytes,
+                baseline_path=rep.baseline_path or "")  # the path of a best-path baseline (plain TCP) repetition
             row.update({k: v for k, v in repetition_metrics(rep).items() if k not in row})
             for sf in rep.subflows:
                 for key in ("share", "bytes_sent", "retransmits", "rtt_median_ms"):

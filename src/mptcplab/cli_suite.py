@@ -121,7 +121,7 @@ def run_cmd(
     used = sorted({r["metric"] for r in rows})
     # the document's one `metric`: --metric, or the cases' shared one, or "per-case" (then see rows[].metric)
     metric = metric or (used[0] if len(used) == 1 else "per-case")
-    incomplete = any(not r.completed for res in run.results for r in res.repetitions) or \
+    incomplete = any(r.fails_run for res in run.results for r in res.repetitions) or \
         any(res.status != "completed" for res in run.results)
     regressed = any(r["verdict"] == "regressed" for r in rows)
     if as_json:

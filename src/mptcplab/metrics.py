@@ -8,12 +8,15 @@ can use it without loading pyroute2.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 from .result import Repetition
 
 Better = Literal["higher", "lower"]
+#: "repetition": a key of Repetition.metrics; "subflow": a key of SubflowResult.metrics, one value per path,
+#: stored and compared as "<path>.<name>" (e.g. "wifi.idle_queued_share")
+Scope = Literal["repetition", "subflow"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,7 @@ class Metric:
     proportion: bool = False
     #: taken from every non-warm-up repetition, not only completed ones
     all_repetitions: bool = False
+    scope: Scope = "repetition"
 
 
 METRIC_TABLE: dict[str, Metric] = {m.name: m for m in (
@@ -63,10 +67,79 @@ METRIC_TABLE: dict[str, Metric] = {m.name: m for m in (
            "(only in scenarios with one; a backup path is meant to idle while another path works)"),
     Metric("pass_rate", "", "higher", "share of repetitions that completed within the [run] budget",
            proportion=True, all_repetitions=True),
+    # [run] baseline = "best-path": the workload as plain TCP on each path alone, in the same run
+    Metric("mptcp_vs_best_path", "x", "higher",
+           "MPTCP against the best single path as plain TCP, > 1 when MPTCP is better: bulk goodput MPTCP / best path; "
+           "rr, stream, flows: the best path's p50 latency / MPTCP's (see BASELINE_METRICS)"),
+    # scheduler-visible, connection level: MIB deltas of the client and server namespaces (summed) and MPTCP_INFO
+    Metric("reinjected_bytes", "bytes", "lower", "bytes the MPTCP sender reinjected on another subflow (mptcpi_bytes_retrans)"),
+    Metric("reinjections", "segments", "lower", "MPTCP-level retransmissions, data reinjected on another subflow (MPTcpExtMPTCPRetrans)"),
+    Metric("duplicate_data", "segments", "lower", "data the MPTCP receiver got twice, e.g. a needless reinjection (MPTcpExtDuplicateData)"),
+    Metric("ofo_queue", "segments", "lower", "segments the MPTCP receiver queued out of order, waiting for a hole (MPTcpExtOFOQueue)"),
+    Metric("ofo_merge", "segments", "lower", "out-of-order segments merged into one already queued (MPTcpExtOFOMerge)"),
+    Metric("rcv_pruned", "events", "lower", "receive queues pruned for memory, data dropped (TcpExtRcvPruned)"),
+    Metric("beyond_window", "packets", "lower", "packets dropped for lying beyond the receive window (TcpExtBeyondWindow, 6.16+)"),
+    # scheduler-visible, per subflow (SubflowResult.metrics; "<path>.<name>" in stored measurements and summaries)
+    Metric("capacity_share", "", "higher", "the path's share of the configured capacity in the sending direction "
+           "(its rate / all paths' rates; compare with `share`, its share of the bytes sent)", scope="subflow"),
+    Metric("idle_queued_s", "s", "lower", "time the path sent nothing while the connection had data queued "
+           "(sampled at 20 Hz: 50 ms resolution)", scope="subflow"),
+    Metric("idle_queued_share", "", "lower", "idle_queued_s over the time the connection had data queued "
+           "(1: the path carried nothing while data waited)", scope="subflow"),
+    Metric("cwnd_median", "segments", "higher", "median congestion window of the path's subflows over the samples", scope="subflow"),
+    Metric("cwnd_max", "segments", "higher", "largest congestion window of the path's subflows", scope="subflow"),
+    Metric("pacing_rate_mbps", "mbit/s", "higher", "median pacing rate of the path's subflows over the samples", scope="subflow"),
+    Metric("busy_ms", "ms", "higher", "time the path's subflows had data in flight (tcpi_busy_time)", scope="subflow"),
+    Metric("rwnd_limited_ms", "ms", "lower", "time the path's subflows were limited by the receive window (tcpi_rwnd_limited)",
+           scope="subflow"),
+    Metric("sndbuf_limited_ms", "ms", "lower", "time the path's subflows were limited by the send buffer (tcpi_sndbuf_limited)",
+           scope="subflow"),
 )}
 
+#: workload kind -> the metric `mptcp_vs_best_path` compares (a kind not listed: goodput_mbps)
+BASELINE_METRICS: dict[str, str] = {
+    "bulk": "goodput_mbps",
+    "rr": "latency_p50_ms",
+    "stream": "chunk_delay_p50_ms",
+    "flows": "fct_p50_ms",
+}
+
+
+def baseline_metric(kind: str) -> str:
+    """The metric the best-path baseline of workload `kind` compares (see BASELINE_METRICS)."""
+    return BASELINE_METRICS.get(kind, "goodput_mbps")
+
+
+def _subflow_metric(name: str) -> Metric | None:
+    """'<path>.<name>' of a subflow-scope metric, as stored; None for any other name."""
+    path, dot, base = name.rpartition(".")
+    row = METRIC_TABLE.get(base) if dot and path else None
+    if row is None or row.scope != "subflow":
+        return None
+    return replace(row, name=name, description=f"path {path}: {row.description}")
+
+
+class _Directions(dict):  # type: ignore[type-arg]
+    """name -> better, that also answers the per-path names of subflow metrics ('wifi.idle_queued_share')."""
+
+    def __contains__(self, name: object) -> bool:
+        return super().__contains__(name) or (isinstance(name, str) and _subflow_metric(name) is not None)
+
+    def __getitem__(self, name: str) -> str:
+        if super().__contains__(name):
+            return super().__getitem__(name)
+        row = _subflow_metric(name)
+        if row is None:
+            raise KeyError(name)
+        return row.better
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self[name] if name in self else default
+
+
 #: name -> "higher" | "lower": the form the first wave exported as `mptcplab.store.METRICS`
-METRICS: dict[str, str] = {name: m.better for name, m in METRIC_TABLE.items()}
+#: (subflow metrics also answer as "<path>.<name>")
+METRICS: dict[str, str] = _Directions({name: m.better for name, m in METRIC_TABLE.items() if m.scope == "repetition"})
 
 
 #: the metric that says most about each workload kind: what `suite run` summarises a case by (unless --metric)
@@ -85,8 +158,8 @@ def main_metric(kind: str) -> str:
 
 
 def metric(name: str) -> Metric:
-    """The definition of `name`; a metric no table row names is 'higher is better', unitless."""
-    return METRIC_TABLE.get(name) or Metric(name, "", "higher", "")
+    """The definition of `name` ('<path>.<name>' for a subflow metric); unknown: 'higher is better', unitless."""
+    return METRIC_TABLE.get(name) or _subflow_metric(name) or Metric(name, "", "higher", "")
 
 
 def repetition_metrics(rep: Repetition) -> dict[str, float]:
@@ -94,7 +167,8 @@ def repetition_metrics(rep: Repetition) -> dict[str, float]:
 
     rtt_ms is the byte-share-weighted median RTT of its paths; pass_rate is 1.0
     when the repetition completed within its budget, else 0.0. Whatever the
-    workload put in `rep.metrics` is added as it is.
+    workload put in `rep.metrics` is added as it is, and every subflow metric
+    as "<path>.<name>".
     """
     shares = sum(s.share for s in rep.subflows)
     rtt = sum(s.rtt_median_ms * s.share for s in rep.subflows) / shares if shares else 0.0
@@ -107,4 +181,10 @@ def repetition_metrics(rep: Repetition) -> dict[str, float]:
         "pass_rate": 1.0 if rep.passed else 0.0,
     }
     values.update(rep.metrics)
+    values.update(subflow_metrics(rep))
     return values
+
+
+def subflow_metrics(rep: Repetition) -> dict[str, float]:
+    """Every path's SubflowResult.metrics as '<path>.<name>' -> value."""
+    return {f"{s.path}.{k}": v for s in rep.subflows for k, v in s.metrics.items()}

@@ -115,6 +115,17 @@ class SubflowSample:
     sacked: int = 0
     #: the sender's current MSS in bytes (tcpi_snd_mss)
     snd_mss: int = 0
+    #: the subflow's pacing rate in bytes/s (tcpi_pacing_rate; ~0 unsigned when unset)
+    pacing_rate: int = 0
+    #: cumulative µs the subflow was busy sending / limited by the receive window / by the send buffer
+    #: (tcpi_busy_time, tcpi_rwnd_limited, tcpi_sndbuf_limited; 0 on kernels without them)
+    busy_time_us: int = 0
+    rwnd_limited_us: int = 0
+    sndbuf_limited_us: int = 0
+    #: segments sent and not yet acknowledged (tcpi_unacked)
+    unacked: int = 0
+    #: bytes written to the subflow not yet sent (tcpi_notsent_bytes)
+    notsent_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -126,6 +137,10 @@ class ConnectionSample:
     mptcp_retransmits: int
     mptcp_bytes_retrans: int
     subflows: tuple[SubflowSample, ...]
+    #: bytes the application wrote that the connection has not sent yet (MPTCP: write_seq - snd_nxt at the data
+    #: level, from mptcpi_write_seq/snd_una/bytes_acked/bytes_sent; kernels before 6.7 lack the byte counters:
+    #: write_seq - snd_una, in-flight data included. Plain TCP: tcpi_notsent_bytes); > 0: data was waiting
+    queued_bytes: int = 0
 
 
 def is_mptcp(sock: socket.socket) -> bool:
@@ -222,6 +237,12 @@ def _sample(num_subflows: int, sf: ctypes.Array, ti: ctypes.Array, mi: MptcpInfo
             state=ti[i].state,
             sacked=ti[i].sacked,
             snd_mss=ti[i].snd_mss,
+            pacing_rate=ti[i].pacing_rate,
+            busy_time_us=ti[i].busy_time,
+            rwnd_limited_us=ti[i].rwnd_limited,
+            sndbuf_limited_us=ti[i].sndbuf_limited,
+            unacked=ti[i].unacked,
+            notsent_bytes=ti[i].notsent_bytes,
         )
         for i in range(n)
     )
@@ -233,4 +254,43 @@ def _sample(num_subflows: int, sf: ctypes.Array, ti: ctypes.Array, mi: MptcpInfo
         mptcp_retransmits=mi.retransmits,
         mptcp_bytes_retrans=mi.bytes_retrans,
         subflows=subflows,
+        queued_bytes=_unsent(mi),
     )
+
+
+def _unsent(mi: MptcpInfo) -> int:
+    """Data-level bytes written and not yet sent: write_seq - snd_nxt, where snd_nxt = snd_una + (bytes_sent -
+    bytes_acked) (mptcpi_bytes_sent counts new data only, reinjections are bytes_retrans)."""
+    unacked = max(0, mi.write_seq - mi.snd_una)
+    if not mi.bytes_sent:
+        return unacked  # a kernel without the byte counters (or nothing sent yet)
+    return max(0, unacked - max(0, mi.bytes_sent - mi.bytes_acked))
+
+
+def tcp_sample(sock: socket.socket, addrs: tuple[tuple[str, int], tuple[str, int]] | None = None) -> ConnectionSample:
+    """A plain TCP socket as a ConnectionSample of one subflow (getsockopt TCP_INFO; id 0).
+
+    What the best-path baseline samples: the same fields as an MPTCP subflow, so
+    the same summaries apply. `addrs` (local, remote) saves two syscalls per
+    sample when the caller already knows them. Raises OSError on a closed socket.
+    """
+    ti = TcpInfo()
+    _getsockopt(sock.fileno(), socket.IPPROTO_TCP, socket.TCP_INFO, ti)
+    local, remote = addrs or (sock.getsockname()[:2], sock.getpeername()[:2])
+    sf = SubflowSample(
+        id=0, local=local, remote=remote, bytes_sent=ti.bytes_sent, bytes_acked=ti.bytes_acked,
+        bytes_received=ti.bytes_received, bytes_retrans=ti.bytes_retrans, total_retrans=ti.total_retrans,
+        rtt_us=ti.rtt, min_rtt_us=ti.min_rtt, snd_cwnd=ti.snd_cwnd, state=ti.state, sacked=ti.sacked,
+        snd_mss=ti.snd_mss, pacing_rate=ti.pacing_rate, busy_time_us=ti.busy_time, rwnd_limited_us=ti.rwnd_limited,
+        sndbuf_limited_us=ti.sndbuf_limited, unacked=ti.unacked, notsent_bytes=ti.notsent_bytes,
+    )
+    return ConnectionSample(subflows_total=1, mptcp_bytes_sent=ti.bytes_sent, mptcp_bytes_acked=ti.bytes_acked,
+                            mptcp_bytes_received=ti.bytes_received, mptcp_retransmits=0, mptcp_bytes_retrans=0,
+                            subflows=(sf,), queued_bytes=ti.notsent_bytes)
+
+
+def connection_sample(sock: socket.socket) -> ConnectionSample:
+    """MPTCP_FULL_INFO for an IPPROTO_MPTCP socket, TCP_INFO (one subflow) for a plain TCP one."""
+    if sock.proto == IPPROTO_MPTCP:
+        return full_info(sock)
+    return tcp_sample(sock)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import netns
-from .mptcp import ConnectionSample, SubflowSample, full_info
+from .mptcp import IPPROTO_MPTCP, ConnectionSample, SubflowSample, full_info, tcp_sample
 from .result import SubflowEndpoint, SubflowResult, TimeSeries
 from .topology import Topology
 
@@ -65,6 +65,7 @@ class SubflowSampler:
     congestion: dict[SubflowKey, str] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _addrs: tuple[tuple[str, int], tuple[str, int]] | None = None
 
     def start(self) -> "SubflowSampler":
         self._thread = threading.Thread(target=self._loop, name="subflow-sampler", daemon=True)
@@ -73,7 +74,12 @@ class SubflowSampler:
 
     def sample(self) -> ConnectionSample | None:
         try:
-            s = full_info(self.sock)
+            if self.sock.proto == IPPROTO_MPTCP:
+                s = full_info(self.sock)
+            else:  # plain TCP (the best-path baseline): one subflow from TCP_INFO, its addresses read once
+                if self._addrs is None:
+                    self._addrs = (self.sock.getsockname()[:2], self.sock.getpeername()[:2])
+                s = tcp_sample(self.sock, self._addrs)
         except OSError:
             return None  # closed or fell back: the caller checks MPTCP status itself
         self.samples.append((time.monotonic() - self.t0, s))
@@ -101,11 +107,15 @@ def client_addr_of(sf: SubflowSample, sender_is_client: bool) -> str:
 
 def summarize(samples: list[tuple[float, ConnectionSample]], topo: Topology, sender_is_client: bool,
               interval: float = SAMPLE_INTERVAL_S,
-              congestion: dict[SubflowKey, str] | None = None) -> tuple[list[SubflowResult], TimeSeries]:
+              congestion: dict[SubflowKey, str] | None = None,
+              capacities: dict[str, float] | None = None) -> tuple[list[SubflowResult], TimeSeries]:
     """Per-path totals from the last sample of every subflow, and per-path time series.
 
     `congestion` (subflow 4-tuple -> algorithm, from `subflow_congestion`) names what each
     path's subflows used; several subflows with different ones are listed comma-separated.
+    `capacities` (path -> configured rate in bit/s in the sending direction) gives each
+    path's `capacity_share`. Every path's scheduler-visible metrics (SubflowResult.metrics,
+    see `scheduler_metrics`) come from the same samples.
     """
     congestion = congestion or {}
     path_of: dict[SubflowKey, str] = {}
@@ -147,6 +157,7 @@ def summarize(samples: list[tuple[float, ConnectionSample]], topo: Topology, sen
             series.rtt_ms[n].append(round(min(rtts[n]), 3) if rtts[n] else 0.0)
             series.cwnd[n].append(cwnd[n])
         prev_t = t
+    per_path = scheduler_metrics(samples, path_of, names, capacities or {})
     results = []
     total_sent = sum(sf.bytes_sent for sf in last.values()) or 1
     for n in names:
@@ -167,6 +178,7 @@ def summarize(samples: list[tuple[float, ConnectionSample]], topo: Topology, sen
             congestion_control=",".join(sorted({congestion[k] for k, sf in last.items() if path_of[k] == n and k in congestion})),
             endpoint=next((e.flags for e in topo.path_endpoints(n) if e.flags), "subflow"),
             endpoints=[subflow_endpoint(topo, k, sf, sender_is_client) for k, sf in last.items() if path_of[k] == n],
+            metrics=per_path.get(n, {}),
         ))
     return results, series
 
@@ -178,6 +190,121 @@ def subflow_endpoint(topo: Topology, key: SubflowKey, sf: SubflowSample, sender_
     e = topo.endpoint_of(client.rsplit(":", 1)[0], server.rsplit(":", 1)[0])
     return SubflowEndpoint(id=e.id if e else 0, side=e.side if e else "client", flags=e.flags if e else "",
                            client=client, server=server, bytes_sent=sf.bytes_sent)
+
+
+#: tcpi_pacing_rate when no pacing rate is set (~0U): ignored
+_NO_PACING = 1 << 63
+
+
+def scheduler_metrics(samples: list[tuple[float, ConnectionSample]], path_of: dict[SubflowKey, str], names: list[str],
+                      capacities: dict[str, float]) -> dict[str, dict[str, float]]:
+    """What the scheduler did with each path, from the sender's samples: path -> {metric name: value}.
+
+    Names, units and directions are the subflow rows of mptcplab.metrics:
+
+    - capacity_share: the path's configured rate over all paths' (`capacities`, bit/s; a trace or an event
+      changing the rate is not followed: the configured rate);
+    - idle_queued_s / idle_queued_share — the idle-while-queued estimator: between two consecutive samples
+      (50 ms apart at 20 Hz) the connection "had data queued" when the earlier sample's queued_bytes was
+      > 0 (data the application wrote that no subflow has sent yet: MPTCP data-level write_seq - snd_nxt,
+      plain TCP tcpi_notsent_bytes; ConnectionSample.queued_bytes), and a path was
+      "idle" in that interval when no subflow of it advanced tcpi_bytes_sent (a path without a subflow is
+      idle). idle_queued_s sums the idle intervals, idle_queued_share divides by the time data was queued.
+      Resolution is the sampling interval: one segment sent in an interval makes the whole interval busy,
+      so a path that sends in short bursts reads as less idle than it was; absent when data was never
+      queued across two samples (flows samples each connection once, at its end);
+    - cwnd_median, cwnd_max (segments) and pacing_rate_mbps (median; unset pacing rates ignored) over
+      every sample of every subflow of the path;
+    - busy_ms, rwnd_limited_ms, sndbuf_limited_ms: tcpi_busy_time, tcpi_rwnd_limited and
+      tcpi_sndbuf_limited of the path's subflows' last samples, summed (µs in tcp_info).
+
+    Costs nothing while traffic runs: it reads samples already taken.
+    """
+    total_capacity = sum(capacities.get(n, 0.0) for n in names)
+    queued_s = 0.0
+    idle = {n: 0.0 for n in names}
+    cwnds: dict[str, list[int]] = {n: [] for n in names}
+    pacing: dict[str, list[float]] = {n: [] for n in names}
+    last_sent: dict[SubflowKey, int] = {}
+    last: dict[SubflowKey, SubflowSample] = {}
+    prev: tuple[float, ConnectionSample] | None = None
+    for t, sample in samples:
+        advanced: set[str] = set()
+        for sf in sample.subflows:
+            k = _key(sf)
+            name = path_of.get(k)
+            if name is None:
+                continue
+            if sf.bytes_sent > last_sent.get(k, 0):
+                advanced.add(name)
+            last_sent[k] = sf.bytes_sent
+            last[k] = sf
+            if name in cwnds:
+                cwnds[name].append(sf.snd_cwnd)
+                if 0 < sf.pacing_rate < _NO_PACING:
+                    pacing[name].append(sf.pacing_rate * 8 / 1e6)
+        if prev is not None and prev[1].queued_bytes > 0:
+            dt = max(t - prev[0], 0.0)
+            queued_s += dt
+            for n in names:
+                if n not in advanced:
+                    idle[n] += dt
+        prev = (t, sample)
+    out: dict[str, dict[str, float]] = {}
+    for n in names:
+        m: dict[str, float] = {}
+        if total_capacity > 0:
+            m["capacity_share"] = round(capacities.get(n, 0.0) / total_capacity, 4)
+        if queued_s > 0:
+            m["idle_queued_s"] = round(idle[n], 4)
+            m["idle_queued_share"] = round(idle[n] / queued_s, 4)
+        if cwnds[n]:
+            m["cwnd_median"] = float(statistics.median(cwnds[n]))
+            m["cwnd_max"] = float(max(cwnds[n]))
+        if pacing[n]:
+            m["pacing_rate_mbps"] = round(statistics.median(pacing[n]), 4)
+        subs = [sf for k, sf in last.items() if path_of.get(k) == n]
+        if subs:
+            m["busy_ms"] = round(sum(sf.busy_time_us for sf in subs) / 1000, 3)
+            m["rwnd_limited_ms"] = round(sum(sf.rwnd_limited_us for sf in subs) / 1000, 3)
+            m["sndbuf_limited_ms"] = round(sum(sf.sndbuf_limited_us for sf in subs) / 1000, 3)
+        out[n] = m
+    return out
+
+
+#: connection-level metric name -> the MIB counters (client and server namespaces summed) it counts
+MIB_METRICS: dict[str, str] = {
+    "reinjections": "MPTcpExtMPTCPRetrans",
+    "duplicate_data": "MPTcpExtDuplicateData",
+    "ofo_queue": "MPTcpExtOFOQueue",
+    "ofo_merge": "MPTcpExtOFOMerge",
+    "rcv_pruned": "TcpExtRcvPruned",
+    "beyond_window": "TcpExtBeyondWindow",
+}
+#: the TcpExt counters read next to the MPTcpExt ones
+TCPEXT_COUNTERS = ("TcpExtRcvPruned", "TcpExtBeyondWindow")
+
+
+def tcpext_snapshot(ns: str) -> dict[str, int]:
+    """The TcpExt counters the connection metrics use (TCPEXT_COUNTERS) that this kernel has."""
+    values = netns.netstat(ns, "TcpExt")
+    return {k: values[k] for k in TCPEXT_COUNTERS if k in values}
+
+
+def connection_metrics(samples: list[tuple[float, ConnectionSample]], deltas: list[dict[str, int]],
+                       mptcp: bool = True) -> dict[str, float]:
+    """Connection-level scheduler metrics: MIB deltas (one dict per namespace, summed) and the last sample.
+
+    A counter this kernel does not have is left out (TcpExtBeyondWindow is 6.16+); reinjected_bytes
+    (mptcpi_bytes_retrans, 6.7+) only for an MPTCP connection whose kernel fills it.
+    """
+    out: dict[str, float] = {}
+    for name, counter in MIB_METRICS.items():
+        if any(counter in d for d in deltas):
+            out[name] = float(sum(d.get(counter, 0) for d in deltas))
+    if mptcp and samples:
+        out["reinjected_bytes"] = float(samples[-1][1].mptcp_bytes_retrans)
+    return out
 
 
 def mib_snapshot(ns: str) -> dict[str, int]:

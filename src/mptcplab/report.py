@@ -39,7 +39,8 @@ def run_table(result: RunResult) -> Table:
         table.add_column(escape(f"{p} retx"), justify="right")
         table.add_column(escape(f"{p} rtt ms"), justify="right")
     for rep in result.repetitions:
-        row = [str(rep.index + 1) + (" (warm-up)" if rep.warmup else "")]
+        row = [str(rep.index + 1) + (" (warm-up)" if rep.warmup else "")
+               + (escape(f" (TCP on {rep.baseline_path})") if rep.baseline_path else "")]
         if with_status:
             row.append(escape(_status_cell(rep)))
         row += [f"{rep.completion_s:.3f}", f"{rep.goodput_mbps:.2f}"]
@@ -58,6 +59,11 @@ def print_run(result: RunResult, console: Console | None = None) -> None:
         est = result.summary.get(metric)
         if est:
             console.print(f"{metric}: median {est.median:.3f} {unit}, 95% CI [{est.ci95[0]:.3f}, {est.ci95[1]:.3f}] over {plural(est.n, 'repetition')}")
+    ratio = result.summary.get("mptcp_vs_best_path")
+    if ratio:
+        what = (result.environment.get("baseline") or {}).get("metric", "goodput_mbps")
+        console.print(f"mptcp_vs_best_path ({what}, > 1: MPTCP better than the best path alone as plain TCP): "
+                      f"{ratio.median:.3f}, 95% CI [{ratio.ci95[0]:.3f}, {ratio.ci95[1]:.3f}] over {plural(ratio.n, 'repetition')}")
     rate = result.summary.get("pass_rate")
     if rate and (rate.median < 1 or result.environment.get("budget_s")):
         console.print(f"pass_rate: {rate.median * 100:.0f}% of {plural(rate.n, 'repetition')} completed within budget, "

@@ -12,7 +12,8 @@ from pydantic import BaseModel, Field
 #: version of the `--json` document (and of spool files); bumped when keys are added, never for removals
 #: (there are none): 1 = the first wave, 2 = repetition status/error/over_budget/metrics, subflow
 #: congestion_control, summary pass_rate; 3 = timeseries cwnd, repetition series in the store, subflow endpoint and
-#: endpoints (which endpoint each subflow came from), baseline repetitions, scheduler metrics, repetition programs
+#: endpoints (which endpoint each subflow came from), repetition baseline_path and programs, subflow metrics, the
+#: scheduler-visible metrics and mptcp_vs_best_path
 FORMAT_VERSION = 3
 
 #: how a repetition ended; only "completed" repetitions enter medians and comparisons of measured metrics
@@ -55,6 +56,9 @@ class SubflowResult(BaseModel):
     #: every subflow seen on the path and the endpoint (id, flags, side) it came from (the run's endpoints
     #: and limits as the kernels report them are in environment.mptcp_pm)
     endpoints: list[SubflowEndpoint] = Field(default_factory=list)
+    #: what the scheduler did with this path, by metric name (units and direction: mptcplab.metrics, scope
+    #: "subflow"): capacity_share, idle_queued_s, idle_queued_share, cwnd_median, pacing_rate_mbps, ...
+    metrics: dict[str, float] = Field(default_factory=dict)
 
 
 class TimeSeries(BaseModel):
@@ -131,10 +135,21 @@ class Repetition(BaseModel):
     series: dict[str, list[float]] = Field(default_factory=dict)
     #: `command` workload: its server and client programs' exit codes and output; [] for the other kinds
     programs: list[ProgramRun] = Field(default_factory=list)
+    #: `[run] baseline = "best-path"`: the path this repetition ran the workload on alone, as plain TCP
+    #: (None: an MPTCP repetition). Baseline repetitions are data of the run, never part of its medians
+    baseline_path: str | None = None
 
     @property
     def completed(self) -> bool:
         return self.status == "completed"
+
+    @property
+    def fails_run(self) -> bool:
+        """Whether this repetition's end fails its run (exit code 1): an MPTCP repetition that did not complete;
+        a baseline one only when it failed — one that timed out on a path too slow for the workload is expected."""
+        if self.baseline_path is not None:
+            return self.status in ("failed", "interrupted")
+        return not self.completed
 
     @property
     def passed(self) -> bool:

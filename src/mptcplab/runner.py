@@ -13,7 +13,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import capabilities
-from .analysis.stats import summarize_run
+from .analysis.stats import paired_best_path_ratio, summarize_run
+from .metrics import baseline_metric
 from .cancel import Cancel, interruptible
 from .environment import host_environment, loadavg
 from .errors import EnvironmentProblem, RunError, TransferTimeout, UnsupportedError
@@ -22,7 +23,7 @@ from .links import select_backend
 from .links.base import LinkBackend
 from .mptcp import ConnectionSample
 from .pathmanager import EventListener, open_subflows
-from .probes import mib_delta, mib_snapshot, summarize
+from .probes import connection_metrics, mib_delta, mib_snapshot, summarize, tcpext_snapshot
 from .protocols import Progress, RunSink
 from .result import Repetition, RunResult, SubflowResult
 from .scenario import HOST_ACTIONS, SYSCTL_ROLES, Event, Scenario
@@ -109,13 +110,18 @@ def _schedule_events(backend: LinkBackend, events: list[Event], t0: float, stop:
 
 
 def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: int,
-                   options: RunOptions, env: dict[str, Any]) -> Repetition:
+                   options: RunOptions, env: dict[str, Any], baseline_path: str | None = None) -> Repetition:
     """One repetition in a fresh lab, however it ends.
 
     A transfer that fails or times out (RunError) is a repetition with status
     'failed' or 'timeout' that keeps what was measured until then: bytes,
     samples, MIB deltas and link counters. Interrupted (Ctrl-C/SIGTERM) and
     environment problems raise.
+
+    With `baseline_path` (a path name) the same workload runs as plain TCP
+    (IPPROTO_TCP at both ends, the same [tcp] congestion control) in the same
+    topology, every client socket bound to that path's client address, so
+    source routing keeps the traffic on that path alone.
     """
     progress = options.progress
     status, error = "completed", None
@@ -136,6 +142,7 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
             env["link"] = backend.describe()
             env["mptcp_pm"] = pm_state(topo)
         mib_before = (mib_snapshot(topo.client), mib_snapshot(topo.server))
+        tcpext_before = (tcpext_snapshot(topo.client), tcpext_snapshot(topo.server))
         stop_events = threading.Event()
         event_errors: list[str] = []
         started = time.time()
@@ -151,10 +158,13 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
             if scenario.events:
                 _schedule_events(backend, list(scenario.events), t0, stop_events, event_errors, topo)
 
-        userspace_pm = scenario.mptcp.path_manager == "userspace" and len(topo.paths) > 1
+        userspace_pm = scenario.mptcp.path_manager == "userspace" and len(topo.paths) > 1 and baseline_path is None
         hooks = Hooks(on_sample=on_sample, on_start=on_start,
                       on_connected=(lambda sock: open_subflows(topo, sock)) if userspace_pm else None,
                       cancel=options.cancel, congestion_control=scenario.tcp.congestion_control)
+        if baseline_path is not None:
+            hooks.protocol = "tcp"
+            hooks.bind = next(p.client_addr for p in topo.paths if p.name == baseline_path)
         transfer = workload_class(scenario.workload.kind)(topo, scenario.workload, scenario.run.timeout, hooks)
         lab.on_close(transfer.close)
         lab.on_close(stop_events.set)
@@ -171,9 +181,14 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
         if link_stats:
             env.setdefault("link_stats", []).append(link_stats)
         mib_after = (mib_snapshot(topo.client), mib_snapshot(topo.server))
+        tcpext_after = (tcpext_snapshot(topo.client), tcpext_snapshot(topo.server))
         subflows, series = summarize(out.sampler.samples, topo, sender_is_client=transfer.upload,
-                                     congestion=out.sampler.congestion)
-        expected = scenario.expected_subflows()
+                                     congestion=out.sampler.congestion,
+                                     capacities=_capacities(scenario, "up" if transfer.upload else "down"))
+        deltas = [mib_delta(b, a) for b, a in zip(mib_before + tcpext_before, mib_after + tcpext_after)]
+        metrics = connection_metrics(out.sampler.samples, deltas, mptcp=baseline_path is None)
+        metrics.update(out.metrics)
+        expected = scenario.expected_subflows() if baseline_path is None else 1
         if status == "completed" and event_errors:
             status, error = "failed", event_errors[0]
         elif status == "completed" and out.sampler.max_subflows < expected and not scenario.events:
@@ -192,12 +207,13 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
         mib_server=mib_delta(mib_before[1], mib_after[1]),
         timeseries=series,
         started_at=started,
-        metrics={**out.metrics, **backup_share(scenario, subflows)},
+        metrics={**metrics, **backup_share(scenario, subflows)},
         series=dict(out.series),
         programs=list(out.programs),
         status=status,
         error=error,
         over_budget=(completion > budget) if budget is not None and status == "completed" else None,
+        baseline_path=baseline_path,
     )
 
 
@@ -208,6 +224,15 @@ def backup_share(scenario: Scenario, subflows: list[SubflowResult]) -> dict[str,
     total = sum(e.bytes_sent for s in subflows for e in s.endpoints)
     backup = sum(e.bytes_sent for s in subflows for e in s.endpoints if "backup" in e.flags.split())
     return {"backup_share": round(backup / total, 6) if total else 0.0}
+
+
+def _capacities(scenario: Scenario, direction: str) -> dict[str, float] | None:
+    """Each path's configured rate (bit/s) in `direction` ('up': client -> server); None when a path has
+    only a trace (no one rate to share by)."""
+    rates = {p.name: p.link(direction).rate_bps for p in scenario.paths}  # type: ignore[arg-type]
+    if any(r is None for r in rates.values()):
+        return None
+    return {k: float(v) for k, v in rates.items() if v is not None}
 
 
 def run_scenario(scenario: Scenario, options: RunOptions | None = None) -> RunResult:
@@ -248,7 +273,7 @@ def run_scenarios(scenarios: list[Scenario], options: RunOptions | None = None) 
             for scenario, backend_cls, result, total in zip(scenarios, backends, results, totals):
                 if i < total:
                     current = result
-                    rep = _one_repetition(scenario, backend_cls, result, i, total, options)
+                    rep = _one_round(scenario, backend_cls, result, i, total, options)
                     if not rep.completed and options.fail_fast:
                         raise RunError(f"{scenario.name} repetition {i + 1}: {rep.error}", "--fail-fast stopped the run")
         for result in results:
@@ -266,6 +291,9 @@ def run_scenarios(scenarios: list[Scenario], options: RunOptions | None = None) 
         raise
     finally:
         for result in results:
+            # index order, as the store gives them back: MPTCP repetitions first, then the baseline ones
+            # (they ran interleaved: started_at says when)
+            result.repetitions.sort(key=lambda r: r.index)
             result.environment["load_after"] = loadavg()
             result.ended_at = round(time.time(), 6)
             if options.summarize:
@@ -280,6 +308,7 @@ def _new_result(scenario: Scenario, backend_cls: type[LinkBackend], options: Run
     env.update(scheduler=scenario.mptcp.scheduler, path_manager=scenario.mptcp.path_manager,
                link_backend=backend_cls.name, label=options.label, budget_s=scenario.run.budget,
                sysctls_set={role: scenario.sysctls_for(role) for role in SYSCTL_ROLES})
+    env.update(baseline_environment(scenario))
     result = RunResult(
         run_id=secrets.token_hex(5),
         scenario=scenario.name,
@@ -294,6 +323,15 @@ def _new_result(scenario: Scenario, backend_cls: type[LinkBackend], options: Run
     )
     result.environment = env  # assigned, not copied: run_repetition adds sysctls and link parameters to it
     return result
+
+
+def baseline_environment(scenario: Scenario) -> dict[str, Any]:
+    """`{"baseline": {...}}` for a run's environment when the scenario asks for a baseline, else {}:
+    the mode, the metric mptcp_vs_best_path compares (summaries read it), the paths, the protocol."""
+    if scenario.run.baseline == "none":
+        return {}
+    return {"baseline": {"mode": scenario.run.baseline, "metric": baseline_metric(scenario.workload.kind),
+                         "paths": [p.name for p in scenario.paths], "protocol": "tcp"}}
 
 
 def _tcp_conditions(topo: Topology, scenario: Scenario) -> dict[str, Any]:
@@ -312,26 +350,93 @@ def _tcp_conditions(topo: Topology, scenario: Scenario) -> dict[str, Any]:
 
 
 def run_status(result: RunResult) -> str:
-    """'completed' when every repetition completed, else 'failed' (its repetitions are kept, each with its status)."""
-    return "completed" if all(r.completed for r in result.repetitions) else "failed"
+    """'completed' when every MPTCP repetition completed, else 'failed' (its repetitions are kept, each with its
+    status). A best-path baseline repetition that timed out (a path too slow for the workload) is listed in
+    `errors` but fails no run (Repetition.fails_run)."""
+    return "failed" if any(r.fails_run for r in result.repetitions) else "completed"
+
+
+def _one_round(scenario: Scenario, backend_cls: type[LinkBackend], result: RunResult, index: int, total: int,
+               options: RunOptions) -> Repetition:
+    """MPTCP repetition `index`; with `[run] baseline = "best-path"` then the same workload as plain TCP on each
+    path alone (indices after the MPTCP ones: total + index * paths + path), and the MPTCP repetition's
+    `mptcp_vs_best_path` against this round. Sinks hear of the MPTCP repetition once its value is known."""
+    rep = _one_repetition(scenario, backend_cls, result, index, total, options, notify=scenario.run.baseline == "none")
+    if scenario.run.baseline == "none":
+        return rep
+    if options.progress:
+        options.progress.repetition_finished(rep)
+    try:
+        round_reps: list[Repetition] = []
+        n = len(scenario.paths)
+        metric = result.environment["baseline"]["metric"]
+        sized_bulk = metric == "goodput_mbps" and getattr(scenario.workload, "size", None) is not None
+        fastest: Repetition | None = None
+        for p, path in _fastest_first(scenario):
+            scn, stopped = scenario, None
+            if sized_bulk and fastest is not None:
+                # this path cannot be the best once it has run CUTOFF_FACTOR times as long as the fastest so far:
+                # stop it there (its goodput until then is kept), not at the scenario's timeout
+                cutoff = max(CUTOFF_FACTOR * fastest.completion_s, CUTOFF_MIN_S)
+                if cutoff < scenario.run.timeout:
+                    scn = scenario.model_copy(update={"run": scenario.run.model_copy(update={"timeout": cutoff})})
+                    stopped = (f"stopped after {cutoff:.1f} s, {CUTOFF_FACTOR:g} times as long as the path "
+                               f"{fastest.baseline_path} took alone: it cannot be the best path")
+            rep_p = _one_repetition(scn, backend_cls, result, total + index * n + p, total, options,
+                                    baseline_path=path.name, round_index=index, stopped=stopped)
+            round_reps.append(rep_p)
+            if rep_p.completed and (fastest is None or rep_p.completion_s < fastest.completion_s):
+                fastest = rep_p
+        value = paired_best_path_ratio(result.repetitions, rep, round_reps, metric)
+        if value is not None:
+            rep.metrics["mptcp_vs_best_path"] = value
+    finally:  # also when a baseline repetition was interrupted: the MPTCP one is never lost
+        _notify(result, rep, options, progress=False)
+    return rep
+
+
+#: a sized bulk baseline on a path stops once it ran this many times as long as the fastest path alone in its
+#: round (but never before CUTOFF_MIN_S): it can no longer be the best path, and its goodput so far is its rate
+CUTOFF_FACTOR = 2.0
+CUTOFF_MIN_S = 2.0
+
+
+def _fastest_first(scenario: Scenario) -> list[tuple[int, Any]]:
+    """(position, path) by configured rate, highest first (a path given only by a trace last): the likely best
+    path runs first, so the slower ones can be stopped early (CUTOFF_FACTOR)."""
+    def rate(path: Any) -> float:
+        return min((path.link(d).rate_bps or 0.0) for d in ("up", "down"))
+    return sorted(enumerate(scenario.paths), key=lambda ip: -rate(ip[1]))
 
 
 def _one_repetition(scenario: Scenario, backend_cls: type[LinkBackend], result: RunResult, index: int, total: int,
-                    options: RunOptions) -> Repetition:
+                    options: RunOptions, notify: bool = True, baseline_path: str | None = None,
+                    round_index: int | None = None, stopped: str | None = None) -> Repetition:
+    """One repetition, recorded in `result` and (with `notify`) told to the sinks; `stopped` is the reason a
+    baseline repetition cut short on purpose gives when it times out."""
     if options.cancel:
         options.cancel.check()
     if options.progress:
-        options.progress.scenario_started(scenario.name)
-        options.progress.repetition_started(index, total)
-    rep = run_repetition(scenario, backend_cls, index, options, result.environment)
-    rep.warmup = index < options.warmup
+        options.progress.scenario_started(scenario.name if baseline_path is None
+                                          else f"{scenario.name} [plain TCP on {baseline_path}]")
+        options.progress.repetition_started(index if round_index is None else round_index, total)
+    rep = run_repetition(scenario, backend_cls, index, options, result.environment, baseline_path=baseline_path)
+    rep.warmup = (index if round_index is None else round_index) < options.warmup
+    if stopped and rep.status == "timeout":
+        rep.error = stopped
     if not rep.completed:
-        result.errors.append(f"repetition {index + 1}: {rep.status}: {rep.error}")
+        what = f"repetition {index + 1}" if baseline_path is None else f"baseline on {baseline_path} (round {round_index + 1})"  # type: ignore[operator]
+        result.errors.append(f"{what}: {rep.status}: {rep.error}")
     result.repetitions.append(rep)
+    if notify:
+        _notify(result, rep, options)
+    return rep
+
+
+def _notify(result: RunResult, rep: Repetition, options: RunOptions, progress: bool = True) -> None:
     if options.on_repetition:
         options.on_repetition(rep)
     for sink in options.sinks:
         sink.repetition_finished(result, rep)
-    if options.progress:
+    if progress and options.progress:
         options.progress.repetition_finished(rep)
-    return rep

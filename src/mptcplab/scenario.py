@@ -259,6 +259,9 @@ class RunSettings(_Strict):
     link_backend: Literal["auto", "tbf", "netem", "wire"] = "auto"
     #: a completed repetition slower than this is `over_budget` (the kernel selftests' completion budget)
     budget: PositiveDuration | None = None
+    #: "best-path": also run the workload as plain TCP on each path alone, interleaved with the MPTCP
+    #: repetitions, and report mptcp_vs_best_path; "none": MPTCP only
+    baseline: Literal["none", "best-path"] = "none"
 
 
 def _tcp_mem(value: Any) -> Any:
@@ -564,8 +567,13 @@ class Scenario(_Strict):
 
     @property
     def content_hash(self) -> str:
-        """Hash of the normalized content: an edited file is a new scenario version (its tags are labels, not content)."""
+        """Hash of the normalized content: an edited file is a new scenario version (its tags are labels, not content).
+
+        `run.baseline` is left out: the best-path baseline adds plain-TCP repetitions beside the MPTCP ones
+        and changes nothing they measure (and scenarios hashed before the key existed keep their hash).
+        """
         content = {k: v for k, v in self.normalized().items() if k != "tags"}
+        content["run"] = {k: v for k, v in content["run"].items() if k != "baseline"}
         blob = json.dumps(content, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -113,7 +113,7 @@ def _values(result: RunResult, metric: str) -> list[float]:
     from .metrics import repetition_metrics
 
     m = metric_def(metric)
-    reps = [r for r in result.repetitions if not r.warmup and (m.all_repetitions or r.completed)]
+    reps = [r for r in result.repetitions if not r.warmup and r.baseline_path is None and (m.all_repetitions or r.completed)]
     values = [repetition_metrics(r) for r in reps]
     return [v[metric] for v in values if metric in v]
 
@@ -135,7 +135,7 @@ def summary_rows(results: list[RunResult], metric: str | dict[str, str] = MAIN_M
         case_m = by_case.get(res.scenario, MAIN_METRIC) if isinstance(metric, dict) else metric
         better = metric_def(case_m).better
         vals = _values(res, case_m)
-        reps = [r for r in res.repetitions if not r.warmup]
+        reps = [r for r in res.repetitions if not r.warmup and r.baseline_path is None]
         est: Estimate | None = median_ci(vals) if vals else None
         budget = res.environment.get("budget_s")
         judged = [r for r in reps if r.over_budget is not None or not r.completed]

@@ -314,7 +314,8 @@ class GuestSession:
                 self.qemu.stdin.flush()
             except OSError:
                 raise self._fail("the guest stopped before it took the job") from None
-            timeout = (repeat + job["warmup"]) * (scenario.run.timeout + PER_REPETITION_SLACK_S)
+            per_round = 1 + (len(scenario.paths) if scenario.run.baseline != "none" else 0)  # + plain TCP on each path
+            timeout = (repeat + job["warmup"]) * per_round * (scenario.run.timeout + PER_REPETITION_SLACK_S)
             doc = self._until({"result"}, t0 + timeout, options.progress, f"did not finish the run within {timeout:.0f} s (guest killed)")
             result = self._job_result()
             final = RunResult.model_validate(doc["result"])
@@ -339,6 +340,7 @@ class GuestSession:
         """Stamp the host's view on a job's result and, for a run of its own, summarize it and tell the sinks it ended."""
         self._stamp(result, t0)
         if self._job.own and finish:
+            result.repetitions.sort(key=lambda r: r.index)  # a best-path round streams its MPTCP repetition last
             summarize_run(result)
             for sink in self._job.sinks:
                 sink.run_finished(result)
@@ -378,7 +380,7 @@ class GuestSession:
         if not job.own:
             rep.index = len(result.repetitions)
         result.repetitions.append(rep)
-        if not rep.completed and not any(e.startswith(f"repetition {rep.index + 1}:") for e in result.errors):
+        if not rep.completed and rep.baseline_path is None and not any(e.startswith(f"repetition {rep.index + 1}:") for e in result.errors):
             result.errors.append(f"repetition {rep.index + 1}: {rep.status}: {rep.error}")
         env = msg.get("environment") or {}
         if job.own or not result.environment.get("sysctls_client"):

@@ -116,6 +116,8 @@ class GuestProgress(Progress):
         self.cpu: list[dict[str, float]] = []
         self._start: list[tuple[int, int]] = []
         self._last_sample = 0.0
+        #: repetition index -> its CPU load, taken when the runner said it finished
+        self.finished_cpu: dict[int, dict[str, float]] = {}
 
     def repetition_started(self, index: int, total: int) -> None:
         self._start = cpu_times()
@@ -128,6 +130,9 @@ class GuestProgress(Progress):
             emit({"type": "progress", "event": "sample", "index": index, "done": done, "total": total})
 
     def repetition_finished(self, rep: Repetition) -> None:
+        # the sink may hear of it later (a best-path round tells it after the baselines): its CPU load is now's
+        total, busiest = busy_fraction(self._start, cpu_times())
+        self.finished_cpu[rep.index] = {"busy": total, "busiest_cpu": busiest}
         emit({"type": "progress", "event": "finished", "repetition": rep.model_dump(mode="json", exclude={"timeseries"})})
 
 
@@ -143,8 +148,11 @@ class GuestSink(RunSink):
         emit({"type": "run_started", "result": result.to_json(timeseries=False)})
 
     def repetition_finished(self, result: RunResult, rep: Repetition) -> None:
-        total, busiest = busy_fraction(self.progress._start, cpu_times())
-        cpu = {"busy": total, "busiest_cpu": busiest}
+        cpu = self.progress.finished_cpu.pop(rep.index, None)
+        if cpu is None:
+            total, busiest = busy_fraction(self.progress._start, cpu_times())
+            cpu = {"busy": total, "busiest_cpu": busiest}
+        total, busiest = cpu["busy"], cpu["busiest_cpu"]
         self.progress.cpu.append(cpu)
         emit({"type": "repetition", "repetition": rep.model_dump(mode="json", exclude=None if self.timeseries else {"timeseries"}),
               "cpu": cpu, "saturated": total >= SATURATED_ALL or busiest >= SATURATED_ONE,

@@ -19,7 +19,7 @@ from ..analysis.conditions import conditions, differing_lines
 from ..analysis.stats import summarize_run
 from ..errors import LabError, UnsupportedError
 from ..result import RunResult
-from ..runner import RunOptions, run_status
+from ..runner import RunOptions, baseline_environment, run_status
 from ..scenario import Scenario
 from .catalog import Kernel
 from .guest import GuestConfig, GuestSession
@@ -117,6 +117,7 @@ def _new_cell(scenario: Scenario, guest: GuestSession, backend: str, options: Ru
 
     env = host_environment()
     env.update(kernel_release=guest.kernel.release, link_backend=backend, tags=dict(options.tags), label=options.label)
+    env.update(baseline_environment(scenario))
     return RunResult(run_id=secrets.token_hex(5), scenario=scenario.name, scenario_hash=scenario.content_hash, label=options.label,
                      kernel=guest.kernel.release, scheduler=scenario.mptcp.scheduler, path_manager=scenario.mptcp.path_manager,
                      backend=backend, status="running", started_at=round(time.time(), 6), environment=env)
@@ -129,15 +130,15 @@ def table_rows(cells: list[Cell], metric: str = "goodput_mbps") -> list[dict[str
     for cell in cells:
         res = cell.result
         base = first.setdefault(cell.scenario, res)
-        good = [r.goodput_mbps for r in res.repetitions if not r.warmup and r.completed]
-        failed = sum(1 for r in res.repetitions if not r.warmup and not r.completed)
+        good = [r.goodput_mbps for r in res.repetitions if not r.warmup and r.completed and r.baseline_path is None]
+        failed = sum(1 for r in res.repetitions if not r.warmup and r.fails_run)
         row: dict[str, Any] = {"scenario": cell.scenario, "kernel": cell.kernel, "n": len(good), "failed": failed,
                                "goodput": res.summary.get("goodput_mbps"), "completion": res.summary.get("completion_s"),
                                "pass_rate": res.summary.get("pass_rate"),
                                "cpu_saturated": bool(res.environment.get("guest_cpu", {}).get("saturated")),
                                "change": None, "verdict": None, "conditions": []}
         if base is not res:
-            base_good = [r.goodput_mbps for r in base.repetitions if not r.warmup and r.completed]
+            base_good = [r.goodput_mbps for r in base.repetitions if not r.warmup and r.completed and r.baseline_path is None]
             if base_good and good:
                 cmp = compare_samples(base_good, good, scenario=cell.scenario)
                 row["change"], row["verdict"] = cmp.change, cmp.verdict

@@ -102,6 +102,9 @@ class RepetitionRow(Base):
     status: Mapped[str] = mapped_column(String(16), default="completed", server_default="completed", index=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     over_budget: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    #: [run] baseline = "best-path": the path this repetition ran on alone as plain TCP; NULL for MPTCP ones,
+    #: the only ones samples() and medians read
+    baseline_path: Mapped[str | None] = mapped_column(String(32), nullable=True)
     bytes: Mapped[int] = mapped_column(BigInteger)
     mptcp: Mapped[bool] = mapped_column(Boolean)
     mib: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

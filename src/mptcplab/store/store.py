@@ -199,7 +199,8 @@ class Store:
                 rows = s.execute(
                     select(RepetitionRow.run_id, RepetitionRow.warmup, RepetitionRow.status, Measurement.value)
                     .join(Measurement, Measurement.repetition_id == RepetitionRow.id)
-                    .where(RepetitionRow.run_id.in_([r.id for r in runs]), Measurement.metric == "goodput_mbps"))
+                    .where(RepetitionRow.run_id.in_([r.id for r in runs]), Measurement.metric == "goodput_mbps",
+                           RepetitionRow.baseline_path.is_(None)))
                 for run_pk, warmup, status, value in rows:
                     counts[run_pk] = counts.get(run_pk, 0) + 1
                     if not warmup and status == "completed":
@@ -251,7 +252,8 @@ class Store:
                  .join(Run, Run.scenario_id == ScenarioVersion.id)
                  .join(RepetitionRow, RepetitionRow.run_id == Run.id)
                  .join(Measurement, Measurement.repetition_id == RepetitionRow.id)
-                 .where(Run.uid.in_(run_ids), Measurement.metric == name, RepetitionRow.warmup.is_(False)))
+                 .where(Run.uid.in_(run_ids), Measurement.metric == name, RepetitionRow.warmup.is_(False),
+                        RepetitionRow.baseline_path.is_(None)))
             if not metric_def(name).all_repetitions:
                 q = q.where(RepetitionRow.status == "completed")
             rows = s.execute(q.order_by(Run.started_at, RepetitionRow.index))
@@ -332,12 +334,13 @@ def _repetition_row(run_pk: int, rep: Repetition) -> RepetitionRow:
     paths = list(dict.fromkeys([*(ts.throughput_mbps if ts else {}), *(ts.rtt_ms if ts else {}), *(ts.cwnd if ts else {})]))
     return RepetitionRow(
         run_id=run_pk, index=rep.index, warmup=rep.warmup, started_at=rep.started_at, bytes=rep.bytes, mptcp=rep.mptcp,
-        status=rep.status, error=rep.error, over_budget=rep.over_budget,
+        status=rep.status, error=rep.error, over_budget=rep.over_budget, baseline_path=rep.baseline_path,
         mib=rep.mib, mib_server=rep.mib_server,
         series_interval_s=ts.interval_s if ts else None, series_t=ts.t if ts else None,
         workload_series=dict(rep.series) if rep.series else None,
         measurements=[Measurement(metric=k, value=v) for k, v in repetition_metrics(rep).items()],
-        subflows=[SubflowRow(position=i, **sf.model_dump()) for i, sf in enumerate(rep.subflows)],
+        # subflow metrics are stored as the measurements "<path>.<name>" (repetition_metrics) and read back from them
+        subflows=[SubflowRow(position=i, **sf.model_dump(exclude={"metrics"})) for i, sf in enumerate(rep.subflows)],
         series=[SeriesRow(position=i, path=p, throughput_mbps=ts.throughput_mbps.get(p), rtt_ms=ts.rtt_ms.get(p),
                           delivered_mbps=ts.delivered_mbps.get(p), cwnd=ts.cwnd.get(p))
                 for i, p in enumerate(paths)] if ts else [],
@@ -346,6 +349,13 @@ def _repetition_row(run_pk: int, rep: Repetition) -> RepetitionRow:
 
 def _repetition(row: RepetitionRow) -> Repetition:
     metrics = {m.metric: m.value for m in row.measurements}
+    paths = {sf.path for sf in row.subflows}
+    per_path: dict[tuple[str, str], float] = {}  # (path, subflow metric) -> value, from "<path>.<name>"
+    for key, value in metrics.items():
+        path, dot, name = key.rpartition(".")
+        if dot and path in paths and metric_def(name).scope == "subflow":
+            per_path[(path, name)] = value
+    per_path_keys = {f"{p}.{n}" for p, n in per_path}
     ts = None
     if row.series_interval_s is not None:
         ts = TimeSeries(interval_s=row.series_interval_s, t=row.series_t or [],
@@ -357,9 +367,12 @@ def _repetition(row: RepetitionRow) -> Repetition:
         index=row.index, completion_s=metrics["completion_s"], goodput_mbps=metrics["goodput_mbps"], bytes=row.bytes,
         mptcp=row.mptcp, mib=row.mib, mib_server=row.mib_server, started_at=row.started_at, warmup=row.warmup,
         timeseries=ts, status=row.status or "completed", error=row.error, over_budget=row.over_budget,
-        metrics={k: v for k, v in metrics.items() if k not in BULK_METRICS}, series=dict(row.workload_series or {}),
-        subflows=[SubflowResult(**{k: v for k in SubflowResult.model_fields if (v := getattr(sf, k)) is not None})
+        metrics={k: v for k, v in metrics.items() if k not in BULK_METRICS and k not in per_path_keys},
+        series=dict(row.workload_series or {}),
+        subflows=[SubflowResult(**{k: v for k in SubflowResult.model_fields if k != "metrics" and (v := getattr(sf, k)) is not None},
+                                metrics={name: v for (path, name), v in per_path.items() if path == sf.path})
                   for sf in row.subflows],
+        baseline_path=row.baseline_path,
     )
 
 

@@ -371,7 +371,8 @@ def _write_assets(out: Path) -> str:
 
 
 def _metrics(store: Store, chosen: str) -> list[str]:
-    stored = store.stored_metrics()
+    # every path's subflow metrics ("wifi.idle_queued_share", ...) would be a page each per scenario: only when chosen
+    stored = [m for m in store.stored_metrics() if metric_def(m).scope != "subflow" or m == chosen]
     names = [m for m in METRIC_TABLE if m in stored] + [m for m in stored if m not in METRIC_TABLE]
     if chosen not in names:
         if chosen not in METRIC_TABLE and stored:

@@ -22,7 +22,7 @@ import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from ..cancel import Cancel
 from ..errors import UnsupportedError
@@ -69,6 +69,12 @@ class Hooks:
     cancel: Cancel | None = None
     #: TCP_CONGESTION for every socket the workload opens
     congestion_control: str | None = None
+    #: "mptcp" (IPPROTO_MPTCP; a fallback to TCP is an error) or "tcp": plain IPPROTO_TCP sockets at both
+    #: ends, what the best-path baseline runs (`[run] baseline`)
+    protocol: Literal["mptcp", "tcp"] = "mptcp"
+    #: a client address to bind every client socket to before connect() (the baseline's one path: source
+    #: routing then keeps the connection on that path); None: the kernel picks
+    bind: str | None = None
 
 
 class Workload(ABC):

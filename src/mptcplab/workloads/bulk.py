@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .. import netns
 from ..cancel import Cancel
@@ -33,15 +33,19 @@ CHUNK = 256 * 1024
 Transfer = Outcome  # the first wave's name for a bulk outcome
 
 
-def mptcp_socket(ns: str, congestion_control: str | None = None) -> tuple[socket.socket, bool]:
-    """An MPTCP socket in `ns`; a plain TCP one when MPTCP is disabled there (like a legacy peer).
+def mptcp_socket(ns: str, congestion_control: str | None = None, protocol: str = "mptcp") -> tuple[socket.socket, bool]:
+    """An MPTCP socket in `ns`; a plain TCP one when MPTCP is disabled there (like a legacy peer),
+    or when `protocol` is "tcp" (the best-path baseline).
 
     With `congestion_control`, TCP_CONGESTION is set on it: MPTCP applies it to
     every subflow, those joined later included. Raises RunError when the kernel refuses it.
     """
     with netns.inside(ns):
         try:
-            sock, mptcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP), True
+            if protocol == "tcp":
+                sock, mptcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP), False
+            else:
+                sock, mptcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP), True
         except OSError as e:
             if e.errno not in (errno.ENOPROTOOPT, errno.EPROTONOSUPPORT, errno.EINVAL):
                 raise
@@ -53,6 +57,15 @@ def mptcp_socket(ns: str, congestion_control: str | None = None) -> tuple[socket
             sock.close()
             raise RunError(f"cannot set congestion control {congestion_control!r} on the socket: {e.strerror}") from None
     return sock, mptcp
+
+
+def bind_client(sock: socket.socket, addr: str | None) -> None:
+    """Bind a client socket to `addr` (port chosen by the kernel) before connect(); nothing when None.
+
+    The topology's source routing sends a connection from a path's client address over that path only.
+    """
+    if addr:
+        sock.bind((addr, 0))
 
 
 class BulkTransfer(Workload):
@@ -187,14 +200,16 @@ class BulkTransfer(Workload):
 
     # -- orchestration ---------------------------------------------------
     def run(self) -> Transfer:
-        listener, server_mptcp = mptcp_socket(self.topo.server, self.congestion_control)
+        protocol = self.hooks.protocol
+        listener, server_mptcp = mptcp_socket(self.topo.server, self.congestion_control, protocol)
         self._socks.append(listener)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("0.0.0.0", self.port))
         listener.listen(1)
         listener.settimeout(self.timeout_s)
-        client, _ = mptcp_socket(self.topo.client, self.congestion_control)
+        client, _ = mptcp_socket(self.topo.client, self.congestion_control, protocol)
         self._socks.append(client)
+        bind_client(client, self.hooks.bind)
         client.settimeout(self.timeout_s)
         server_result: dict[str, object] = {}
 
@@ -209,7 +224,7 @@ class BulkTransfer(Workload):
         if self.on_start:
             self.on_start(t0)
         mptcp = is_mptcp(client)
-        if not mptcp:
+        if not mptcp and protocol == "mptcp":
             raise FallbackError("the connection fell back to plain TCP: the server did not answer MP_CAPABLE",
                                 "check net.mptcp.enabled in the server namespace and any middlebox stripping options")
         if self.on_connected:
@@ -290,7 +305,7 @@ class BothDirections(Workload):
         super().__init__(topo, workload, timeout_s, hooks)
         self.upload = True
         self.up = BulkTransfer(topo, workload.model_copy(update={"direction": "upload"}), timeout_s, hooks)
-        quiet = Hooks(on_connected=hooks.on_connected, cancel=hooks.cancel, congestion_control=hooks.congestion_control)
+        quiet = replace(hooks, on_sample=None, on_start=None)
         self.down = BulkTransfer(topo, workload.model_copy(update={"direction": "download"}), timeout_s, quiet)
         self.down.port = topo.server_port + 1
 

@@ -23,7 +23,7 @@ from ..mptcp import is_mptcp
 from ..probes import SubflowSampler, subflow_congestion
 from ..topology import Topology
 from .base import Hooks, Outcome, Workload
-from .bulk import mptcp_socket
+from .bulk import bind_client, mptcp_socket
 
 #: the longest per-event series kept for plots; longer ones are thinned evenly (percentiles use every event)
 MAX_SERIES = 20_000
@@ -90,7 +90,7 @@ class SocketWorkload(Workload):
 
     # -- sockets and threads -------------------------------------------------
     def _socket(self, ns: str) -> tuple[socket.socket, bool]:
-        sock, mptcp = mptcp_socket(ns, self.hooks.congestion_control)
+        sock, mptcp = mptcp_socket(ns, self.hooks.congestion_control, self.hooks.protocol)
         with self._lock:
             self._socks.append(sock)
         if self._stop.is_set():  # aborted meanwhile: never leave a fresh socket blocking
@@ -126,6 +126,7 @@ class SocketWorkload(Workload):
         """connect() to the server; RunError when refused or unreachable, Interrupted when cancelled."""
         sock.settimeout(self._left())
         try:
+            bind_client(sock, self.hooks.bind)
             sock.connect((self.topo.server_addr, self.topo.server_port))
         except OSError as e:
             self._check()
@@ -134,7 +135,8 @@ class SocketWorkload(Workload):
             raise RunError(f"the client could not connect to the server: {e.strerror or e}") from None
 
     def _require_mptcp(self, sock: socket.socket) -> None:
-        if not is_mptcp(sock):
+        """FallbackError when an MPTCP connection fell back to TCP (plain TCP on purpose, the baseline, passes)."""
+        if self.hooks.protocol == "mptcp" and not is_mptcp(sock):
             raise FallbackError("the connection fell back to plain TCP: the server did not answer MP_CAPABLE",
                                 "check net.mptcp.enabled in the server namespace and any middlebox stripping options")
 

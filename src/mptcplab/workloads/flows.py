@@ -20,7 +20,7 @@ import threading
 import time
 
 from ..errors import FallbackError, LabError, RunError
-from ..mptcp import ConnectionSample, full_info, is_mptcp
+from ..mptcp import ConnectionSample, connection_sample, is_mptcp
 from ..probes import SubflowSampler
 from ..topology import Topology
 from ..workload_specs import FlowsSpec
@@ -63,7 +63,7 @@ class ShortFlows(SocketWorkload):
         if sock.recv(1) != DONE:
             raise RunError("the receiver closed a flow before confirming it")
         try:
-            sample = full_info(sock)
+            sample = connection_sample(sock)
         except OSError:
             return
         with self._lock:
@@ -78,7 +78,7 @@ class ShortFlows(SocketWorkload):
     def _serve(self, conn: socket.socket, t0: float) -> None:
         try:
             conn.settimeout(self._left())
-            if not is_mptcp(conn):
+            if self.hooks.protocol == "mptcp" and not is_mptcp(conn):
                 self._errors.append("a flow fell back to plain TCP at the server")
             if self.upload:
                 buf = memoryview(bytearray(BUF))
@@ -116,7 +116,7 @@ class ShortFlows(SocketWorkload):
         try:
             t_connect = time.monotonic()
             self._connect(sock)
-            if not is_mptcp(sock):
+            if self.hooks.protocol == "mptcp" and not is_mptcp(sock):
                 raise FallbackError(f"flow {i + 1} fell back to plain TCP: the server did not answer MP_CAPABLE",
                                     "check net.mptcp.enabled in the server namespace and any middlebox stripping options")
             self._connected(sock, self._errors)
