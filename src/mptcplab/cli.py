@@ -384,6 +384,7 @@ from . import cli_store  # noqa: E402,F401  (registers runs, show, export, compa
 from . import cli_kernel  # noqa: E402,F401  (registers kernel fetch/list/add and matrix on `app`)
 from . import cli_report  # noqa: E402,F401  (registers report on `app`)
 from . import cli_suite  # noqa: E402,F401  (registers suite list/run and bisect on `app`)
+from . import cli_fleet  # noqa: E402,F401  (registers submit, worker and campaign on `app`)
 
 
 def main() -> None:
