@@ -208,6 +208,4 @@ def _cell_results(db: str | None, jobs: list[Any]) -> list[Any]:
             results.append(store.load_result(cell))
         except LabError:
             continue  # a cell none of whose jobs stored anything (every one failed)
-        except Exception:
-            continue
     return results

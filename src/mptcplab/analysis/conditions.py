@@ -45,6 +45,9 @@ def conditions(env: Mapping[str, Any], backend: str = "") -> dict[str, str]:
     if workers:  # a fleet campaign's run: its repetitions may come from several machines
         out["machine"] = " + ".join(sorted({f"{w.get('cpu_model') or UNRECORDED} ({w.get('cpu_count') or '?'} CPUs)" for w in workers}))
         out["worker machines"] = ", ".join(sorted({str(w.get("hostname") or UNRECORDED) for w in workers}))
+        accels = {str(w["accelerator"]) for w in workers if w.get("accelerator")}
+        if accels:
+            out["guest accelerator"] = ", ".join(sorted(accels))
     return out
 
 

@@ -181,15 +181,17 @@ class FleetWorker:
         with self._lock:
             self._cancels.add(cancel)
         what = f"{job['scenario']['name']} @ {job['kernel'] or 'host'} repetition {job['repetition'] + 1}/{job['repeat']}"
+        shared = self.concurrency == 1  # one job at a time: a guest stays up for the next job on its kernel
+        ex: Executor | None = None
         try:
             scenario = load_source(job["scenario"])
-            ex = self._executor_for(job["kernel"])
+            ex = self._executor_for(job["kernel"]) if shared else self._start_executor(job["kernel"])
             backend = job["link_backend"]
             if ex.kernel is not None:  # one emulator per kernel whoever runs it, as matrix chooses
                 from ..kernels.matrix import resolve_backend
 
                 backend = resolve_backend(backend, [scenario], [ex.kernel])
-                drop = cancel.on_cancel(self._close_executor)
+                drop = cancel.on_cancel(self._close_executor if shared else ex.close)
             else:
                 drop = None
             options = RunOptions(repeat=1, label=job["label"], link_backend=backend, tags=dict(job["tags"]),
@@ -206,8 +208,9 @@ class FleetWorker:
                 raise Interrupted(cancel.signum)
             rep = result.repetitions[-1]
             rep.index = job["repetition"]
-            env = {**result.environment, "worker": self.machine,
-                   "fleet": {"campaign": job["campaign"], "workers": {self.name: self.machine},
+            me = {**self.machine, "accelerator": ex.describe().get("accelerator")}  # None on the host: no guest
+            env = {**result.environment, "worker": me,
+                   "fleet": {"campaign": job["campaign"], "workers": {self.name: me},
                              "repetitions": {str(rep.index): self.name}}}
             cell = RunResult.model_validate({**result.model_dump(), "run_id": job["cell"], "repetitions": [], "errors": [],
                                              "status": "running", "environment": env, "summary": {}})
@@ -241,12 +244,20 @@ class FleetWorker:
         finally:
             with self._lock:
                 self._cancels.discard(cancel)
+            if not shared and ex is not None:
+                ex.close()
 
     def _executor_for(self, kernel: str | None) -> Executor:
         """The executor for `kernel` (None: this machine's); a guest stays up while jobs keep asking for its kernel."""
         if self._executor is not None and self._executor[0] == kernel and self._executor[1].alive:
             return self._executor[1]
         self._close_executor()
+        ex = self._start_executor(kernel)
+        self._executor = (kernel, ex)
+        return ex
+
+    def _start_executor(self, kernel: str | None) -> Executor:
+        """A new executor for `kernel`, entered and ready (a guest booted)."""
         k = None
         if kernel is not None:
             from ..kernels.fetch import fetch
@@ -260,7 +271,6 @@ class FleetWorker:
         except BaseException:
             ex.close()
             raise
-        self._executor = (kernel, ex)
         return ex
 
     def _close_executor(self) -> None:
