@@ -240,12 +240,11 @@ def run(
                                 warmup=1 if warmup else 0, sinks=[collector] + ([recorder] if recorder else []))
     try:
         with RichProgress(scn.name) as progress:
-            if kernel is not None:
-                from .cli_kernel import run_on_kernel
+            from .executors import executor_for
 
-                results = run_on_kernel(guest_kernel or kernel, scns, replace(options, progress=progress), timeseries)
-            else:
-                results = runner.run_scenarios(scns, replace(options, progress=progress))
+            with executor_for(guest_kernel) as where:  # this kernel, or a guest booted with --kernel's
+                where.ready(progress)
+                results = where.run_all(scns, replace(options, progress=progress), timeseries)
     except BaseException:
         if as_json and collector.results:  # whatever stopped the command, what it measured is printed
             print_json_results(collector.results, timeseries)
@@ -385,6 +384,7 @@ from . import cli_store  # noqa: E402,F401  (registers runs, show, export, compa
 from . import cli_kernel  # noqa: E402,F401  (registers kernel fetch/list/add and matrix on `app`)
 from . import cli_report  # noqa: E402,F401  (registers report on `app`)
 from . import cli_suite  # noqa: E402,F401  (registers suite list/run and bisect on `app`)
+from . import cli_fleet  # noqa: E402,F401  (registers submit, worker and campaign on `app`)
 
 
 def main() -> None:

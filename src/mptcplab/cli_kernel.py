@@ -131,16 +131,12 @@ def run_on_kernel(kernel: "str | Kernel", scenarios: list[Scenario], options: Ru
 
     Each repetition reaches the sinks (the store) as it ends in the guest.
     """
-    from .kernels.guest import GuestSession
+    from .executors import executor_for
 
     k = use_kernel(kernel) if isinstance(kernel, str) else kernel
-    results = []
-    with GuestSession(k) as guest:
-        for scenario in scenarios:
-            if options.progress is not None:
-                options.progress.scenario_started(scenario.name)
-            results.append(guest.run(scenario, options, timeseries))
-    return results
+    with executor_for(k) as guest:
+        guest.ready(options.progress)
+        return guest.run_all(scenarios, options, timeseries)
 
 
 def _fmt(est: object) -> str:

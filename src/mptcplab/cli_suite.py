@@ -136,14 +136,15 @@ def run_cmd(
         raise typer.Exit(1)
 
 
-def _print_rows(suite_id: str, rows: list[dict[str, Any]], metric: str) -> None:
+def _print_rows(suite_id: str, rows: list[dict[str, Any]], metric: str, what: str | None = None) -> None:
+    """The case x kernel table; `what` names the runs (default: the suite's, tagged suite=ID)."""
     from .metrics import metric as metric_def
 
     per_case = len({r["metric"] for r in rows}) > 1
     unit = metric_def(metric).unit
-    what = ("each case's metric (its workload's main one)" if per_case else f"{metric}{f' ({unit})' if unit else ''}")
+    measure = ("each case's metric (its workload's main one)" if per_case else f"{metric}{f' ({unit})' if unit else ''}")
     multi = len({r["kernel"] for r in rows}) > 1
-    table = Table(title=f"suite {suite_id} (runs tagged suite={suite_id}): {what}, median [95% CI] "
+    table = Table(title=f"{what or f'suite {suite_id} (runs tagged suite={suite_id})'}: {measure}, median [95% CI] "
                         "of completed repetitions; pass rate [Wilson 95%] where a budget is set"
                         + ("; change vs the first kernel (threshold 5%, alpha 0.01)" if multi else ""), title_justify="left")
     value_col = "median [95% CI]" if per_case else metric

@@ -20,7 +20,10 @@ def conditions(env: Mapping[str, Any], backend: str = "") -> dict[str, str]:
 
     Keys: 'congestion control', 'tcp_rmem', 'tcp_wmem', one per sysctl the
     scenario set ('net.x.y (router)'), 'link backend', 'guest accelerator',
-    'machine'. Runs stored before a condition was recorded say 'unrecorded'.
+    'machine' (CPU model and count; a fleet run's: every worker's), and for a
+    fleet campaign's run 'worker machines' (the host names of the workers
+    whose repetitions it holds). Runs stored before a condition was recorded
+    say 'unrecorded'.
     """
     client = env.get("sysctls_client") or {}
     tcp = env.get("tcp") or {}
@@ -38,6 +41,13 @@ def conditions(env: Mapping[str, Any], backend: str = "") -> dict[str, str]:
     guest = env.get("guest") or {}
     out["guest accelerator"] = str(guest.get("accelerator") or "none (this host's kernel)")
     out["machine"] = f"{env.get('cpu_model') or UNRECORDED} ({env.get('cpu_count') or '?'} CPUs)"
+    workers = ((env.get("fleet") or {}).get("workers") or {}).values()
+    if workers:  # a fleet campaign's run: its repetitions may come from several machines
+        out["machine"] = " + ".join(sorted({f"{w.get('cpu_model') or UNRECORDED} ({w.get('cpu_count') or '?'} CPUs)" for w in workers}))
+        out["worker machines"] = ", ".join(sorted({str(w.get("hostname") or UNRECORDED) for w in workers}))
+        accels = {str(w["accelerator"]) for w in workers if w.get("accelerator")}
+        if accels:
+            out["guest accelerator"] = ", ".join(sorted(accels))
     return out
 
 

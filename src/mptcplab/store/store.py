@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, false, func, or_, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, lazyload, selectinload
 
 from ..errors import StoreError, UsageError
 from ..metrics import METRICS, repetition_metrics
@@ -123,6 +123,52 @@ class Store:
             for key, value in _environment_fields(result).items():
                 setattr(run.environment, key, value)
             return len(new)
+
+    def add_repetition_once(self, result: RunResult, scenario: dict[str, Any] | None, rep: Repetition, total: int,
+                            merge: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None) -> bool:
+        """One repetition of a run whose repetitions are measured by separate jobs (a fleet campaign's cell), at most once.
+
+        The run row (`result.run_id`) is created with the first repetition that
+        arrives; a repetition whose `rep.index` is stored already is skipped and
+        False returned, so a job retried after its worker died never counts
+        twice. Concurrent writers are serialized on the run row. The stored
+        environment document becomes merge(stored, result.environment) (default:
+        the stored one updated with the new). The run is 'running' until `total`
+        repetitions are stored, then 'completed' or 'failed' as run_status says.
+        """
+        with self._session("record a repetition") as s:
+            query = select(Run).options(lazyload(Run.scenario)).where(Run.uid == result.run_id).with_for_update()
+            run = s.scalars(query).one_or_none()
+            created = False
+            if run is None:
+                try:
+                    with s.begin_nested():
+                        run = self._run_row(s, result, scenario, status="running")
+                        s.add(run)
+                    created = True
+                except IntegrityError:  # another worker created it first
+                    run = s.scalars(query).one()
+            have = s.scalar(select(RepetitionRow.id).where(RepetitionRow.run_id == run.id, RepetitionRow.index == rep.index))
+            if have is not None:
+                return False
+            if not created:
+                doc = dict(run.environment.document or {})
+                fields = _environment_fields(result)
+                fields["document"] = merge(doc, dict(result.environment)) if merge else {**doc, **result.environment}
+                for key, value in fields.items():
+                    setattr(run.environment, key, value)
+            try:
+                with s.begin_nested():
+                    s.add(_repetition_row(run.id, rep))
+            except IntegrityError:
+                return False
+            statuses = list(s.scalars(select(RepetitionRow.status).where(RepetitionRow.run_id == run.id)))
+            if not rep.completed:
+                run.errors = [*run.errors, f"repetition {rep.index + 1}: {rep.status}: {rep.error}"]
+            if len(statuses) >= total:
+                run.status = "completed" if all(st == "completed" for st in statuses) else "failed"
+                run.ended_at = time.time()
+            return True
 
     def _run_row(self, s: Session, result: RunResult, scenario: dict[str, Any] | None, status: str) -> Run:
         return Run(

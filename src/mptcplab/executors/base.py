@@ -1,0 +1,86 @@
+"""One interface for where a run happens: this machine's kernel, or a kernel booted in a QEMU guest.
+
+As `links/base.py` is for the ways of emulating a path, an Executor is one
+way of running a scenario's repetitions. `run`, `run --kernel`, `matrix` and
+the fleet's worker all drive an Executor, so interleaving and what the sinks
+(the store) hear are the same everywhere:
+
+    with executor_for(kernel, cfg) as ex:   # boots a guest, or nothing on the host
+        ex.ready(progress)
+        result = ex.run(scenario, options)
+
+`run` runs `options.repeat` repetitions (default: the scenario's). Without
+`into` it makes a RunResult of its own and the sinks hear of its start, each
+repetition as it ends and (with `finish`) its end, however it ends. With
+`into` (a matrix cell, an earlier result it adds to) the repetitions are
+appended to that result, numbered after its own, and the sinks hear only of
+each repetition: the caller tells them when the cell starts and ends.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+from ..protocols import Progress
+from ..result import RunResult
+from ..scenario import Scenario
+
+
+class Executor(ABC):
+    """Where a run happens. A context manager: entering boots what it needs, leaving stops it (however it is left)."""
+
+    #: "host" or "guest"
+    kind: ClassVar[str]
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop what the executor started (a guest); idempotent."""
+
+    def ready(self, progress: Progress | None = None) -> None:
+        """Block until runs can start (a guest has booted), saying what it waits for on `progress`.
+
+        Raises RunError when it never becomes ready (a guest that does not boot)."""
+
+    @property
+    def alive(self) -> bool:
+        """False once the executor cannot take another run (its guest died or hung)."""
+        return True
+
+    @property
+    @abstractmethod
+    def release(self) -> str:
+        """The kernel release the runs measure (`uname -r` of the host or of the guest's kernel)."""
+
+    @property
+    def kernel(self) -> Any:
+        """The catalog Kernel a guest boots; None on the host."""
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """What to record about where a run happened (kind, release; a guest adds its accelerator)."""
+        return {"executor": self.kind, "release": self.release}
+
+    @abstractmethod
+    def run(self, scenario: Scenario, options: Any = None, into: RunResult | None = None, finish: bool = True,
+            timeseries: bool = True) -> RunResult:
+        """Run `options.repeat` repetitions of `scenario` (a runner.RunOptions; None: the scenario's defaults).
+
+        See the module docstring for `into` and `finish`. Repetitions that fail
+        or time out are kept in the result. Raises the LabError family (a
+        refused scenario, a guest that died: what arrived before is kept in the
+        result and the sinks) and Interrupted/KeyboardInterrupt.
+        """
+
+    def run_all(self, scenarios: list[Scenario], options: Any = None, timeseries: bool = True) -> list[RunResult]:
+        """Every scenario, one RunResult each, as `mptcplab run` runs them here (default: one after another)."""
+        results = []
+        for scenario in scenarios:
+            if options is not None and options.progress is not None:
+                options.progress.scenario_started(scenario.name)
+            results.append(self.run(scenario, options, timeseries=timeseries))
+        return results

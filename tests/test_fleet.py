@@ -1,0 +1,193 @@
+"""The fleet on a real PostgreSQL: campaigns on procrastinate's queue, worker processes, retries, idempotence.
+
+Two workers run on this one machine, each its own process: that checks
+correctness (every repetition stored once, a killed worker's job retried by
+the other), never figures, since two labs on one 2-core machine disturb each
+other's measurements. Transfers are tiny (tbf, no delay) so the file stays cheap.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import psycopg
+import pytest
+
+from mptcplab.result import Repetition, RunResult
+from mptcplab.store import RunFilter, open_store
+
+from .conftest import CLI, cli, leftovers, requires_root, wait_for, write_scenario
+from .pg import create_database, postgres_server  # noqa: F401  (a fixture)
+
+pytestmark = requires_root
+
+SMALL = """
+name = "{name}"
+[[path]]
+name = "a"
+rate = "20mbit"
+[[path]]
+name = "b"
+rate = "20mbit"
+[workload]
+{size}
+[run]
+repeat = 2
+timeout = "20s"
+link_backend = "tbf"
+"""
+
+
+def scenario(tmp_path, name: str, size: str = 'size = "512KiB"'):
+    return write_scenario(tmp_path, SMALL.format(name=name, size=size), f"{name}.toml")
+
+
+def conninfo(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+def jobs(url: str, campaign: str) -> list[tuple[str, str]]:
+    with psycopg.connect(conninfo(url)) as conn:
+        return conn.execute("SELECT args->>'key', status::text FROM procrastinate_jobs WHERE args->>'campaign' = %s ORDER BY id",
+                            (campaign,)).fetchall()
+
+
+def start_worker(url: str, name: str, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([CLI, "worker", "--db", url, "--name", name, *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def campaign_runs(url: str, campaign: str) -> list[RunResult]:
+    store = open_store(url, create=False)
+    return [store.load_result(r.uid) for r in store.list_runs(RunFilter(tags={"campaign": campaign}))]
+
+
+@pytest.fixture
+def db(postgres_server) -> str:  # noqa: F811
+    return create_database(postgres_server)
+
+
+def test_unreachable_database_is_one_line():
+    for args in (["submit", "demo"], ["campaign"], ["worker"]):
+        proc = cli(*args, "--db", "postgresql+psycopg://nobody@127.0.0.1:1/none", timeout=60)
+        assert proc.returncode == 2, (args, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: cannot reach the fleet's database"), proc.stderr
+    proc = cli("submit", "demo", "--db", "/tmp/results.db")
+    assert proc.returncode == 2 and "needs a PostgreSQL database" in proc.stderr and len(proc.stderr.splitlines()) == 1
+
+
+def test_submit_is_idempotent_and_interleaved(db, tmp_path):
+    a, b = scenario(tmp_path, "fl-a"), scenario(tmp_path, "fl-b")
+    first = cli("submit", str(a), str(b), "--db", db)
+    assert first.returncode == 0, first.stderr
+    cid = first.stdout.strip()
+    assert "4 jobs enqueued" in first.stderr
+    keys = [k for k, _ in jobs(db, cid)]
+    # repetition-major: repetition 0 of both scenarios before repetition 1 of either
+    assert keys == [f"{cid}/0/host/0", f"{cid}/1/host/0", f"{cid}/0/host/1", f"{cid}/1/host/1"]
+    again = cli("submit", str(a), str(b), "--db", db)
+    assert again.returncode == 0 and again.stdout.strip() == cid and "nothing added" in again.stderr
+    assert len(jobs(db, cid)) == 4
+    other = cli("submit", str(a), str(b), "--repeat", "3", "--db", db)  # another campaign: what it measures differs
+    assert other.returncode == 0 and other.stdout.strip() != cid and len(jobs(db, other.stdout.strip())) == 6
+    progress = cli("campaign", cid, "--json", "--db", db)
+    doc = json.loads(progress.stdout)
+    assert progress.returncode == 0 and doc["complete"] is False and doc["workers"]["(queue)"]["queued"] == 4
+
+
+def test_a_repetition_is_stored_once(db):
+    """The store's side of 'never counted twice': a second write of a repetition index adds nothing."""
+    store = open_store(db)
+    result = RunResult(run_id="cell000001", scenario="fl-once", scenario_hash="0" * 16, kernel="k", scheduler="default",
+                       path_manager="kernel", backend="tbf", status="running", environment={"tags": {"campaign": "x"}})
+    rep = Repetition(index=1, completion_s=1.0, goodput_mbps=8.0, bytes=10**6, mptcp=True, subflows=[], mib={})
+    assert store.add_repetition_once(result, None, rep, total=2)
+    assert not store.add_repetition_once(result, None, rep, total=2)
+    assert store.load_result("cell000001").status == "running"
+    assert store.add_repetition_once(result, None, rep.model_copy(update={"index": 0}), total=2)
+    stored = store.load_result("cell000001")
+    assert [r.index for r in stored.repetitions] == [0, 1] and stored.status == "completed"
+
+
+def test_two_workers_complete_a_campaign(db, tmp_path):
+    before = set(leftovers())
+    cid = cli("submit", str(scenario(tmp_path, "fl-a")), str(scenario(tmp_path, "fl-b", 'size = "768KiB"')), "--db", db).stdout.strip()
+    workers = [start_worker(db, name, "--exit-when-empty") for name in ("w1", "w2")]
+    for w in workers:
+        _, err = w.communicate(timeout=120)
+        assert w.returncode == 0, err
+    runs = campaign_runs(db, cid)
+    assert sorted(r.scenario for r in runs) == ["fl-a", "fl-b"]
+    for run in runs:
+        assert run.status == "completed", run.errors
+        assert sorted(r.index for r in run.repetitions) == [0, 1]  # every repetition once
+        fleet = run.environment["fleet"]
+        assert fleet["campaign"] == cid and set(fleet["repetitions"]) == {"0", "1"}
+        assert set(fleet["repetitions"].values()) <= {"w1", "w2"} <= set(fleet["workers"]) | {"w1", "w2"}
+        for w in fleet["workers"].values():
+            assert w["hostname"] == os.uname().nodename and w["cpu_count"] == os.cpu_count()
+    done = cli("campaign", cid, "--json", "--db", db)
+    doc = json.loads(done.stdout)
+    assert done.returncode == 0, done.stderr
+    assert doc["complete"] and doc["done"] == 4 and sum(w["done"] for w in doc["workers"].values()) == 4
+    assert [(r["case"], r["n"], r["failed"]) for r in doc["rows"]] == [("fl-a", 2, 0), ("fl-b", 2, 0)]
+    table = cli("campaign", cid, "--db", db)
+    assert table.returncode == 0 and "fl-a" in table.stdout and ("w1 (" in table.stdout or "w2 (" in table.stdout)
+    assert set(leftovers()) <= before
+
+
+def test_a_killed_workers_job_is_retried_by_the_other_and_counted_once(db, tmp_path):
+    before = set(leftovers())
+    cid = cli("submit", str(scenario(tmp_path, "fl-kill", 'duration = "3s"')), "--db", db).stdout.strip()
+    w1 = start_worker(db, "w1", "--stalled-after", "3")
+
+    def w1_running() -> bool:
+        with psycopg.connect(conninfo(db)) as conn:
+            return conn.execute("SELECT count(*) FROM mptcplab_fleet_attempts WHERE worker = 'w1' AND outcome = 'running'"
+                                ).fetchone()[0] == 1
+
+    try:
+        assert wait_for(w1_running, timeout=60), "w1 never started a job"
+        time.sleep(1.0)  # mid-transfer
+    finally:
+        w1.kill()  # SIGKILL: no chance to finish, release or say anything
+        w1.communicate()
+    w2 = start_worker(db, "w2", "--stalled-after", "3")
+    try:
+        assert wait_for(lambda: [s for _, s in jobs(db, cid)] == ["succeeded", "succeeded"], timeout=90), jobs(db, cid)
+    finally:
+        w2.send_signal(signal.SIGTERM)
+        _, err = w2.communicate(timeout=60)
+    assert w2.returncode == 143, err  # SIGTERM: the worker stopped after its (empty) job slot
+    [run] = campaign_runs(db, cid)
+    assert sorted(r.index for r in run.repetitions) == [0, 1] and run.status == "completed", run.errors
+    assert set(run.environment["fleet"]["repetitions"].values()) == {"w2"}
+    with psycopg.connect(conninfo(db)) as conn:
+        outcomes = conn.execute("SELECT worker, outcome FROM mptcplab_fleet_attempts ORDER BY id").fetchall()
+    assert ("w1", "stalled") in outcomes and outcomes.count(("w2", "stored")) == 2, outcomes
+    cleaned = cli("cleanup")  # the SIGKILLed worker's lab namespaces, as after any killed run
+    assert cleaned.returncode == 0
+    assert set(leftovers()) <= before
+
+
+def test_compare_says_when_sides_ran_on_different_worker_machines():
+    """A cell's environment unites its workers (merge_fleet); the conditions compare prints name every machine."""
+    from mptcplab.analysis.conditions import conditions, differing_lines
+    from mptcplab.fleet.worker import merge_fleet
+
+    def env(name: str, host: str, cpu: str, rep: int) -> dict:
+        worker = {"name": name, "hostname": host, "cpu_model": cpu, "cpu_count": 2}
+        return {"cpu_model": cpu, "cpu_count": 2, "worker": worker,
+                "fleet": {"campaign": "c", "workers": {name: worker}, "repetitions": {str(rep): name}}}
+
+    one = merge_fleet(env("w1", "lab1", "EPYC", 0), env("w1", "lab1", "EPYC", 1))
+    two = merge_fleet(env("w1", "lab1", "EPYC", 0), env("w2", "lab2", "Xeon", 1))
+    assert two["fleet"]["repetitions"] == {"0": "w1", "1": "w2"} and set(two["fleet"]["workers"]) == {"w1", "w2"}
+    lines = differing_lines([conditions(one)], [conditions(two)], sides=("A", "B"))
+    assert "machine differs (A EPYC (2 CPUs); B EPYC (2 CPUs) + Xeon (2 CPUs))" in lines
+    assert "worker machines differs (A lab1; B lab1, lab2)" in lines
+    assert differing_lines([conditions(one)], [conditions(one)]) == []
