@@ -13,7 +13,7 @@ import pytest
 from mptcplab.runner import RunOptions, run_scenarios
 from mptcplab.scenario import load_scenario
 from mptcplab.store import RunFilter, open_store
-from mptcplab.store.database import current_revision, head_revision
+from mptcplab.store.database import current_revision, head_revision, script_head
 from mptcplab.store.recorder import StoreRecorder
 
 from .conftest import CLI, cli, leftovers, requires_root, wait_for, write_scenario
@@ -59,6 +59,11 @@ def test_migration_from_an_empty_database(db_url):
     assert store.count_runs() == 0
     again = open_store(db_url)  # opening a migrated database changes nothing
     assert current_revision(again.engine) == head_revision()
+
+
+def test_the_head_read_without_alembic_is_alembics():
+    """open_store skips importing alembic when the database is at script_head(): it must be alembic's own head."""
+    assert script_head() == head_revision()
 
 
 def test_round_trip_of_a_real_run(db_url, real_run):
