@@ -21,6 +21,33 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root to build namespaces")
 
+#: `make test` runs the tests marked light two at a time (pytest-xdist), then every other test alone: those move
+#: traffic, boot guests or start PostgreSQL, and their rates, delays and timeouts assume the machine to themselves.
+#: A test is light only when it says so (module `pytestmark` or a decorator) and is not also marked heavy, so a new
+#: test runs alone until someone marks it; a light test that builds a lab or boots a guest in-process fails.
+light = pytest.mark.light
+heavy = pytest.mark.heavy
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Every test not marked light is heavy (`pytest -m heavy` / `-m "not heavy"` select the two phases)."""
+    for item in items:
+        if item.get_closest_marker("light") is None and item.get_closest_marker("heavy") is None:
+            item.add_marker(heavy)
+
+
+@pytest.fixture(autouse=True)
+def _light_tests_move_no_traffic(request, monkeypatch) -> None:
+    """A test that runs beside another (not heavy) may not build a lab or boot a guest in this process."""
+    if request.node.get_closest_marker("heavy") is not None:
+        return
+
+    def refuse(*_args, **_kw):
+        pytest.fail(f"{request.node.nodeid} builds a lab or boots a guest: mark it heavy (it needs the machine alone)")
+
+    monkeypatch.setattr("mptcplab.lab.Lab.__init__", refuse)
+    monkeypatch.setattr("mptcplab.kernels.guest.GuestSession.__init__", refuse)
+
 
 def _pid_alive(pid: int) -> bool:
     try:

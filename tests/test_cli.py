@@ -19,8 +19,11 @@ import pytest
 
 from mptcplab.store import open_store
 
-from .conftest import CLI, cli, cli_in_process, requires_root, write_scenario
+from .conftest import CLI, cli, cli_in_process, heavy, light, requires_root, write_scenario
 from .synthetic import run
+
+pytestmark = light  # synthetic stores, --help, refusals; the one real run is marked heavy
+
 
 def _commands() -> list[list[str]]:
     """Every command and subcommand the CLI has (so a later one is checked too)."""
@@ -276,6 +279,7 @@ def test_csv_numbers_repetitions_from_1_with_iso_times(stored):
     assert re.search(r"│\s+1 \(warm-up\)\s+│", table.stdout), table.stdout  # what tables call repetition 1
 
 
+@heavy
 @requires_root
 def test_a_run_that_can_be_kept_nowhere_says_so_once(tmp_path, read_only_dir, monkeypatch):
     """Store and spool directory both unwritable: the run still runs and prints, and one line says nothing was kept."""

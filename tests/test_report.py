@@ -21,7 +21,7 @@ import pytest
 
 from mptcplab.store import open_store
 
-from .conftest import cli, requires_root, write_scenario
+from .conftest import cli, requires_root, write_scenario, light
 from .pg import create_database, postgres_server  # noqa: F401  (a fixture)
 
 pytestmark = requires_root
@@ -328,6 +328,7 @@ def imported_db(tmp_path_factory) -> str:
     return db
 
 
+@light
 @pytest.mark.parametrize("args, message", [
     (["--compare", "shape"], "write it as BASELINE..CANDIDATE"),
     (["--compare", "shape..nosuchlabel"], "matches no run"),
@@ -340,6 +341,7 @@ def test_report_usage_errors_are_one_line_and_exit_2(imported_db, tmp_path, args
     assert not (tmp_path / "r").exists()
 
 
+@light
 def test_report_refuses_a_foreign_directory(imported_db, tmp_path):
     (tmp_path / "mine.txt").write_text("not a report")
     done = cli("report", str(tmp_path), "--db", imported_db)
@@ -347,6 +349,7 @@ def test_report_refuses_a_foreign_directory(imported_db, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
 
 
+@light
 def test_the_reports_verdicts_are_those_of_compare():
     """The report memoizes the Mann-Whitney p-value on the ranks; verdict, change, p, CI and notes must equal
     compare_samples' for samples with and without ties, of equal and unequal sizes, either direction."""
@@ -373,6 +376,7 @@ def test_the_reports_verdicts_are_those_of_compare():
             assert (c.verdict, c.p_value, c.notes, finite) == (j["verdict"], j["p"], j["notes"], [j["change"], *j["ci95"]])
 
 
+@light
 def test_the_report_never_loads_the_engine():
     import subprocess
     import sys
@@ -403,6 +407,7 @@ def test_change_point_hook_marks_the_history(site, tmp_path):
     assert 'id="change-points"' in page and 'class="change-point"' in page and "change point" in page
 
 
+@light
 def test_figures_of_a_change_from_zero_are_valid_json():
     """retransmits 0 in one run and 12 in the next: the change has no finite value; the charts must still be JSON."""
     from mptcplab.analysis.compare import compare_samples

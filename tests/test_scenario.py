@@ -22,7 +22,9 @@ from mptcplab.scenario import (
 )
 from mptcplab.units import parse_percent, parse_rate, parse_size, parse_time
 
-from .conftest import SHARED, cli, cli_in_process, leftovers, requires_root, write_scenario
+from .conftest import SHARED, cli, cli_in_process, leftovers, requires_root, write_scenario, light
+
+pytestmark = light  # models, units and refusals before anything is built
 
 GOOD = {
     "name": "x",

@@ -16,7 +16,7 @@ from mptcplab.store import RunFilter, open_store
 from mptcplab.store.database import current_revision, head_revision, script_head
 from mptcplab.store.recorder import StoreRecorder
 
-from .conftest import CLI, cli, leftovers, requires_root, wait_for, write_scenario
+from .conftest import CLI, cli, leftovers, requires_root, wait_for, write_scenario, light
 from .pg import Cluster, create_database, postgres_server  # noqa: F401  (a fixture)
 
 pytestmark = requires_root
@@ -61,6 +61,7 @@ def test_migration_from_an_empty_database(db_url):
     assert current_revision(again.engine) == head_revision()
 
 
+@light
 def test_the_head_read_without_alembic_is_alembics():
     """open_store skips importing alembic when the database is at script_head(): it must be alembic's own head."""
     assert script_head() == head_revision()
@@ -336,6 +337,7 @@ def test_compare_usage_errors_are_one_line_and_exit_2(compared, args):
     assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error:")
 
 
+@light
 @pytest.mark.parametrize("command", [["runs"], ["show", "abcd"], ["export", "--format", "csv"], ["history", "demo"],
                                      ["export", "-o", "/tmp/never-written.csv"],
                                      ["compare", "--baseline", "a", "--candidate", "b"], ["plot", "abcd"]])
@@ -347,6 +349,7 @@ def test_reading_a_missing_database_is_an_error_and_creates_nothing(tmp_path, co
     assert not missing.parent.exists()
 
 
+@light
 def test_bad_db_is_refused_before_anything_is_built(tmp_path):
     path = write_scenario(tmp_path, TWO_PATHS.format(rate_b="10mbit"))
     before = {ns for ns in os.listdir("/run/netns")} if os.path.isdir("/run/netns") else set()

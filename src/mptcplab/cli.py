@@ -219,11 +219,11 @@ def run(
 
     Exit 1 when any repetition did not complete (each is kept, with its reason).
     """
+    scns = load_scenarios(scenario, overrides or [])  # a bad scenario is refused before the engine (pyroute2) loads
     from . import runner
     from .cli_store import parse_tags, recorder_for
     from .protocols import Collector
 
-    scns = load_scenarios(scenario, overrides or [])
     scn = scns[0]
     if plot is not None and len(scns) > 1:
         raise UsageError("--plot draws one run: give one scenario")
