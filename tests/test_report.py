@@ -21,7 +21,7 @@ import pytest
 
 from mptcplab.store import open_store
 
-from .conftest import cli, requires_root, write_scenario, light
+from .conftest import cli, cli_in_process, requires_root, write_scenario, light
 from .pg import create_database, postgres_server  # noqa: F401  (a fixture)
 
 pytestmark = requires_root
@@ -281,12 +281,12 @@ def test_rebuild_rewrites_only_what_changed(site, tmp_path):
                 "--compare-metric", "completion_s")
     assert again.returncode == 0 and " 0 pages written" in again.stderr, again.stderr
     # one more run: a copy of the baseline under another id (its real repetitions)
-    doc = json.loads(cli("show", site["runs"]["base"], "--json", "--db", db).stdout)
+    doc = json.loads(cli_in_process("show", site["runs"]["base"], "--json", "--db", db).stdout)
     doc["run_id"], doc["label"] = "feedc0ffee01", "base"
     (tmp_path / "copy.json").write_text(json.dumps(doc))
-    assert cli("import", str(tmp_path / "copy.json"), "--db", db).returncode == 0
+    assert cli_in_process("import", str(tmp_path / "copy.json"), "--db", db).returncode == 0
     before = {p.relative_to(out).as_posix(): p.stat().st_mtime_ns for p in out.rglob("*.html")}
-    third = cli("report", str(out), "--db", db, "--compare", "base..cand", "--compare-metric", "goodput_mbps",
+    third = cli_in_process("report", str(out), "--db", db, "--compare", "base..cand", "--compare-metric", "goodput_mbps",
                 "--compare-metric", "completion_s")
     assert third.returncode == 0, third.stderr
     manifest = json.loads((out / "manifest.json").read_text())
@@ -314,7 +314,7 @@ def test_compare_junit_and_markdown_for_ci(site, tmp_path):
         ("mptcplab.rp-two-paths", "goodput_mbps"), ("mptcplab.rp-two-paths", "completion_s")]
     assert cases[0].find("failure") is not None and suite.get("failures") == str(
         sum(c.find("failure") is not None for c in cases))
-    md = cli("compare", "--db", site["db"], "--baseline", "label:base", "--candidate", "label:cand", "--format", "markdown",
+    md = cli_in_process("compare", "--db", site["db"], "--baseline", "label:base", "--candidate", "label:cand", "--format", "markdown",
              "--report-url", "https://ci.example/r/index.html")
     assert "[the report](https://ci.example/r/index.html)" in md.stdout
 
