@@ -212,7 +212,10 @@ class GuestSession:
             self._procs.append(self._start_virtiofsd())
             bundle = pybundle.build() if self.cfg.bundle else None
             if bundle is not None:
-                initrd = initramfs.with_files(initrd, {"pylib.zip": bundle}, self._tmp / "initrd.cpio")
+                try:
+                    initrd = initramfs.with_files(initrd, {"pylib.zip": bundle}, self._tmp / "initrd.cpio")
+                except OSError:  # the zip went away (a cache cleaned meanwhile): boot without it, as before it
+                    pass
             self._cmd = qemu_command(self.kernel, initrd, self._tmp, _guest_cmdline(self.cfg), self.cfg, self.accel)
             self._t0 = time.monotonic()
             self.qemu = subprocess.Popen(self._cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

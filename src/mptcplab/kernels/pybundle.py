@@ -31,6 +31,7 @@ import py_compile
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from functools import lru_cache
 from pathlib import Path
@@ -129,31 +130,53 @@ def _bytecode(src: Path, scratch: Path) -> bytes:
 
 
 @lru_cache(maxsize=1)
-def build() -> Path | None:
-    """The zip of the guest's pure-Python modules, built once per set of module files and cached; None when the
-    probe fails (the guest then imports everything over virtiofs, as before)."""
+def _files() -> dict[str, Path] | None:
+    """entries(guest_modules()), once per process; None when the probe fails."""
     try:
-        files = entries(guest_modules())
+        return entries(guest_modules())
     except (subprocess.SubprocessError, OSError, ValueError):
         return None
+
+
+#: a zip not used for this long is removed when another is built (several checkouts may boot guests at once, each
+#: with its own zip: one never removes another's that is in use)
+STALE_S = 7 * 86400
+
+
+def build() -> Path | None:
+    """The zip of the guest's pure-Python modules, built once per set of module files (names, sizes, mtimes) and
+    cached under ``<cache>/pybundle``; None when it cannot be had (the probe failed, the cache is not writable):
+    the guest then imports everything over virtiofs, as without it."""
+    files = _files()
+    if not files:
+        return None
     h = hashlib.sha256(sys.version.encode())
-    for arc, src in sorted(files.items()):
-        st = src.stat()
-        h.update(f"{arc}\0{src}\0{st.st_mtime_ns}\0{st.st_size}\n".encode())
+    try:
+        for arc, src in sorted(files.items()):
+            st = src.stat()
+            h.update(f"{arc}\0{src}\0{st.st_mtime_ns}\0{st.st_size}\n".encode())
+    except OSError:
+        return None
     target = cache_root() / "pybundle" / f"guest-{h.hexdigest()[:16]}.zip"
     if target.is_file():
+        os.utime(target)  # in use: not stale
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as scratch:
-        tmp = target.with_suffix(f".tmp{os.getpid()}")
-        try:
-            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:  # stored: no inflating under TCG
-                for arc, src in sorted(files.items()):
-                    z.writestr(zipfile.ZipInfo(arc, date_time=(1980, 1, 1, 0, 0, 0)), _bytecode(src, Path(scratch)))
-            tmp.rename(target)
-        finally:
-            tmp.unlink(missing_ok=True)
+    tmp = target.with_suffix(f".tmp{os.getpid()}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as scratch, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+            for arc, src in sorted(files.items()):  # stored, not deflated: nothing to inflate under TCG
+                z.writestr(zipfile.ZipInfo(arc, date_time=(1980, 1, 1, 0, 0, 0)), _bytecode(src, Path(scratch)))
+        tmp.rename(target)
+    except (OSError, py_compile.PyCompileError):
+        return None
+    finally:
+        tmp.unlink(missing_ok=True)
+    now = time.time()
     for old in target.parent.glob("guest-*.zip"):
-        if old != target:
-            old.unlink(missing_ok=True)
+        try:
+            if old != target and now - old.stat().st_mtime > STALE_S:
+                old.unlink()
+        except OSError:
+            pass
     return target
