@@ -329,12 +329,12 @@ main()
 """
 
 
-@pytest.mark.parametrize("args, absent", [
-    (["--help"], {"pydantic", "pyroute2", "sqlalchemy", "alembic", "numpy", "scipy", "matplotlib", "plotly"}),
-    (["scenarios", "--show", "demo"], {"pyroute2", "sqlalchemy", "numpy", "matplotlib"}),
-    (["scenarios"], {"pyroute2", "sqlalchemy", "numpy", "matplotlib"}),
-    (["runs"], {"pyroute2", "alembic", "matplotlib", "plotly"}),
-], ids=" ".join)
+@pytest.mark.parametrize("args, absent", [  # ids: the command (pytest-xdist needs the same ids in every worker)
+    pytest.param(["--help"], {"pydantic", "pyroute2", "sqlalchemy", "alembic", "numpy", "scipy", "matplotlib", "plotly"}, id="--help"),
+    pytest.param(["scenarios", "--show", "demo"], {"pyroute2", "sqlalchemy", "numpy", "matplotlib"}, id="scenarios --show"),
+    pytest.param(["scenarios"], {"pyroute2", "sqlalchemy", "numpy", "matplotlib"}, id="scenarios"),
+    pytest.param(["runs"], {"pyroute2", "alembic", "matplotlib", "plotly"}, id="runs"),
+])
 def test_a_command_loads_only_what_it_needs(stored, args, absent):
     """Tests and scripts start the CLI hundreds of times: --help loads typer alone, scenarios no engine, and
     reading a store that is at the newest schema no alembic (it loads only to migrate)."""
