@@ -67,8 +67,17 @@ lock:
 demo: install
 	$(VENV)/bin/mptcplab run demo
 
+# Two phases, one exit code (the first failing phase's). Light tests (marked `light`: no traffic, no guest, no
+# PostgreSQL; tests/conftest.py) run two at a time with pytest-xdist, a test module per worker so its module
+# fixtures are built once; every other test then runs alone, since rates, delays and guest timeouts assume the
+# machine to themselves. Either phase's failures are listed at its end (-ra).
 test: install
-	$(VENV)/bin/pytest -v
+	@status=0; \
+	echo "== make test, phase 1 of 2: light tests, two at a time (pytest -m 'not heavy' -n 2)"; \
+	$(VENV)/bin/pytest -v -m "not heavy" -n 2 --dist loadscope || status=$$?; \
+	echo "== make test, phase 2 of 2: heavy tests, one at a time (pytest -m heavy)"; \
+	$(VENV)/bin/pytest -v -m heavy || { s=$$?; [ $$status -ne 0 ] || status=$$s; }; \
+	exit $$status
 
 bench: install
 	$(VENV)/bin/python bench/topology_build.py

@@ -1,6 +1,8 @@
 """Shared helpers: tests run the real kernel MPTCP in real namespaces, as root."""
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -18,6 +20,33 @@ CLI = str(Path(sys.executable).parent / "mptcplab")
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root to build namespaces")
+
+#: `make test` runs the tests marked light two at a time (pytest-xdist), then every other test alone: those move
+#: traffic, boot guests or start PostgreSQL, and their rates, delays and timeouts assume the machine to themselves.
+#: A test is light only when it says so (module `pytestmark` or a decorator) and is not also marked heavy, so a new
+#: test runs alone until someone marks it; a light test that builds a lab or boots a guest in-process fails.
+light = pytest.mark.light
+heavy = pytest.mark.heavy
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Every test not marked light is heavy (`pytest -m heavy` / `-m "not heavy"` select the two phases)."""
+    for item in items:
+        if item.get_closest_marker("light") is None and item.get_closest_marker("heavy") is None:
+            item.add_marker(heavy)
+
+
+@pytest.fixture(autouse=True)
+def _light_tests_move_no_traffic(request, monkeypatch) -> None:
+    """A test that runs beside another (not heavy) may not build a lab or boot a guest in this process."""
+    if request.node.get_closest_marker("heavy") is not None:
+        return
+
+    def refuse(*_args, **_kw):
+        pytest.fail(f"{request.node.nodeid} builds a lab or boots a guest: mark it heavy (it needs the machine alone)")
+
+    monkeypatch.setattr("mptcplab.lab.Lab.__init__", refuse)
+    monkeypatch.setattr("mptcplab.kernels.guest.GuestSession.__init__", refuse)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -84,6 +113,36 @@ def namespaces_of_pid(pid: int) -> set[str]:
 
 def cli(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def cli_in_process(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The CLI's own main() in this process, with its stdout, stderr and exit code, as `cli` returns them.
+
+    For the many cases of one behaviour whose subject is the exit code and what is printed (refusals, help,
+    files as shipped): a subprocess costs a second or more of imports on a loaded 2-core machine, this a few
+    milliseconds. Each such behaviour keeps at least one case through `cli` (the real process), and anything
+    that depends on the process (signals, a crash, the environment it starts with) always uses `cli`. An
+    exception that main() does not turn into an exit code propagates, so the test fails on what would have
+    been a traceback.
+    """
+    from mptcplab.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    saved_argv, saved_env = sys.argv, dict(os.environ)
+    sys.argv = ["mptcplab", *args]
+    os.environ.update(env or {})
+    code: int | str | None = 0
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            main()
+    except SystemExit as e:
+        code = e.code
+    finally:
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess(["mptcplab", *args], code if isinstance(code, int) else (0 if code is None else 1),
+                                       stdout.getvalue(), stderr.getvalue())
 
 
 def write_scenario(tmp_path: Path, body: str, name: str = "s.toml") -> Path:

@@ -19,8 +19,11 @@ import pytest
 
 from mptcplab.store import open_store
 
-from .conftest import CLI, cli, requires_root, write_scenario
+from .conftest import CLI, cli, cli_in_process, heavy, light, requires_root, write_scenario
 from .synthetic import run
+
+pytestmark = light  # synthetic stores, --help, refusals; the one real run is marked heavy
+
 
 def _commands() -> list[list[str]]:
     """Every command and subcommand the CLI has (so a later one is checked too)."""
@@ -147,12 +150,12 @@ def test_every_output_path_that_cannot_be_written_is_one_line_and_exit_2(stored,
     scenario = write_scenario(tmp_path, 'name = "never-run"\n[[path]]\nname = "a"\nrate = "10mbit"\n[workload]\nsize = "1MiB"\n')
     (tmp_path / "file").write_text("")
     before = {ns for ns in os.listdir("/run/netns")} if os.path.isdir("/run/netns") else set()
-    for name, args in _output_commands(json_result, a.run_id, scenario).items():
+    for i, (name, args) in enumerate(_output_commands(json_result, a.run_id, scenario).items()):
         suffix = ".csv" if name.startswith("export") else ".json" if name == "compare -o" else ".png"
         path = {"/nonexistent/x": f"/nonexistent/x{suffix}", "/proc/x": f"/proc/x{suffix}",
                 "read-only": str(read_only_dir / f"x{suffix}"), "a directory": str(tmp_path),
                 "under a file": str(tmp_path / "file" / f"x{suffix}")}[target]
-        proc = cli(*args, path)
+        proc = (cli if i == 0 else cli_in_process)(*args, path)  # one command per target as a user runs it
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2, (name, proc.returncode, proc.stderr)
         assert len(lines) == 1 and lines[0].startswith("error: ") and path in lines[0], (name, proc.stderr)
@@ -198,7 +201,7 @@ def test_outputs_that_can_be_written_are(stored, tmp_path):
 def test_a_bare_threshold_is_a_percentage(stored, command):
     docs = {}
     for threshold in ("5", "5%", "12", "12%"):
-        proc = cli(*command, "--threshold", threshold, "--format", "json")
+        proc = (cli if threshold == "5" else cli_in_process)(*command, "--threshold", threshold, "--format", "json")
         assert proc.returncode in (0, 1), proc.stderr
         docs[threshold] = json.loads(proc.stdout)
     assert docs["5"] == docs["5%"] and docs["5"]["threshold"] == pytest.approx(0.05)
@@ -206,7 +209,7 @@ def test_a_bare_threshold_is_a_percentage(stored, command):
     if command[0] == "compare":  # a 10% drop: a regression at 5, not at 12
         assert docs["5"]["regressed"] and not docs["12"]["regressed"]
     for bad in ("100", "-1", "lots") if command[0] == "compare" else ("100",):
-        proc = cli(*command, "--threshold", bad)
+        proc = (cli if bad == "100" else cli_in_process)(*command, "--threshold", bad)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
 
 
@@ -217,8 +220,8 @@ def test_an_unopenable_database_is_exit_2(tmp_path, make):
         db.mkdir()
     else:
         db.write_bytes(b"this is not SQLite\n" * 200)
-    for command in (["runs"], ["show", "abcd"], ["export"], ["history", "x"], ["compare", "--baseline", "a", "--candidate", "b"]):
-        proc = cli(*command, "--db", str(db))
+    for i, command in enumerate((["runs"], ["show", "abcd"], ["export"], ["history", "x"], ["compare", "--baseline", "a", "--candidate", "b"])):
+        proc = (cli if i == 0 else cli_in_process)(*command, "--db", str(db))
         assert proc.returncode == 2, (command, proc.stderr)
         assert proc.stderr.startswith("error: cannot open the results store") and proc.stderr.count("\n") == 1, proc.stderr
 
@@ -237,17 +240,17 @@ def test_listing_before_any_run_is_not_an_error(fresh_user, tmp_path):
     message = f"no runs stored yet (in {fresh_user})\n"
     proc = cli("runs")
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, message, "")
-    proc = cli("history", "demo")
+    proc = cli_in_process("history", "demo")
     assert (proc.returncode, proc.stdout) == (0, message), proc.stderr
-    proc = cli("history", "demo", "--format", "json")
+    proc = cli_in_process("history", "demo", "--format", "json")
     assert proc.returncode == 0 and json.loads(proc.stdout)["points"] == [] and proc.stderr == message
-    proc = cli("export", "--format", "json")
+    proc = cli_in_process("export", "--format", "json")
     assert (proc.returncode, json.loads(proc.stdout), proc.stderr) == (0, [], message)
-    proc = cli("export")
+    proc = cli_in_process("export")
     assert proc.returncode == 0 and proc.stdout.startswith("run_id,") and proc.stderr == message
     assert not (tmp_path / "data").exists()  # looking created nothing
     explicit = tmp_path / "elsewhere.db"
-    proc = cli("runs", "--db", str(explicit))
+    proc = cli_in_process("runs", "--db", str(explicit))
     assert (proc.returncode, proc.stdout) == (0, f"no runs stored yet (in {explicit})\n") and not explicit.exists()
 
 
@@ -276,6 +279,7 @@ def test_csv_numbers_repetitions_from_1_with_iso_times(stored):
     assert re.search(r"│\s+1 \(warm-up\)\s+│", table.stdout), table.stdout  # what tables call repetition 1
 
 
+@heavy
 @requires_root
 def test_a_run_that_can_be_kept_nowhere_says_so_once(tmp_path, read_only_dir, monkeypatch):
     """Store and spool directory both unwritable: the run still runs and prints, and one line says nothing was kept."""
@@ -306,9 +310,37 @@ def test_brackets_in_stored_names_are_printed_as_they_are(results_store):
     open_store(str(results_store)).save_result(r, {"name": "s[run]"})
     listed = cli("runs")
     assert listed.returncode == 0 and "[v1] fix" in listed.stdout and "s[run]" in listed.stdout, listed.stdout
-    shown = cli("show", r.run_id)
+    shown = cli_in_process("show", r.run_id)
     assert shown.returncode == 0 and "label [v1] fix" in " ".join(shown.stdout.split()), shown.stdout
-    hist = cli("history", "s[run]")
+    hist = cli_in_process("history", "s[run]")
     assert hist.returncode == 0 and "s[run]: goodput_mbps" in hist.stdout and "[v1] fix" in hist.stdout, hist.stdout
-    cmp = cli("compare", "--baseline", "label:[v1] fix", "--candidate", "label:[v1] fix")
+    cmp = cli_in_process("compare", "--baseline", "label:[v1] fix", "--candidate", "label:[v1] fix")
     assert cmp.returncode == 0 and "baseline label:[v1] fix vs candidate" in " ".join(cmp.stdout.split()), cmp.stdout
+
+
+# -- what a command loads ---------------------------------------------------------------------------
+
+LOADED = """
+import atexit, sys
+atexit.register(lambda: sys.stderr.write("LOADED " + " ".join(sorted(m for m in sys.modules if "." not in m)) + "\\n"))
+sys.argv = ["mptcplab", *sys.argv[1:]]
+from mptcplab.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("args, absent", [  # ids: the command (pytest-xdist needs the same ids in every worker)
+    pytest.param(["--help"], {"pydantic", "pyroute2", "sqlalchemy", "alembic", "numpy", "scipy", "matplotlib", "plotly"}, id="--help"),
+    pytest.param(["scenarios", "--show", "demo"], {"pyroute2", "sqlalchemy", "numpy", "matplotlib"}, id="scenarios --show"),
+    pytest.param(["scenarios"], {"pyroute2", "sqlalchemy", "numpy", "matplotlib"}, id="scenarios"),
+    pytest.param(["runs"], {"pyroute2", "alembic", "matplotlib", "plotly"}, id="runs"),
+])
+def test_a_command_loads_only_what_it_needs(stored, args, absent):
+    """Tests and scripts start the CLI hundreds of times: --help loads typer alone, scenarios no engine, and
+    reading a store that is at the newest schema no alembic (it loads only to migrate)."""
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", LOADED, *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    loaded = set(proc.stderr.rsplit("LOADED ", 1)[1].split())
+    assert "mptcplab" in loaded and not loaded & absent, sorted(loaded & absent)

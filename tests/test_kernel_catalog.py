@@ -25,8 +25,10 @@ from mptcplab.kernels.fetch import SUITES, ConsoleWaits, kernel_stanzas
 from mptcplab.result import Repetition, RunResult, SubflowResult
 from mptcplab.store import RunFilter, open_store
 
-from .conftest import cli, requires_root
+from .conftest import cli, heavy, light, requires_root
 from .pg import create_database, postgres_server  # noqa: F401  (a fixture)
+
+pytestmark = light  # recorded archive indexes, a synthetic cache and store; PostgreSQL is heavy
 
 INDEX = Path(__file__).parent / "data" / "debian-kernels"
 
@@ -228,6 +230,7 @@ RUNS_BY_KERNEL = [
 ]
 
 
+@heavy
 @requires_root
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_the_store_selects_by_kernel_on_both_databases(backend, tmp_path, request):

@@ -23,7 +23,7 @@ from mptcplab.kernels.guest import GuestConfig, GuestSession
 from mptcplab.runner import RunOptions
 from mptcplab.scenario import load_scenario
 
-from .conftest import CLI, cli, leftovers, requires_root, wait_for, write_scenario
+from .conftest import CLI, cli, leftovers, requires_root, wait_for, write_scenario, light
 
 pytestmark = requires_root
 
@@ -157,6 +157,7 @@ def test_netem_and_wire_agree_in_one_guest(tmp_path: Path, kernels: list[str]) -
     assert retrans["b"] > 0  # the bursty loss really dropped data
 
 
+@light
 def test_unknown_kernel_is_one_line(tmp_path: Path) -> None:
     for args in (["kernel", "fetch", "5.99"], ["run", "demo", "--kernel", "5.99"],
                  ["matrix", "demo", "--kernels", "6.1,5.99"]):
@@ -168,6 +169,7 @@ def test_unknown_kernel_is_one_line(tmp_path: Path) -> None:
         assert "Traceback" not in proc.stderr
 
 
+@light
 def test_a_file_that_is_not_a_kernel_is_one_line(tmp_path: Path) -> None:
     fake = tmp_path / "bzImage"
     fake.write_bytes(b"\x7fELF" + os.urandom(8192))

@@ -20,7 +20,7 @@ from mptcplab.scenario import load_scenario
 from mptcplab.store import RunFilter, open_store
 from mptcplab.store.recorder import StoreRecorder
 
-from .conftest import cli, requires_root, write_scenario
+from .conftest import cli, cli_in_process, requires_root, write_scenario
 
 pytestmark = requires_root
 
@@ -170,7 +170,7 @@ def test_run_png_reads_back(lossy, tmp_path):
     img = matplotlib.image.imread(png)
     assert img.shape[1] >= 1000 and img.shape[0] >= 600 and img.std() > 0.05  # two columns, not a blank canvas
     one = tmp_path / "rep2.png"
-    assert cli("plot", result.run_id, "-o", str(one), "--rep", "2", "--db", db).returncode == 0
+    assert cli_in_process("plot", result.run_id, "-o", str(one), "--rep", "2", "--db", db).returncode == 0
     assert matplotlib.image.imread(one).shape[1] < 0.75 * img.shape[1]  # one column
 
 
@@ -183,13 +183,13 @@ def test_plot_says_what_is_really_wrong(lossy, failed, tmp_path):
     fdb, fid, _ = failed
     stored = open_store(fdb).load_result(fid)
     reason = ([r.error for r in stored.repetitions if r.error] + list(stored.errors))[0]
-    proc = cli("plot", fid, "-o", str(png), "--db", fdb)
+    proc = cli_in_process("plot", fid, "-o", str(png), "--db", fdb)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert reason in proc.stderr and "no-timeseries" not in proc.stderr, proc.stderr
     # and where the time series really are missing, that is what it says
     saved = tmp_path / "no-ts.json"
     saved.write_text(json.dumps(result.to_json(timeseries=False)))
-    proc = cli("plot", str(saved), "-o", str(png))
+    proc = cli_in_process("plot", str(saved), "-o", str(png))
     assert proc.returncode == 2 and "--no-timeseries" in proc.stderr, proc.stderr
 
 

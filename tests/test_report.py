@@ -21,7 +21,7 @@ import pytest
 
 from mptcplab.store import open_store
 
-from .conftest import cli, requires_root, write_scenario
+from .conftest import cli, cli_in_process, requires_root, write_scenario, light
 from .pg import create_database, postgres_server  # noqa: F401  (a fixture)
 
 pytestmark = requires_root
@@ -286,12 +286,12 @@ def test_rebuild_rewrites_only_what_changed(site, tmp_path):
                 "--compare-metric", "completion_s")
     assert again.returncode == 0 and " 0 pages written" in again.stderr, again.stderr
     # one more run: a copy of the baseline under another id (its real repetitions)
-    doc = json.loads(cli("show", site["runs"]["base"], "--json", "--db", db).stdout)
+    doc = json.loads(cli_in_process("show", site["runs"]["base"], "--json", "--db", db).stdout)
     doc["run_id"], doc["label"] = "feedc0ffee01", "base"
     (tmp_path / "copy.json").write_text(json.dumps(doc))
-    assert cli("import", str(tmp_path / "copy.json"), "--db", db).returncode == 0
+    assert cli_in_process("import", str(tmp_path / "copy.json"), "--db", db).returncode == 0
     before = {p.relative_to(out).as_posix(): p.stat().st_mtime_ns for p in out.rglob("*.html")}
-    third = cli("report", str(out), "--db", db, "--compare", "base..cand", "--compare-metric", "goodput_mbps",
+    third = cli_in_process("report", str(out), "--db", db, "--compare", "base..cand", "--compare-metric", "goodput_mbps",
                 "--compare-metric", "completion_s")
     assert third.returncode == 0, third.stderr
     manifest = json.loads((out / "manifest.json").read_text())
@@ -319,7 +319,7 @@ def test_compare_junit_and_markdown_for_ci(site, tmp_path):
         ("mptcplab.rp-two-paths", "goodput_mbps"), ("mptcplab.rp-two-paths", "completion_s")]
     assert cases[0].find("failure") is not None and suite.get("failures") == str(
         sum(c.find("failure") is not None for c in cases))
-    md = cli("compare", "--db", site["db"], "--baseline", "label:base", "--candidate", "label:cand", "--format", "markdown",
+    md = cli_in_process("compare", "--db", site["db"], "--baseline", "label:base", "--candidate", "label:cand", "--format", "markdown",
              "--report-url", "https://ci.example/r/index.html")
     assert "[the report](https://ci.example/r/index.html)" in md.stdout
 
@@ -333,6 +333,7 @@ def imported_db(tmp_path_factory) -> str:
     return db
 
 
+@light
 @pytest.mark.parametrize("args, message", [
     (["--compare", "shape"], "write it as BASELINE..CANDIDATE"),
     (["--compare", "shape..nosuchlabel"], "matches no run"),
@@ -345,6 +346,7 @@ def test_report_usage_errors_are_one_line_and_exit_2(imported_db, tmp_path, args
     assert not (tmp_path / "r").exists()
 
 
+@light
 def test_report_refuses_a_foreign_directory(imported_db, tmp_path):
     (tmp_path / "mine.txt").write_text("not a report")
     done = cli("report", str(tmp_path), "--db", imported_db)
@@ -352,6 +354,7 @@ def test_report_refuses_a_foreign_directory(imported_db, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
 
 
+@light
 def test_the_reports_verdicts_are_those_of_compare():
     """The report memoizes the Mann-Whitney p-value on the ranks; verdict, change, p, CI and notes must equal
     compare_samples' for samples with and without ties, of equal and unequal sizes, either direction."""
@@ -378,6 +381,7 @@ def test_the_reports_verdicts_are_those_of_compare():
             assert (c.verdict, c.p_value, c.notes, finite) == (j["verdict"], j["p"], j["notes"], [j["change"], *j["ci95"]])
 
 
+@light
 def test_the_report_never_loads_the_engine():
     import subprocess
     import sys
@@ -408,6 +412,7 @@ def test_change_point_hook_marks_the_history(site, tmp_path):
     assert 'id="change-points"' in page and 'class="change-point"' in page and "change point" in page
 
 
+@light
 def test_figures_of_a_change_from_zero_are_valid_json():
     """retransmits 0 in one run and 12 in the next: the change has no finite value; the charts must still be JSON."""
     from mptcplab.analysis.compare import compare_samples

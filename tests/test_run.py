@@ -9,7 +9,7 @@ from mptcplab import RunOptions, load_scenario, run_scenario
 from mptcplab import netns
 from mptcplab.errors import UnsupportedError
 
-from .conftest import cli, leftovers, requires_root, write_scenario
+from .conftest import cli, leftovers, requires_root, write_scenario, light
 
 pytestmark = requires_root
 
@@ -78,6 +78,7 @@ def test_fallback_to_tcp_is_an_error(two_paths):
     assert set(leftovers()) <= before
 
 
+@light
 def test_missing_scheduler_is_refused_before_building(tmp_path):
     path = write_scenario(tmp_path, """
         name = "x"
@@ -138,6 +139,7 @@ def test_cli_table(two_paths):
     assert "a share" in proc.stdout
 
 
+@light
 def test_doctor_and_scenarios():
     proc = cli("doctor")
     assert proc.returncode == 0, proc.stdout

@@ -13,10 +13,10 @@ import pytest
 from mptcplab.runner import RunOptions, run_scenarios
 from mptcplab.scenario import load_scenario
 from mptcplab.store import RunFilter, open_store
-from mptcplab.store.database import current_revision, head_revision
+from mptcplab.store.database import current_revision, head_revision, script_head
 from mptcplab.store.recorder import StoreRecorder
 
-from .conftest import CLI, cli, leftovers, requires_root, wait_for, write_scenario
+from .conftest import CLI, cli, cli_in_process, leftovers, requires_root, wait_for, write_scenario, light
 from .pg import Cluster, create_database, postgres_server  # noqa: F401  (a fixture)
 
 pytestmark = requires_root
@@ -59,6 +59,12 @@ def test_migration_from_an_empty_database(db_url):
     assert store.count_runs() == 0
     again = open_store(db_url)  # opening a migrated database changes nothing
     assert current_revision(again.engine) == head_revision()
+
+
+@light
+def test_the_head_read_without_alembic_is_alembics():
+    """open_store skips importing alembic when the database is at script_head(): it must be alembic's own head."""
+    assert script_head() == head_revision()
 
 
 def test_round_trip_of_a_real_run(db_url, real_run):
@@ -263,14 +269,14 @@ def test_compare_says_regressed_on_a_degraded_candidate(compared):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "regressed" in proc.stdout
     assert "different versions of the scenario file" in proc.stdout
-    md = cli("compare", "--baseline", base, "--candidate", worse, "--format", "markdown", "--db", db)
+    md = cli_in_process("compare", "--baseline", base, "--candidate", worse, "--format", "markdown", "--db", db)
     assert md.returncode == 1 and "| st-two-paths | goodput_mbps |" in md.stdout and "**regressed**" in md.stdout
-    js = json.loads(cli("compare", "--baseline", base, "--candidate", worse, "--format", "json", "--db", db).stdout)
+    js = json.loads(cli_in_process("compare", "--baseline", base, "--candidate", worse, "--format", "json", "--db", db).stdout)
     (c,) = js["comparisons"]
     assert js["regressed"] and c["verdict"] == "regressed" and c["change"] < -0.05 and c["p_value"] < 0.01
     assert c["ci95"][0] <= c["change"] <= c["ci95"][1] and c["n_baseline"] == c["n_candidate"] == 5
     # and the other way round it is an improvement, which does not fail the gate
-    assert cli("compare", "--baseline", worse, "--candidate", base, "--db", db).returncode == 0
+    assert cli_in_process("compare", "--baseline", worse, "--candidate", base, "--db", db).returncode == 0
 
 
 def test_compare_says_unchanged_on_identical_data(compared):
@@ -299,15 +305,15 @@ def test_compare_plot_shows_every_repetition_and_the_verdict(compared, tmp_path)
     proc = cli("compare", "--baseline", base, "--candidate", worse, "--metric", "goodput_mbps",
                "--metric", "completion_s", "--plot", str(regressed), "--db", db)
     assert proc.returncode == 1 and f"plot written to {regressed}" in proc.stderr, proc.stderr
-    assert cli("compare", "--baseline", base, "--candidate", base, "--plot", str(same), "--db", db).returncode == 0
+    assert cli_in_process("compare", "--baseline", base, "--candidate", base, "--plot", str(same), "--db", db).returncode == 0
     two, one = matplotlib.image.imread(regressed), matplotlib.image.imread(same)
     assert two.shape[1] > 1.6 * one.shape[1]  # one panel per metric
     assert _has_colour(two, VERDICT_COLOURS["regressed"]) and not _has_colour(one, VERDICT_COLOURS["regressed"])
     assert _has_colour(one, VERDICT_COLOURS["unchanged"])
-    js = json.loads(cli("compare", "--baseline", base, "--candidate", worse, "--format", "json", "--db", db).stdout)
+    js = json.loads(cli_in_process("compare", "--baseline", base, "--candidate", worse, "--format", "json", "--db", db).stdout)
     (c,) = js["comparisons"]  # the repetitions behind the medians travel with the verdict
     assert len(c["baseline_values"]) == len(c["candidate_values"]) == 5
-    bad = cli("compare", "--baseline", base, "--candidate", worse, "--plot", str(tmp_path / "no" / "dir.png"), "--db", db)
+    bad = cli_in_process("compare", "--baseline", base, "--candidate", worse, "--plot", str(tmp_path / "no" / "dir.png"), "--db", db)
     assert bad.returncode == 2 and bad.stderr.startswith("error: --plot ") and "does not exist" in bad.stderr, bad.stderr
 
 
@@ -320,7 +326,7 @@ def test_plot_draws_a_stored_run(compared, tmp_path):
     assert proc.returncode == 0, proc.stderr
     img = matplotlib.image.imread(png)
     assert img.shape[1] > 5 * 400 and img.std() > 0.01  # one column per repetition (5), not a blank canvas
-    missing = cli("plot", "feedfacecafe", "-o", str(png), "--db", db)
+    missing = cli_in_process("plot", "feedfacecafe", "-o", str(png), "--db", db)
     assert missing.returncode == 2 and missing.stderr.startswith("error: no run") and "Traceback" not in missing.stderr
 
 
@@ -341,10 +347,10 @@ def test_history_judges_each_run_against_the_one_before(compared, tmp_path):
     assert second["version_changed"]  # path b's rate was edited between the two
     assert hist["steps"] == {"regressed": 1, "improved": 0, "unchanged": 0}
     assert _has_colour(matplotlib.image.imread(png), VERDICT_COLOURS["regressed"])
-    table = cli("history", "st-two-paths", "--db", db)
+    table = cli_in_process("history", "st-two-paths", "--db", db)
     assert table.returncode == 0 and "regressed (scenario changed)" in table.stdout, table.stdout
     for args in (["no-such-scenario"], ["st-two-paths", "--label", "never-used"], ["st-two-paths", "--metric", "speed"]):
-        bad = cli("history", *args, "--db", db)
+        bad = cli_in_process("history", *args, "--db", db)
         assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and bad.stderr.startswith("error:"), bad.stderr
 
 
@@ -356,11 +362,12 @@ def test_history_judges_each_run_against_the_one_before(compared, tmp_path):
 ])
 def test_compare_usage_errors_are_one_line_and_exit_2(compared, args):
     db, _, _ = compared
-    proc = cli("compare", *args, "--db", db)
+    proc = (cli if args[1] == "no-such-label" else cli_in_process)("compare", *args, "--db", db)  # one as a user runs it
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error:")
 
 
+@light
 @pytest.mark.parametrize("command", [["runs"], ["show", "abcd"], ["export", "--format", "csv"], ["history", "demo"],
                                      ["export", "-o", "/tmp/never-written.csv"],
                                      ["compare", "--baseline", "a", "--candidate", "b"], ["plot", "abcd"]])
@@ -372,6 +379,7 @@ def test_reading_a_missing_database_is_an_error_and_creates_nothing(tmp_path, co
     assert not missing.parent.exists()
 
 
+@light
 def test_bad_db_is_refused_before_anything_is_built(tmp_path):
     path = write_scenario(tmp_path, TWO_PATHS.format(rate_b="10mbit"))
     before = {ns for ns in os.listdir("/run/netns")} if os.path.isdir("/run/netns") else set()

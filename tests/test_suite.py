@@ -21,7 +21,7 @@ from mptcplab.result import Repetition, RunResult, SubflowResult
 from mptcplab.scenario import load_scenario
 from mptcplab.store import open_store
 
-from .conftest import cli, leftovers, requires_root
+from .conftest import cli, cli_in_process, leftovers, requires_root, light
 
 # (release, `uname -v` as the store keeps it): Debian's 6.1 release string hides its upstream 6.1.176
 KERNELS = [
@@ -63,6 +63,7 @@ def store_runs(db: Path, runs: list[RunResult]) -> None:
 
 
 # -- suite list / run -----------------------------------------------------------------------------------------
+@light
 def test_suite_list_names_every_case_with_its_tier_tags_and_check():
     proc = cli("suite", "list", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -83,6 +84,7 @@ def test_suite_list_names_every_case_with_its_tier_tags_and_check():
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1
 
 
+@light
 def test_quick_cases_are_short():
     """Every quick case moves at most ~10 s of traffic (size at the sum of its rates, or its duration)."""
     from mptcplab.suite import load_cases, suite_cases
@@ -121,15 +123,17 @@ def test_suite_run_of_two_quick_cases_stores_and_summarises(tmp_path):
     assert set(leftovers()) <= before
 
 
+@light
 def test_suite_run_refuses_bad_input_in_one_line(tmp_path):
     for args in (["--tag", "nope"], ["--case", "nope"], ["--set", "path.nosuch.delay=1ms", "--case", "three-paths"],
                  ["--metric", "nope"], ["--kernels", "9.99.99", "--case", "three-paths"]):
-        proc = cli("suite", "run", *args, "--no-store")
+        proc = (cli if args[0] == "--tag" else cli_in_process)("suite", "run", *args, "--no-store")
         assert proc.returncode == 2, (args, proc.stderr)
         assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 # -- history by kernel -----------------------------------------------------------------------------------------
+@light
 def test_history_by_kernel_finds_the_injected_step_and_only_it(tmp_path):
     db = tmp_path / "h.db"
     now = time.time()
@@ -157,6 +161,7 @@ def test_history_by_kernel_finds_the_injected_step_and_only_it(tmp_path):
     assert len(pairwise["points"]) == 4 and "change_points" not in pairwise
 
 
+@light
 def test_history_by_kernel_flat_series_has_no_change_point(tmp_path):
     db = tmp_path / "flat.db"
     store_runs(db, [synthetic("two-paths", k, v, noisy(36.0, seed=10 + i)) for i, (k, v) in enumerate(KERNELS)])
@@ -164,6 +169,7 @@ def test_history_by_kernel_flat_series_has_no_change_point(tmp_path):
     assert len(doc["points"]) == 3 and doc["change_points"] == []
 
 
+@light
 def test_two_runs_of_the_same_kernel_give_no_change_point(tmp_path):
     """The false-alarm check: the same kernel measured twice, in two separate runs, one point per run."""
     db = tmp_path / "same.db"
@@ -176,6 +182,7 @@ def test_two_runs_of_the_same_kernel_give_no_change_point(tmp_path):
     assert len(by_kernel["points"]) == 1 and by_kernel["change_points"] == []
 
 
+@light
 def test_history_suite_prints_only_the_change_points(tmp_path):
     db = tmp_path / "suite-h.db"
     runs = []
@@ -209,6 +216,7 @@ BISECT_KERNELS = [("6.1.0-50-cloud-amd64", "6.1.176-1"), ("6.12.43+deb12-cloud-a
                   ("7.2.12+deb13-cloud-amd64", "7.2.12-1")]
 
 
+@light
 def test_bisect_finds_the_first_bad_release_from_stored_points(tmp_path):
     from mptcplab.bisect import bisect_id
 
@@ -237,6 +245,7 @@ def test_bisect_finds_the_first_bad_release_from_stored_points(tmp_path):
     assert table.returncode == 0 and "first bad release: 6.18.15+deb13-cloud-amd64" in table.stdout
 
 
+@light
 def test_bisect_says_when_bad_is_not_worse_and_refuses_bad_ranges(tmp_path):
     from mptcplab.bisect import bisect_id
 
@@ -319,6 +328,7 @@ def test_real_bisect_resumes_after_sigterm_without_rerunning_stored_points(tmp_p
     assert stored(bad.release)[1] == 2
 
 
+@light
 def test_bisect_over_own_builds_by_name_order(tmp_path):
     """--kernels-from: real kernel images (Debian's, standing in for your builds) registered in name order; stored points."""
     from mptcplab.bisect import bisect_id

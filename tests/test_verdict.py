@@ -13,6 +13,8 @@ from mptcplab.store import open_store
 
 from .synthetic import run
 
+pytestmark = pytest.mark.light  # synthetic samples and a SQLite store
+
 TIGHT = [100.0, 100.2, 99.8, 100.1, 99.9, 100.3, 99.7, 100.05]
 
 

@@ -25,7 +25,7 @@ from mptcplab.links.wire import WireLink
 from mptcplab.scenario import parse_scenario
 from mptcplab.topology import Topology, build
 
-from .conftest import cli, leftovers, requires_root, run_once, write_scenario
+from .conftest import cli, cli_in_process, leftovers, requires_root, run_once, write_scenario, light
 
 pytestmark = requires_root
 
@@ -206,13 +206,15 @@ BAD = {
 }
 
 
+@light
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_values_give_one_line_and_build_nothing(tmp_path, case):
     body, words = BAD[case]
     bad_trace = tmp_path / "bad.up"
     bad_trace.write_text("0\n5\nfive\n")
     before = set(leftovers())
-    proc = cli("run", str(write_scenario(tmp_path, body.replace("{bad}", str(bad_trace)))), "--link-backend", "wire")
+    run_cli = cli if case == min(BAD) else cli_in_process  # one case as a user runs it, the rest in this process (same exit code and line)
+    proc = run_cli("run", str(write_scenario(tmp_path, body.replace("{bad}", str(bad_trace)))), "--link-backend", "wire")
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], proc.stderr
@@ -220,6 +222,7 @@ def test_bad_values_give_one_line_and_build_nothing(tmp_path, case):
     assert set(leftovers()) <= before
 
 
+@light
 def test_every_scenario_property_reaches_the_forwarder_model():
     """Every path property and `set` event of the format arrives, with its value, in the forwarder's model.
 

@@ -17,16 +17,17 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional, ParamSpec,
 
 import typer
 from rich.console import Console
-from rich.text import Text
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from .errors import Interrupted, LabError, UsageError
 from .outputs import FIGURE_SUFFIXES, check_output, writing
-from .protocols import Collector
 from .protocols import Progress as RunProgress
-from .result import Repetition, RunResult
 
+# Every import a command needs beyond typer is made inside that command: `mptcplab --help` and the light commands
+# load no pydantic model, no engine (pyroute2), no numpy (tests/test_cli.py checks what --help imports).
 if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+    from .result import Repetition, RunResult
     from .scenario import Scenario
 
 P = ParamSpec("P")
@@ -93,6 +94,8 @@ class RichProgress(RunProgress):
     """Progress of a run on stderr: one bar per repetition."""
 
     def __init__(self, scenario: str) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
         self.scenario = scenario
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                             TimeElapsedColumn(), console=err, transient=False)
@@ -176,6 +179,7 @@ def main_options(
 def doctor() -> None:
     """Check what the lab needs: one line each, OK, MISSING or absent (optional), with how to fix. Exit 0 when the lab can run, 3 when it cannot."""
     from rich.table import Table
+    from rich.text import Text
 
     from .doctor import checks, ready
 
@@ -215,10 +219,11 @@ def run(
 
     Exit 1 when any repetition did not complete (each is kept, with its reason).
     """
+    scns = load_scenarios(scenario, overrides or [])  # a bad scenario is refused before the engine (pyroute2) loads
     from . import runner
     from .cli_store import parse_tags, recorder_for
+    from .protocols import Collector
 
-    scns = load_scenarios(scenario, overrides or [])
     scn = scns[0]
     if plot is not None and len(scns) > 1:
         raise UsageError("--plot draws one run: give one scenario")
@@ -316,7 +321,8 @@ def _stored_result(run_id: str, db: str | None) -> tuple[RunResult, dict | None]
 
 def _builtin_content(result: RunResult) -> dict | None:
     """The scenario of a JSON result when it is a built-in one of the same version (its events mark the plot)."""
-    from .scenario import builtin_scenarios, load_scenario
+    from .scenario import load_scenario
+    from .scenario_files import builtin_scenarios
 
     if result.scenario not in builtin_scenarios():
         return None
@@ -345,14 +351,16 @@ def scenarios(
                                                 help="print this built-in scenario's TOML, as shipped: a starting point to copy")] = None,
 ) -> None:
     """List the built-in scenarios (the format: docs/scenario.md)."""
-    from .scenario import builtin_scenarios, load_scenario
+    from .scenario_files import builtin_scenarios
 
     builtins = builtin_scenarios()
-    if show is not None:
+    if show is not None:  # the file as shipped: no need to load the scenario models
         if show not in builtins:
             raise UsageError(f"--show {show}: no built-in scenario of that name; the built-in scenarios are: {', '.join(builtins)}")
         sys.stdout.write(builtins[show].read_text())
         return
+    from .scenario import load_scenario
+
     for name, path in builtins.items():
         out.print(f"{name:<20} {load_scenario(path).description}", highlight=False, markup=False)
 

@@ -15,11 +15,11 @@ from rich.table import Table
 
 from .cli import DbOption, FailFastOption, RichProgress, SetOption, app, handled, out
 from .errors import UsageError
-from .result import RunResult
-from .runner import RunOptions
-from .scenario import Scenario
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the engine and the models load when a command runs, not for --help
+    from .result import RunResult
+    from .runner import RunOptions
+    from .scenario import Scenario
     from .kernels.catalog import Kernel
     from .kernels.fetch import Waits
 
@@ -177,6 +177,7 @@ def matrix(
         raise UsageError(f"--kernels {kernels}: names the same kernel twice")
     from .kernels.matrix import resolve_backend
     from .protocols import Collector
+    from .runner import RunOptions
 
     scns = load_scenarios(scenario, overrides or [])
     backend = resolve_backend(link_backend, scns, ks)

@@ -7,8 +7,11 @@ use them without loading pyroute2.
 """
 from __future__ import annotations
 
-from .result import Repetition, RunResult
-from .scenario import Scenario
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: importing this module loads no pydantic model (the CLI's --help stays fast)
+    from .result import Repetition, RunResult
+    from .scenario import Scenario
 
 
 class Progress:

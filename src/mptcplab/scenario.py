@@ -32,6 +32,7 @@ MAX_PATHS = 8  # the in-kernel path manager's hard limit on subflows
 from .fields import Duration, Fraction, PositiveDuration, Rate, Size, _Strict  # noqa: F401  (re-exported)
 from .workload_specs import SPECS as WORKLOAD_SPECS
 from .workload_specs import BulkSpec, WorkloadSpec
+from .scenario_files import builtin_dir, builtin_scenarios  # noqa: F401  (re-exported: where they always were)
 
 Workload = BulkSpec  # the first wave's name for the bulk workload's model
 
@@ -754,14 +755,6 @@ def _find_trace(value: str, base_dir: FsPath) -> FsPath:
     if bundled.is_file():
         return FsPath(str(bundled))
     return candidate
-
-
-def builtin_dir() -> FsPath:
-    return FsPath(str(resources.files("mptcplab") / "scenarios"))
-
-
-def builtin_scenarios() -> dict[str, FsPath]:
-    return {p.stem: p for p in sorted(builtin_dir().glob("*.toml"))}
 
 
 def load_scenario(ref: str | FsPath, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:

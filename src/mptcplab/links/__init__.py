@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from ..errors import UnsupportedError
-from ..scenario import Scenario
-from .base import LinkBackend
+
+if TYPE_CHECKING:  # annotations only: links.traces (a scenario's trace check) must not load the lab and pyroute2
+    from ..scenario import Scenario
+    from .base import LinkBackend
 
 BACKENDS = {
     "tbf": "mptcplab.links.tbf:TbfLink",

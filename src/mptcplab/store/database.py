@@ -10,16 +10,18 @@ apply the schema exactly once.
 from __future__ import annotations
 
 import os
+import re
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
+
+if TYPE_CHECKING:  # alembic (0.3 s to import, with mako and pygments) loads only when a schema must change
+    from alembic.config import Config
 
 #: seconds a writer waits for a locked SQLite file / a PostgreSQL connection before giving up
 TIMEOUT_ENV = "MPTCPLAB_DB_TIMEOUT"
@@ -61,29 +63,70 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
 
 def _alembic_config() -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(resources.files("mptcplab.store") / "migrations"))
     return cfg
 
 
 def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
     assert head is not None
     return head
 
 
+_SCRIPT_REVISION = re.compile(r"^(revision|down_revision)\s*=\s*(?:'([^'\n]*)'|\"([^\"\n]*)\"|(None))\s*$", re.M)
+
+
+@lru_cache(maxsize=1)
+def script_head() -> str | None:
+    """The head revision read from the migration scripts' `revision = '…'` and `down_revision = '…'` lines, without
+    importing alembic; None when the scripts are not a plain chain (a merge, a tuple, a line it cannot read), and
+    then alembic decides. tests/test_store.py checks it equals alembic's head."""
+    revisions: dict[str, str | None] = {}
+    for script in (resources.files("mptcplab.store") / "migrations" / "versions").iterdir():
+        if not script.name.endswith(".py") or script.name.startswith("_"):
+            continue
+        found = {m[0]: m[1] or m[2] or None for m in _SCRIPT_REVISION.findall(script.read_text())}
+        if "revision" not in found or "down_revision" not in found or not found["revision"]:
+            return None
+        revisions[found["revision"]] = found["down_revision"]  # type: ignore[index]
+    heads = set(revisions) - set(revisions.values())
+    return heads.pop() if len(heads) == 1 else None
+
+
+def _stored_revision(conn: Connection) -> str | None:
+    """What alembic_version holds (None: no table or not exactly one row: alembic decides)."""
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    rows = conn.execute(text("SELECT version_num FROM alembic_version")).all()
+    return rows[0][0] if len(rows) == 1 else None
+
+
 def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision; a no-op when it already is (the common case)."""
-    cfg = _alembic_config()
+    """Bring the schema to the newest revision; a no-op when it already is (the common case, decided without
+    importing alembic)."""
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+        head = script_head()
+        if head is not None and _stored_revision(conn) == head:
+            return
+        from alembic import command
+        from alembic.runtime.migration import MigrationContext
+
         if MigrationContext.configure(conn).get_current_revision() == head_revision():
             return
+        cfg = _alembic_config()
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")

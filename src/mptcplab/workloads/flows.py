@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 
-from ..errors import FallbackError, LabError, RunError
+from ..errors import FallbackError, Interrupted, LabError, RunError
 from ..mptcp import ConnectionSample, connection_sample, is_mptcp
 from ..probes import SubflowSampler
 from ..topology import Topology
@@ -150,6 +150,8 @@ class ShortFlows(SocketWorkload):
         except OSError as e:
             if not self._stop.is_set():
                 self._errors.append(f"flow {i + 1} failed on the client: {e.strerror or e}")
+        except Interrupted:
+            pass  # the run was cancelled (Ctrl-C, SIGTERM): the main thread says so; no traceback from this thread
         finally:
             self._slots.release()
 
