@@ -97,16 +97,23 @@ def analyse(db: str, cases: list[str], label: str) -> str:
             except UsageError as e:  # a case with no stored run yet: say so
                 out.append(f"- {case} / {metric}: {getattr(e, 'message', e)}")
                 continue
-            series = ", ".join(f"{p.name.split('-')[0].split('+')[0]}: {p.median:.3g}" for p in hist.points)
+            series = ", ".join(f"{p.version}: {p.median:.4g}" for p in hist.points)
             out.append(f"- **{case}** / {metric} ({len(hist.points)} kernels, n={min((p.n for p in hist.points), default=0)}"
                        f"..{max((p.n for p in hist.points), default=0)}): {series}")
             for cp in hist.change_points:
-                d = cp.to_json()
-                found.append((case, metric, d))
-                out.append(f"  - change point: `{d}`")
+                found.append((case, metric, cp))
+                out.append(f"  - change point {cp.before_version} -> {cp.after_version}: {cp.verdict} {cp.change:+.1%}")
             for note in hist.notes:
                 out.append(f"  - note: {note}")
-    out += ["", f"Change points found: {len(found)}."]
+    out += ["", f"Change points found: {len(found)}.", ""]
+    if found:
+        out += ["| kernel pair | case | metric | median before -> after | change [95% CI] | p | verdict | reproduce |",
+                "|---|---|---|---|---|---|---|---|"]
+        for case, metric, cp in found:
+            out.append(f"| {cp.before_version} -> {cp.after_version} | {case} | {metric} | {cp.median_before:.4g} -> "
+                       f"{cp.median_after:.4g} (n {cp.n_before}, {cp.n_after}) | {cp.change:+.1%} [{cp.ci95[0]:+.1%}, "
+                       f"{cp.ci95[1]:+.1%}] | {cp.p_value:.2g} | {cp.verdict} | `mptcplab suite run --case {case} "
+                       f"--kernels {cp.before_version},{cp.after_version} --repeat 5 --link-backend netem` |")
     return "\n".join(out)
 
 
@@ -142,8 +149,9 @@ def main() -> int:
     print(analyse(args.db, args.case, args.label))
     if args.again:
         print(analyse_again(args.db, args.case, f"{args.label}-again"))
+    from mptcplab.kernels.guest import accelerator
     print(f"\nMeasuring took {spent / 60:.1f} min of {(time.monotonic() - t0) / 60:.1f} min wall "
-          f"({os.cpu_count()} cores, guests under {'KVM' if os.access('/dev/kvm', os.W_OK) else 'TCG'}).")
+          f"({os.cpu_count()} cores, guests under {accelerator().upper()}).")
     return 0
 
 
