@@ -116,8 +116,9 @@ class GuestProgress(Progress):
         self.cpu: list[dict[str, float]] = []
         self._start: list[tuple[int, int]] = []
         self._last_sample = 0.0
-        #: repetition index -> its CPU load, taken when the runner said it finished
-        self.finished_cpu: dict[int, dict[str, float]] = {}
+        #: (repetition index, started_at) -> its CPU load, taken when the runner said it finished (started_at:
+        #: a matrix runs many one-repetition jobs in one guest, each with an index 0)
+        self.finished_cpu: dict[tuple[int, float], dict[str, float]] = {}
 
     def repetition_started(self, index: int, total: int) -> None:
         self._start = cpu_times()
@@ -132,7 +133,7 @@ class GuestProgress(Progress):
     def repetition_finished(self, rep: Repetition) -> None:
         # the sink may hear of it later (a best-path round tells it after the baselines): its CPU load is now's
         total, busiest = busy_fraction(self._start, cpu_times())
-        self.finished_cpu[rep.index] = {"busy": total, "busiest_cpu": busiest}
+        self.finished_cpu[(rep.index, rep.started_at)] = {"busy": total, "busiest_cpu": busiest}
         emit({"type": "progress", "event": "finished", "repetition": rep.model_dump(mode="json", exclude={"timeseries"})})
 
 
@@ -148,7 +149,7 @@ class GuestSink(RunSink):
         emit({"type": "run_started", "result": result.to_json(timeseries=False)})
 
     def repetition_finished(self, result: RunResult, rep: Repetition) -> None:
-        cpu = self.progress.finished_cpu.pop(rep.index, None)
+        cpu = self.progress.finished_cpu.pop((rep.index, rep.started_at), None)
         if cpu is None:
             total, busiest = busy_fraction(self.progress._start, cpu_times())
             cpu = {"busy": total, "busiest_cpu": busiest}
