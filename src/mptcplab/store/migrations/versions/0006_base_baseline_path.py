@@ -22,5 +22,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('repetitions', schema=None) as batch_op:
-        batch_op.drop_column('baseline_path')
+    # a plain DROP COLUMN (SQLite >= 3.35, PostgreSQL), not batch mode: on SQLite batch mode copies the table,
+    # and dropping the old `repetitions` cascades to every row that references it (measurements, subflows, series)
+    op.execute('ALTER TABLE repetitions DROP COLUMN baseline_path')
