@@ -24,7 +24,7 @@ from pathlib import Path
 from heavy import heavy_lock  # bench/heavy.py: the shared heavy-work lock
 
 from mptcplab.kernels.catalog import cached, resolve
-from mptcplab.kernels.guest import GuestConfig, GuestSession, accelerator
+from mptcplab.kernels.guest import GuestSession, accelerator
 from mptcplab.kernels.matrix import run_matrix
 from mptcplab.protocols import Progress
 from mptcplab.runner import RunOptions, run_scenario
@@ -58,20 +58,18 @@ class FirstStart(Progress):
             self.at = time.monotonic() - self.t0
 
 
-def boot_times(kernels: list[str], boots: int, bundle: bool = True) -> None:
-    print(f"\n## boot time ({accelerator()}), {boots} boots each, modules {'from the initramfs zip' if bundle else 'all over virtiofs'}: "
-          "QEMU launch -> lab ready and -> first repetition "
+def boot_times(kernels: list[str], boots: int) -> None:
+    print(f"\n## boot time ({accelerator()}), {boots} boots each: QEMU launch -> lab ready and -> first repetition "
           "of a tiny job started (host clock); guest clock at the virtiofs mount, Python's start and ready")
     tiny = two_paths("50mbit", "tbf", {"size": "256KiB"})
     for name in kernels:
         k = resolve(name)
-        host, first, guest, kernel_only, python, zipped = [], [], [], [], [], []
+        host, first, guest, kernel_only, python = [], [], [], [], []
         for _ in range(boots):
-            with heavy_lock(), GuestSession(k, GuestConfig(bundle=bundle)) as g:
+            with heavy_lock(), GuestSession(k) as g:
                 host.append(g.wait_ready())
                 guest.append(g.uptime_at_ready or 0.0)
                 python.append(g.ready_info.get("python_started_s", float("nan")))
-                zipped.append(f"{g.ready_info.get('modules_from_zip', '?')}/{g.ready_info.get('modules', '?')}")
                 started = FirstStart(g._t0)
                 g.run(tiny, RunOptions(repeat=1, progress=started), timeseries=False)
                 first.append(started.at)
@@ -80,7 +78,7 @@ def boot_times(kernels: list[str], boots: int, bundle: bool = True) -> None:
         print(f"{k.release:<30} ready median {med(host):6.2f} s (min {min(host):.2f}, max {max(host):.2f}), "
               f"first repetition started {med(first):.2f} s; guest clock: host filesystem mounted {med(kernel_only):.2f} s "
               f"(kernel, modules, virtiofs), Python started {med(python):.2f} s, ready {med(guest):.2f} s "
-              f"(the rest: importing the lab); modules from the zip {', '.join(zipped)}")
+              f"(the rest: importing the lab over virtiofs)")
 
 
 def overhead_and_ceiling(kernel: str, rates: list[int], seconds: float) -> None:
@@ -131,8 +129,6 @@ def main() -> None:
     ap.add_argument("--skip-matrix", action="store_true")
     ap.add_argument("--only-matrix", action="store_true")
     ap.add_argument("--only-boot", action="store_true", help="part 1 only: boot and ready times")
-    ap.add_argument("--no-bundle", action="store_true", help="boot without the modules zip (kernels/pybundle.py), as before it")
-    ap.add_argument("--both", action="store_true", help="part 1 with and without the modules zip, alternating")
     args = ap.parse_args()
     kernels = [k for k in args.kernels.split(",") if k]
     if not cached():
@@ -140,12 +136,7 @@ def main() -> None:
     if args.only_matrix:
         matrix_time(kernels[:2])
         return
-    if args.both:
-        for _ in range(args.boots):
-            boot_times(kernels, 1, bundle=False)
-            boot_times(kernels, 1, bundle=True)
-    else:
-        boot_times(kernels, args.boots, bundle=not args.no_bundle)
+    boot_times(kernels, args.boots)
     if args.only_boot:
         return
     overhead_and_ceiling(kernels[-1], [int(r) for r in args.rates.split(",")], args.seconds)

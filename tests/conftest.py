@@ -24,7 +24,8 @@ requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root
 #: `make test` runs the tests marked light two at a time (pytest-xdist), then every other test alone: those move
 #: traffic, boot guests or start PostgreSQL, and their rates, delays and timeouts assume the machine to themselves.
 #: A test is light only when it says so (module `pytestmark` or a decorator) and is not also marked heavy, so a new
-#: test runs alone until someone marks it; a light test that builds a lab or boots a guest in-process fails.
+#: test runs alone until someone marks it; a light test fails when it builds a lab or boots a guest in-process, or
+#: when a `run`, `matrix` or `suite run` it starts through `cli`/`cli_in_process` is not refused (exit 2 or 3).
 light = pytest.mark.light
 heavy = pytest.mark.heavy
 
@@ -37,9 +38,11 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _light_tests_move_no_traffic(request, monkeypatch) -> None:
-    """A test that runs beside another (not heavy) may not build a lab or boot a guest in this process."""
+def _light_tests_move_no_traffic(request, monkeypatch):
+    """A test that runs beside another (not heavy) may not build a lab or boot a guest in this process, nor start
+    a run through the CLI that is not refused (`cli` checks that)."""
     if request.node.get_closest_marker("heavy") is not None:
+        yield
         return
 
     def refuse(*_args, **_kw):
@@ -47,6 +50,9 @@ def _light_tests_move_no_traffic(request, monkeypatch) -> None:
 
     monkeypatch.setattr("mptcplab.lab.Lab.__init__", refuse)
     monkeypatch.setattr("mptcplab.kernels.guest.GuestSession.__init__", refuse)
+    _LIGHT_TEST[:] = [request.node.nodeid]
+    yield
+    _LIGHT_TEST.clear()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -112,7 +118,22 @@ def namespaces_of_pid(pid: int) -> set[str]:
 
 
 def cli(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout, **kw)
+    proc = subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout, **kw)
+    _check_light(args, proc.returncode)
+    return proc
+
+
+#: the node id of the running test when it is not heavy (set by _light_tests_move_no_traffic)
+_LIGHT_TEST: list[str] = []
+_TRAFFIC_COMMANDS = (("run",), ("matrix",), ("suite", "run"))
+
+
+def _check_light(args: tuple[str, ...], code: int) -> None:
+    """A light test may start `run`, `matrix` or `suite run` only to be refused (exit 2 or 3, before anything is
+    built): any other exit code means traffic moved while another test ran beside it."""
+    if (_LIGHT_TEST and "--help" not in args and any(tuple(args[:len(c)]) == c for c in _TRAFFIC_COMMANDS)
+            and code not in (2, 3)):
+        pytest.fail(f"{_LIGHT_TEST[0]}: `mptcplab {' '.join(args[:2])}` ran (exit {code}): mark the test heavy")
 
 
 def cli_in_process(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -141,8 +162,9 @@ def cli_in_process(*args: str, env: dict[str, str] | None = None) -> subprocess.
         sys.argv = saved_argv
         os.environ.clear()
         os.environ.update(saved_env)
-    return subprocess.CompletedProcess(["mptcplab", *args], code if isinstance(code, int) else (0 if code is None else 1),
-                                       stdout.getvalue(), stderr.getvalue())
+    code = code if isinstance(code, int) else (0 if code is None else 1)
+    _check_light(args, code)
+    return subprocess.CompletedProcess(["mptcplab", *args], code, stdout.getvalue(), stderr.getvalue())
 
 
 def write_scenario(tmp_path: Path, body: str, name: str = "s.toml") -> Path:

@@ -76,11 +76,11 @@ def test_suite_list_names_every_case_with_its_tier_tags_and_check():
     names = {c["name"] for c in cases}
     assert {"simult-balanced", "rtt-ratio-20", "slow-extra-path", "lossy-extra-path", "failover-short", "cellular",
             "three-paths", "four-paths", "upload", "download"} <= names
-    quick = json.loads(cli("suite", "list", "--tag", "quick", "--json").stdout)
+    quick = json.loads(cli_in_process("suite", "list", "--tag", "quick", "--json").stdout)
     assert quick and all(c["tier"] == "quick" for c in quick) and len(quick) < len(cases)
-    table = cli("suite", "list", "--tag", "rtt")
+    table = cli_in_process("suite", "list", "--tag", "rtt")
     assert table.returncode == 0 and "rtt-ratio-5" in table.stdout and "loss-1pct" not in table.stdout
-    bad = cli("suite", "list", "--tag", "no-such-tag")
+    bad = cli_in_process("suite", "list", "--tag", "no-such-tag")
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1
 
 
@@ -154,10 +154,10 @@ def test_history_by_kernel_finds_the_injected_step_and_only_it(tmp_path):
     assert (cp["before"], cp["after"]) == (KERNELS[1][0], KERNELS[2][0])
     assert cp["verdict"] == "regressed" and cp["p_value"] < 0.01
     assert cp["ci95"][0] <= cp["change"] <= cp["ci95"][1] and -0.15 < cp["change"] < -0.05
-    table = cli("history", "two-paths", "--by", "kernel", "--db", str(db))
+    table = cli_in_process("history", "two-paths", "--by", "kernel", "--db", str(db))
     assert table.returncode == 0 and "regressed" in table.stdout and "6.12.117" in table.stdout
     # the pairwise history by time is still the default
-    pairwise = json.loads(cli("history", "two-paths", "--db", str(db), "--format", "json").stdout)
+    pairwise = json.loads(cli_in_process("history", "two-paths", "--db", str(db), "--format", "json").stdout)
     assert len(pairwise["points"]) == 4 and "change_points" not in pairwise
 
 
@@ -178,7 +178,7 @@ def test_two_runs_of_the_same_kernel_give_no_change_point(tmp_path):
                     synthetic("two-paths", k, v, noisy(36.0, seed=22))])
     doc = json.loads(cli("history", "two-paths", "--by", "run", "--db", str(db), "--format", "json").stdout)
     assert len(doc["points"]) == 2 and doc["change_points"] == []
-    by_kernel = json.loads(cli("history", "two-paths", "--by", "kernel", "--db", str(db), "--format", "json").stdout)
+    by_kernel = json.loads(cli_in_process("history", "two-paths", "--by", "kernel", "--db", str(db), "--format", "json").stdout)
     assert len(by_kernel["points"]) == 1 and by_kernel["change_points"] == []
 
 
@@ -193,10 +193,10 @@ def test_history_suite_prints_only_the_change_points(tmp_path):
     proc = cli("history", "--suite", "--db", str(db))
     assert proc.returncode == 0, proc.stderr
     assert "two-paths" in proc.stdout and "rtt-ratio-5" not in proc.stdout.split("note:")[0]
-    doc = json.loads(cli("history", "--suite", "--db", str(db), "--format", "json").stdout)
+    doc = json.loads(cli_in_process("history", "--suite", "--db", str(db), "--format", "json").stdout)
     found = {h["scenario"]: len(h["change_points"]) for h in doc}
     assert found == {"two-paths": 1, "rtt-ratio-5": 0}
-    bad = cli("history", "--by", "kernel", "--db", str(db))
+    bad = cli_in_process("history", "--by", "kernel", "--db", str(db))
     assert bad.returncode == 2 and bad.stderr.startswith("error: ")
 
 
@@ -241,7 +241,7 @@ def test_bisect_finds_the_first_bad_release_from_stored_points(tmp_path):
     assert all(s["measured"] == 0 and s["reused"] == 5 for s in tested.values())  # nothing re-run: every point came from the store
     assert tested["6.18.15+deb13-cloud-amd64"]["vs_good"]["verdict"] == "regressed"
     assert tested["6.12.117+deb13-cloud-amd64"]["vs_bad"]["verdict"] == "regressed"
-    table = cli("bisect", "two-paths", "--good", "6.1", "--bad", "7.2", "--cached", "--db", str(db), env=env)
+    table = cli_in_process("bisect", "two-paths", "--good", "6.1", "--bad", "7.2", "--cached", "--db", str(db), env=env)
     assert table.returncode == 0 and "first bad release: 6.18.15+deb13-cloud-amd64" in table.stdout
 
 
@@ -260,7 +260,7 @@ def test_bisect_says_when_bad_is_not_worse_and_refuses_bad_ranges(tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert json.loads(proc.stdout)["outcome"] == "no-regression"
     for good, bad in (("7.2", "6.1"), ("6.1", "9.9")):
-        p = cli("bisect", "two-paths", "--good", good, "--bad", bad, "--cached", "--db", str(db), env=env)
+        p = cli_in_process("bisect", "two-paths", "--good", good, "--bad", bad, "--cached", "--db", str(db), env=env)
         assert p.returncode == 2 and p.stderr.startswith("error: ") and len(p.stderr.strip().splitlines()) == 1, p.stderr
 
 
@@ -358,5 +358,5 @@ def test_bisect_over_own_builds_by_name_order(tmp_path):
     assert [s["upstream"] for s in doc["steps"]] == ["00-build", "01-build", "02-build"]
     added = json.loads((tmp_path / "cache/kernels" / wanted[1] / "kernel.json").read_text())
     assert added["version"] == "custom" and added["origin"].startswith("added from")
-    bad = cli("bisect", "two-paths", "--kernels-from", str(builds), "--good", "02-build", "--bad", "00-build", "--db", str(db), env=env)
+    bad = cli_in_process("bisect", "two-paths", "--kernels-from", str(builds), "--good", "02-build", "--bad", "00-build", "--db", str(db), env=env)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr

@@ -39,7 +39,7 @@ from ..protocols import Progress
 from ..result import Repetition, RunResult
 from ..runner import RunOptions
 from ..scenario import Scenario
-from . import initramfs, pybundle
+from . import initramfs
 from .catalog import Kernel
 
 QEMU = "qemu-system-x86_64"
@@ -58,8 +58,6 @@ class GuestConfig:
     accelerator: str | None = None  # None: kvm when usable, else tcg
     extra_cmdline: list[str] = field(default_factory=list)
     boot_timeout_s: float = BOOT_TIMEOUT_S
-    #: the guest's pure-Python modules as one zip in its initramfs (kernels/pybundle.py); False: all over virtiofs
-    bundle: bool = True
 
 
 @lru_cache(maxsize=1)
@@ -210,12 +208,6 @@ class GuestSession:
             self._procs: list[subprocess.Popen] = []
             self._lab.on_close(self._teardown)
             self._procs.append(self._start_virtiofsd())
-            bundle = pybundle.build() if self.cfg.bundle else None
-            if bundle is not None:
-                try:
-                    initrd = initramfs.with_files(initrd, {"pylib.zip": bundle}, self._tmp / "initrd.cpio")
-                except OSError:  # the zip went away (a cache cleaned meanwhile): boot without it, as before it
-                    pass
             self._cmd = qemu_command(self.kernel, initrd, self._tmp, _guest_cmdline(self.cfg), self.cfg, self.accel)
             self._t0 = time.monotonic()
             self.qemu = subprocess.Popen(self._cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

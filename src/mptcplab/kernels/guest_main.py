@@ -183,10 +183,8 @@ def run_job(job: dict[str, Any]) -> None:
 
 def main() -> int:
     """Answer jobs from stdin until the host says quit or goes away."""
-    from_zip = sum(1 for m in list(sys.modules.values()) if ".zip/" in (getattr(m, "__file__", None) or ""))
     emit({"type": "ready", "kernel": os.uname().release, "uptime_s": uptime(),
-          "python_started_s": process_started(), "guest_main_started_s": STARTED_S,
-          "modules": len(sys.modules), "modules_from_zip": from_zip})
+          "python_started_s": process_started(), "guest_main_started_s": STARTED_S})
     for line in sys.stdin:
         try:
             msg = json.loads(line)

@@ -45,10 +45,8 @@ mount -t tmpfs tmpfs $H/run; mkdir -p $H/dev/shm $H/run/tmp; mount -t tmpfs tmpf
 mount -t bpf bpf $H/sys/fs/bpf 2>/dev/null
 stty -F /dev/ttyS1 raw -echo 2>/dev/null
 say "host filesystem mounted at $(cut -d' ' -f1 /proc/uptime) s"
-# the guest's pure-Python modules as one zip (kernels/pybundle.py), when the host appended it: read from RAM
-Z=""; if [ -f /pylib.zip ] && cp /pylib.zip $H/run/pylib.zip; then Z=/run/pylib.zip:; fi
 chroot $H /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/run/tmp TMPDIR=/run/tmp \
-    PYTHONPATH="$Z$(arg pythonpath)" PYTHONDONTWRITEBYTECODE=1 PYTHONPROFILEIMPORTTIME="$(arg importtime)" \
+    PYTHONPATH="$(arg pythonpath)" PYTHONDONTWRITEBYTECODE=1 PYTHONPROFILEIMPORTTIME="$(arg importtime)" \
     PYDANTIC_DISABLE_PLUGINS=__all__ \
     "$(arg python)" -m mptcplab.kernels.guest_main < /dev/ttyS1 > /dev/ttyS1 2> /dev/ttyS0
 say "job exited with status $?"
@@ -169,18 +167,6 @@ def build(kernel: Kernel) -> Path:
     for old in kernel.dir.glob("initramfs-*.cpio"):
         if old != target:
             old.unlink(missing_ok=True)
-    return target
-
-
-def with_files(initrd: Path, files: dict[str, Path], target: Path) -> Path:
-    """Write `initrd` followed by a second cpio archive holding `files` (name in the guest's root: file here) to
-    `target`: the kernel unpacks concatenated archives in order, so the cached initramfs stays as it is."""
-    extra = Cpio()
-    for name, path in files.items():
-        extra.file(name, path.read_bytes())
-    with open(target, "wb") as out:
-        out.write(initrd.read_bytes())
-        out.write(extra.bytes())
     return target
 
 
