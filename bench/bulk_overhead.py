@@ -50,7 +50,7 @@ def scenario(name: str, workload: dict, seconds: float):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("-n", "--rounds", type=int, default=3, help="repetitions of each side, alternating")
+    ap.add_argument("-n", "--rounds", type=int, default=5, help="repetitions of each side, alternating (3 was too few on a shared machine)")
     ap.add_argument("--seconds", type=float, default=5.0, help="seconds of traffic per repetition")
     args = ap.parse_args()
     for tool, package in (("iperf3", "iperf3"), ("mptcpize", "mptcpd")):
