@@ -191,3 +191,34 @@ def test_compare_says_when_sides_ran_on_different_worker_machines():
     assert "machine differs (A EPYC (2 CPUs); B EPYC (2 CPUs) + Xeon (2 CPUs))" in lines
     assert "worker machines differs (A lab1; B lab1, lab2)" in lines
     assert differing_lines([conditions(one)], [conditions(one)]) == []
+
+
+def test_sigterm_finishes_the_job_and_a_second_one_releases_it(db, tmp_path):
+    before = set(leftovers())
+    cid = cli("submit", str(scenario(tmp_path, "fl-stop", 'duration = "2s"')), "--db", db).stdout.strip()
+
+    def running(name: str) -> bool:
+        with psycopg.connect(conninfo(db)) as conn:
+            return conn.execute("SELECT count(*) FROM mptcplab_fleet_attempts WHERE worker = %s AND outcome = 'running'",
+                                (name,)).fetchone()[0] == 1
+
+    w1 = start_worker(db, "w1")
+    assert wait_for(lambda: running("w1"), timeout=60)
+    w1.send_signal(signal.SIGTERM)  # once: the job finishes, no other is taken
+    _, err = w1.communicate(timeout=60)
+    assert w1.returncode == 143, err
+    assert [s for _, s in jobs(db, cid)] == ["succeeded", "todo"]
+    w2 = start_worker(db, "w2")
+    assert wait_for(lambda: running("w2"), timeout=60)
+    w2.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    w2.send_signal(signal.SIGTERM)  # twice: the job is released at once, back in the queue
+    _, err = w2.communicate(timeout=60)
+    assert w2.returncode == 143, err
+    assert [s for _, s in jobs(db, cid)] == ["succeeded", "todo"]
+    with psycopg.connect(conninfo(db)) as conn:
+        outcomes = conn.execute("SELECT worker, outcome FROM mptcplab_fleet_attempts ORDER BY id").fetchall()
+    assert outcomes == [("w1", "stored"), ("w2", "released")]
+    [run] = campaign_runs(db, cid)
+    assert [r.index for r in run.repetitions] == [0] and run.status == "running"
+    assert set(leftovers()) <= before
