@@ -326,3 +326,15 @@ def test_the_store_keeps_which_endpoint_each_subflow_came_from(tmp_path):
     back = store.load_result(result.run_id)
     assert back.to_json()["repetitions"] == result.to_json()["repetitions"]
     assert back.summary["backup_share"].median == 0.4
+
+
+def test_run_figures_shade_carrier_and_endpoint_outages():
+    from mptcplab.plots import ScenarioMarks
+
+    scn = parse_scenario(_with(event=[
+        {"at": "1s", "path": "a", "action": "carrier_down"}, {"at": "3s", "path": "a", "action": "carrier_up"},
+        {"at": "4s", "path": "b", "action": "endpoint_remove"},
+        {"at": "2s", "path": "b", "action": "set", "jitter": "5ms", "queue": "10p"}]))
+    marks = ScenarioMarks.from_content(scn.normalized())
+    assert marks.outages(10.0) == [("a", 1.0, 3.0, "a carrier_down 1–3 s"), ("b", 4.0, 10.0, "b endpoint_remove from 4 s")]
+    assert "b: jitter 5 ms, queue" in [e.text for e in marks.events]
