@@ -129,9 +129,10 @@ def test_path_down_moves_traffic_and_up_brings_it_back(tmp_path):
     a, b = ts.throughput_mbps["a"], ts.throughput_mbps["b"]
     assert _window_mean(a, ts.t, 0.5, 2.0) > 5, "path a carried traffic before it failed"
     assert _window_mean(a, ts.t, 2.5, 5.0) < 0.5, "path a carried traffic while down"
-    # b first stalls too (about 0.5-1 s under cubic: the receiver waits for what was stranded on a until the
-    # sender marks a's subflow stale and reinjects it, README 'failover'), then carries everything
-    assert _window_mean(b, ts.t, 3.5, 5.0) > 8, "path b did not take the whole transfer over"
+    # b first stalls too (usually 0.5-1 s under cubic: the receiver waits for what was stranded on a until the
+    # sender marks a's subflow stale after its RTOs back off and reinjects it, README 'failover'; once in about
+    # five runs the stall lasted ~1.8 s, to 3.8 s), then carries everything
+    assert _window_mean(b, ts.t, 4.0, 5.0) > 8, "path b did not take the whole transfer over"
     assert _window_mean(a, ts.t, 7.0, 10.0) > 5, "traffic did not come back to path a"
     assert 9.5 < rep.completion_s < 13 and rep.goodput_mbps > 10
     assert result.environment["link_stats"][0]["paths"]["a"]["up"]["drops"]["down"] > 0
