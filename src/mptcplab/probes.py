@@ -35,13 +35,11 @@ def subflow_congestion(ns: str) -> dict[SubflowKey, str]:
 
     One sock_diag dump with the INET_DIAG_CONG extension, as `ss -ti` reads it.
     """
-    from pyroute2.netlink.diag import DiagSocket
+    from .diag import open_diag  # diag builds on this module's sampler: imported here, not at the top
 
-    with netns.inside(ns):
-        ds = DiagSocket()
+    ds = open_diag(ns)
     out: dict[SubflowKey, str] = {}
     try:
-        ds.bind()
         for msg in ds.get_sock_stats(family=socket.AF_INET, extensions=1 << (INET_DIAG_CONG - 1)):
             cong = msg.get_attr("INET_DIAG_CONG")
             if cong:
