@@ -33,14 +33,26 @@ from heavy import HEAVY_LOCK  # bench/heavy.py: the shared heavy-work lock
 from mptcplab.analysis.kernel_history import history_by_kernel
 from mptcplab.errors import UsageError
 from mptcplab.store import RunFilter, open_store
-from mptcplab.suite import suite_cases
+from mptcplab.suite import case_metric, suite_cases
 
 #: 13 runnable kernels from 6.1 to 7.3: two consecutive 6.12.x Debian releases (6.12.85 -> 6.12.86),
 #: the 6.12 series' ends, and 6.16 -> 6.17 -> 6.18 -> 7.2 -> 7.3 from trixie-backports and sid
 DEFAULT_KERNELS = ["6.1.176", "6.12.43", "6.12.85", "6.12.86", "6.12.117", "6.16.12", "6.17.13", "6.18.5", "6.18.15",
                    "7.2.6", "7.2.13", "7.3.4"]
-#: metrics read for every case: completion time is the simult_flows selftests' own measure, goodput the others'
-METRICS = ("goodput_mbps", "completion_s")
+#: metrics read besides each case's main metric: completion time is the simult_flows selftests' own measure,
+#: the median latency says whether a p99 step is the tail alone, backup_share whether the backup path stayed idle
+EXTRA_METRICS = {"bulk": ("completion_s",), "rr": ("latency_p50_ms",)}
+
+
+def metrics_for(case: str) -> list[str]:
+    """The metrics the benchmark reads for suite case `case`: its main metric (suite.case_metric), then extras."""
+    from mptcplab.scenario import load_scenario
+    path = next(c.path for c in suite_cases() if c.name == case)
+    scenario = load_scenario(path)
+    names = [case_metric(scenario), *EXTRA_METRICS.get(scenario.workload.kind, ())]
+    if any(getattr(p, "endpoint", None) and "backup" in str(p.endpoint) for p in scenario.paths):
+        names.append("backup_share")
+    return names
 MPTCPLAB = [str(Path(sys.executable).parent / "mptcplab")]  # the venv's console script
 
 
@@ -91,7 +103,7 @@ def analyse(db: str, cases: list[str], label: str) -> str:
     out = [f"Store `{db}`, label `{label}`.", ""]
     found = []
     for case in cases:
-        for metric in METRICS:
+        for metric in metrics_for(case):
             try:
                 hist = history_by_kernel(store, case, metric, RunFilter(label=label))
             except UsageError as e:  # a case with no stored run yet: say so
@@ -161,7 +173,7 @@ def analyse_again(db: str, cases: list[str], prefix: str) -> str:
     out = ["", "## False-alarm check: one kernel, two separate runs", ""]
     for case in cases:
         runs = [r.uid for tag in ("a", "b") for r in store.list_runs(RunFilter(scenario=case, label=f"{prefix}-{tag}"))]
-        for metric in METRICS:
+        for metric in metrics_for(case):
             if len(runs) < 2:
                 out.append(f"- {case} / {metric}: {len(runs)} run(s) stored, need 2")
                 continue
