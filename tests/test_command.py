@@ -18,7 +18,7 @@ import pytest
 from mptcplab.result import Repetition, RunResult
 from mptcplab.suite import summary_rows
 
-from .conftest import CLI, cli, lab_namespaces, leftovers, namespaces_of_pid, requires_root, run_once, wait_for, write_scenario
+from .conftest import CLI, cli, light, lab_namespaces, leftovers, namespaces_of_pid, requires_root, run_once, wait_for, write_scenario
 
 PATHS = """
 name = "{name}"
@@ -196,3 +196,15 @@ def test_suite_summary_judges_each_case_by_its_metric():
     assert cases["stream-wifi-lte"]["metric"] == "chunk_delay_p99_ms"
     assert cases["short-flows"]["metric"] == "fct_p99_ms"
     assert cases["simult-balanced"]["metric"] == "goodput_mbps"
+
+
+@light
+def test_the_best_path_baseline_is_refused_in_one_line(tmp_path):
+    """Under mptcpize every socket the programs open is MPTCP, so a 'plain TCP on one path' baseline would
+    measure MPTCP under the baseline's name: the scenario is refused before anything is built."""
+    path = write_scenario(tmp_path, scenario("t-cmd-base", 'client = "iperf3 -c {server} -p {port} -t 1"\n'
+                                                          'server = "iperf3 -s -1 -p {port}"\n'))
+    proc = cli("run", str(path), "--set", "run.baseline=best-path", "--no-store")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "best-path" in lines[0] and "command" in lines[0], proc.stderr

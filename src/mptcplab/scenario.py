@@ -428,6 +428,10 @@ class Scenario(_Strict):
                 f"workload.duration {format_time(duration)} is not shorter than run.timeout "
                 f"{format_time(self.run.timeout)}: the transfer would be stopped before it ends; raise [run] timeout "
                 f"(e.g. timeout = \"{format_time(duration + max(10.0, duration * 0.5))}\") or shorten the duration")
+        if self.run.baseline == "best-path" and self.workload.kind == "command":
+            raise ValueError("run.baseline = \"best-path\" does not work with workload kind \"command\": the lab cannot "
+                             "make your programs use plain TCP on one path (mptcpize turns every socket into MPTCP); leave "
+                             "baseline out, or use a lab workload (bulk, rr, stream, flows) for the baseline")
         end = duration or self.run.timeout
         for i, event in enumerate(self.events):
             if event.path not in names:
