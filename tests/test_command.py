@@ -88,9 +88,13 @@ def test_failing_program_is_a_failed_repetition(tmp_path, client, status, words)
         pytest.skip("needs mptcpize (apt-get install mptcpd)")
     before = set(leftovers())
     path = write_scenario(tmp_path, scenario("t-cmd-fail", f'client = "{client}"\n', timeout="2s"))
-    proc = cli("run", str(path), "--no-store", "--json")
+    db = str(tmp_path / "store.db")
+    proc = cli("run", str(path), "--db", db, "--json")
     assert proc.returncode == 1, proc.stderr
     rep = json.loads(proc.stdout)["repetitions"][0]
+    shown = cli("show", json.loads(proc.stdout)["run_id"], "--db", db, "--json")  # the store keeps the programs too
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["repetitions"][0]["programs"] == rep["programs"]
     assert rep["status"] == status and words in rep["error"], rep["error"]
     if status == "timeout":
         assert rep["programs"][0]["killed"] and rep["programs"][0]["exit_code"] == -9

@@ -115,6 +115,9 @@ class RepetitionRow(Base):
     #: Repetition.series, the workload's per-event series (rr latencies, stream chunk delays, flow completion
     #: times; migration 0004); NULL when it had none or was stored before 0004
     workload_series: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    #: Repetition.programs, a command workload's programs (argv, exit code, stdout, last stderr line; migration
+    #: 0005_programs); NULL for the lab's own workloads and runs stored before it
+    programs: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
 
     run: Mapped[Run] = relationship(back_populates="repetitions")
     measurements: Mapped[list["Measurement"]] = relationship(cascade="all, delete-orphan", lazy="selectin")

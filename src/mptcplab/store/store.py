@@ -27,7 +27,7 @@ from ..metrics import metric as metric_def
 #: the metrics a Repetition holds as fields of its own (everything else stored is a workload metric)
 BULK_METRICS = ("goodput_mbps", "completion_s", "retransmits", "bytes_retrans", "rtt_ms", "pass_rate")
 from ..kernel_names import stored_kernel_matches
-from ..result import Repetition, RunResult, SubflowResult, TimeSeries
+from ..result import ProgramRun, Repetition, RunResult, SubflowResult, TimeSeries
 from .database import make_engine, migrate
 from .location import display, resolve_db
 from .models import Environment, Measurement, RepetitionRow, Run, ScenarioVersion, SeriesRow, SubflowRow, Tag
@@ -384,6 +384,7 @@ def _repetition_row(run_pk: int, rep: Repetition) -> RepetitionRow:
         mib=rep.mib, mib_server=rep.mib_server,
         series_interval_s=ts.interval_s if ts else None, series_t=ts.t if ts else None,
         workload_series=dict(rep.series) if rep.series else None,
+        programs=[p.model_dump(mode="json") for p in rep.programs] or None,
         measurements=[Measurement(metric=k, value=v) for k, v in repetition_metrics(rep).items()],
         # subflow metrics are stored as the measurements "<path>.<name>" (repetition_metrics) and read back from them
         subflows=[SubflowRow(position=i, **sf.model_dump(exclude={"metrics"})) for i, sf in enumerate(rep.subflows)],
@@ -419,6 +420,7 @@ def _repetition(row: RepetitionRow) -> Repetition:
                                 metrics={name: v for (path, name), v in per_path.items() if path == sf.path})
                   for sf in row.subflows],
         baseline_path=row.baseline_path,
+        programs=[ProgramRun(**p) for p in row.programs or []],
     )
 
 
