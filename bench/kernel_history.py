@@ -27,33 +27,37 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 from heavy import HEAVY_LOCK  # bench/heavy.py: the shared heavy-work lock
 
 from mptcplab.analysis.kernel_history import history_by_kernel
 from mptcplab.errors import UsageError
 from mptcplab.store import RunFilter, open_store
-from mptcplab.suite import case_metric, suite_cases
+from mptcplab.metrics import baseline_metric, main_metric
+from mptcplab.suite import suite_cases
 
-#: 13 runnable kernels from 6.1 to 7.3: two consecutive 6.12.x Debian releases (6.12.85 -> 6.12.86),
+#: 12 runnable kernels from 6.1 to 7.3: two consecutive 6.12.x Debian releases (6.12.85 -> 6.12.86),
 #: the 6.12 series' ends, and 6.16 -> 6.17 -> 6.18 -> 7.2 -> 7.3 from trixie-backports and sid
 DEFAULT_KERNELS = ["6.1.176", "6.12.43", "6.12.85", "6.12.86", "6.12.117", "6.16.12", "6.17.13", "6.18.5", "6.18.15",
                    "7.2.6", "7.2.13", "7.3.4"]
-#: metrics read besides each case's main metric: completion time is the simult_flows selftests' own measure,
-#: the median latency says whether a p99 step is the tail alone, backup_share whether the backup path stayed idle
-EXTRA_METRICS = {"bulk": ("completion_s",), "rr": ("latency_p50_ms",)}
+MPTCPLAB = [str(Path(sys.executable).parent / "mptcplab")]  # the venv's console script
 
 
 def metrics_for(case: str) -> list[str]:
-    """The metrics the benchmark reads for suite case `case`: its main metric (suite.case_metric), then extras."""
+    """The metrics the benchmark reads for suite case `case`: its kind's main and baseline metrics
+    (metrics.METRICS_BY_KIND: rr p99 and p50, so a p99 step shows whether it is the tail alone), completion time
+    for bulk (the simult_flows selftests' own measure), backup_share when a path has a backup endpoint."""
     from mptcplab.scenario import load_scenario
     path = next(c.path for c in suite_cases() if c.name == case)
     scenario = load_scenario(path)
-    names = [case_metric(scenario), *EXTRA_METRICS.get(scenario.workload.kind, ())]
-    if any(getattr(p, "endpoint", None) and "backup" in str(p.endpoint) for p in scenario.paths):
+    kind = scenario.workload.kind
+    names = list(dict.fromkeys([main_metric(kind), baseline_metric(kind)]))
+    if kind == "bulk":
+        names.append("completion_s")
+    if any(p.endpoint and "backup" in str(p.endpoint) for p in scenario.paths):
         names.append("backup_share")
     return names
-MPTCPLAB = [str(Path(sys.executable).parent / "mptcplab")]  # the venv's console script
 
 
 def stored_runs(db: str, label: str) -> dict[tuple[str, str], int]:
@@ -99,24 +103,20 @@ def measure(args: argparse.Namespace, kernels: list[str], label: str) -> float:
 
 def analyse(db: str, cases: list[str], label: str) -> str:
     """Markdown: per case and metric the series by kernel version and its change points."""
-    store = open_store(db)
     out = [f"Store `{db}`, label `{label}`.", ""]
     found = []
-    for case in cases:
-        for metric in metrics_for(case):
-            try:
-                hist = history_by_kernel(store, case, metric, RunFilter(label=label))
-            except UsageError as e:  # a case with no stored run yet: say so
-                out.append(f"- {case} / {metric}: {getattr(e, 'message', e)}")
-                continue
-            series = ", ".join(f"{p.version}: {p.median:.4g}" for p in hist.points)
-            out.append(f"- **{case}** / {metric} ({len(hist.points)} kernels, n={min((p.n for p in hist.points), default=0)}"
-                       f"..{max((p.n for p in hist.points), default=0)}): {series}")
-            for cp in hist.change_points:
-                found.append((case, metric, cp))
-                out.append(f"  - change point {cp.before_version} -> {cp.after_version}: {cp.verdict} {cp.change:+.1%}")
-            for note in hist.notes:
-                out.append(f"  - note: {note}")
+    for case, metric, hist in histories(open_store(db), cases, lambda case: RunFilter(label=label)):
+        if isinstance(hist, str):  # a case with no stored run yet: say so
+            out.append(f"- {case} / {metric}: {hist}")
+            continue
+        series = ", ".join(f"{p.version}: {p.median:.4g}" for p in hist.points)
+        out.append(f"- **{case}** / {metric} ({len(hist.points)} kernels, n={min((p.n for p in hist.points), default=0)}"
+                   f"..{max((p.n for p in hist.points), default=0)}): {series}")
+        for cp in hist.change_points:
+            found.append((case, metric, cp))
+            out.append(f"  - change point {cp.before_version} -> {cp.after_version}: {cp.verdict} {cp.change:+.1%}")
+        for note in hist.notes:
+            out.append(f"  - note: {note}")
     out += ["", f"Change points found: {len(found)}.", ""]
     if found:
         out += ["| kernel pair | case | metric | median before -> after | change [95% CI] | p | verdict | reproduce |",
@@ -170,17 +170,37 @@ def main() -> int:
 def analyse_again(db: str, cases: list[str], prefix: str) -> str:
     """The false-alarm check: the two separate runs of one kernel (labels PREFIX-a and PREFIX-b) as a series by run."""
     store = open_store(db)
-    out = ["", "## False-alarm check: one kernel, two separate runs", ""]
-    for case in cases:
+
+    def both_runs(case: str) -> RunFilter | str:
         runs = [r.uid for tag in ("a", "b") for r in store.list_runs(RunFilter(scenario=case, label=f"{prefix}-{tag}"))]
-        for metric in metrics_for(case):
-            if len(runs) < 2:
-                out.append(f"- {case} / {metric}: {len(runs)} run(s) stored, need 2")
-                continue
-            hist = history_by_kernel(store, case, metric, RunFilter(run_ids=runs), by="run")
-            pts = ", ".join(f"{p.median:.4g} (n={p.n})" for p in hist.points)
-            out.append(f"- {case} / {metric}: {pts}: {len(hist.change_points)} change point(s)")
+        return RunFilter(run_ids=runs) if len(runs) >= 2 else f"{len(runs)} run(s) stored, need 2"
+
+    out = ["", "## False-alarm check: one kernel, two separate runs", ""]
+    for case, metric, hist in histories(store, cases, both_runs, by="run"):
+        if isinstance(hist, str):
+            out.append(f"- {case} / {metric}: {hist}")
+            continue
+        pts = ", ".join(f"{p.median:.4g} (n={p.n})" for p in hist.points)
+        out.append(f"- {case} / {metric}: {pts}: {len(hist.change_points)} change point(s)")
     return "\n".join(out)
+
+
+def histories(store: Any, cases: list[str], runs_of: Callable[[str], RunFilter | str],
+              by: str = "kernel") -> Iterator[tuple[str, Any, Any]]:
+    """(case, metric, its history by `by`, or why there is none) for every case and each of its metrics_for().
+
+    `runs_of(case)` gives the runs to read, or a sentence saying why there are none to read.
+    """
+    for case in cases:
+        runs = runs_of(case)
+        for metric in metrics_for(case):
+            if isinstance(runs, str):
+                yield case, metric, runs
+                continue
+            try:
+                yield case, metric, history_by_kernel(store, case, metric, runs, by=by)
+            except UsageError as e:  # no stored run for it yet
+                yield case, metric, str(getattr(e, "message", e))
 
 
 if __name__ == "__main__":

@@ -154,17 +154,19 @@ def sysctls(ns: str | None, prefix: str) -> dict[str, str]:
     return out
 
 
-def netstat(ns: str | None, prefix: str = "MPTcpExt") -> dict[str, int]:
-    """Counters of /proc/net/netstat in `ns` whose group is `prefix`, named as nstat does."""
+def netstat(ns: str | None, prefix: str | tuple[str, ...] = "MPTcpExt") -> dict[str, int]:
+    """Counters of /proc/net/netstat in `ns` whose group is `prefix` (or one of several, in one read), named as
+    nstat does: group and counter joined (MPTcpExtMPTCPRetrans, TcpExtBeyondWindow)."""
     with inside(ns), open("/proc/thread-self/net/netstat") as f:
         lines = f.read().splitlines()
-    group = prefix + ":"
+    groups = (prefix,) if isinstance(prefix, str) else prefix
     out: dict[str, int] = {}
     for header, values in zip(lines[::2], lines[1::2]):
-        if header.startswith(group):
+        group = header.split(":", 1)[0]
+        if group in groups:
             names = header.split()[1:]
             nums = values.split()[1:]
-            out.update({prefix + n: int(v) for n, v in zip(names, nums)})
+            out.update({group + n: int(v) for n, v in zip(names, nums)})
     return out
 
 

@@ -283,10 +283,12 @@ MIB_METRICS: dict[str, str] = {
 TCPEXT_COUNTERS = ("TcpExtRcvPruned", "TcpExtBeyondWindow")
 
 
-def tcpext_snapshot(ns: str) -> dict[str, int]:
-    """The TcpExt counters the connection metrics use (TCPEXT_COUNTERS) that this kernel has."""
-    values = netns.netstat(ns, "TcpExt")
-    return {k: values[k] for k in TCPEXT_COUNTERS if k in values}
+def counter_snapshot(ns: str) -> tuple[dict[str, int], dict[str, int]]:
+    """(every MPTcpExt counter, the TcpExt counters of TCPEXT_COUNTERS this kernel has) of namespace `ns`,
+    from one read of its /proc/net/netstat."""
+    values = netns.netstat(ns, ("MPTcpExt", "TcpExt"))
+    return ({k: v for k, v in values.items() if k.startswith("MPTcpExt")},
+            {k: values[k] for k in TCPEXT_COUNTERS if k in values})
 
 
 def connection_metrics(samples: list[tuple[float, ConnectionSample]], deltas: list[dict[str, int]],

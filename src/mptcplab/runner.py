@@ -23,7 +23,7 @@ from .links import select_backend
 from .links.base import LinkBackend
 from .mptcp import ConnectionSample
 from .pathmanager import EventListener, open_subflows
-from .probes import connection_metrics, mib_delta, mib_snapshot, summarize, tcpext_snapshot
+from .probes import connection_metrics, counter_snapshot, mib_delta, summarize
 from .protocols import Progress, RunSink
 from .result import Repetition, RunResult, SubflowResult
 from .scenario import HOST_ACTIONS, SYSCTL_ROLES, Event, Scenario
@@ -141,8 +141,8 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
             env["tcp"] = _tcp_conditions(topo, scenario)
             env["link"] = backend.describe()
             env["mptcp_pm"] = pm_state(topo)
-        mib_before = (mib_snapshot(topo.client), mib_snapshot(topo.server))
-        tcpext_before = (tcpext_snapshot(topo.client), tcpext_snapshot(topo.server))
+        (mib_client, tcpext_client), (mib_server, tcpext_server) = counter_snapshot(topo.client), counter_snapshot(topo.server)
+        mib_before, tcpext_before = (mib_client, mib_server), (tcpext_client, tcpext_server)
         stop_events = threading.Event()
         event_errors: list[str] = []
         started = time.time()
@@ -180,8 +180,8 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
         link_stats = backend.stats()  # the emulator's own counters, while it still runs
         if link_stats:
             env.setdefault("link_stats", []).append(link_stats)
-        mib_after = (mib_snapshot(topo.client), mib_snapshot(topo.server))
-        tcpext_after = (tcpext_snapshot(topo.client), tcpext_snapshot(topo.server))
+        (mib_client, tcpext_client), (mib_server, tcpext_server) = counter_snapshot(topo.client), counter_snapshot(topo.server)
+        mib_after, tcpext_after = (mib_client, mib_server), (tcpext_client, tcpext_server)
         subflows, series = summarize(out.sampler.samples, topo, sender_is_client=transfer.upload,
                                      congestion=out.sampler.congestion,
                                      capacities=_capacities(scenario, "up" if transfer.upload else "down"))
