@@ -9,20 +9,26 @@ name "mptcp" and its connection's local token, which groups subflows into
 connections. A plain TCP socket (a program that did not use MPTCP) has no
 ULP info and is counted apart, so a fallback is visible.
 
-Connection-level counters (mptcp_diag, IPPROTO_MPTCP) are not read: pyroute2
-0.9.7's inet_diag request cannot carry INET_DIAG_REQ_PROTOCOL, which a
-protocol number above 255 needs. The connection's bytes in a sample are the
-sums over its subflows (data reinjected on a second subflow counts on both).
+Connection-level counters come from mptcp_diag (inet_diag over IPPROTO_MPTCP,
+as `ss -M` reads them): struct mptcp_info of every MPTCP socket, matched to its
+subflows by the local token. pyroute2 0.9.7's inet_diag request cannot carry
+INET_DIAG_REQ_PROTOCOL, which a protocol number above 255 needs, so that one
+request is written here with struct. Where the kernel gives data-level byte
+counters (mptcpi_bytes_acked, 6.7 and later) a connection's bytes are those,
+counted once however often the scheduler reinjected them; otherwise (older
+kernels, no mptcp_diag) they are the sums over its subflows, where data
+reinjected on a second subflow counts on both.
 """
 from __future__ import annotations
 
+import ctypes
 import socket
 import struct
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import netns
-from .mptcp import ConnectionSample, SubflowSample
+from .mptcp import ConnectionSample, MptcpInfo, SubflowSample, unsent_bytes
 from .probes import SubflowKey, SubflowSampler
 
 INET_DIAG_INFO = 2
@@ -58,6 +64,69 @@ def mptcp_token(ulp_hex: str | None) -> int | None:
     sub = _attrs(ulp.get(INET_ULP_INFO_MPTCP, b""))
     token = sub.get(MPTCP_SUBFLOW_ATTR_TOKEN_LOC)
     return struct.unpack("<I", token[:4])[0] if token and len(token) >= 4 else 0
+
+
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+INET_DIAG_REQ_PROTOCOL = 3
+IPPROTO_MPTCP = 262
+#: struct inet_diag_msg: family, state, timer, retrans, inet_diag_sockid (48 bytes), expires, rqueue, wqueue, uid, inode
+INET_DIAG_MSG_LEN = 72
+
+
+def open_raw_diag(ns: str | None) -> socket.socket:
+    """A bound NETLINK_SOCK_DIAG socket in `ns` for mptcp_connections(); the caller closes it. OSError without sock_diag."""
+    with netns.inside(ns):
+        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
+    try:
+        s.bind((0, 0))
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def mptcp_connections(s: socket.socket) -> dict[int, MptcpInfo]:
+    """Every MPTCP socket of the namespace of `s` (open_raw_diag) but listeners: local token -> its struct
+    mptcp_info, from mptcp_diag.
+
+    A kernel's shorter mptcp_info leaves the fields it lacks at 0. Returns {} when the kernel has no mptcp_diag
+    (the dump is refused).
+    """
+    out: dict[int, MptcpInfo] = {}
+    states = 0xFFF & ~((1 << TCP_LISTEN) | (1 << TCP_CLOSE))
+    for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), 1):
+        # struct inet_diag_req_v2 (its 8-bit protocol field holds the low byte only; the attribute decides)
+        req = struct.pack("=BBBxI", family, IPPROTO_MPTCP & 0xFF, 1 << (INET_DIAG_INFO - 1), states) + bytes(48)
+        req += struct.pack("=HHI", 8, INET_DIAG_REQ_PROTOCOL, IPPROTO_MPTCP)
+        s.send(struct.pack("=IHHII", 16 + len(req), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + req)
+        if not _read_dump(s, out):
+            return {}
+    return out
+
+
+def _read_dump(s: socket.socket, out: dict[int, MptcpInfo]) -> bool:
+    """Read one dump's answers into `out`; False when the kernel refused it (no mptcp_diag)."""
+    size = ctypes.sizeof(MptcpInfo)
+    while True:
+        data = s.recv(65536)
+        i = 0
+        while i + 16 <= len(data):
+            length, kind = struct.unpack_from("=IH", data, i)
+            if length < 16:
+                return True
+            if kind == NLMSG_DONE:
+                return True
+            if kind == NLMSG_ERROR:
+                return struct.unpack_from("=i", data, i + 16)[0] == 0
+            body = data[i + 16:i + length]
+            info = _attrs(body[INET_DIAG_MSG_LEN:]).get(INET_DIAG_INFO)
+            if info:
+                mi = MptcpInfo.from_buffer_copy(info[:size].ljust(size, b"\0"))
+                out[mi.token] = mi
+            i += (length + 3) & ~3
 
 
 @dataclass
@@ -122,6 +191,16 @@ def dump(ds: Any) -> NamespaceDump:
     return out
 
 
+def _counts(mi: MptcpInfo | None, subflows: list[SubflowSample]) -> tuple[int, int, int, int, int, int]:
+    """One connection's (bytes sent, ACKed, received, retransmits, bytes retransmitted, queued unsent): data-level
+    from its mptcp_info, else summed over its subflows (no queue known)."""
+    if mi is not None:
+        return mi.bytes_sent, mi.bytes_acked, mi.bytes_received, mi.retransmits, mi.bytes_retrans, unsent_bytes(mi)
+    return (sum(sf.bytes_sent for sf in subflows), sum(sf.bytes_acked for sf in subflows),
+            sum(sf.bytes_received for sf in subflows), sum(sf.total_retrans for sf in subflows),
+            sum(sf.bytes_retrans for sf in subflows), 0)
+
+
 @dataclass
 class NamespaceSampler(SubflowSampler):
     """A SubflowSampler over every MPTCP connection in namespace `ns` instead of one socket.
@@ -138,15 +217,21 @@ class NamespaceSampler(SubflowSampler):
     plain_tcp: int = 0
     connections_seen: set[int] = field(default_factory=set)
     delivered: dict[SubflowKey, int] = field(default_factory=dict)
+    #: local token -> the highest data-level bytes ACKed (mptcpi_bytes_acked) seen for that connection
+    connection_delivered: dict[int, int] = field(default_factory=dict)
     last_growth_s: float = 0.0
+    #: the kernel fills mptcp_info's data-level byte counters (seen non-zero once)
+    kernel_counts: bool = False
     error: str | None = None
     _ds: Any = None
+    _mds: Any = None
 
     def stop(self) -> None:
         super().stop()
-        if self._ds is not None:
-            self._ds.close()
-            self._ds = None
+        for s in (self._ds, self._mds):
+            if s is not None:
+                s.close()
+        self._ds = self._mds = None
 
     def sample(self) -> ConnectionSample | None:
         import time
@@ -154,7 +239,9 @@ class NamespaceSampler(SubflowSampler):
         try:
             if self._ds is None:
                 self._ds = open_diag(self.ns)
+                self._mds = open_raw_diag(self.ns)
             d = dump(self._ds)
+            infos = mptcp_connections(self._mds)
         except OSError as e:
             self.error = f"inet_diag in {self.ns}: {e.strerror or e}"
             return None
@@ -169,16 +256,25 @@ class NamespaceSampler(SubflowSampler):
             if sf.bytes_acked > self.delivered.get(k, 0):
                 self.delivered[k] = sf.bytes_acked
                 grew = True
+        # data-level counters where the kernel has them (6.7+: a connection that moved data has them non-zero)
+        self.kernel_counts = self.kernel_counts or any(mi.bytes_sent or mi.bytes_received for mi in infos.values())
+        counts = [_counts(infos.get(token) if self.kernel_counts else None, sfs) for token, sfs in d.connections.items()]
+        if self.kernel_counts:
+            for token, mi in infos.items():
+                if token in d.connections and mi.bytes_acked > self.connection_delivered.get(token, 0):
+                    self.connection_delivered[token] = mi.bytes_acked
+                    grew = True
         if grew:
             self.last_growth_s = t
         sample = ConnectionSample(
             subflows_total=len(subflows),
-            mptcp_bytes_sent=sum(sf.bytes_sent for sf in subflows),
-            mptcp_bytes_acked=sum(sf.bytes_acked for sf in subflows),
-            mptcp_bytes_received=sum(sf.bytes_received for sf in subflows),
-            mptcp_retransmits=sum(sf.total_retrans for sf in subflows),
-            mptcp_bytes_retrans=sum(sf.bytes_retrans for sf in subflows),
+            mptcp_bytes_sent=sum(c[0] for c in counts),
+            mptcp_bytes_acked=sum(c[1] for c in counts),
+            mptcp_bytes_received=sum(c[2] for c in counts),
+            mptcp_retransmits=sum(c[3] for c in counts),
+            mptcp_bytes_retrans=sum(c[4] for c in counts),
             subflows=subflows,
+            queued_bytes=sum(c[5] for c in counts),
         )
         if subflows:
             self.samples.append((t, sample))
@@ -189,5 +285,9 @@ class NamespaceSampler(SubflowSampler):
 
     @property
     def delivered_bytes(self) -> int:
-        """Bytes ACKed over every subflow seen, each at its highest count (subflows of closed connections included)."""
+        """Data-level bytes ACKed over every connection seen, each at its highest count, where the kernel counts
+        them (6.7+); otherwise bytes ACKed over every subflow seen, each at its highest count (subflows of closed
+        connections included; data reinjected on a second subflow counts on both)."""
+        if self.connection_delivered:
+            return sum(self.connection_delivered.values())
         return sum(self.delivered.values())

@@ -254,11 +254,11 @@ def _sample(num_subflows: int, sf: ctypes.Array, ti: ctypes.Array, mi: MptcpInfo
         mptcp_retransmits=mi.retransmits,
         mptcp_bytes_retrans=mi.bytes_retrans,
         subflows=subflows,
-        queued_bytes=_unsent(mi),
+        queued_bytes=unsent_bytes(mi),
     )
 
 
-def _unsent(mi: MptcpInfo) -> int:
+def unsent_bytes(mi: MptcpInfo) -> int:
     """Data-level bytes written and not yet sent: write_seq - snd_nxt, where snd_nxt = snd_una + (bytes_sent -
     bytes_acked) (mptcpi_bytes_sent counts new data only, reinjections are bytes_retrans)."""
     unacked = max(0, mi.write_seq - mi.snd_una)

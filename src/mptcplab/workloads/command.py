@@ -12,10 +12,11 @@ What the lab measures: a NamespaceSampler (mptcplab.diag) dumps every MPTCP
 subflow of the sending end's namespace with inet_diag at 20 Hz, so per-path
 shares, RTTs and time series appear as for the lab's own workloads; MIB
 counters and link counters are taken by the runner as for any workload.
-Goodput is the bytes ACKed on every subflow the probes saw (all of the
-program's MPTCP connections; each subflow at its highest count) over the
-time from the client program's start to the last sample in which that count
-grew: the program's own setup counts, its idle tail after the data does not.
+Goodput is the data-level bytes ACKed on every MPTCP connection the probes
+saw (mptcp_diag's mptcpi_bytes_acked, each connection at its highest count;
+on kernels before 6.7, which lack it, the bytes ACKed on every subflow) over
+the time from the client program's start to the last sample in which that
+count grew: the program's own setup counts, its idle tail after the data does not.
 Each program's stdout (the first MAX_STDOUT bytes), exit code and last
 stderr line are kept in the repetition (`programs`).
 
