@@ -141,8 +141,8 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
             env["tcp"] = _tcp_conditions(topo, scenario)
             env["link"] = backend.describe()
             env["mptcp_pm"] = pm_state(topo)
-        (mib_client, tcpext_client), (mib_server, tcpext_server) = counter_snapshot(topo.client), counter_snapshot(topo.server)
-        mib_before, tcpext_before = (mib_client, mib_server), (tcpext_client, tcpext_server)
+        # (MPTcpExt, TcpExt) counters of the client and server namespaces: [(mib, tcpext) client, (mib, tcpext) server]
+        before = [counter_snapshot(ns) for ns in (topo.client, topo.server)]
         stop_events = threading.Event()
         event_errors: list[str] = []
         started = time.time()
@@ -180,12 +180,11 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
         link_stats = backend.stats()  # the emulator's own counters, while it still runs
         if link_stats:
             env.setdefault("link_stats", []).append(link_stats)
-        (mib_client, tcpext_client), (mib_server, tcpext_server) = counter_snapshot(topo.client), counter_snapshot(topo.server)
-        mib_after, tcpext_after = (mib_client, mib_server), (tcpext_client, tcpext_server)
+        after = [counter_snapshot(ns) for ns in (topo.client, topo.server)]
         subflows, series = summarize(out.sampler.samples, topo, sender_is_client=transfer.upload,
                                      congestion=out.sampler.congestion,
                                      capacities=_capacities(scenario, "up" if transfer.upload else "down"))
-        deltas = [mib_delta(b, a) for b, a in zip(mib_before + tcpext_before, mib_after + tcpext_after)]
+        deltas = [mib_delta(b[k], a[k]) for b, a in zip(before, after) for k in (0, 1)]
         metrics = connection_metrics(out.sampler.samples, deltas, mptcp=baseline_path is None)
         metrics.update(out.metrics)
         expected = scenario.expected_subflows() if baseline_path is None else 1
@@ -203,8 +202,8 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
         bytes=out.bytes,
         mptcp=out.mptcp,
         subflows=subflows,
-        mib=mib_delta(mib_before[0], mib_after[0]),
-        mib_server=mib_delta(mib_before[1], mib_after[1]),
+        mib=mib_delta(before[0][0], after[0][0]),
+        mib_server=mib_delta(before[1][0], after[1][0]),
         timeseries=series,
         started_at=started,
         metrics={**metrics, **backup_share(scenario, subflows)},
