@@ -200,6 +200,27 @@ def test_history_suite_prints_only_the_change_points(tmp_path):
     assert bad.returncode == 2 and bad.stderr.startswith("error: ")
 
 
+@light
+def test_history_suite_judges_each_case_by_its_main_metric(tmp_path):
+    """An rr case is judged by its p99 latency, as suite run judges it: a latency step with flat goodput is a
+    change point; --metric still sets one metric for every case."""
+    db = tmp_path / "suite-rr.db"
+    runs = []
+    for i, (k, v) in enumerate(KERNELS):
+        run = synthetic("rr-asymmetric-rtt", k, v, noisy(1.4, seed=50 + i))
+        for rep, lat in zip(run.repetitions, noisy(17.0 * (1.3 if i == 2 else 1.0), seed=60 + i)):
+            rep.metrics["latency_p99_ms"] = lat
+        runs += [run, synthetic("two-paths", k, v, noisy(18.0, seed=70 + i))]
+    store_runs(db, runs)
+    doc = json.loads(cli_in_process("history", "--suite", "--db", str(db), "--format", "json").stdout)
+    found = {h["scenario"]: (h["metric"], len(h["change_points"])) for h in doc}
+    assert found == {"rr-asymmetric-rtt": ("latency_p99_ms", 1), "two-paths": ("goodput_mbps", 0)}, found
+    assert doc[0]["change_points"][0]["verdict"] == "regressed"
+    one = json.loads(cli_in_process("history", "--suite", "--metric", "goodput_mbps", "--db", str(db), "--format", "json").stdout)
+    assert {h["scenario"]: (h["metric"], len(h["change_points"])) for h in one} == \
+        {"rr-asymmetric-rtt": ("goodput_mbps", 0), "two-paths": ("goodput_mbps", 0)}
+
+
 # -- bisect ------------------------------------------------------------------------------------------------------
 def fake_cache(root: Path, releases: list[tuple[str, str]]) -> None:
     """A kernel cache listing these (release, package version) entries; no image: booting one would fail loudly."""

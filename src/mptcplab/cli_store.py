@@ -334,7 +334,7 @@ def compare(
 @handled
 def history(
     scenario: Annotated[Optional[str], typer.Argument(metavar="SCENARIO", help="a scenario name, as `mptcplab runs` lists it")] = None,
-    metric: Annotated[str, typer.Option("--metric", help="goodput_mbps (default), completion_s, retransmits, bytes_retrans, rtt_ms")] = "goodput_mbps",
+    metric: Annotated[Optional[str], typer.Option("--metric", help="goodput_mbps (default; with --suite each case's main metric, as suite run judges it), completion_s, retransmits, bytes_retrans, rtt_ms, latency_p99_ms, ...")] = None,
     label: Annotated[Optional[str], typer.Option("--label", help="only runs with this label")] = None,
     kernel: Annotated[Optional[str], typer.Option("--kernel", help="only runs on this kernel: a release or version prefix (6.1 is 6.1.0-50-cloud-amd64 = 6.1.176, not 6.12)")] = None,
     since: Annotated[Optional[str], typer.Option("--since", help="only runs started since a date/time or an age (12h, 7d)")] = None,
@@ -357,7 +357,8 @@ def history(
 
     if fmt not in ("table", "json"):
         raise UsageError(f"--format {fmt!r}: choose table or json")
-    _known_metrics([metric])
+    if metric is not None:
+        _known_metrics([metric])
     if suite or by is not None:
         if by is not None and by not in ("kernel", "run"):
             raise UsageError(f"--by {by!r}: choose kernel or run")
@@ -370,6 +371,7 @@ def history(
         return
     if scenario is None:
         raise UsageError("give a SCENARIO (or --suite)", "mptcplab history two-paths")
+    metric = metric or "goodput_mbps"
     if plot is not None:
         check_output(plot, "--plot", FIGURE_SUFFIXES)
     flt = _filter(None, label, kernel, since, tag)
@@ -428,9 +430,10 @@ def change_point_rows(scenario: str, metric: str, cps: list[Any]) -> list[list[s
 CHANGE_POINT_HEADER = ["scenario", "metric", "before", "after", "median before", "median after", "change", "95% CI", "p", "verdict"]
 
 
-def _history_series(scenario: str | None, metric: str, flt: Any, by: str, suite: bool, threshold: float, alpha: float,
+def _history_series(scenario: str | None, metric: str | None, flt: Any, by: str, suite: bool, threshold: float, alpha: float,
                     fmt: str, db: str | None) -> None:
-    """`history --by kernel|run` for one scenario, or `--suite` for every suite case that has stored runs."""
+    """`history --by kernel|run` for one scenario (`metric` None: goodput_mbps), or `--suite` for every suite case
+    that has stored runs (`metric` None: each case's main metric, SuiteCase.metric)."""
     from dataclasses import replace as dc_replace
 
     from .analysis.kernel_history import history_by_kernel
@@ -440,12 +443,13 @@ def _history_series(scenario: str | None, metric: str, flt: Any, by: str, suite:
     if suite:
         from .suite import suite_cases
 
-        names = [c.name for c in suite_cases()]
         stored = {r.scenario for r in store.list_runs(dc_replace(flt or RunFilter()))}
-        hists = [history_by_kernel(store, n, metric, flt, by, threshold, alpha) for n in names if n in stored]
+        hists = [history_by_kernel(store, c.name, metric or c.metric, flt, by, threshold, alpha)
+                 for c in suite_cases() if c.name in stored]
         if not hists:
             raise UsageError(f"no stored run of any suite case in {store.where} matches", "run the suite first: mptcplab suite run")
     else:
+        metric = metric or "goodput_mbps"
         hists = [history_by_kernel(store, scenario or "", metric, flt, by, threshold, alpha)]
     if fmt == "json":
         doc: Any = [h.to_json() for h in hists] if suite else hists[0].to_json()
@@ -483,9 +487,14 @@ def _history_series(scenario: str | None, metric: str, flt: Any, by: str, suite:
         out.print(f"no change point in {len(hists)} case{'s' if len(hists) != 1 else ''} "
                   f"({', '.join(f'{h.scenario}: {len(h.points)} {what}s' for h in hists[:6])}{', ...' if len(hists) > 6 else ''})",
                   highlight=False, soft_wrap=True)
+    # a note about the kernels (their tcp_rmem differs, ...) holds for every case that ran on them: said once
+    cases_of: dict[str, list[str]] = {}
     for h in hists:
         for note in h.notes:
-            out.print(f"note: {h.scenario + ': ' if suite else ''}{note}", highlight=False, markup=False, soft_wrap=True)
+            cases_of.setdefault(note, []).append(h.scenario)
+    for note, cases in cases_of.items():
+        where = "" if not suite else ("every case: " if len(cases) == len(hists) > 1 else f"{', '.join(cases)}: ")
+        out.print(f"note: {where}{note}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _write_plot(draw: Callable[[], object], path: Path) -> None:
