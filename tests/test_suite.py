@@ -201,6 +201,35 @@ def test_history_suite_prints_only_the_change_points(tmp_path):
 
 
 @light
+def test_a_kernel_history_travels_as_an_export(tmp_path):
+    """export --format json (gzipped) of one store, imported into another, gives the same series and change
+    point (a benchmark's findings can be read again on any machine); importing twice adds nothing; a file that
+    is not runs is one line."""
+    import gzip
+
+    src = tmp_path / "src.db"
+    store_runs(src, [synthetic("two-paths", k, v, noisy(18.0 * (0.85 if i == 2 else 1.0), seed=80 + i), tags={"x": "1"})
+                     for i, (k, v) in enumerate(KERNELS)])
+    exported = tmp_path / "history.json"
+    assert cli_in_process("export", "--format", "json", "--db", str(src), "-o", str(exported)).returncode == 0
+    packed = tmp_path / "history.json.gz"
+    packed.write_bytes(gzip.compress(exported.read_bytes()))
+    dst = tmp_path / "dst.db"
+    first = cli_in_process("import", str(packed), "--db", str(dst))
+    assert first.returncode == 0 and first.stdout.count("imported run") == 3, first.stdout
+    again = cli_in_process("import", str(packed), "--db", str(dst))
+    assert again.returncode == 0 and again.stdout.count(": 0 new of 5 repetitions") == 3, again.stdout
+    a, b = (json.loads(cli_in_process("history", "two-paths", "--by", "kernel", "--db", str(d), "--format", "json").stdout)
+            for d in (src, dst))
+    assert [(p["version"], p["values"]) for p in a["points"]] == [(p["version"], p["values"]) for p in b["points"]]
+    assert len(b["change_points"]) == 1 and b["change_points"] == a["change_points"]
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    bad = cli_in_process("import", str(empty), "--db", str(dst))
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "no run" in bad.stderr, bad.stderr
+
+
+@light
 def test_history_suite_judges_each_case_by_its_main_metric(tmp_path):
     """An rr case is judged by its p99 latency, as suite run judges it: a latency step with flat goodput is a
     change point; --metric still sets one metric for every case."""

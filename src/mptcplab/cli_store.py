@@ -509,19 +509,20 @@ def _write_plot(draw: Callable[[], object], path: Path) -> None:
 @app.command("import")
 @handled
 def import_cmd(
-    files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="spool files (or `run --json` documents) to load")],
+    files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="spool files, `run --json` documents or `export --format json` files (also .gz) to load")],
     db: DbOption = None,
 ) -> None:
-    """Load spooled results (written when the database was unavailable) into the store; importing twice adds nothing."""
+    """Load spooled results (written when the database was unavailable), `run --json` documents or another
+    store's `export --format json` into the store; importing twice adds nothing."""
     from .store import spool
     from .store.location import spool_dir
     from .units import plural
 
-    loaded = [(path, *spool.read(path)) for path in files]  # every file is read before the store is touched:
+    loaded = [(path, *run) for path in files for run in spool.read_all(path)]  # every file is read before the store is touched:
     store = _store(db, create=True)                          # a failed import creates no empty database
     for path, result, scenario in loaded:
         added = store.save_result(result, scenario)
         out.print(f"imported run {result.run_id} ({result.scenario}): {added} new of "
                   f"{plural(len(result.repetitions), 'repetition')} into {store.where}", highlight=False, markup=False)
         if path.resolve().parent == spool_dir().resolve():
-            path.unlink()  # the lab's own spool file: its content is now in the store
+            path.unlink(missing_ok=True)  # the lab's own spool file: its content is now in the store

@@ -6,6 +6,7 @@ moment leaves a complete, loadable file with every finished repetition.
 """
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import tempfile
@@ -43,24 +44,46 @@ def write(path: Path, result: RunResult, scenario: dict[str, Any] | None) -> Pat
 
 
 def read(path: Path) -> tuple[RunResult, dict[str, Any] | None]:
-    """A spool file, or a `mptcplab run --json` document (then the scenario's content is unknown)."""
+    """A spool file, or a `mptcplab run --json` document (then the scenario's content is unknown).
+
+    Raises UsageError (one line) for a file that is none of those; see read_all for exports."""
+    docs = read_all(path)
+    if len(docs) != 1:
+        raise UsageError(f"{path}: holds {len(docs)} runs, not one")
+    return docs[0]
+
+
+def read_all(path: Path) -> list[tuple[RunResult, dict[str, Any] | None]]:
+    """Every run in `path`: a spool file, a `mptcplab run --json` document, or an `mptcplab export --format json`
+    list of run documents (the scenario's content unknown for the last two); gzip-compressed (`.gz`) or not.
+
+    Raises UsageError (one line) for a file that is none of those, or a run without a run_id.
+    """
     try:
-        doc = json.loads(path.read_text())
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        doc = json.loads(raw)
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UsageError(f"{path}: not a spool file or run JSON document: {e}") from None
+    if isinstance(doc, list):  # mptcplab export --format json
+        if not doc:
+            raise UsageError(f"{path}: an empty list, no run to import")
+        return [_run(path, body, None, f" (run {i + 1} of {len(doc)})") for i, body in enumerate(doc)]
     if isinstance(doc, dict) and doc.get("format") == FORMAT:
         if doc.get("version") != VERSION:
             raise UsageError(f"{path}: spool format version {doc.get('version')} is not supported by this mptcplab")
-        body, scenario = doc.get("result"), doc.get("scenario_content")
-    else:
-        body, scenario = doc, None
+        return [_run(path, doc.get("result"), doc.get("scenario_content"))]
+    return [_run(path, doc, None)]
+
+
+def _run(path: Path, body: Any, scenario: dict[str, Any] | None, where: str = "") -> tuple[RunResult, dict[str, Any] | None]:
     try:
         result = RunResult.model_validate(body)
     except ValidationError as e:
-        raise UsageError(f"{path}: not a spool file or run JSON document ({e.errors()[0]['loc']}: {e.errors()[0]['msg']})") from None
+        raise UsageError(f"{path}{where}: not a spool file or run JSON document ({e.errors()[0]['loc']}: "
+                         f"{e.errors()[0]['msg']})") from None
     if not result.run_id:
-        raise UsageError(f"{path}: the result has no run_id, so it cannot be imported idempotently",
+        raise UsageError(f"{path}{where}: the result has no run_id, so it cannot be imported idempotently",
                          "it was written by an mptcplab older than the results store")
     return result, scenario
