@@ -248,6 +248,12 @@ def test_history_suite_judges_each_case_by_its_main_metric(tmp_path):
     one = json.loads(cli_in_process("history", "--suite", "--metric", "goodput_mbps", "--db", str(db), "--format", "json").stdout)
     assert {h["scenario"]: (h["metric"], len(h["change_points"])) for h in one} == \
         {"rr-asymmetric-rtt": ("goodput_mbps", 0), "two-paths": ("goodput_mbps", 0)}
+    # a metric a case does not measure: one line for one scenario, a note naming the cases left out for --suite
+    missing = cli_in_process("history", "two-paths", "--by", "kernel", "--metric", "latency_p99_ms", "--db", str(db))
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1, missing.stderr
+    assert "has the metric latency_p99_ms" in missing.stderr and "goodput_mbps" in missing.stderr
+    some = cli_in_process("history", "--suite", "--metric", "latency_p99_ms", "--db", str(db))
+    assert some.returncode == 0 and "do not measure latency_p99_ms, left out: two-paths" in some.stdout, some.stdout
 
 
 # -- bisect ------------------------------------------------------------------------------------------------------

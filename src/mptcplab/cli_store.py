@@ -436,18 +436,30 @@ def _history_series(scenario: str | None, metric: str | None, flt: Any, by: str,
     that has stored runs (`metric` None: each case's main metric, SuiteCase.metric)."""
     from dataclasses import replace as dc_replace
 
-    from .analysis.kernel_history import history_by_kernel
+    from .analysis.kernel_history import MetricMissing, history_by_kernel
     from .store import RunFilter
 
     store = _store(db)
+    lacking: list[str] = []
     if suite:
         from .suite import suite_cases
 
         stored = {r.scenario for r in store.list_runs(dc_replace(flt or RunFilter()))}
-        hists = [history_by_kernel(store, c.name, metric or c.metric, flt, by, threshold, alpha)
-                 for c in suite_cases() if c.name in stored]
+        hists, lacking = [], []
+        for c in suite_cases():
+            if c.name in stored:
+                try:
+                    hists.append(history_by_kernel(store, c.name, metric or c.metric, flt, by, threshold, alpha))
+                except MetricMissing:  # --metric names what this case's workload does not measure
+                    lacking.append(c.name)
+        if lacking and not hists:
+            raise UsageError(f"no stored suite case has the metric {metric}", f"leave out --metric: each case is then "
+                             "judged by its own main metric")
         if not hists:
-            raise UsageError(f"no stored run of any suite case in {store.where} matches", "run the suite first: mptcplab suite run")
+            given = (flt or RunFilter()).describe()
+            raise UsageError(f"no stored run of any suite case in {store.where} matches" + (f" {given}" if given else ""),
+                             f"list the stored runs with: mptcplab runs --db {store.where}" if given
+                             else "run the suite first: mptcplab suite run")
     else:
         metric = metric or "goodput_mbps"
         hists = [history_by_kernel(store, scenario or "", metric, flt, by, threshold, alpha)]
@@ -495,6 +507,9 @@ def _history_series(scenario: str | None, metric: str | None, flt: Any, by: str,
     for note, cases in cases_of.items():
         where = "" if not suite else ("every case: " if len(cases) == len(hists) > 1 else f"{', '.join(cases)}: ")
         out.print(f"note: {where}{note}", highlight=False, markup=False, soft_wrap=True)
+    if lacking:
+        out.print(f"note: {len(lacking)} case(s) do not measure {metric}, left out: {', '.join(lacking)}",
+                  highlight=False, markup=False, soft_wrap=True)
 
 
 def _write_plot(draw: Callable[[], object], path: Path) -> None:
@@ -520,9 +535,14 @@ def import_cmd(
 
     loaded = [(path, *run) for path in files for run in spool.read_all(path)]  # every file is read before the store is touched:
     store = _store(db, create=True)                          # a failed import creates no empty database
+    total = 0
     for path, result, scenario in loaded:
         added = store.save_result(result, scenario)
+        total += added
         out.print(f"imported run {result.run_id} ({result.scenario}): {added} new of "
                   f"{plural(len(result.repetitions), 'repetition')} into {store.where}", highlight=False, markup=False)
         if path.resolve().parent == spool_dir().resolve():
             path.unlink(missing_ok=True)  # the lab's own spool file: its content is now in the store
+    if len(loaded) > 1:
+        out.print(f"imported {plural(len(loaded), 'run')} from {plural(len(files), 'file')}: "
+                  f"{plural(total, 'new repetition')} into {store.where}", highlight=False, markup=False)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .changepoints import ChangePoint, SeriesPoint, change_points, upstream_version, version_key
+from ..errors import UsageError
 from .compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD
 
 BY = ("kernel", "run")
@@ -35,6 +36,16 @@ class KernelHistory:
         return {"scenario": self.scenario, "metric": self.metric, "better": self.better, "by": self.by,
                 "threshold": self.threshold, "alpha": self.alpha, "notes": self.notes,
                 "points": [p.to_json() for p in self.points], "change_points": [c.to_json() for c in self.change_points]}
+
+
+class MetricMissing(UsageError):
+    """No stored run of the scenario has a value of the metric (an rr case has no backup_share): one line, exit 2."""
+
+    def __init__(self, scenario: str, metric: str, available: list[str]) -> None:
+        self.scenario, self.metric, self.available = scenario, metric, available
+        super().__init__(f"no stored run of {scenario} has the metric {metric}",
+                         f"its runs have: {', '.join(available[:12])}{', ...' if len(available) > 12 else ''}"
+                         if available else None)
 
 
 def run_version(release: str, env: dict[str, Any]) -> str:
@@ -82,7 +93,6 @@ def history_by_kernel(store: Any, scenario: str, metric: str = "goodput_mbps", f
 
     UsageError when the store has no run of the scenario, or `by` is not kernel or run.
     """
-    from ..errors import UsageError
     from ..metrics import metric as metric_def
     from ..store import RunFilter
 
@@ -90,10 +100,15 @@ def history_by_kernel(store: Any, scenario: str, metric: str = "goodput_mbps", f
         raise UsageError(f"--by {by!r}: choose kernel or run")
     runs = store.list_runs(replace(flt or RunFilter(), scenario=scenario))
     if not runs:
-        raise UsageError(f"no stored run of scenario {scenario!r} in {store.where} matches",
-                         "list the stored runs with: mptcplab runs")
+        given = (flt or RunFilter()).describe()
+        raise UsageError(f"no stored run of scenario {scenario!r} in {store.where} matches" + (f" {given}" if given else ""),
+                         f"list the stored runs with: mptcplab runs --db {store.where}")
     better = metric_def(metric).better
     samples = store.samples([r.uid for r in runs], metric, per_run=True)
+    if not any(s.values for s in samples.values()) and any(r.repetitions for r in runs):
+        available = _metrics_of(store, runs)
+        if metric not in available:  # otherwise its runs have the metric but no completed repetition: noted below
+            raise MetricMissing(scenario, metric, available)
     envs = store.run_environments(r.uid for r in runs)
     points, notes = kernel_series(runs, samples, envs, by)
     hist = KernelHistory(scenario=scenario, metric=metric, better=better, by=by, threshold=threshold, alpha=alpha,
@@ -112,12 +127,37 @@ def history_by_kernel(store: Any, scenario: str, metric: str = "goodput_mbps", f
     return hist
 
 
+def _metrics_of(store: Any, runs: list[Any]) -> list[str]:
+    """The metrics the newest run with repetitions has stored (subflow ones as <path>.<name> left out)."""
+    from ..metrics import metric as metric_def, repetition_metrics
+
+    run = next(r for r in runs if r.repetitions)
+    reps = [rep for rep in store.load_result(run.uid).repetitions if not rep.warmup]
+    names = {name for rep in reps for name in repetition_metrics(rep)}
+    return sorted(n for n in names if metric_def(n).scope == "repetition" and "." not in n)
+
+
 def _condition_notes(envs: dict[str, tuple[str, dict[str, Any]]], points: list[SeriesPoint]) -> list[str]:
-    """Conditions (congestion control, backend, accelerator, machine) that differ between adjacent points."""
-    from .conditions import conditions, differing_lines
+    """Conditions (congestion control, backend, accelerator, machine, sysctls) that differ between adjacent points.
+
+    A condition that differs at one step is one note naming both sides; one that changes at several steps
+    (tcp_rmem, which each kernel sizes from its memory) is one note listing its value at every point.
+    """
+    from .conditions import conditions, differing
 
     conds = [[conditions(envs[u][1], envs[u][0]) for u in p.runs if u in envs] for p in points]
+    steps: dict[str, list[tuple[int, list[str], list[str]]]] = {}
+    for i in range(len(points) - 1):
+        for name, b, c in differing(conds[i], conds[i + 1]):
+            steps.setdefault(name, []).append((i, b, c))
     notes = []
-    for (a, ca), (b, cb) in zip(zip(points, conds), list(zip(points, conds))[1:]):
-        notes.extend(differing_lines(ca, cb, what=f"{a.name} -> {b.name}", sides=(a.name, b.name)))
+    for name, where in steps.items():
+        if len(where) == 1:
+            i, b, c = where[0]
+            a, z = points[i].name, points[i + 1].name
+            notes.append(f"{a} -> {z}: {name} differs ({a} {', '.join(b)}; {z} {', '.join(c)})")
+            continue
+        values = [", ".join(sorted({c.get(name, "not set") for c in cs})) or "?" for cs in conds]
+        series = "; ".join(f"{p.version or p.name} {v}" for p, v in zip(points, values))
+        notes.append(f"{name} differs at {len(where)} of {len(points) - 1} steps: {series}")
     return notes

@@ -43,6 +43,13 @@ class RunFilter:
     tags: dict[str, str] = field(default_factory=dict)
     run_ids: list[str] = field(default_factory=list)
 
+    def describe(self) -> str:
+        """The filters that are set, as the CLI spells them ('--label x --kernel 6.12'); '' when none is."""
+        parts = [f"--label {self.label}" if self.label is not None else "", f"--kernel {self.kernel}" if self.kernel else "",
+                 "--since ..." if self.since is not None else "", *(f"--tag {k}={v}" for k, v in self.tags.items()),
+                 f"{len(self.run_ids)} chosen runs" if self.run_ids else ""]
+        return " ".join(p for p in parts if p)
+
 
 @dataclass
 class RunSummary:
