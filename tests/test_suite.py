@@ -239,12 +239,18 @@ def test_history_suite_judges_each_case_by_its_main_metric(tmp_path):
         run = synthetic("rr-asymmetric-rtt", k, v, noisy(1.4, seed=50 + i))
         for rep, lat in zip(run.repetitions, noisy(17.0 * (1.3 if i == 2 else 1.0), seed=60 + i)):
             rep.metrics["latency_p99_ms"] = lat
+        run.environment["guest_cpu"] = {"per_repetition": [{"busy": 0.2, "busiest_cpu": 0.25}] * 5,
+                                        "qemu_host_cpu": [0.3] * 5, "saturated": False}
         runs += [run, synthetic("two-paths", k, v, noisy(18.0, seed=70 + i))]
     store_runs(db, runs)
     doc = json.loads(cli_in_process("history", "--suite", "--db", str(db), "--format", "json").stdout)
     found = {h["scenario"]: (h["metric"], len(h["change_points"])) for h in doc}
     assert found == {"rr-asymmetric-rtt": ("latency_p99_ms", 1), "two-paths": ("goodput_mbps", 0)}, found
     assert doc[0]["change_points"][0]["verdict"] == "regressed"
+    # show says what an rr run is judged by, and how busy its guest was, without --json
+    shown = cli_in_process("show", runs[-2].run_id, "--db", str(db))
+    assert shown.returncode == 0 and "latency_p99_ms: median" in shown.stdout, shown.stdout
+    assert "guest CPU: busy 0.20 (busiest vCPU 0.25)" in shown.stdout and "QEMU on the host 0.30" in shown.stdout
     one = json.loads(cli_in_process("history", "--suite", "--metric", "goodput_mbps", "--db", str(db), "--format", "json").stdout)
     assert {h["scenario"]: (h["metric"], len(h["change_points"])) for h in one} == \
         {"rr-asymmetric-rtt": ("goodput_mbps", 0), "two-paths": ("goodput_mbps", 0)}

@@ -1,6 +1,8 @@
 """Results for people: a rich table on stdout, a summary under it."""
 from __future__ import annotations
 
+import statistics
+
 from typing import Any
 
 from rich.console import Console
@@ -55,10 +57,24 @@ def run_table(result: RunResult) -> Table:
 def print_run(result: RunResult, console: Console | None = None) -> None:
     console = console or Console()
     console.print(run_table(result))
-    for metric, unit in (("goodput_mbps", "mbit/s"), ("completion_s", "s")):
+    from .metrics import METRICS_BY_KIND, metric as metric_def
+
+    # goodput and completion, then a latency workload's own main (p99) and baseline (p50) metrics
+    latency = [name for kind in METRICS_BY_KIND.values() for name in (kind.main, kind.baseline)
+               if name not in ("goodput_mbps", "completion_s") and name in result.summary]
+    for metric in ("goodput_mbps", "completion_s", *dict.fromkeys(latency)):
         est = result.summary.get(metric)
         if est:
+            unit = metric_def(metric).unit
             console.print(f"{metric}: median {est.median:.3f} {unit}, 95% CI [{est.ci95[0]:.3f}, {est.ci95[1]:.3f}] over {plural(est.n, 'repetition')}")
+    cpu = result.environment.get("guest_cpu") or {}
+    per_rep = cpu.get("per_repetition") or []
+    if per_rep:  # a guest run: how busy the emulated CPUs and QEMU itself were, so an emulator limit is not read as the kernel's
+        qemu = cpu.get("qemu_host_cpu") or []
+        console.print(f"guest CPU: busy {statistics.median(c['busy'] for c in per_rep):.2f} (busiest vCPU "
+                      f"{statistics.median(c['busiest_cpu'] for c in per_rep):.2f}), median per repetition"
+                      + (f"; QEMU on the host {statistics.median(qemu):.2f} of a core" if qemu else "")
+                      + ("; saturated in some repetitions: an emulator limit" if cpu.get("saturated") else ""))
     ratio = result.summary.get("mptcp_vs_best_path")
     if ratio:
         what = (result.environment.get("baseline") or {}).get("metric", "goodput_mbps")
