@@ -51,13 +51,12 @@ def metrics_for(case: str) -> list[str]:
     (metrics.METRICS_BY_KIND: rr p99 and p50, so a p99 step shows whether it is the tail alone), completion time
     for bulk (the simult_flows selftests' own measure), backup_share when a path has a backup endpoint."""
     from mptcplab.scenario import load_scenario
-    path = next(c.path for c in suite_cases() if c.name == case)
-    scenario = load_scenario(path)
+    scenario = load_scenario(case)  # a built-in scenario, by name
     kind = scenario.workload.kind
     names = list(dict.fromkeys([main_metric(kind), baseline_metric(kind)]))
     if kind == "bulk":
         names.append("completion_s")
-    if any(p.endpoint and "backup" in str(p.endpoint) for p in scenario.paths):
+    if scenario.has_backup_endpoint():
         names.append("backup_share")
     return names
 

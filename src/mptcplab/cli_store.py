@@ -445,7 +445,7 @@ def _history_series(scenario: str | None, metric: str | None, flt: Any, by: str,
         from .suite import suite_cases
 
         stored = {r.scenario for r in store.list_runs(dc_replace(flt or RunFilter()))}
-        hists, lacking = [], []
+        hists = []
         for c in suite_cases():
             if c.name in stored:
                 try:

@@ -218,7 +218,7 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
 
 def backup_share(scenario: Scenario, subflows: list[SubflowResult]) -> dict[str, float]:
     """{"backup_share": fraction of bytes sent over subflows of backup endpoints} when a path has one, else {}."""
-    if not any("backup" in p.flags for p in scenario.paths):
+    if not scenario.has_backup_endpoint():
         return {}
     total = sum(e.bytes_sent for s in subflows for e in s.endpoints)
     backup = sum(e.bytes_sent for s in subflows for e in s.endpoints if "backup" in e.flags.split())

@@ -483,6 +483,10 @@ class Scenario(_Strict):
                                      "carrier_down and carrier_up alternate, starting with carrier_down")
                 carrier_up[e.path] = e.action == "carrier_up"
 
+    def has_backup_endpoint(self) -> bool:
+        """Whether a path's client endpoint carries the backup flag (its runs then report backup_share)."""
+        return any("backup" in p.flags for p in self.paths)
+
     def needed_subflows(self) -> int:
         """How many subflows the paths' endpoints open in all (the initial one included), before limits.
 

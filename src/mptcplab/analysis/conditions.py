@@ -71,6 +71,11 @@ def differing(baseline: Iterable[Mapping[str, str]], candidate: Iterable[Mapping
 def differing_lines(baseline: Iterable[Mapping[str, str]], candidate: Iterable[Mapping[str, str]], what: str = "",
                     sides: tuple[str, str] = ("baseline", "candidate")) -> list[str]:
     """One line per differing condition, e.g. 'scenario x: congestion control differs (baseline cubic; candidate bbr)'."""
+    return [difference_line(name, b, c, what, sides) for name, b, c in differing(baseline, candidate)]
+
+
+def difference_line(name: str, baseline: list[str], candidate: list[str], what: str = "",
+                    sides: tuple[str, str] = ("baseline", "candidate")) -> str:
+    """One differing condition (a row of differing()) as a line: '[what: ]name differs (side values; side values)'."""
     prefix = f"{what}: " if what else ""
-    return [f"{prefix}{name} differs ({sides[0]} {', '.join(b)}; {sides[1]} {', '.join(c)})"
-            for name, b, c in differing(baseline, candidate)]
+    return f"{prefix}{name} differs ({sides[0]} {', '.join(baseline)}; {sides[1]} {', '.join(candidate)})"

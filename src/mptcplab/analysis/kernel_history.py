@@ -143,7 +143,7 @@ def _condition_notes(envs: dict[str, tuple[str, dict[str, Any]]], points: list[S
     A condition that differs at one step is one note naming both sides; one that changes at several steps
     (tcp_rmem, which each kernel sizes from its memory) is one note listing its value at every point.
     """
-    from .conditions import conditions, differing
+    from .conditions import conditions, difference_line, differing
 
     conds = [[conditions(envs[u][1], envs[u][0]) for u in p.runs if u in envs] for p in points]
     steps: dict[str, list[tuple[int, list[str], list[str]]]] = {}
@@ -155,7 +155,7 @@ def _condition_notes(envs: dict[str, tuple[str, dict[str, Any]]], points: list[S
         if len(where) == 1:
             i, b, c = where[0]
             a, z = points[i].name, points[i + 1].name
-            notes.append(f"{a} -> {z}: {name} differs ({a} {', '.join(b)}; {z} {', '.join(c)})")
+            notes.append(difference_line(name, b, c, what=f"{a} -> {z}", sides=(a, z)))
             continue
         values = [", ".join(sorted({c.get(name, "not set") for c in cs})) or "?" for cs in conds]
         series = "; ".join(f"{p.version or p.name} {v}" for p, v in zip(points, values))
