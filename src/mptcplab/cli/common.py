@@ -178,6 +178,15 @@ def parse_since(text: str) -> float:
         raise UsageError(f"--since {text!r}: give a date/time (2026-11-25, 2026-11-25T08:00) or an age (30m, 12h, 7d, 2w)") from None
 
 
+def check_link_backend(name: str | None) -> None:
+    """`--link-backend NAME`: auto or a registered link backend, else a usage error naming the choices."""
+    from ..links import unknown_backend
+
+    problem = None if name is None else unknown_backend(name)
+    if problem:
+        raise UsageError(f"--link-backend {name!r}: {problem}")
+
+
 def store_at(db: str | None, create: bool = False) -> Any:
     """The store for a command; only commands that write (import) may create it."""
     from ..store import open_store

@@ -19,7 +19,7 @@ import typer
 from rich.table import Table
 
 from ..errors import UsageError
-from .common import DbOption, SetOption, app, err, handled, load_scenarios, out, print_case_rows
+from .common import DbOption, SetOption, app, check_link_backend, err, handled, load_scenarios, out, print_case_rows
 
 
 def _say(text: str) -> None:
@@ -48,8 +48,7 @@ def submit(
     from ..fleet.queue import database, plan, scenario_source, submit as do_submit
 
     dbase = database(db)  # a URL that is not PostgreSQL is refused before anything else
-    if link_backend is not None and link_backend not in ("auto", "tbf", "netem", "wire"):
-        raise UsageError(f"--link-backend {link_backend!r}: choose auto, tbf, netem or wire")
+    check_link_backend(link_backend)
     if suite == bool(scenario):
         raise UsageError("give scenarios or --suite (one of the two)", "e.g. mptcplab submit --suite --tag quick --db URL")
     if tag is not None and not suite:

@@ -14,7 +14,8 @@ import typer
 from rich.table import Table
 
 from ..errors import UsageError
-from .common import DbOption, FailFastOption, RichProgress, SetOption, app, err, handled, load_scenarios, out, warn
+from .common import (DbOption, FailFastOption, RichProgress, SetOption, app, check_link_backend, err, handled,
+                     load_scenarios, out, warn)
 
 kernel_app = typer.Typer(no_args_is_help=True, help="Other kernels: fetch Debian kernels, add your own, list them.")
 app.add_typer(kernel_app, name="kernel")
@@ -133,8 +134,7 @@ def matrix(
     names = [k.strip() for k in kernels.split(",") if k.strip()]
     if not names:
         raise UsageError("--kernels needs at least one kernel, e.g. --kernels 6.1,6.12")
-    if link_backend is not None and link_backend not in ("auto", "tbf", "netem", "wire"):
-        raise UsageError(f"--link-backend {link_backend!r}: choose auto, tbf, netem or wire")
+    check_link_backend(link_backend)
     ks = [use_kernel(n, ConsoleWaits(err)) for n in names]  # the rule of `kernel fetch`; missing kernels are fetched
     if len({k.release for k in ks}) < len(ks):
         raise UsageError(f"--kernels {kernels}: names the same kernel twice")

@@ -15,8 +15,8 @@ from rich.console import Console
 
 from ..errors import LabError, UsageError
 from ..outputs import FIGURE_SUFFIXES, check_output, writing
-from .common import (DbOption, FailFastOption, RichProgress, SetOption, app, err, handled, load_scenarios, out, parse_tags,
-                     print_json_results, warn)
+from .common import (DbOption, FailFastOption, RichProgress, SetOption, app, check_link_backend, err, handled,
+                     load_scenarios, out, parse_tags, print_json_results, warn)
 
 if TYPE_CHECKING:
     from ..result import RunResult
@@ -77,8 +77,7 @@ def run(
         raise UsageError("--plot draws one run: give one scenario")
     tags = parse_tags(tag or [])
     recorder = recorder_for(db, warn) if store else None
-    if link_backend is not None and link_backend not in ("auto", "tbf", "netem", "wire"):
-        raise UsageError(f"--link-backend {link_backend!r}: choose auto, tbf, netem or wire")
+    check_link_backend(link_backend)
     if plot is not None:
         check_output(plot, "--plot", FIGURE_SUFFIXES)  # before any traffic
     guest_kernel = None

@@ -15,7 +15,8 @@ import typer
 from rich.table import Table
 
 from ..errors import UsageError
-from .common import DbOption, RichProgress, SetOption, app, err, handled, known_metrics, out, print_case_rows, store_at, warn
+from .common import (DbOption, RichProgress, SetOption, app, check_link_backend, err, handled, known_metrics, out,
+                     print_case_rows, store_at, warn)
 
 suite_app = typer.Typer(no_args_is_help=True, help="The built-in scheduler suite: list its cases, run them.")
 app.add_typer(suite_app, name="suite")
@@ -71,8 +72,7 @@ def run_cmd(
 
     if metric is not None:
         known_metrics([metric])
-    if link_backend is not None and link_backend not in ("auto", "tbf", "netem", "wire"):
-        raise UsageError(f"--link-backend {link_backend!r}: choose auto, tbf, netem or wire")
+    check_link_backend(link_backend)
     cases = suite_cases(tag)
     if case:
         known = {c.name for c in cases}
@@ -158,8 +158,7 @@ def bisect(
     from ..scenario import load_scenario
 
     known_metrics([metric])
-    if link_backend is not None and link_backend not in ("auto", "tbf", "netem", "wire"):
-        raise UsageError(f"--link-backend {link_backend!r}: choose auto, tbf, netem or wire")
+    check_link_backend(link_backend)
     scn = load_scenario(scenario, overrides or [])
     if kernels_from is not None:
         from ..bisect import releases_from_dir

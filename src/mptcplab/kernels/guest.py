@@ -34,7 +34,7 @@ from typing import Any
 from .. import errors
 from ..errors import EnvironmentProblem, RunError
 from ..lab import Lab
-from ..analysis.stats import summarize_run
+from ..analysis.stats import conclude_run
 from ..protocols import Progress
 from ..result import Repetition, RunResult
 from ..runner import RunOptions
@@ -340,8 +340,7 @@ class GuestSession:
         """Stamp the host's view on a job's result and, for a run of its own, summarize it and tell the sinks it ended."""
         self._stamp(result, t0)
         if self._job.own and finish:
-            result.repetitions.sort(key=lambda r: r.index)  # a best-path round streams its MPTCP repetition last
-            summarize_run(result)
+            conclude_run(result)  # a best-path round streams its MPTCP repetition last
             for sink in self._job.sinks:
                 sink.run_finished(result)
 
@@ -501,9 +500,3 @@ def _qemu_version() -> str:
     except (OSError, subprocess.SubprocessError, IndexError):
         return ""
 
-
-def run_in_guest(kernel: Kernel, scenario: Scenario, options: RunOptions | None = None,
-                 cfg: GuestConfig | None = None, timeseries: bool = True) -> RunResult:
-    """`run_scenario`, but inside a guest booted with `kernel` for this one run."""
-    with GuestSession(kernel, cfg) as guest:
-        return guest.run(scenario, options, timeseries)
