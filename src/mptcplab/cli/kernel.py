@@ -14,8 +14,8 @@ import typer
 from rich.table import Table
 
 from ..errors import UsageError
-from .common import (DbOption, FailFastOption, RichProgress, SetOption, app, check_link_backend, err, handled,
-                     load_scenarios, out, warn)
+from .common import (AccelOption, DbOption, FailFastOption, RichProgress, SetOption, app, check_link_backend, err,
+                     handled, load_scenarios, out, warn)
 
 kernel_app = typer.Typer(no_args_is_help=True, help="Other kernels: fetch Debian kernels, add your own, list them.")
 app.add_typer(kernel_app, name="kernel")
@@ -123,6 +123,7 @@ def matrix(
     store: Annotated[bool, typer.Option("--store/--no-store", help="store every cell in the results database")] = True,
     overrides: SetOption = None,
     fail_fast: FailFastOption = False,
+    accel: AccelOption = None,
 ) -> None:
     """Run every scenario on every kernel in QEMU guests, kernels interleaved, and print scenario x kernel.
 

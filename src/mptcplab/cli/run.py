@@ -15,8 +15,8 @@ from rich.console import Console
 
 from ..errors import LabError, UsageError
 from ..outputs import FIGURE_SUFFIXES, check_output, writing
-from .common import (DbOption, FailFastOption, RichProgress, SetOption, app, check_link_backend, err, handled,
-                     load_scenarios, out, parse_tags, print_json_results, warn)
+from .common import (AccelOption, DbOption, FailFastOption, RichProgress, SetOption, app, check_link_backend, err,
+                     handled, load_scenarios, out, parse_tags, print_json_results, warn)
 
 if TYPE_CHECKING:
     from ..result import RunResult
@@ -62,6 +62,7 @@ def run(
     kernel: Annotated[Optional[str], typer.Option("--kernel", help="run inside a QEMU guest booted with this kernel (mptcplab kernel list)")] = None,
     overrides: SetOption = None,
     fail_fast: FailFastOption = False,
+    accel: AccelOption = None,
 ) -> None:
     """Run scenarios on this machine's kernel, store and print their results.
 
