@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from ..errors import UsageError
-from .common import (AccelOption, DbOption, FailFastOption, RichProgress, SetOption, app, check_link_backend, err,
+from .common import (AccelOption, TimeOption, DbOption, FailFastOption, RichProgress, SetOption, app, check_link_backend, err,
                      handled, load_scenarios, out, warn)
 
 kernel_app = typer.Typer(no_args_is_help=True, help="Other kernels: fetch Debian kernels, add your own, list them.")
@@ -124,6 +124,7 @@ def matrix(
     overrides: SetOption = None,
     fail_fast: FailFastOption = False,
     accel: AccelOption = None,
+    time_mode: TimeOption = None,
 ) -> None:
     """Run every scenario on every kernel in QEMU guests, kernels interleaved, and print scenario x kernel.
 
