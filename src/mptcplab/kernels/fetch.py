@@ -321,7 +321,7 @@ def lookup(query: str, apt: PrivateApt | None = None, refresh: bool = False, wai
     kernels = cached()
     if not refresh:
         hit = next((k for k in kernels if query in (k.release, f"linux-image-{k.release}")
-                    or (k.version != "custom" and query == k.version)), None)
+                    or (k.version != "custom" and not k.built and query == k.version)), None)
         if hit is not None:
             return resolve_name(query, kernels, None)
     apt = apt or PrivateApt(waits=waits)
