@@ -18,9 +18,9 @@ import pytest
 
 import mptcplab.kernels.build
 from mptcplab.errors import UsageError
-from mptcplab.kernels.build import _OPTION, check_config, fragment, unmet
+from mptcplab.kernels.build import _OPTION, check_config, fragment, resolve_tree, unmet
 from mptcplab.kernels.catalog import Kernel, KernelError, parse_sources, resolve, resolve_name
-from mptcplab.kernels.fetch import SUITES, source_stanzas
+from mptcplab.kernels.fetch import SUITES, Waits, source_stanzas
 from mptcplab.kernels.source import UnknownSource, nearest, resolve_source
 
 from .conftest import cli, cli_in_process, heavy, light, requires_root
@@ -220,3 +220,32 @@ def test_kernel_build_makes_a_uml_kernel_that_boots_to_its_init(tmp_path):
     assert "mptcplab-uml-init: mptcp enabled=1" in booted.stdout
     assert re.search(r"mptcp sysctls: .*\bscheduler\b", booted.stdout) and "ptrace set fp regs failed" not in booted.stdout
     assert booted.returncode == 0
+
+
+@light
+def test_a_ref_is_checked_out_in_the_labs_worktree_never_in_the_users(tmp_path, monkeypatch):
+    monkeypatch.setenv("MPTCPLAB_CACHE", str(tmp_path / "cache"))
+    repo = tmp_path / "linux"
+    repo.mkdir()
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                              check=True, capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    (repo / "Kconfig").write_text("# a tree\n")
+    for sub in ("1", "2"):
+        (repo / "Makefile").write_text(f"VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = {sub}\nEXTRAVERSION =\n")
+        git("add", "-A")
+        git("commit", "-qm", f"release 6.12.{sub}")
+    first, second = git("rev-parse", "HEAD~1"), git("rev-parse", "HEAD")
+    (repo / "Makefile").write_text("VERSION = 9\n")  # the user's uncommitted work
+    tree = resolve_tree(str(repo), "HEAD~1", Waits())
+    assert tree.owned and tree.commit == first and tree.version == "6.12.1" and tree.path.is_relative_to(tmp_path / "cache")
+    assert tree.default_name == f"6.12.1-{first[:12]}" and "release 6.12.1" in tree.source
+    again = resolve_tree(str(repo), second, Waits())
+    assert again.path == tree.path and again.version == "6.12.2"  # one worktree per repository: incremental builds
+    assert (repo / "Makefile").read_text() == "VERSION = 9\n" and git("rev-parse", "HEAD") == second
+    with pytest.raises(UsageError, match="--ref nosuchref: no such commit"):
+        resolve_tree(str(repo), "nosuchref", Waits())
+    git("worktree", "remove", "--force", str(tree.path))

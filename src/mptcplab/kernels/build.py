@@ -196,7 +196,10 @@ def _worktree(repo: Path, ref: str, waits: Waits) -> Tree:
     if shutil.which("git") is None:
         raise EnvironmentProblem("git is not installed: --ref builds a commit in a git worktree", "apt-get install git")
     top = Path(_git(repo, "rev-parse", "--show-toplevel"))
-    commit = _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}") if ref else ""
+    try:
+        commit = _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    except UsageError:
+        commit = ""
     if not commit:
         raise UsageError(f"--ref {ref}: no such commit in {top}", "give a branch, tag or commit of that repository")
     key = f"{top.name}-{_short_hash(str(top.resolve()))}"
@@ -463,7 +466,7 @@ def build(source: str | Path, flavour: str = "uml", config_extra: Path | None = 
         info = {
             "name": name, "flavour": flav.name, "arch": flav.arch, "source": tree.source, "version": tree.version,
             "commit": tree.commit, **tree.info, "uname_release": release,
-            "config_hash": _config_hash(build_dir / ".config"), "fragment": sorted(wanted), "config_extra":
+            "config_hash": _config_hash(build_dir / ".config"), "fragment": wanted, "config_extra":
             str(Path(config_extra).resolve()) if config_extra else None, "patches": applied, "patches_skipped": skipped,
             "build_dir": str(build_dir), "log": str(log), "jobs": jobs, "ccache": bool(shutil.which("ccache")),
             "reconfigured": reconfigured, "compiled": compiled, "make_s": round(make_s, 1),
