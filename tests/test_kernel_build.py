@@ -249,3 +249,15 @@ def test_a_ref_is_checked_out_in_the_labs_worktree_never_in_the_users(tmp_path, 
     with pytest.raises(UsageError, match="--ref nosuchref: no such commit"):
         resolve_tree(str(repo), "nosuchref", Waits())
     git("worktree", "remove", "--force", str(tree.path))
+
+
+@light
+def test_kernel_list_sources_lists_the_buildable_releases():
+    proc = cli("kernel", "list", "--sources", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    ups = [r["upstream"] for r in rows]
+    assert {"6.1.176", "6.12.117", "7.3.4"} <= set(ups) and ups.index("6.1.176") < ups.index("6.12.117") < ups.index("7.3.4")
+    r = next(r for r in rows if r["upstream"] == "6.12.117")
+    assert r["package"] == "linux-source-6.12" and r["suite"] == "trixie" and r["size_bytes"] > 100e6
+    assert isinstance(r["cached"], bool)

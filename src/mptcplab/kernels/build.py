@@ -241,7 +241,7 @@ def resolve_tree(source: str, ref: str | None, waits: Waits) -> Tree:
             except UsageError:
                 commit = None
         return Tree(path.resolve(), key, version, f"directory {path.resolve()}" + (f" at {commit[:12]}" if commit else ""),
-                    version, False, commit, {"directory": str(path.resolve())})
+                    f"{version}-{commit[:12] if commit else path.resolve().name}", False, commit, {"directory": str(path.resolve())})
     if ref:
         raise UsageError(f"--ref {ref} needs SOURCE to be a git checkout of a kernel tree, not {source!r}")
     if path.is_file() or "/" in source or source.endswith((".tar.xz", ".tar.gz", ".tar")):
@@ -249,7 +249,8 @@ def resolve_tree(source: str, ref: str | None, waits: Waits) -> Tree:
             raise UsageError(f"{source}: no such file or directory", "give a Debian source release (6.12.117), a tarball or a tree")
         tree = extract(path, progress=waits)
         version = tree_version(tree)
-        return Tree(tree, tree.parent.name, version, f"tarball {path.resolve()}", version, True, None, {"tarball": str(path.resolve())})
+        return Tree(tree, tree.parent.name, version, f"tarball {path.resolve()}", f"{version}-{path.name.split('.tar')[0]}", True, None,
+                    {"tarball": str(path.resolve())})
     tarball = fetch_source(source, waits)
     meta = json.loads((tarball.parent / "source.json").read_text())
     tree = extract(tarball, progress=waits)
@@ -370,7 +371,7 @@ def _compile(tree: Path, build_dir: Path, flav: Flavour, jobs: int, log: Path, w
     """make -jN TARGET, its output into `log`, a progress line from it; the number of objects compiled."""
     args = [*_make_args(tree, build_dir, flav), f"-j{jobs}", flav.target]
     compiled, last, t0, said = 0, "", time.monotonic(), time.monotonic()
-    with open(log, "a") as f, waits.waiting(f"building {label} ({flav.target}, -j{jobs})") as detail:
+    with open(log, "a", buffering=1) as f, waits.waiting(f"building {label} ({flav.target}, -j{jobs})") as detail:
         f.write(f"$ {' '.join(args)}\n")
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_make_env(),
                                 start_new_session=True)
@@ -413,7 +414,8 @@ def build(source: str | Path, flavour: str = "uml", config_extra: Path | None = 
     `source`: a Debian source release (``6.12.117``, ``6.12``, ``6.12.117-1``), a tarball, or a kernel tree
     directory (with `ref`, that commit in the lab's worktree). `flavour`: a key of :data:`FLAVOURS`.
     `config_extra`: a fragment applied after the lab's. `name`: the kernel's name in the cache (default
-    ``<version>-<flavour>``, e.g. ``6.12.117-uml``; ``<version>-<commit>-<flavour>`` for a ref).
+    ``<version>-<flavour>`` for a Debian release, e.g. ``6.12.117-uml``; ``<version>-<commit>-<flavour>`` for a
+    ref or a git directory, ``<version>-<directory or tarball name>-<flavour>`` otherwise).
     `jobs`: make -j (default: the CPUs this process may use).
 
     Raises UsageError (exit 2: bad flavour, name, source or fragment), EnvironmentProblem (exit 3: build tools
