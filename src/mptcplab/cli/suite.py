@@ -234,7 +234,7 @@ def _bisect_commits(scn: Any, tree: Path, good: str, bad: str, flavour: str, met
     try:
         with RichProgress(scn.name) as progress:
             options = RunOptions(label=label, link_backend=link_backend, sinks=[recorder], progress=progress)
-            measure = commit_measure(scn, tree, flavour, options, link_backend or ("wire" if flavour == "uml" else None),
+            measure = commit_measure(scn, tree, flavour, options, link_backend,  # auto: wire under UML (the executor says so)
                                      progress=progress.status)
             report = Bisector(scn, rels, metric=metric, repeat=repeat, store=store, measure=measure, bid=bid,
                               progress=progress.status).run()
