@@ -59,6 +59,8 @@ def main() -> int:
         print(f"error: the bisect exited {proc.returncode} (see its messages above)", file=sys.stderr)
         return 1
     doc = json.loads(proc.stdout)
+    if a.json:  # first, so that the numbers survive whatever follows
+        a.json.write_text(json.dumps({"series": series, "total_s": total, "report": doc}, indent=2) + "\n")
     steps = doc["steps"]
     builds = [(s["upstream"], s["build_s"]) for s in steps if s["build_s"] is not None]
     cold = builds[0] if builds and steps and builds[0][0] == steps[0]["upstream"] else None
@@ -86,13 +88,11 @@ def main() -> int:
                  + ("the culprit, as planted" if found else "NOT the planted culprit"))
     for s in sorted(steps, key=lambda s: order[s["upstream"]]):
         vg = s.get("vs_good") or {}
-        lines.append(f"    {s['upstream']} {s['role']:9s} median {s['median']:.3f} "
+        median = "-" if s["median"] is None else f"{s['median']:.3f}"
+        lines.append(f"    {s['upstream']} {s['role']:9s} median {median} "
                      + (f"vs good {vg['change'] * 100:+.1f}% p {vg['p_value']:.4f} " if vg else "")
                      + f"{s['classified']:12s} {(s.get('subject') or '')[:50]}")
     print("\n".join(lines))
-    if a.json:
-        a.json.write_text(json.dumps({"series": series, "total_s": total, "builds": builds, "runs": runs, "found": found,
-                                      "report": doc}, indent=2) + "\n")
     return 0 if found else 1
 
 
