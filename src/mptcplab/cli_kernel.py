@@ -142,7 +142,9 @@ def run_on_kernel(kernel: "str | Kernel", scenarios: list[Scenario], options: Ru
 def _fmt(est: object) -> str:
     if est is None:
         return "-"
-    return f"{est.median:.2f} [{est.ci95[0]:.2f}, {est.ci95[1]:.2f}]"  # type: ignore[attr-defined]
+    from .report import estimate_text
+
+    return estimate_text(est, 2)  # type: ignore[arg-type]
 
 
 @app.command()

@@ -45,10 +45,15 @@ def list_cmd(
     out.print(table)
 
 
-def _fmt(value: float | None, ci: Any) -> str:
+def _fmt(value: float | None, ci: Any, digits: int = 2, small: list[float] | None = None) -> str:
+    """A median and its interval; `small`: the values of a sample too small for one (stats.MIN_INTERVAL_N)."""
     if value is None:
         return "-"
-    return f"{value:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+    from .result import Estimate
+    from .report import estimate_text
+
+    est = Estimate(median=value, ci95=tuple(ci), n=len(small or []), small_sample=bool(small), values=small or [])
+    return estimate_text(est, digits)
 
 
 @suite_app.command("run")
@@ -157,7 +162,7 @@ def _print_rows(suite_id: str, rows: list[dict[str, Any]], metric: str, what: st
         m_unit = metric_def(r["metric"]).unit
         cells = [r["case"], r["kernel"], str(r["n"]), str(r["failed"])] \
             + ([r["metric"] + (f" ({m_unit})" if m_unit else "")] if per_case else []) \
-            + [_fmt(r["median"], r["ci95"]), pass_rate]
+            + [_fmt(r["median"], r["ci95"], 2, r.get("values")), pass_rate]
         if multi:
             if r["change"] is None:
                 cells += ["baseline" if r["verdict"] is None and r["median"] is not None else "-", "", ""]
@@ -252,7 +257,7 @@ def _print_bisect(report: Any) -> None:
     for s in report.steps:
         style = {"bad": "red", "good": "green"}.get(s.classified.removeprefix("unclear-"))
         table.add_row(s.release, s.upstream, s.role, str(s.n),
-                      "-" if s.median is None else f"{s.median:.3f} [{s.ci95[0]:.3f}, {s.ci95[1]:.3f}]",
+                      "-" if s.median is None else _fmt(s.median, s.ci95, 3, getattr(s, "values", None)),
                       judged(s.vs_good), judged(s.vs_bad), f"[{style}]{s.classified}[/{style}]" if style else s.classified,
                       f"{s.reused}/{s.measured}")
     out.print(table)
