@@ -150,7 +150,9 @@ def add_cmd(
 def _fmt(est: object) -> str:
     if est is None:
         return "-"
-    return f"{est.median:.2f} [{est.ci95[0]:.2f}, {est.ci95[1]:.2f}]"  # type: ignore[attr-defined]
+    from ..report import estimate_text
+
+    return estimate_text(est, 2)  # type: ignore[arg-type]
 
 
 @app.command()
