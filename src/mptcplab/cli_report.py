@@ -28,7 +28,7 @@ def parse_compare(text: str) -> tuple[str, str]:
 @handled
 def report(
     out: Annotated[Path, typer.Argument(metavar="OUT", help="directory for the site (created; an earlier report there is updated)")],
-    metric: Annotated[str, typer.Option("--metric", help="the metric of the index page opened first (every stored metric gets its pages)")] = "goodput_mbps",
+    metric: Annotated[Optional[str], typer.Option("--metric", help="the metric of the index page opened first (default: each scenario's main metric, as compare and history judge it; every stored metric gets its pages)")] = None,
     compare: Annotated[Optional[list[str]], typer.Option("--compare", help="BASELINE..CANDIDATE selectors: add a compare page (repeatable)")] = None,
     compare_metric: Annotated[Optional[list[str]], typer.Option("--compare-metric", help="metrics the compare pages judge (repeatable; default: --metric)")] = None,
     reference: Annotated[Optional[str], typer.Option("--reference", help="the index column (kernel or label) the others are compared with (default: the first)")] = None,
@@ -46,7 +46,7 @@ def report(
     from .outputs import check_output_dir, writing
     from .webreport import ReportOptions, build_report
 
-    _known_metrics([metric, *(compare_metric or [])])
+    _known_metrics([*([metric] if metric else []), *(compare_metric or [])])
     check_output_dir(out, "OUT")
     options = ReportOptions(metric=metric, compares=[parse_compare(c) for c in compare or []],
                             compare_metrics=list(compare_metric) if compare_metric else None,

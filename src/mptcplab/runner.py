@@ -306,6 +306,7 @@ def run_scenarios(scenarios: list[Scenario], options: RunOptions | None = None) 
 def _new_result(scenario: Scenario, backend_cls: type[LinkBackend], options: RunOptions, env: dict[str, Any]) -> RunResult:
     env.update(scheduler=scenario.mptcp.scheduler, path_manager=scenario.mptcp.path_manager,
                link_backend=backend_cls.name, label=options.label, budget_s=scenario.run.budget,
+               workload=scenario.workload.kind,  # what the run is judged by when its scenario is not stored with it
                sysctls_set={role: scenario.sysctls_for(role) for role in SYSCTL_ROLES})
     env.update(baseline_environment(scenario))
     result = RunResult(

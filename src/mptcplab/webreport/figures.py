@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..metrics import series_label
 from ..result import Repetition
 from ..series import fresh_rtt, plotted_rate
 
@@ -182,9 +183,6 @@ def comparison_figure(c: Any, unit: str, threshold: float) -> dict[str, Any]:
     return {"data": data, "layout": layout}
 
 
-#: what a workload's per-event series (Repetition.series) holds, by key: (what one value is, its unit)
-WORKLOAD_SERIES = {"latency_ms": ("transaction latency", "ms"), "delay_ms": ("chunk delay", "ms"),
-                   "fct_ms": ("flow completion time", "ms")}
 #: points per repetition drawn over time on a page (evenly thinned beyond it, the largest value always kept)
 MAX_PAGE_POINTS = 4000
 #: points per repetition of a drawn CDF (order statistics evenly spaced in rank, the minimum and maximum kept)
@@ -192,8 +190,9 @@ CDF_POINTS = 500
 
 
 def _series_label(key: str) -> tuple[str, str]:
-    if key in WORKLOAD_SERIES:
-        return WORKLOAD_SERIES[key]
+    declared = series_label(key)  # what the workload kind's spec declares (workload_specs MEASURES.series)
+    if declared is not None:
+        return declared
     for suffix, unit in (("_ms", "ms"), ("_s", "s"), ("_bytes", "bytes")):
         if key.endswith(suffix):
             return key[: -len(suffix)].replace("_", " "), unit
