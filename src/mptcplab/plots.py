@@ -216,9 +216,11 @@ def run_figure(result: RunResult, repetition: int | None = None, scenario: Mappi
                     vline = ax.axvline(e.at, color=colours.get(e.path, "grey"), linestyle="--", linewidth=0.9,
                                        label=f"{e.text} at {e.at:g} s")
                 handles.setdefault(f"{e.text} at {e.at:g} s", vline)
-        title = f"rep {rep.index + 1}{' (warm-up)' if rep.warmup else ''}: {rep.goodput_mbps:.2f} mbit/s, {rep.completion_s:.2f} s"
+        name = result.repetition_label(rep)  # 'TCP on fast (round 2)' for a best-path baseline repetition
+        name = name if rep.baseline_path else f"rep {name}"
+        title = f"{name}: {rep.goodput_mbps:.2f} mbit/s, {rep.completion_s:.2f} s"
         if not rep.completed:
-            title = _wrap(f"rep {rep.index + 1} {rep.status}: {rep.error or ''}", 4.4, 9)
+            title = _wrap(f"{name} {rep.status}: {rep.error or ''}", 4.4, 9)
         top.set_title(title, fontsize=9.5, color="#c0392b" if not rep.completed else "black")
         for ax in panels:
             ax.grid(alpha=0.3)

@@ -41,8 +41,7 @@ def run_table(result: RunResult) -> Table:
         table.add_column(escape(f"{p} retx"), justify="right")
         table.add_column(escape(f"{p} rtt ms"), justify="right")
     for rep in result.repetitions:
-        row = [str(rep.index + 1) + (" (warm-up)" if rep.warmup else "")
-               + (escape(f" (TCP on {rep.baseline_path})") if rep.baseline_path else "")]
+        row = [escape(result.repetition_label(rep))]
         if with_status:
             row.append(escape(_status_cell(rep)))
         row += [f"{rep.completion_s:.3f}", f"{rep.goodput_mbps:.2f}"]
@@ -84,7 +83,10 @@ def print_run(result: RunResult, console: Console | None = None) -> None:
     if rate and (rate.median < 1 or result.environment.get("budget_s")):
         console.print(f"pass_rate: {rate.median * 100:.0f}% of {plural(rate.n, 'repetition')} completed within budget, "
                       f"95% CI [{rate.ci95[0] * 100:.0f}%, {rate.ci95[1] * 100:.0f}%] (Wilson)")
-    for err in result.errors:
+    errors, notes = result.failures()
+    for note in notes:  # a best-path baseline timing out on a slow path: designed, fails nothing
+        console.print(f"note: {escape(note)}")
+    for err in errors:
         console.print(f"[red]error:[/red] {escape(err)}")
 
 
@@ -200,7 +202,7 @@ def mib_table(result: RunResult) -> Table | None:
     table.add_column("counter")
     table.add_column("namespace")
     for r in reps:
-        table.add_column(f"rep {r.index + 1}", justify="right")
+        table.add_column(escape(result.repetition_label(r) if r.baseline_path else f"rep {r.index + 1}"), justify="right")
     for (name, side), values in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         table.add_row(name, side, *(f"{v:,}".replace(",", " ") for v in values))
     return table
@@ -208,16 +210,14 @@ def mib_table(result: RunResult) -> Table | None:
 
 def link_stats_table(result: RunResult) -> Table | None:
     """The emulator's own counters per repetition, path and direction: frames, drops by cause, lateness."""
-    stats = result.environment.get("link_stats") or []
+    stats = result.link_stats()
     if not stats:
         return None
-    # one entry per repetition that ran its emulator, in order
-    labels = [f"{r.index + 1}" for r in result.repetitions] if len(stats) == len(result.repetitions) else \
-        [f"#{i + 1}" for i in range(len(stats))]
     table = Table(title="link emulator counters", title_justify="left")
     for col in ("rep", "path", "direction", "frames in", "frames out", "drops by cause", "lateness p50 / p99 / max µs"):
         table.add_column(col, justify="right" if col.startswith(("frames", "lateness")) else "left")
-    for label, entry in zip(labels, stats):
+    for i, (rep, entry) in enumerate(stats):
+        label = result.repetition_label(rep) if rep is not None else f"#{i + 1}"
         for path, directions in (entry.get("paths") or {}).items() if isinstance(entry, dict) else []:
             for direction, d in directions.items():
                 drops = ", ".join(f"{cause} {n}" for cause, n in (d.get("drops") or {}).items() if n) or "none"
@@ -243,9 +243,16 @@ def print_details(result: RunResult, console: Console) -> None:
             console.print(f"  {item}", **plain)
     if result.repetitions:
         print_run(result, console)
+        from .analysis.diagnosis import diagnose
+
+        for line in diagnose(result).lines():  # the scheduler's evidence: why the numbers above are what they are
+            console.print(line, **plain)
     else:
         console.print(f"no repetition finished (the run {result.status})", **plain)
-        for err in result.errors:
+        errors, notes = result.failures()
+        for note in notes:
+            console.print(f"note: {note}", **plain)
+        for err in errors:
             console.print(f"error: {err}", **plain)
     for table in (mib_table(result), link_stats_table(result)):
         if table is not None:

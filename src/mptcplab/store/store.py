@@ -496,7 +496,7 @@ def _repetition(row: RepetitionRow) -> Repetition:
     per_path: dict[tuple[str, str], float] = {}  # (path, subflow metric) -> value, from "<path>.<name>"
     for key, value in metrics.items():
         path, dot, name = key.rpartition(".")
-        if dot and path in paths and (row := find_metric(name)) is not None and row.scope == "subflow":
+        if dot and path in paths and (known := find_metric(name)) is not None and known.scope == "subflow":
             per_path[(path, name)] = value
     per_path_keys = {f"{p}.{n}" for p, n in per_path}
     ts = None

@@ -35,6 +35,7 @@ from ..analysis.changepoints import SeriesPoint, change_points as find_change_po
 from ..analysis.compare import Comparison
 from ..analysis.conditions import differing
 from ..analysis.history import History, Point, assign_series
+from ..analysis.diagnosis import diagnose
 from ..analysis.stats import median_ci
 from ..errors import UsageError
 from ..metrics import METRIC_TABLE, find_metric, metric as metric_def
@@ -518,7 +519,7 @@ class _Builder:
         events = list((content or {}).get("event") or [])
         figs = []
         for rep in result.repetitions:
-            fig = figures.repetition_figure(rep, events)
+            fig = figures.repetition_figure(rep, events, result.repetition_label(rep))
             if fig is not None:
                 figs.append((rep, f"rep-{rep.index}", fig))
         workload = [(None, f"workload-{slug(key)}", fig) for key, fig in figures.workload_figures(result.repetitions, events)]
@@ -529,7 +530,8 @@ class _Builder:
             with_cwnd=any(rep.timeseries and rep.timeseries.cwnd for rep in result.repetitions),
             conditions=_conditions(result), sysctls=_sysctl_rows(env), link=env.get("link"),
             link_stats=_link_rows(result), scenario_toml=_scenario_toml(content),
-            failed=[rep for rep in result.repetitions if rep.status != "completed"],
+            failed=[rep for rep in result.repetitions if rep.fails_run],
+            run_errors=result.failures()[0], run_notes=result.failures()[1], diagnosis=diagnose(result),
             paths=[s.path for s in result.repetitions[0].subflows] if result.repetitions else [],
             summary=self._run_summary(info),
             history_links=[(m, history_page(info.scenario, m)) for m in self.metrics if info.values.get(m)],
@@ -811,7 +813,10 @@ class _Builder:
                 cells.append(cell)
             rows.append({"scenario": scenario, "metric": m, "unit": metric_def(m).unit, "better": metric_def(m).better,
                          "cells": cells})
-        return {"axis": axis, "columns": columns, "reference": reference, "rows": rows}
+        # a kernel column is headed by its upstream version (6.12.43), the release (6.12.43+deb12-cloud-amd64) on hover
+        versions = {r.kernel: r.version for r in runs if r.version} if axis == "kernel" else {}
+        return {"axis": axis, "columns": columns, "reference": reference, "rows": rows,
+                "headers": {c: versions.get(c) or c for c in columns}}
 
     def _index_html(self, rel: str, metric: str | None, tag: tuple[str, str] | None, tags: list[tuple[str, str]],
                     grid: dict[str, Any], default: str | None) -> str:
@@ -930,17 +935,15 @@ def _changed_mib(result: RunResult, side: str) -> dict[str, Any]:
     """The MIB counters that moved in any repetition: {"reps": [...], "rows": [(counter, [delta per rep])]}."""
     reps = result.repetitions
     counters = sorted({k for rep in reps for k, v in (getattr(rep, side) or {}).items() if v})
-    return {"reps": [rep.index + 1 for rep in reps],
+    return {"reps": [result.repetition_label(rep) for rep in reps],
             "rows": [(k, [(getattr(rep, side) or {}).get(k, 0) for rep in reps]) for k in counters]}
 
 
 def _link_rows(result: RunResult) -> list[dict[str, Any]]:
     """The emulator's counters per repetition, path and direction (environment.link_stats, one entry per repetition)."""
     rows = []
-    for i, entry in enumerate(result.environment.get("link_stats") or []):
-        if not isinstance(entry, dict):
-            continue
-        rep = result.repetitions[i].index + 1 if i < len(result.repetitions) else i + 1
+    for i, (owner, entry) in enumerate(result.link_stats()):  # paired by the repetition's index, or the order they ran
+        rep = result.repetition_label(owner) if owner is not None else f"#{i + 1}"
         for path, dirs in (entry.get("paths") or {}).items():
             for direction, st in (dirs or {}).items():
                 if not isinstance(st, dict):

@@ -47,7 +47,7 @@ def _event_marks(events: list[dict[str, Any]], yref: str = "paper") -> tuple[lis
     return shapes, annotations
 
 
-def repetition_figure(rep: Repetition, events: list[dict[str, Any]]) -> dict[str, Any] | None:
+def repetition_figure(rep: Repetition, events: list[dict[str, Any]], label: str | None = None) -> dict[str, Any] | None:
     """Per-path throughput (top), smoothed RTT and, when the result has it, cwnd (bottom) over time of one
     repetition; path events as lines.
 
@@ -82,7 +82,7 @@ def repetition_figure(rep: Repetition, events: list[dict[str, Any]]) -> dict[str
     # three panels (rate, RTT, cwnd) or two (results from before cwnd was kept)
     domains = [[0.68, 1.0], [0.35, 0.63], [0.0, 0.3]] if with_cwnd else [[0.55, 1.0], [0.0, 0.45]]
     layout = {
-        "title": {"text": f"repetition {rep.index + 1}{' (warm-up)' if rep.warmup else ''}: "
+        "title": {"text": f"{'repetition ' + (label or str(rep.index + 1)) if not rep.baseline_path else label or rep.baseline_path}: "
                           f"{rep.goodput_mbps:.2f} mbit/s in {rep.completion_s:.2f} s{status}", "font": {"size": 13},
                   "x": 0.01, "xanchor": "left"},
         "font": FONT, "height": 620 if with_cwnd else 420, "margin": {"l": 60, "r": 20, "t": 50, "b": 45},
@@ -228,7 +228,8 @@ def workload_figures(reps: list[Repetition], events: list[dict[str, Any]] | None
             if not values:
                 continue
             colour = PATH_COLOURS[i % len(PATH_COLOURS)]
-            name = f"rep {rep.index + 1}" + (" (warm-up)" if rep.warmup else "") + ("" if rep.completed else f" ({rep.status})")
+            name = (f"TCP on {rep.baseline_path}" if rep.baseline_path else f"rep {rep.index + 1}") \
+                + (" (warm-up)" if rep.warmup else "") + ("" if rep.completed else f" ({rep.status})")
             group = f"rep-{rep.index}"
             idx = _thin_keep_max(len(values), MAX_PAGE_POINTS, values)
             if len(t) == len(values):
