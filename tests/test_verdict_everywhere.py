@@ -244,3 +244,32 @@ def test_the_emulators_counters_belong_to_the_repetition_that_ran_them() -> None
     r.environment["link_stats"] = [dict(e, repetition=rep.index) for e, rep in zip(r.environment["link_stats"], ran)]
     r.repetitions.reverse()
     assert [rep.index for rep, _ in r.link_stats()] == [rep.index for rep in ran]
+
+
+# -- history charts ----------------------------------------------------------------------------------------------------
+
+def test_history_charts_colour_steps_by_verdict_and_keep_labels_apart(two_kernels, tmp_path) -> None:
+    from matplotlib.colors import to_hex
+
+    from mptcplab.analysis.history import Point
+    from mptcplab.analysis.kernel_history import histories_by_kernel
+    from mptcplab.plots import kernel_history_figure, plot_kernel_history
+    from mptcplab.webreport.figures import history_figure
+
+    hist, = histories_by_kernel(two_kernels, BULK)
+    fig = kernel_history_figure([hist])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["6.1.0", "6.12.43"]  # versions, not releases
+    lines = [to_hex(line.get_color()) for line in ax.get_lines() if list(line.get_xdata()) == [0.5, 0.5]]
+    assert lines == ["#c0392b"]  # the regression's change point, in red
+    assert plot_kernel_history([hist], tmp_path / "k.png").stat().st_size > 10_000
+
+    points = [Point(run_id=f"r{i}", started_at=i, kernel="k", label=None, scenario_hash="h", status="completed", n=5,
+                    median=10.0, ci95=(9.0, 11.0), values=[10.0] * 5, conditions_changed=["machine"] if i else [])
+              for i in range(6)]
+    doc = history_figure(points, "goodput_mbps", "mbit/s", [""] * 6, [f"v{i}" for i in range(6)], [2], {2: "improved"})
+    step = next(s for s in doc["layout"]["shapes"] if s["line"]["dash"] == "solid")
+    assert step["line"]["color"] == "#1e8449"  # an improvement is green
+    labels = [(a["x"], a["y"]) for a in doc["layout"]["annotations"]]
+    assert len(labels) == 6 and len(set(labels)) == 6  # five "conditions changed" and the step: none on another
+    assert all(0 < y <= 1 for _, y in labels)  # inside the plot, clear of the legend above it

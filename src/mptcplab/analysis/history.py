@@ -36,6 +36,8 @@ class Point:
     version_changed: bool = False  # the scenario file differs from the previous point's
     #: conditions (congestion control, backend, ...) that differ from the previous point's
     conditions_changed: list[str] = field(default_factory=list)
+    #: the upstream version of its kernel ('6.1.176' for 6.1.0-50-cloud-amd64), when the environment says it
+    version: str = ""
     #: the series it belongs to: its SERIES_CONDITIONS in words where the history's series differ ('' when the
     #: history has one series or --mix joined them); a point is judged only against the point before it in its series
     series: str = ""
@@ -120,6 +122,10 @@ def history_stored(store: Any, scenario: str, metric: str | None = None, flt: An
                                  ci95=est.ci95, values=list(sample.values)))
     envs = store.run_environments(p.run_id for p in hist.points)
     conds = [conditions_of(envs, p.run_id) for p in hist.points]
+    from .kernel_history import run_version
+
+    for p in hist.points:
+        p.version = run_version(p.kernel, envs[p.run_id][1]) if p.run_id in envs else ""
     hist.notes += assign_series(hist.points, conds, mix)
     hist.notes = judge_steps(hist.points, metric, better, threshold, alpha) + hist.notes
     hist.notes += _condition_steps(hist.points, conds)

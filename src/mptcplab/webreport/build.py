@@ -637,11 +637,13 @@ class _Builder:
             change_points = sorted(set(change_points))
         root = "../" * rel.count("/")
         urls = [root + run_page(p.run_id) for p in hist.points]
-        ticks = [f"{p.kernel}" if order == "kernel" else datetime.fromtimestamp(p.started_at, timezone.utc).strftime("%m-%d %H:%M")
-                 for p in hist.points]
+        # a kernel by its upstream version (6.12.43; the release is in the hover text and the table)
+        ticks = [(self.by_uid[p.run_id].version or p.kernel) if order == "kernel"
+                 else datetime.fromtimestamp(p.started_at, timezone.utc).strftime("%m-%d %H:%M") for p in hist.points]
         ticks = [f"{t} · {p.run_id[:6]}" for t, p in zip(ticks, hist.points)]
         unit = metric_def(metric).unit
-        fig = figures.history_figure(hist.points, metric, unit, urls, ticks, change_points) if hist.points else None
+        verdicts = {s["at"]: s["verdict"] for s in steps}
+        fig = figures.history_figure(hist.points, metric, unit, urls, ticks, change_points, verdicts) if hist.points else None
         return self.render("history.html.j2", rel, title=f"{scenario} · {metric}", scenario=scenario, metric=metric,
                            unit=unit, better=metric_def(metric).better, hist=hist, order=order,
                            figures=[(None, "history", fig)] if fig else [], change_points=change_points, steps=steps,
