@@ -53,19 +53,35 @@ def run_table(result: RunResult) -> Table:
     return table
 
 
-def print_run(result: RunResult, console: Console | None = None) -> None:
+def result_main_metric(result: RunResult) -> str:
+    """The main metric of a result's workload: from its environment's `workload` kind, else inferred from what its
+    repetitions measured (metrics.infer_kind). A stored run's is Store.main_metrics' answer (from its scenario)."""
+    from .metrics import infer_kind, main_metric, repetition_metrics
+
+    kind = result.environment.get("workload")
+    if not kind:
+        kind = infer_kind({k for rep in result.repetitions for k in repetition_metrics(rep)})
+    return main_metric(str(kind))
+
+
+def print_run(result: RunResult, console: Console | None = None, main: str | None = None) -> None:
+    """The repetitions' table, then the main metric (`main`, default result_main_metric: what every verdict judges
+    the scenario by unless --metric), goodput and completion, a latency workload's p99 and p50, the guest's CPU,
+    mptcp_vs_best_path and pass_rate."""
     console = console or Console()
     console.print(run_table(result))
     from .metrics import METRICS_BY_KIND, metric as metric_def
 
-    # goodput and completion, then a latency workload's own main (p99) and baseline (p50) metrics
+    main = main or result_main_metric(result)
+    # the main metric first, then goodput and completion, then a latency workload's own main (p99) and baseline (p50)
     latency = [name for kind in METRICS_BY_KIND.values() for name in (kind.main, kind.baseline)
                if name not in ("goodput_mbps", "completion_s") and name in result.summary]
-    for metric in ("goodput_mbps", "completion_s", *dict.fromkeys(latency)):
+    for metric in dict.fromkeys((main, "goodput_mbps", "completion_s", *latency)):
         est = result.summary.get(metric)
         if est:
             unit = metric_def(metric).unit
-            console.print(f"{metric}: median {est.median:.3f} {unit}, 95% CI [{est.ci95[0]:.3f}, {est.ci95[1]:.3f}] over {plural(est.n, 'repetition')}")
+            console.print(f"{metric}: median {est.median:.3f} {unit}, 95% CI [{est.ci95[0]:.3f}, {est.ci95[1]:.3f}] over {plural(est.n, 'repetition')}"
+                          + (" (the main metric: what compare, history, runs and the report judge it by)" if metric == main else ""))
     cpu = result.environment.get("guest_cpu") or {}
     per_rep = cpu.get("per_repetition") or []
     if per_rep:  # a guest run: how busy the emulated CPUs and QEMU itself were, so an emulator limit is not read as the kernel's
@@ -227,7 +243,7 @@ def link_stats_table(result: RunResult) -> Table | None:
     return table
 
 
-def print_details(result: RunResult, console: Console) -> None:
+def print_details(result: RunResult, console: Console, main: str | None = None) -> None:
     """What `mptcplab show` prints after the run's header: link settings, sysctls, repetitions (with why any
     failed), the run's errors, the MIB counters that changed and the emulator's counters."""
     plain = dict(highlight=False, markup=False, soft_wrap=True)
@@ -242,7 +258,7 @@ def print_details(result: RunResult, console: Console) -> None:
         for item in items:
             console.print(f"  {item}", **plain)
     if result.repetitions:
-        print_run(result, console)
+        print_run(result, console, main)
         from .analysis.diagnosis import diagnose
 
         for line in diagnose(result).lines():  # the scheduler's evidence: why the numbers above are what they are

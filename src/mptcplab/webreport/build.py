@@ -538,7 +538,8 @@ class _Builder:
         )
 
     def _run_summary(self, info: RunInfo) -> list[tuple[str, str, Any]]:
-        return [(m, metric_def(m).unit, self.estimate(info, m)) for m in self.metrics if info.values.get(m)]
+        order = dict.fromkeys([self.mains[info.scenario], *self.metrics])  # its main metric first
+        return [(m, metric_def(m).unit, self.estimate(info, m)) for m in order if info.values.get(m)]
 
     def estimate(self, run: RunInfo, metric: str) -> Estimate:
         """median_ci of a run's metric, remembered across builds by the run's fingerprint."""
