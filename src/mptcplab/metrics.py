@@ -17,12 +17,12 @@ from typing import Any
 
 from .errors import UsageError
 from .measures import Better, Measures, Metric, Scope
-from .result import Repetition
+from .result import Repetition, RunResult
 from .workload_specs import SPECS
 
 __all__ = ["Better", "Scope", "Metric", "Measures", "KindMetrics", "UnknownMetric", "COMMON", "METRIC_TABLE", "METRICS",
            "METRICS_BY_KIND", "MAIN_METRIC_BY_KIND", "BASELINE_METRICS", "metric", "find_metric", "main_metric",
-           "baseline_metric", "kind_measures", "own_metrics", "infer_kind", "series_label", "repetition_metrics",
+           "baseline_metric", "kind_measures", "own_metrics", "infer_kind", "series_label", "result_main_metric", "repetition_metrics",
            "subflow_metrics"]
 
 #: the old name of what a workload kind declares (its main and baseline metric)
@@ -196,6 +196,16 @@ def metric(name: str) -> Metric:
         raise UnknownMetric(f"unknown metric {name!r}",
                             "choose one of " + ", ".join(n for n, m in METRIC_TABLE.items() if m.scope == "repetition"))
     return row
+
+
+def result_main_metric(result: RunResult) -> str:
+    """The main metric of a result's workload: from its environment's `workload` kind (recorded by the runner),
+    else inferred from what its repetitions measured (infer_kind). A stored run's is Store.main_metrics' answer,
+    which reads its stored scenario first."""
+    kind = result.environment.get("workload")
+    if not kind:
+        kind = infer_kind({k for rep in result.repetitions for k in repetition_metrics(rep)})
+    return main_metric(str(kind))
 
 
 def repetition_metrics(rep: Repetition) -> dict[str, float]:

@@ -53,24 +53,13 @@ def run_table(result: RunResult) -> Table:
     return table
 
 
-def result_main_metric(result: RunResult) -> str:
-    """The main metric of a result's workload: from its environment's `workload` kind, else inferred from what its
-    repetitions measured (metrics.infer_kind). A stored run's is Store.main_metrics' answer (from its scenario)."""
-    from .metrics import infer_kind, main_metric, repetition_metrics
-
-    kind = result.environment.get("workload")
-    if not kind:
-        kind = infer_kind({k for rep in result.repetitions for k in repetition_metrics(rep)})
-    return main_metric(str(kind))
-
-
 def print_run(result: RunResult, console: Console | None = None, main: str | None = None) -> None:
     """The repetitions' table, then the main metric (`main`, default result_main_metric: what every verdict judges
     the scenario by unless --metric), goodput and completion, a latency workload's p99 and p50, the guest's CPU,
     mptcp_vs_best_path and pass_rate."""
     console = console or Console()
     console.print(run_table(result))
-    from .metrics import METRICS_BY_KIND, metric as metric_def
+    from .metrics import METRICS_BY_KIND, metric as metric_def, result_main_metric
 
     main = main or result_main_metric(result)
     # the main metric first, then goodput and completion, then a latency workload's own main (p99) and baseline (p50)
