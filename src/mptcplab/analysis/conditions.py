@@ -18,6 +18,8 @@ UNRECORDED = "unrecorded"
 #: report's rows) never judges a step between runs that differ in one of these (unless --mix): a host run on the
 #: wire backend beside guests under netem and TCG measures the emulator, not the kernel. The one list of them.
 SERIES_CONDITIONS = ("link backend", "guest accelerator", "executor", "time mode", "machine")
+#: what a series condition is when a run does not record it (conditions() names 'time mode' only for UML runs)
+SERIES_DEFAULTS = {"time mode": "real"}
 
 #: conditions a kernel sizes itself when the scenario does not set them ([tcp] rmem/wmem): each kernel computes
 #: tcp_rmem's maximum from its memory (6.1 and 6.12: 6291456, 6.16 on: about 7.25 MB for the same 1 GiB guest).
@@ -31,11 +33,9 @@ def conditions(env: Mapping[str, Any], backend: str = "") -> dict[str, str]:
     """Condition name -> value of one run, from its environment document.
 
     Keys: 'congestion control', 'tcp_rmem', 'tcp_wmem', one per sysctl the
-    scenario set ('net.x.y (router)'), 'link backend', 'guest accelerator',
-    'executor' (where the run happened: host, qemu, uml; runs stored before
-    it was recorded: qemu when they ran in a guest, else host), 'time mode'
-    (real, or the executor's simulated time; before it was recorded: real),
-    'machine' (CPU model and count; a fleet run's: every worker's), and for a
+    scenario set ('net.x.y (router)'), 'link backend', 'executor' (host, qemu,
+    uml), 'time mode' (UML only), 'guest accelerator',
+    'accelerator fallback' (only where a guest fell back from KVM to TCG), 'machine' (CPU model and count; a fleet run's: every worker's), and for a
     fleet campaign's run 'worker machines' (the host names of the workers
     whose repetitions it holds). Runs stored before a condition was recorded
     say 'unrecorded'.
@@ -55,9 +55,13 @@ def conditions(env: Mapping[str, Any], backend: str = "") -> dict[str, str]:
                 out[f"{key} ({role})"] = str(effective.get(key, value))
     out["link backend"] = backend or str(env.get("link_backend") or UNRECORDED)
     guest = env.get("guest") or {}
+    # where it ran (executors/): runs stored before executors were recorded ran in a QEMU guest when they have a guest
+    out["executor"] = str(env.get("executor") or ("qemu" if guest else "host"))
+    if env.get("time_mode"):  # a UML kernel's clock: simulated (time travel) or real
+        out["time mode"] = str(env["time_mode"])
     out["guest accelerator"] = str(guest.get("accelerator") or "none (this host's kernel)")
-    out["executor"] = _named(env.get("executor"), "kind") or ("qemu" if guest else "host")
-    out["time mode"] = _named(env.get("time_mode"), "mode") or "real"
+    if guest.get("accelerator_fallback"):  # KVM was there but could not run the kernel: TCG instead (executors/qemu/accel.py)
+        out["accelerator fallback"] = str(guest["accelerator_fallback"])
     out["machine"] = f"{env.get('cpu_model') or UNRECORDED} ({env.get('cpu_count') or '?'} CPUs)"
     workers = ((env.get("fleet") or {}).get("workers") or {}).values()
     if workers:  # a fleet campaign's run: its repetitions may come from several machines
@@ -69,16 +73,9 @@ def conditions(env: Mapping[str, Any], backend: str = "") -> dict[str, str]:
     return out
 
 
-def _named(value: Any, key: str) -> str:
-    """A recorded condition that is a name ('uml') or a table naming it ({'kind': 'uml', ...}); '' when absent."""
-    if isinstance(value, Mapping):
-        value = value.get(key)
-    return str(value) if value else ""
-
-
 def series_key(conds: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     """The SERIES_CONDITIONS of one run (its conditions()), as a hashable key: runs with the same key form a series."""
-    return tuple((name, conds.get(name, UNRECORDED)) for name in SERIES_CONDITIONS)
+    return tuple((name, conds.get(name, SERIES_DEFAULTS.get(name, UNRECORDED))) for name in SERIES_CONDITIONS)
 
 
 def series_label(key: tuple[tuple[str, str], ...], among: Iterable[tuple[tuple[str, str], ...]] = ()) -> str:
