@@ -273,3 +273,30 @@ def test_history_charts_colour_steps_by_verdict_and_keep_labels_apart(two_kernel
     labels = [(a["x"], a["y"]) for a in doc["layout"]["annotations"]]
     assert len(labels) == 6 and len(set(labels)) == 6  # five "conditions changed" and the step: none on another
     assert all(0 < y <= 1 for _, y in labels)  # inside the plot, clear of the legend above it
+
+
+def test_the_cli_gives_the_same_verdicts_and_refuses_a_selection_against_itself(two_kernels, tmp_path) -> None:
+    import json
+
+    from .conftest import cli, cli_in_process
+
+    db = two_kernels.url.database
+    cmp = cli("compare", "--db", db, "--baseline", f"kernel:{BASE}", "--candidate", f"kernel:{CAND}", "--format", "json")
+    assert cmp.returncode == 1, cmp.stderr  # the bulk case regressed; the rr case did not flip the gate on goodput
+    assert {(c["scenario"], c["metric"], c["verdict"]) for c in json.loads(cmp.stdout)["comparisons"]} == {
+        (BULK, "goodput_mbps", "regressed"), (RR, "latency_p99_ms", "unchanged")}
+    hist = cli_in_process("history", RR, "--db", db, "--format", "json")
+    assert hist.returncode == 0 and json.loads(hist.stdout)["metric"] == "latency_p99_ms"
+    assert json.loads(hist.stdout)["points"][-1]["verdict"] == "unchanged"
+    by_kernel = cli_in_process("history", BULK, "--by", "kernel", "--db", db, "--plot", str(tmp_path / "k.png"))
+    assert by_kernel.returncode == 0 and "regressed" in by_kernel.stdout and (tmp_path / "k.png").stat().st_size > 10_000
+    listed = cli_in_process("runs", "--db", db)
+    assert listed.returncode == 0 and "latency_p99_ms" in listed.stdout and "goodput_mbps" in listed.stdout
+    forced = cli_in_process("compare", "--db", db, "--baseline", f"kernel:{BASE}", "--candidate", f"kernel:{CAND}",
+                            "--metric", "goodput_mbps", "--format", "json")
+    assert {c["verdict"] for c in json.loads(forced.stdout)["comparisons"]} == {"regressed"}
+    same = cli_in_process("compare", "--db", db, "--baseline", f"kernel:{BASE}", "--candidate", f"kernel:{BASE}")
+    assert same.returncode == 2 and same.stdout == ""
+    assert same.stderr.count("\n") == 1 and same.stderr.startswith("error: --baseline") and "itself" in same.stderr
+    unknown = cli_in_process("runs", "--db", db, "--metric", "latency_p95_ms")
+    assert unknown.returncode == 2 and unknown.stderr.startswith("error: --metric 'latency_p95_ms': choose one of")

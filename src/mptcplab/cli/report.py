@@ -37,6 +37,7 @@ def report(
     since: Annotated[Optional[str], typer.Option("--since", help="only runs started since a date/time or an age (12h, 7d)")] = None,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="only runs with this key=value tag (repeatable)")] = None,
     change_points: Annotated[bool, typer.Option("--change-points/--no-change-points", help="search each index row for change points and mark them (index and history pages)")] = True,
+    mix: Annotated[bool, typer.Option("--mix", help="search each index row for change points, and judge history steps, across runs under different link backends, accelerators, executors, time modes or machines (default: each its own series)")] = False,
     threshold: ThresholdOption = "5%",
     alpha: AlphaOption = 0.01,
     db: DbOption = None,
@@ -50,7 +51,7 @@ def report(
     options = ReportOptions(metric=metric, compares=[parse_compare(c) for c in compare or []],
                             compare_metrics=list(compare_metric) if compare_metric else None,
                             threshold=parse_threshold(threshold), alpha=alpha, reference=reference,
-                            detect_change_points=change_points)
+                            detect_change_points=change_points, mix=mix)
     store = store_at(db)
     with writing(out, "OUT"):
         stats = build_report(store, out, run_filter(scenario, label, kernel, since, tag), options)
