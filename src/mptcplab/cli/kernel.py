@@ -228,7 +228,7 @@ def matrix(
         change = "baseline" if row["change"] is None else f"{row['change'] * 100:+.1f}%" + (f" {row['verdict']}" if row["verdict"] != "unchanged" else "")
         main = row["metric"] + (f" {_fmt(row['median'])}" if row["median"] is not None and row["metric"] != "goodput_mbps" else "")
         table.add_row(row["scenario"], row["kernel"], str(row["n"]), str(row["failed"]), _fmt(row["goodput"]), _fmt(row["completion"]),
-                      main, change, "SATURATED" if row["cpu_saturated"] else "ok")
+                      main, change, "n/a" if not row.get("cpu_applicable", True) else "SATURATED" if row["cpu_saturated"] else "ok")
     out.print(table)
     for line in dict.fromkeys(l for row in rows for l in row["conditions"]):
         out.print(f"note: {line}", highlight=False, markup=False, soft_wrap=True)

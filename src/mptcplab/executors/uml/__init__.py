@@ -175,6 +175,7 @@ class UmlExecutor(Executor):
 
     kind = "uml"
     flavours = ("uml",)
+    auto_link_backend = DEFAULT_LINK_BACKEND
 
     def __init__(self, kernel: Any, cfg: UmlConfig | None = None) -> None:
         self._kernel = kernel
