@@ -182,7 +182,7 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
         stop_events.set()
         link_stats = backend.stats()  # the emulator's own counters, while it still runs
         if link_stats:
-            env.setdefault("link_stats", []).append(link_stats)
+            env.setdefault("link_stats", []).append({**link_stats, "repetition": index})  # whose counters these are
         after = [counter_snapshot(ns) for ns in (topo.client, topo.server)]
         subflows, series = summarize(out.sampler.samples, topo, sender_is_client=transfer.upload,
                                      congestion=out.sampler.congestion,
@@ -313,6 +313,7 @@ def run_scenarios(scenarios: list[Scenario], options: RunOptions | None = None) 
 def _new_result(scenario: Scenario, backend_cls: type[LinkBackend], options: RunOptions, env: dict[str, Any]) -> RunResult:
     env.update(scheduler=scenario.mptcp.scheduler, path_manager=scenario.mptcp.path_manager,
                link_backend=backend_cls.name, label=options.label, budget_s=scenario.run.budget,
+               workload=scenario.workload.kind,  # what the run is judged by when its scenario is not stored with it
                sysctls_set={role: scenario.sysctls_for(role) for role in SYSCTL_ROLES})
     env.update(baseline_environment(scenario))
     result = RunResult(
@@ -430,7 +431,7 @@ def _one_repetition(scenario: Scenario, backend_cls: type[LinkBackend], result: 
         options.cancel.check()
     if options.progress:
         options.progress.scenario_started(scenario.name if baseline_path is None
-                                          else f"{scenario.name} [plain TCP on {baseline_path}]")
+                                          else f"{scenario.name}: TCP on {baseline_path}")
         options.progress.repetition_started(index if round_index is None else round_index, total)
     rep = run_repetition(scenario, backend_cls, index, options, result.environment, baseline_path=baseline_path)
     rep.warmup = (index if round_index is None else round_index) < options.warmup

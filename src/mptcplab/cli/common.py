@@ -157,8 +157,12 @@ class RichProgress(RunProgress):
 
     def repetition_finished(self, rep: Repetition) -> None:
         if self.task is not None:
-            text = f"{self.scenario} rep {rep.index + 1}: {rep.goodput_mbps:.2f} mbit/s in {rep.completion_s:.2f}s"
-            if not rep.completed:
+            # a best-path baseline repetition: the scenario line already says "TCP on <path>"
+            who = self.scenario if rep.baseline_path else f"{self.scenario} rep {rep.index + 1}"
+            text = f"{who}: {rep.goodput_mbps:.2f} mbit/s in {rep.completion_s:.2f}s"
+            if not rep.completed and not rep.fails_run:  # a baseline timing out on a path too slow alone: designed
+                text += f" — stopped as expected: {rep.error}"
+            elif not rep.completed:
                 text += f" — {rep.status.upper()}: {rep.error}"
             elif rep.over_budget:
                 text += " (over budget)"

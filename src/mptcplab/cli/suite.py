@@ -138,7 +138,7 @@ def bisect(
     scenario: Annotated[str, typer.Argument(metavar="SCENARIO", help="a TOML file or a built-in scenario name")],
     good: Annotated[str, typer.Option("--good", help="the older kernel, where the scenario was fine (release, version or prefix)")],
     bad: Annotated[str, typer.Option("--bad", help="the newer kernel, where it got worse")],
-    metric: Annotated[str, typer.Option("--metric", help="the metric judged (goodput_mbps, completion_s, ...)")] = "goodput_mbps",
+    metric: Annotated[Optional[str], typer.Option("--metric", help="the metric judged (default: the scenario's main metric, as compare and history judge it: goodput_mbps for bulk, latency_p99_ms for rr, ...)")] = None,
     repeat: Annotated[int, typer.Option("--repeat", "-n", min=1, help="repetitions per kernel (5 or more can reach p < 0.01)")] = 5,
     cached_only: Annotated[bool, typer.Option("--cached", help="bisect only over kernels already in the cache (do not ask the archive)")] = False,
     kernels_from: Annotated[Optional[Path], typer.Option("--kernels-from", help="bisect your own builds in this directory (bzImages, or directories with one), by name order; --good/--bad name entries")] = None,
@@ -161,9 +161,13 @@ def bisect(
     from ..store.recorder import recorder_for
     from ..scenario import load_scenario
 
-    known_metrics([metric])
+    if metric is not None:
+        known_metrics([metric])
     check_link_backend(link_backend)
     scn = load_scenario(scenario, overrides or [])
+    from ..metrics import main_metric
+
+    metric = metric or main_metric(scn.workload.kind)
     if kernels_from is not None:
         from ..bisect import releases_from_dir
 
