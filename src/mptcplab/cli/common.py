@@ -12,7 +12,8 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional, ParamSpec, TypeVar
@@ -40,13 +41,41 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="A performance lab for the Linux MPTCP packet scheduler.")
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
+
+
+def _check_db(value: Optional[str]) -> Optional[str]:
+    """--db is checked as the options are read, before any work: an unsupported URL or a SQLite file in a directory
+    that does not exist is one line, exit 2 (store.location.resolve_db), for every command that takes it."""
+    if value is not None:
+        from ..store.location import resolve_db
+
+        resolve_db(value)
+    return value
+
+
 DbOption = Annotated[Optional[str], typer.Option(
-    "--db", help="results database: a SQLite path or a URL (default: $MPTCPLAB_DB, else ~/.local/share/mptcplab/results.db)")]
+    "--db", callback=_check_db, help="results database: a SQLite path or a URL (default: $MPTCPLAB_DB, else ~/.local/share/mptcplab/results.db)")]
+
+
+def error_line(message: str) -> None:
+    """`error: message` on stderr, one line however long."""
+    err.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    err.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
+    error_line(message)
     raise typer.Exit(code)
+
+
+@contextmanager
+def working(what: str) -> Iterator[Callable[[str], None]]:
+    """Progress of a read that may pass a second (report, compare, export, history --suite) on stderr: a spinner
+    on a terminal, else one line `what …` once a second has passed. Yields a function that updates the detail
+    shown on a terminal (e.g. "37/154 runs")."""
+    from ..waits import ConsoleWaits
+
+    with ConsoleWaits(err).waiting(what) as detail:
+        yield detail
 
 
 def handled(fn: Callable[P, R]) -> Callable[P, R]:
