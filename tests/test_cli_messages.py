@@ -103,6 +103,8 @@ def test_a_run_or_an_import_into_a_missing_directory_creates_nothing(tmp_path) -
     (["nosuchcommand"], "no such command 'nosuchcommand' — see 'mptcplab --help'"),
     (["suite", "run", "--accel", "fast"],
      "--accel: 'fast' is not an accelerator: use one of auto, kvm, tcg — see 'mptcplab suite run --help'"),
+    (["run", "demo", "--time", "slow"],
+     "--time: 'slow' is not a time mode: use one of travel, real — see 'mptcplab run --help'"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
 def test_option_errors_are_one_line_with_the_fix(args, line) -> None:
     assert one_error_line(cli_in_process(*args)) == line
