@@ -49,7 +49,10 @@ class SubflowResult(BaseModel):
     min_rtt_ms: float = 0.0
     rtt_median_ms: float = 0.0
     subflows_opened: int = 0  # a path that reconnects opens more than one
-    share: float = 0.0  # fraction of all bytes sent that went over this path
+    #: the path's share of the delivered data: its subflows' bytes ACKed over all subflows' (retransmitted bytes
+    #: count once, where they were delivered; what was sent is metrics["sent_share"], retransmitted
+    #: metrics["retrans_bytes"]). Results stored before this lab version hold the share of bytes sent
+    share: float = 0.0
     #: the congestion control the subflow really used (inet_diag INET_DIAG_CONG), "" when unknown
     congestion_control: str = ""
     #: the path's endpoint flags as the scenario set them ("subflow", "subflow backup", "signal", ...)
@@ -172,9 +175,18 @@ def run_status(repetitions: Iterable[Any]) -> str:
 
 
 class Estimate(BaseModel):
+    """A median over `n` values and its 95% interval (mptcplab.analysis.stats.median_ci; docs/statistics.md)."""
+
     median: float
     ci95: tuple[float, float]
     n: int = 0
+    #: fewer values than a 95% interval of a median needs (stats.MIN_INTERVAL_N): `ci95` is then only the
+    #: smallest and largest value, which covers the median with `ci_coverage`, and `values` lists them
+    small_sample: bool = False
+    #: the values themselves when `small_sample` (sorted), else []
+    values: list[float] = Field(default_factory=list)
+    #: the confidence `ci95` really has: 0.95, or for a small sample 1 - 2^(1-n) (0.75 for 3 values)
+    ci_coverage: float = 0.95
 
 
 class RunResult(BaseModel):

@@ -150,7 +150,9 @@ def add_cmd(
 def _fmt(est: object) -> str:
     if est is None:
         return "-"
-    return f"{est.median:.2f} [{est.ci95[0]:.2f}, {est.ci95[1]:.2f}]"  # type: ignore[attr-defined]
+    from ..report import estimate_text
+
+    return estimate_text(est, 2)  # type: ignore[arg-type]
 
 
 @app.command()
@@ -227,7 +229,7 @@ def matrix(
     for row in rows:
         change = "baseline" if row["change"] is None else f"{row['change'] * 100:+.1f}%" + (f" {row['verdict']}" if row["verdict"] != "unchanged" else "")
         table.add_row(row["scenario"], row["kernel"], str(row["n"]), str(row["failed"]), _fmt(row["goodput"]), _fmt(row["completion"]),
-                      change, "SATURATED" if row["cpu_saturated"] else "ok")
+                      change, "n/a" if not row.get("cpu_applicable", True) else "SATURATED" if row["cpu_saturated"] else "ok")
     out.print(table)
     for line in dict.fromkeys(l for row in rows for l in row["conditions"]):
         out.print(f"note: {line}", highlight=False, markup=False, soft_wrap=True)

@@ -49,12 +49,22 @@ def runs(
     if not found:
         out.print(f"no runs in {store.where} match", highlight=False)
         return
+    from ..metrics import latency_columns
+
     table = Table(title=f"runs in {store.where}", title_justify="left")
-    for col in ("run", "started", "scenario", "version", "label", "kernel", "status", "reps", "goodput mbit/s"):
-        table.add_column(col, justify="right" if col in ("reps", "goodput mbit/s") else "left")
+    # a latency workload's run shows its latency (p50 / p99 / max), not goodput
+    with_latency = any(latency_columns(r.medians) for r in found)
+    for col in ("run", "started", "scenario", "version", "label", "kernel", "status", "reps", "goodput mbit/s",
+                *(["latency p50 / p99 / max ms"] if with_latency else [])):
+        table.add_column(col, justify="right" if col in ("reps", "goodput mbit/s") or col.startswith("latency") else "left")
     for r in found:
-        table.add_row(r.uid, _when(r.started_at), escape(r.scenario), r.scenario_hash[:8], escape(r.label or ""), escape(r.kernel), r.status,
-                      str(r.repetitions), f"{r.goodput_median:.2f}" if r.goodput_median is not None else "")
+        latency = latency_columns(r.medians)
+        row = [r.uid, _when(r.started_at), escape(r.scenario), r.scenario_hash[:8], escape(r.label or ""), escape(r.kernel),
+               r.status, str(r.repetitions),
+               f"{r.goodput_median:.2f}" if r.goodput_median is not None and not latency else ""]
+        if with_latency:
+            row.append(" / ".join(f"{r.medians[m]:.1f}" if m in r.medians else "-" for m in latency) if latency else "")
+        table.add_row(*row)
     out.print(table)
     if len(found) == limit:
         total = store.count_runs(flt)
@@ -109,16 +119,19 @@ def _csv_rows(results: list[Any]) -> tuple[list[str], list[dict[str, Any]]]:
     """One row per repetition; per-path and per-tag values as `<path>.<field>` and `tag.<key>` columns.
 
     `repetition` counts from 1 (as tables and `plot --rep` do); `run_started_at` and `started_at` are ISO 8601.
+    `status` and `error` are the repetition's own (completed, failed, timeout, interrupted; why it did not
+    complete), `run_status` the run's.
     """
     from ..store.store import repetition_metrics
 
-    columns = list(EXPORT_COLUMNS) + ["retransmits", "bytes_retrans", "rtt_ms", "baseline_path"]
+    columns = list(EXPORT_COLUMNS) + ["error", "run_status", "retransmits", "bytes_retrans", "rtt_ms", "baseline_path"]
     rows = []
     for r in results:
         for rep in r.repetitions:
             row: dict[str, Any] = dict(
                 run_id=r.run_id, scenario=r.scenario, scenario_hash=r.scenario_hash, label=r.label or "", kernel=r.kernel,
-                scheduler=r.scheduler, path_manager=r.path_manager, backend=r.backend, status=r.status,
+                scheduler=r.scheduler, path_manager=r.path_manager, backend=r.backend, status=rep.status,
+                error=rep.error or "", run_status=r.status,
                 run_started_at=_iso(r.started_at), repetition=rep.index + 1, warmup=rep.warmup, started_at=_iso(rep.started_at),
                 goodput_mbps=rep.goodput_mbps, completion_s=rep.completion_s, bytes=rep.bytes,
                 baseline_path=rep.baseline_path or "")  # the path of a best-path baseline (plain TCP) repetition

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from ..errors import UsageError
 from .common import (AccelOption, TimeOption, DbOption, RichProgress, SetOption, app, check_link_backend, err, handled,
-                     known_metrics, out, print_case_rows, store_at, warn)
+                     fmt_ci, known_metrics, out, print_case_rows, store_at, warn)
 
 suite_app = typer.Typer(no_args_is_help=True, help="The built-in scheduler suite: list its cases, run them.")
 app.add_typer(suite_app, name="suite")
@@ -216,7 +216,7 @@ def _print_bisect(report: Any) -> None:
     for s in report.steps:
         style = {"bad": "red", "good": "green"}.get(s.classified.removeprefix("unclear-"))
         table.add_row(s.release, s.upstream, s.role, str(s.n),
-                      "-" if s.median is None else f"{s.median:.3f} [{s.ci95[0]:.3f}, {s.ci95[1]:.3f}]",
+                      "-" if s.median is None else fmt_ci(s.median, s.ci95, 3, getattr(s, "values", None)),
                       judged(s.vs_good), judged(s.vs_bad), f"[{style}]{s.classified}[/{style}]" if style else s.classified,
                       f"{s.reused}/{s.measured}")
     out.print(table)

@@ -62,6 +62,9 @@ class RunSummary:
     started_at: float
     repetitions: int
     goodput_median: float | None
+    #: medians over the completed, non-warm-up MPTCP repetitions of goodput_mbps and every latency metric the
+    #: run has (metrics.LATENCY_COLUMNS), by name
+    medians: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -238,31 +241,40 @@ class Store:
             return s.scalars(select(ScenarioVersion.content).join(Run).where(Run.uid == run_id)).one()
 
     def list_runs(self, flt: RunFilter, limit: int | None = None) -> list[RunSummary]:
-        """Runs matching `flt`, newest first, with their number of repetitions and median goodput."""
+        """Runs matching `flt`, newest first, with their number of repetitions, median goodput and median
+        latencies (RunSummary.medians)."""
         import statistics
 
+        from ..metrics import LATENCY_COLUMNS
+
+        wanted = ["goodput_mbps", *dict.fromkeys(m for cols in LATENCY_COLUMNS.values() for m in cols)]
         with self._session("read runs") as s:
             q = _filtered(select(Run), flt, s).order_by(Run.started_at.desc())
             if limit:
                 q = q.limit(limit)
             runs = list(s.scalars(q))
-            goodput: dict[int, list[float]] = {}
+            values: dict[int, dict[str, list[float]]] = {}
             counts: dict[int, int] = {}
             if runs:
                 rows = s.execute(
-                    select(RepetitionRow.run_id, RepetitionRow.warmup, RepetitionRow.status, Measurement.value)
+                    select(RepetitionRow.run_id, RepetitionRow.warmup, RepetitionRow.status, Measurement.metric,
+                           Measurement.value)
                     .join(Measurement, Measurement.repetition_id == RepetitionRow.id)
-                    .where(RepetitionRow.run_id.in_([r.id for r in runs]), Measurement.metric == "goodput_mbps",
+                    .where(RepetitionRow.run_id.in_([r.id for r in runs]), Measurement.metric.in_(wanted),
                            RepetitionRow.baseline_path.is_(None)))
-                for run_pk, warmup, status, value in rows:
-                    counts[run_pk] = counts.get(run_pk, 0) + 1
+                for run_pk, warmup, status, metric, value in rows:
+                    if metric == "goodput_mbps":  # every repetition has it: the count
+                        counts[run_pk] = counts.get(run_pk, 0) + 1
                     if not warmup and status == "completed":
-                        goodput.setdefault(run_pk, []).append(value)
-            return [RunSummary(uid=r.uid, scenario=r.scenario.name, scenario_hash=r.scenario.content_hash, label=r.label,
-                               kernel=r.kernel, status=r.status, started_at=r.started_at,
-                               repetitions=counts.get(r.id, 0),
-                               goodput_median=statistics.median(goodput[r.id]) if r.id in goodput else None)
-                    for r in runs]
+                        values.setdefault(run_pk, {}).setdefault(metric, []).append(value)
+            out = []
+            for r in runs:
+                medians = {m: statistics.median(v) for m, v in values.get(r.id, {}).items()}
+                out.append(RunSummary(uid=r.uid, scenario=r.scenario.name, scenario_hash=r.scenario.content_hash,
+                                      label=r.label, kernel=r.kernel, status=r.status, started_at=r.started_at,
+                                      repetitions=counts.get(r.id, 0), goodput_median=medians.get("goodput_mbps"),
+                                      medians=medians))
+            return out
 
     def select_runs(self, selector: str) -> list[str]:
         """Run ids a compare selector names: `run:ID`, `label:L`, `kernel:K`, `tag:K=V` or `K=V`; a bare
