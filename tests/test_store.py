@@ -384,8 +384,9 @@ def test_compare_usage_errors_are_one_line_and_exit_2(compared, args):
 def test_reading_a_missing_database_is_an_error_and_creates_nothing(tmp_path, command):
     missing = tmp_path / "typo" / "results.db"
     proc = cli(*command, "--db", str(missing))
-    assert proc.returncode == 2 and proc.stderr == f"error: no results database at {missing} — runs are stored there by " \
-        "mptcplab run; pass --db or set MPTCPLAB_DB to where your runs are\n", proc.stderr
+    assert proc.returncode == 2 and proc.stderr == f"error: no results database at {missing}: the directory " \
+        f"{missing.parent} does not exist — create it (mkdir -p {missing.parent}) or pass --db (or set MPTCPLAB_DB) to " \
+        "where your runs are\n", proc.stderr
     assert not missing.parent.exists()
 
 

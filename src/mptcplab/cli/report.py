@@ -12,7 +12,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import UsageError
-from .common import AlphaOption, DbOption, ThresholdOption, app, err, handled, known_metrics, parse_threshold, run_filter, store_at
+from .common import (AlphaOption, DbOption, ThresholdOption, app, err, handled, known_metrics, parse_threshold, run_filter,
+                     store_at, working)
 
 
 def parse_compare(text: str) -> tuple[str, str]:
@@ -53,7 +54,7 @@ def report(
                             threshold=parse_threshold(threshold), alpha=alpha, reference=reference,
                             detect_change_points=change_points, mix=mix)
     store = store_at(db)
-    with writing(out, "OUT"):
+    with writing(out, "OUT"), working(f"report: the site of the runs in {store.where}"):
         stats = build_report(store, out, run_filter(scenario, label, kernel, since, tag), options)
     err.print(f"report of {stats.runs} runs written to {stats.index}: {stats.written} pages written, "
               f"{stats.unchanged} unchanged, {stats.removed} removed in {stats.seconds:.1f} s",

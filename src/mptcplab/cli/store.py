@@ -20,7 +20,7 @@ from rich.table import Table
 
 from ..errors import UsageError
 from .common import (AlphaOption, DbOption, ThresholdOption, app, err, handled, known_metrics, listing_store, nothing_stored,
-                     out, parse_threshold, run_filter, store_at)
+                     out, parse_threshold, run_filter, store_at, working)
 from ..outputs import FIGURE_SUFFIXES, check_output, writing
 
 
@@ -70,6 +70,10 @@ def runs(
             row.append(" / ".join(f"{r.medians[m]:.1f}" if m in r.medians else "-" for m in latency) if latency else "")
         table.add_row(*row)
     out.print(table)
+    if len(found) == limit:
+        total = store.count_runs(flt)
+        if total > limit:
+            out.print(f"{limit} of {total} (--limit)", highlight=False)
 
 
 @app.command()
@@ -177,8 +181,12 @@ def export(
         results = []
     else:
         flt.run_ids = [store.resolve_run(r) for r in run_ids or []]
-        found = store.list_runs(flt)
-        results = [store.load_result(r.uid) for r in reversed(found)]  # oldest first
+        with working(f"export: reading the runs from {store.where}") as detail:
+            found = store.list_runs(flt)
+            results = []
+            for r in reversed(found):  # oldest first
+                results.append(store.load_result(r.uid))
+                detail(f"{len(results)}/{len(found)} runs")
     if output is None:
         _write_export(sys.stdout, fmt, results, timeseries)
         return
@@ -224,7 +232,8 @@ def compare(
     if plot is not None:
         check_output(plot, "--plot", FIGURE_SUFFIXES)
     store = store_at(db)
-    report = compare_stored(store, baseline, candidate, metrics, threshold=parse_threshold(threshold), alpha=alpha)
+    with working(f"compare: reading and judging {baseline} vs {candidate} in {store.where}"):
+        report = compare_stored(store, baseline, candidate, metrics, threshold=parse_threshold(threshold), alpha=alpha)
     if plot is not None:
         from ..plots import plot_comparison
 
@@ -376,14 +385,16 @@ def _history_series(scenario: str | None, metric: str | None, flt: Any, by: str,
     if suite:
         from ..suite import suite_cases
 
-        stored = {r.scenario for r in store.list_runs(dc_replace(flt or RunFilter()))}
         hists = []
-        for c in suite_cases():
-            if c.name in stored:
-                try:
-                    hists.extend(histories_by_kernel(store, c.name, metric, flt, by, threshold, alpha, mix))
-                except MetricMissing:  # --metric names what this case's workload does not measure
-                    lacking.append(c.name)
+        with working(f"history: every suite case's series in {store.where}") as detail:
+            stored = {r.scenario for r in store.list_runs(dc_replace(flt or RunFilter()))}
+            for c in suite_cases():
+                if c.name in stored:
+                    detail(c.name)
+                    try:
+                        hists.extend(histories_by_kernel(store, c.name, metric, flt, by, threshold, alpha, mix))
+                    except MetricMissing:  # --metric names what this case's workload does not measure
+                        lacking.append(c.name)
         if lacking and not hists:
             raise UsageError(f"no stored suite case has the metric {metric}", f"leave out --metric: each case is then "
                              "judged by its own main metric")
@@ -466,6 +477,7 @@ def _write_plot(draw: Callable[[], object], path: Path) -> None:
 def import_cmd(
     files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="spool files, `run --json` documents or `export --format json` files (also .gz) to load")],
     db: DbOption = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="one line per run (default: one line in all)")] = False,
 ) -> None:
     """Load spooled results (written when the database was unavailable), `run --json` documents or another
     store's `export --format json` into the store; importing twice adds nothing."""
@@ -475,14 +487,20 @@ def import_cmd(
 
     loaded = [(path, *run) for path in files for run in spool.read_all(path)]  # every file is read before the store is touched:
     store = store_at(db, create=True)                          # a failed import creates no empty database
-    total = 0
-    for path, result, scenario in loaded:
-        added = store.save_result(result, scenario)
-        total += added
-        out.print(f"imported run {result.run_id} ({result.scenario}): {added} new of "
-                  f"{plural(len(result.repetitions), 'repetition')} into {store.where}", highlight=False, markup=False)
-        if path.resolve().parent == spool_dir().resolve():
-            path.unlink(missing_ok=True)  # the lab's own spool file: its content is now in the store
-    if len(loaded) > 1:
-        out.print(f"imported {plural(len(loaded), 'run')} from {plural(len(files), 'file')}: "
-                  f"{plural(total, 'new repetition')} into {store.where}", highlight=False, markup=False)
+    total = complete = 0
+    with working(f"import: {plural(len(loaded), 'run')} into {store.where}") as detail:
+        for i, (path, result, scenario) in enumerate(loaded, 1):
+            added = store.save_result(result, scenario)
+            total += added
+            complete += added == 0
+            detail(f"{i}/{len(loaded)} runs")
+            if verbose or len(loaded) == 1:  # one run: its line is the summary
+                out.print(f"imported run {result.run_id} ({result.scenario}): {added} new of "
+                          f"{plural(len(result.repetitions), 'repetition')} into {store.where}", highlight=False, markup=False,
+                          soft_wrap=True)
+            if path.resolve().parent == spool_dir().resolve():
+                path.unlink(missing_ok=True)  # the lab's own spool file: its content is now in the store
+    if len(loaded) != 1:
+        out.print(f"imported {plural(len(loaded), 'run')} from {plural(len(files), 'file')}: {plural(total, 'new repetition')}"
+                  + (f" ({complete} of the runs were stored in full already)" if complete else "") + f" into {store.where}",
+                  highlight=False, markup=False, soft_wrap=True)

@@ -429,9 +429,11 @@ class Store:
         with self._session("read measurements") as s:
             return sorted(s.scalars(select(Measurement.metric).distinct()))
 
-    def count_runs(self) -> int:
+    def count_runs(self, flt: RunFilter | None = None) -> int:
+        """How many runs are stored (that `flt` matches, when given): what `runs --limit` cut a listing from."""
         with self._session("read runs") as s:
-            return s.scalar(select(func.count(Run.id))) or 0
+            q = select(func.count(Run.id))
+            return s.scalar(_filtered(q.select_from(Run), flt, s) if flt is not None else q) or 0
 
 
 def _filtered(q: Any, flt: RunFilter, s: Session) -> Any:

@@ -42,7 +42,7 @@ from typing import Any
 
 from ...errors import EnvironmentProblem, RunError, UsageError
 from ...protocols import Progress
-from ...result import RunResult
+from ...result import RunResult, run_status
 from ...scenario import Scenario
 from ..base import Executor, register
 
@@ -264,7 +264,7 @@ class UmlExecutor(Executor):
                 raise failure
             raise RunError(f"kernel {self.release}: the UML guest never started the run")
         if failure is None:
-            result.status = "completed" if all(r.completed for r in result.repetitions) else "failed"
+            result.status = run_status(result.repetitions)  # the one rule: a best-path baseline's timeout fails no run
         else:
             result.status = "interrupted" if isinstance(failure, KeyboardInterrupt) else "failed"
             if not isinstance(failure, KeyboardInterrupt):
