@@ -65,7 +65,8 @@ METRIC_TABLE: dict[str, Metric] = {m.name: m for m in (
     # path-manager topologies: a scenario with a backup endpoint
     Metric("backup_share", "", "lower", "share of the bytes sent that went over subflows of backup endpoints "
            "(only in scenarios with one; a backup path is meant to idle while another path works)"),
-    Metric("pass_rate", "", "higher", "share of repetitions that completed within the [run] budget",
+    Metric("pass_rate", "", "higher", "share of repetitions that completed within the [run] budget; without a budget, the completion rate "
+           "(share of repetitions that completed)",
            proportion=True, all_repetitions=True),
     # [run] baseline = "best-path": the workload as plain TCP on each path alone, in the same run
     Metric("mptcp_vs_best_path", "x", "higher",
@@ -81,7 +82,10 @@ METRIC_TABLE: dict[str, Metric] = {m.name: m for m in (
     Metric("beyond_window", "packets", "lower", "packets dropped for lying beyond the receive window (TcpExtBeyondWindow, 6.16+)"),
     # scheduler-visible, per subflow (SubflowResult.metrics; "<path>.<name>" in stored measurements and summaries)
     Metric("capacity_share", "", "higher", "the path's share of the configured capacity in the sending direction "
-           "(its rate / all paths' rates; compare with `share`, its share of the bytes sent)", scope="subflow"),
+           "(its rate / all paths' rates; compare with `share`, its share of the data delivered)", scope="subflow"),
+    Metric("sent_share", "", "higher", "the path's share of all bytes sent, retransmissions included (`share` is of the "
+           "data delivered, bytes ACKed)", scope="subflow"),
+    Metric("retrans_bytes", "bytes", "lower", "bytes the path's subflows retransmitted (tcpi_bytes_retrans)", scope="subflow"),
     Metric("idle_queued_s", "s", "lower", "time the path sent nothing while the connection had data queued "
            "(sampled at 20 Hz: 50 ms resolution)", scope="subflow"),
     Metric("idle_queued_share", "", "lower", "idle_queued_s over the time the connection had data queued "
@@ -117,6 +121,35 @@ METRICS_BY_KIND: dict[str, KindMetrics] = {
     "command": KindMetrics("goodput_mbps", "goodput_mbps"),
 }
 _DEFAULT_KIND = KindMetrics("goodput_mbps", "goodput_mbps")
+
+def _latency_columns(kind: KindMetrics) -> tuple[str, str, str] | None:
+    """(p50, p99, max) of a kind whose main metric is a latency (unit ms): its baseline, its main, and the
+    table's row named as the main with max for p99 (latency_p99_ms -> latency_max_ms); None for other kinds."""
+    main = METRIC_TABLE.get(kind.main)
+    worst = kind.main.replace("_p99_", "_max_")
+    if main is None or main.unit != "ms" or worst == kind.main or worst not in METRIC_TABLE:
+        return None
+    return (kind.baseline, kind.main, worst)
+
+
+#: workload kind -> the latency metrics its runs are shown by (p50, p99, max), for the kinds whose main metric is a
+#: latency: `runs`, `show` and the run's table show these instead of goodput and completion time
+LATENCY_COLUMNS: dict[str, tuple[str, str, str]] = {
+    k: cols for k, m in METRICS_BY_KIND.items() if (cols := _latency_columns(m)) is not None}
+
+
+def latency_columns(names: Any) -> tuple[str, str, str] | None:
+    """The (p50, p99, max) latency metrics of the kind whose main metric (p99) is among `names` (the metric names
+    a repetition, summary or stored run has), or None: a run of a throughput kind. A caller shows "-" for one of
+    the three a run lacks."""
+    have = set(names)
+    return next((cols for cols in LATENCY_COLUMNS.values() if cols[1] in have), None)
+
+
+def latency_label(name: str) -> str:
+    """A latency metric's name for a table heading: latency_p99_ms -> "latency p99 ms"."""
+    return name.replace("_", " ")
+
 
 #: workload kind -> the metric `mptcp_vs_best_path` compares (METRICS_BY_KIND's baseline column)
 BASELINE_METRICS: dict[str, str] = {kind: m.baseline for kind, m in METRICS_BY_KIND.items() if kind != "command"}

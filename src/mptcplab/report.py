@@ -9,12 +9,29 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .result import Repetition, RunResult
+from .result import Estimate, Repetition, RunResult
 from .units import plural
 
 
-def _fmt_ci(est: object) -> str:
-    return f"{est.median:.3f} [{est.ci95[0]:.3f}, {est.ci95[1]:.3f}]"  # type: ignore[attr-defined]
+def estimate_text(est: Estimate, digits: int = 3, unit: str = "") -> str:
+    """A median with its 95% interval, "1.463 [1.402, 1.530]"; for a small sample (Estimate.small_sample) the
+    values themselves instead, "1.463 (3 values: 1.462, 1.463, 1.463; too few for a 95% interval)"."""
+    u = f" {unit}" if unit else ""
+    if est.small_sample and est.values:
+        if len(est.values) == 1:
+            return f"{est.median:.{digits}f}{u} (1 value; no interval)"
+        vals = ", ".join(f"{v:.{digits}f}" for v in est.values)
+        return f"{est.median:.{digits}f}{u} ({len(est.values)} values: {vals}; too few for a 95% interval)"
+    return f"{est.median:.{digits}f}{u} [{est.ci95[0]:.{digits}f}, {est.ci95[1]:.{digits}f}]"
+
+
+def pass_rate_text(rate: float, n: int, budget_s: float | None) -> str:
+    """What pass_rate means for this run: with a [run] budget, the share of repetitions that completed within
+    it; without one, the completion rate, and the text says so ("60% of 5 repetitions completed (no budget:
+    the completion rate)")."""
+    if budget_s:
+        return f"{rate * 100:.0f}% of {plural(n, 'repetition')} completed within the budget of {budget_s:g}s"
+    return f"{rate * 100:.0f}% of {plural(n, 'repetition')} completed (no budget: the completion rate)"
 
 
 def _status_cell(rep: Repetition) -> str:
@@ -31,11 +48,15 @@ def run_table(result: RunResult) -> Table:
              f"backend {result.backend}" + (f", label {result.label}" if result.label else ""))
     table = Table(title=escape(title), title_justify="left")  # a label or path name may hold [brackets]
     with_status = any(_status_cell(r) for r in result.repetitions)
+    from .metrics import latency_columns, latency_label
+
+    # a latency workload (rr, stream, flows) is shown by its latency, p50 / p99 / max, not goodput and completion
+    latency = latency_columns(k for r in result.repetitions for k in r.metrics)
     table.add_column("rep", justify="right")
     if with_status:
         table.add_column("status", justify="left", style="red", overflow="fold")
-    table.add_column("completion s", justify="right")
-    table.add_column("goodput mbit/s", justify="right")
+    for heading in ([latency_label(m) for m in latency] if latency else ["completion s", "goodput mbit/s"]):
+        table.add_column(heading, justify="right")
     for p in paths:
         table.add_column(escape(f"{p} share"), justify="right")
         table.add_column(escape(f"{p} retx"), justify="right")
@@ -45,7 +66,10 @@ def run_table(result: RunResult) -> Table:
                + (escape(f" (TCP on {rep.baseline_path})") if rep.baseline_path else "")]
         if with_status:
             row.append(escape(_status_cell(rep)))
-        row += [f"{rep.completion_s:.3f}", f"{rep.goodput_mbps:.2f}"]
+        if latency:
+            row += [f"{rep.metrics[m]:.1f}" if m in rep.metrics else "-" for m in latency]
+        else:
+            row += [f"{rep.completion_s:.3f}", f"{rep.goodput_mbps:.2f}"]
         by_path = {sf.path: sf for sf in rep.subflows}
         for p in paths:
             sf = by_path.get(p)
@@ -57,16 +81,18 @@ def run_table(result: RunResult) -> Table:
 def print_run(result: RunResult, console: Console | None = None) -> None:
     console = console or Console()
     console.print(run_table(result))
-    from .metrics import METRICS_BY_KIND, metric as metric_def
+    from .metrics import latency_columns, metric as metric_def
 
-    # goodput and completion, then a latency workload's own main (p99) and baseline (p50) metrics
-    latency = [name for kind in METRICS_BY_KIND.values() for name in (kind.main, kind.baseline)
-               if name not in ("goodput_mbps", "completion_s") and name in result.summary]
-    for metric in ("goodput_mbps", "completion_s", *dict.fromkeys(latency)):
+    # a latency workload's p50, p99 and max latency; any other's goodput and completion
+    latency = latency_columns(result.summary)
+    for metric in (latency or ("goodput_mbps", "completion_s")):
         est = result.summary.get(metric)
         if est:
             unit = metric_def(metric).unit
-            console.print(f"{metric}: median {est.median:.3f} {unit}, 95% CI [{est.ci95[0]:.3f}, {est.ci95[1]:.3f}] over {plural(est.n, 'repetition')}")
+            if est.small_sample:
+                console.print(f"{metric}: median {estimate_text(est, 3, unit)}")
+            else:
+                console.print(f"{metric}: median {est.median:.3f} {unit}, 95% CI [{est.ci95[0]:.3f}, {est.ci95[1]:.3f}] over {plural(est.n, 'repetition')}")
     cpu = result.environment.get("guest_cpu") or {}
     per_rep = cpu.get("per_repetition") or []
     if per_rep:  # a guest run: how busy the emulated CPUs and QEMU itself were, so an emulator limit is not read as the kernel's
@@ -79,10 +105,12 @@ def print_run(result: RunResult, console: Console | None = None) -> None:
     if ratio:
         what = (result.environment.get("baseline") or {}).get("metric", "goodput_mbps")
         console.print(f"mptcp_vs_best_path ({what}, > 1: MPTCP better than the best path alone as plain TCP): "
-                      f"{ratio.median:.3f}, 95% CI [{ratio.ci95[0]:.3f}, {ratio.ci95[1]:.3f}] over {plural(ratio.n, 'repetition')}")
+                      + (estimate_text(ratio, 3) if ratio.small_sample else
+                         f"{ratio.median:.3f}, 95% CI [{ratio.ci95[0]:.3f}, {ratio.ci95[1]:.3f}] over {plural(ratio.n, 'repetition')}"))
     rate = result.summary.get("pass_rate")
-    if rate and (rate.median < 1 or result.environment.get("budget_s")):
-        console.print(f"pass_rate: {rate.median * 100:.0f}% of {plural(rate.n, 'repetition')} completed within budget, "
+    budget = result.environment.get("budget_s")
+    if rate and (rate.median < 1 or budget):
+        console.print(f"pass_rate: {pass_rate_text(rate.median, rate.n, budget)}, "
                       f"95% CI [{rate.ci95[0] * 100:.0f}%, {rate.ci95[1] * 100:.0f}%] (Wilson)")
     for err in result.errors:
         console.print(f"[red]error:[/red] {escape(err)}")
@@ -207,7 +235,8 @@ def mib_table(result: RunResult) -> Table | None:
 
 
 def link_stats_table(result: RunResult) -> Table | None:
-    """The emulator's own counters per repetition, path and direction: frames, drops by cause, lateness."""
+    """The emulator's own counters per repetition, path and direction: frames, drops by cause, frames still in
+    flight when they were read (in = out + drops + in flight), lateness."""
     stats = result.environment.get("link_stats") or []
     if not stats:
         return None
@@ -215,14 +244,17 @@ def link_stats_table(result: RunResult) -> Table | None:
     labels = [f"{r.index + 1}" for r in result.repetitions] if len(stats) == len(result.repetitions) else \
         [f"#{i + 1}" for i in range(len(stats))]
     table = Table(title="link emulator counters", title_justify="left")
-    for col in ("rep", "path", "direction", "frames in", "frames out", "drops by cause", "lateness p50 / p99 / max µs"):
-        table.add_column(col, justify="right" if col.startswith(("frames", "lateness")) else "left")
+    for col in ("rep", "path", "direction", "frames in", "frames out", "drops by cause", "in flight at end",
+                "lateness p50 / p99 / max µs"):
+        table.add_column(col, justify="right" if col.startswith(("frames", "lateness", "in flight")) else "left")
     for label, entry in zip(labels, stats):
         for path, directions in (entry.get("paths") or {}).items() if isinstance(entry, dict) else []:
             for direction, d in directions.items():
                 drops = ", ".join(f"{cause} {n}" for cause, n in (d.get("drops") or {}).items() if n) or "none"
                 late = d.get("lateness_us") or {}
+                in_flight = d.get("in_flight", d.get("queued"))
                 table.add_row(label, path, direction, str(d.get("frames_in", "")), str(d.get("frames_out", "")), drops,
+                              "" if in_flight is None else str(in_flight),
                               " / ".join(f"{late[k]:.0f}" if k in late else "-" for k in ("p50", "p99", "max")))
     return table
 
@@ -241,6 +273,12 @@ def print_details(result: RunResult, console: Console) -> None:
         console.print(f"sysctls ({namespace}):", **plain)
         for item in items:
             console.print(f"  {item}", **plain)
+    tcp = env.get("tcp") if isinstance(env.get("tcp"), dict) else {}
+    used = sorted({cc for r in result.repetitions for sf in r.subflows for cc in sf.congestion_control.split(",") if cc})
+    if tcp.get("congestion_control"):
+        console.print(f"congestion control: asked {tcp['congestion_control']}"
+                      + (f"; the subflows used {', '.join(used)}" if used else "")
+                      + (f" — warning: {tcp['not_applied']}" if tcp.get("not_applied") else ""), **plain)
     if result.repetitions:
         print_run(result, console)
     else:

@@ -5,6 +5,7 @@ removed or renamed.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -48,7 +49,10 @@ class SubflowResult(BaseModel):
     min_rtt_ms: float = 0.0
     rtt_median_ms: float = 0.0
     subflows_opened: int = 0  # a path that reconnects opens more than one
-    share: float = 0.0  # fraction of all bytes sent that went over this path
+    #: the path's share of the delivered data: its subflows' bytes ACKed over all subflows' (retransmitted bytes
+    #: count once, where they were delivered; what was sent is metrics["sent_share"], retransmitted
+    #: metrics["retrans_bytes"]). Results stored before this lab version hold the share of bytes sent
+    share: float = 0.0
     #: the congestion control the subflow really used (inet_diag INET_DIAG_CONG), "" when unknown
     congestion_control: str = ""
     #: the path's endpoint flags as the scenario set them ("subflow", "subflow backup", "signal", ...)
@@ -145,11 +149,8 @@ class Repetition(BaseModel):
 
     @property
     def fails_run(self) -> bool:
-        """Whether this repetition's end fails its run (exit code 1): an MPTCP repetition that did not complete;
-        a baseline one only when it failed — one that timed out on a path too slow for the workload is expected."""
-        if self.baseline_path is not None:
-            return self.status in ("failed", "interrupted")
-        return not self.completed
+        """Whether this repetition's end fails its run (exit code 1): repetition_fails_run."""
+        return repetition_fails_run(self.status, self.baseline_path)
 
     @property
     def passed(self) -> bool:
@@ -157,10 +158,35 @@ class Repetition(BaseModel):
         return self.completed and not self.over_budget
 
 
+def repetition_fails_run(status: str, baseline_path: str | None) -> bool:
+    """Whether a repetition that ended with `status` fails its run (exit code 1): an MPTCP repetition that did not
+    complete; a best-path baseline one (`baseline_path` set) only when it failed — one that timed out on a path too
+    slow for the workload is expected."""
+    if baseline_path is not None:
+        return status in ("failed", "interrupted")
+    return status != "completed"
+
+
+def run_status(repetitions: Iterable[Any]) -> str:
+    """A run's status once all its repetitions ran: 'failed' when one fails the run (repetition_fails_run), else
+    'completed' (the repetitions are kept, each with its status). Each item has `.status` and `.baseline_path`: a
+    Repetition or a store row. The one rule for the runner, a matrix cell and a fleet-stored run."""
+    return "failed" if any(repetition_fails_run(r.status, r.baseline_path) for r in repetitions) else "completed"
+
+
 class Estimate(BaseModel):
+    """A median over `n` values and its 95% interval (mptcplab.analysis.stats.median_ci; docs/statistics.md)."""
+
     median: float
     ci95: tuple[float, float]
     n: int = 0
+    #: fewer values than a 95% interval of a median needs (stats.MIN_INTERVAL_N): `ci95` is then only the
+    #: smallest and largest value, which covers the median with `ci_coverage`, and `values` lists them
+    small_sample: bool = False
+    #: the values themselves when `small_sample` (sorted), else []
+    values: list[float] = Field(default_factory=list)
+    #: the confidence `ci95` really has: 0.95, or for a small sample 1 - 2^(1-n) (0.75 for 3 values)
+    ci_coverage: float = 0.95
 
 
 class RunResult(BaseModel):

@@ -6,6 +6,7 @@ repetition inherits TCP metrics or PM state from the one before.
 from __future__ import annotations
 
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import capabilities
-from .analysis.stats import paired_best_path_ratio, summarize_run
+from .analysis.stats import conclude_run, paired_best_path_ratio, summarize_run
 from .metrics import baseline_metric
 from .cancel import Cancel, interruptible
 from .environment import host_environment, loadavg
@@ -25,7 +26,7 @@ from .mptcp import ConnectionSample
 from .pathmanager import EventListener, open_subflows
 from .probes import connection_metrics, counter_snapshot, mib_delta, summarize
 from .protocols import Progress, RunSink
-from .result import Repetition, RunResult, SubflowResult
+from .result import Repetition, RunResult, SubflowResult, run_status
 from .scenario import HOST_ACTIONS, SYSCTL_ROLES, Event, Scenario
 from .topology import Topology, apply_host_event, build, effective_sysctls, pm_state
 from .workloads.base import Hooks, workload_class
@@ -195,6 +196,11 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
         elif status == "completed" and out.sampler.max_subflows < expected and not scenario.events:
             status, error = "failed", (f"only {out.sampler.max_subflows} of {expected} subflows came up: the path manager "
                                        "did not use every path (check the MPTCP endpoints and limits: mptcplab doctor)")
+    warning = congestion_not_applied(scenario.tcp.congestion_control, subflows)
+    tcp = env.get("tcp")
+    if warning and isinstance(tcp, dict) and not tcp.get("not_applied"):
+        tcp["not_applied"] = warning  # once per run: the environment keeps it, stderr says it as it happens
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     completion = max(out.completion_s, 1e-6)
     budget = scenario.run.budget
     return Repetition(
@@ -279,7 +285,7 @@ def run_scenarios(scenarios: list[Scenario], options: RunOptions | None = None) 
                     if not rep.completed and options.fail_fast:
                         raise RunError(f"{scenario.name} repetition {i + 1}: {rep.error}", "--fail-fast stopped the run")
         for result in results:
-            result.status = run_status(result)
+            result.status = run_status(result.repetitions)
     except BaseException as e:
         for result, total in zip(results, totals):
             if result is current and not isinstance(e, KeyboardInterrupt):
@@ -289,17 +295,15 @@ def run_scenarios(scenarios: list[Scenario], options: RunOptions | None = None) 
             elif len(result.repetitions) < total:
                 result.status = "interrupted"  # stopped (Ctrl-C, or another scenario failed) before its last repetition
             else:
-                result.status = run_status(result)
+                result.status = run_status(result.repetitions)
         raise
     finally:
         for result in results:
-            # index order, as the store gives them back: MPTCP repetitions first, then the baseline ones
-            # (they ran interleaved: started_at says when)
-            result.repetitions.sort(key=lambda r: r.index)
             result.environment["load_after"] = loadavg()
             result.ended_at = round(time.time(), 6)
-            if options.summarize:
-                summarize_run(result)
+            # index order, as the store gives them back: MPTCP repetitions first, then the baseline ones
+            # (they ran interleaved: started_at says when)
+            conclude_run(result, summarize=options.summarize)
         for result in started:
             for sink in options.sinks:
                 sink.run_finished(result)
@@ -342,20 +346,26 @@ def _tcp_conditions(topo: Topology, scenario: Scenario) -> dict[str, Any]:
     how = ("namespace default and every socket" if not refused else
            f"every socket (TCP_CONGESTION); the {' and '.join(refused)} namespace default stayed as inherited: "
            f"the kernel lets a namespace default only to net.ipv4.tcp_allowed_congestion_control")
+    applied = True
     if scenario.workload.kind == "command":  # the programs open their own sockets: only the namespace default applies
+        applied = not refused
         how = ("namespace default (the command workload's programs open their own sockets)" if not refused else
                f"not applied: the {' and '.join(refused)} namespace default stayed as inherited (the kernel lets a "
                "namespace default only to net.ipv4.tcp_allowed_congestion_control) and the command workload's "
                "programs open their own sockets; use the program's own option (iperf3 -C) and see "
                "subflows[].congestion_control")
-    return {"congestion_control": scenario.tcp.congestion_control, "set_on": how}
+    return {"congestion_control": scenario.tcp.congestion_control, "set_on": how, "applied": applied}
 
 
-def run_status(result: RunResult) -> str:
-    """'completed' when every MPTCP repetition completed, else 'failed' (its repetitions are kept, each with its
-    status). A best-path baseline repetition that timed out (a path too slow for the workload) is listed in
-    `errors` but fails no run (Repetition.fails_run)."""
-    return "failed" if any(r.fails_run for r in result.repetitions) else "completed"
+def congestion_not_applied(asked: str, subflows: list[SubflowResult]) -> str | None:
+    """One line when a subflow used another congestion control than `asked` (inet_diag's INET_DIAG_CONG, as
+    recorded in subflows[].congestion_control), else None."""
+    used = sorted({cc for sf in subflows for cc in sf.congestion_control.split(",") if cc and cc != asked})
+    if not used:
+        return None
+    paths = sorted({sf.path for sf in subflows if any(cc in used for cc in sf.congestion_control.split(","))})
+    return (f"tcp.congestion_control = {asked} was not applied: subflows on {', '.join(paths)} used "
+            f"{', '.join(used)} — see `show`'s congestion control and the program's own option (iperf3 -C)")
 
 
 def _one_round(scenario: Scenario, backend_cls: type[LinkBackend], result: RunResult, index: int, total: int,

@@ -133,8 +133,8 @@ def compare_samples(baseline: Sequence[float], candidate: Sequence[float], *, sc
                           n_baseline=len(baseline), n_candidate=len(candidate), change=change,
                           ci95=proportion_change_ci(baseline, candidate), p_value=p,
                           verdict=decide(change, p, better, 0.0, alpha),
-                          notes=["pass_rate: rates of repetitions completed within budget; change in percentage points, "
-                                 "one-sided Fisher exact test"],
+                          notes=["pass_rate: rates of repetitions completed within the [run] budget (without one: "
+                                 "completed); change in percentage points, one-sided Fisher exact test"],
                           baseline_values=[float(v) for v in baseline], candidate_values=[float(v) for v in candidate])
     mb, mc = float(np.median(baseline)), float(np.median(candidate))
     change = (mc - mb) / mb if mb else (0.0 if mc == mb else float("inf"))

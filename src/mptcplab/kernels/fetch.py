@@ -362,6 +362,15 @@ def fetch(query: str, apt: PrivateApt | None = None, refresh: bool = False, wait
         return _unpack(res.candidate, apt, waits), False
 
 
+
+def use_kernel(name: str, waits: Waits | None = None) -> Kernel:
+    """The kernel `name` means (the one rule of `kernel fetch`, `run --kernel`, `matrix`), fetched if it is not
+    cached; says which kernel through `waits` (ConsoleWaits(stderr console) in the CLI).
+
+    Raises UnknownKernel (exit 2) or KernelError (exit 3), as fetch does.
+    """
+    return fetch(name, waits=waits)[0]
+
 def _unpack(cand: Candidate, apt: PrivateApt, waits: Waits) -> Kernel:
     """Download the image (and, in the split layout, its binary/modules/base packages) into a staging dir."""
     staging = kernels_dir() / f".staging-{cand.release}-{os.getpid()}"

@@ -27,7 +27,7 @@ from ..metrics import metric as metric_def
 #: the metrics a Repetition holds as fields of its own (everything else stored is a workload metric)
 BULK_METRICS = ("goodput_mbps", "completion_s", "retransmits", "bytes_retrans", "rtt_ms", "pass_rate")
 from ..kernel_names import stored_kernel_matches
-from ..result import ProgramRun, Repetition, RunResult, SubflowResult, TimeSeries
+from ..result import ProgramRun, Repetition, RunResult, SubflowResult, TimeSeries, run_status
 from .database import make_engine, migrate
 from .location import display, resolve_db
 from .models import Environment, Measurement, RepetitionRow, Run, ScenarioVersion, SeriesRow, SubflowRow, Tag
@@ -62,6 +62,9 @@ class RunSummary:
     started_at: float
     repetitions: int
     goodput_median: float | None
+    #: medians over the completed, non-warm-up MPTCP repetitions of goodput_mbps and every latency metric the
+    #: run has (metrics.LATENCY_COLUMNS), by name
+    medians: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -169,11 +172,11 @@ class Store:
                     s.add(_repetition_row(run.id, rep))
             except IntegrityError:
                 return False
-            statuses = list(s.scalars(select(RepetitionRow.status).where(RepetitionRow.run_id == run.id)))
+            stored = list(s.execute(select(RepetitionRow.status, RepetitionRow.baseline_path).where(RepetitionRow.run_id == run.id)))
             if not rep.completed:
                 run.errors = [*run.errors, f"repetition {rep.index + 1}: {rep.status}: {rep.error}"]
-            if len(statuses) >= total:
-                run.status = "completed" if all(st == "completed" for st in statuses) else "failed"
+            if len(stored) >= total:
+                run.status = run_status(stored)
                 run.ended_at = time.time()
             return True
 
@@ -218,7 +221,7 @@ class Store:
 
     def load_result(self, run_id: str) -> RunResult:
         """The stored run as the RunResult it was (the same JSON as `mptcplab run --json`)."""
-        from ..analysis.stats import summarize_run
+        from ..analysis.stats import conclude_run
 
         with self._session("read the run") as s:
             run = s.scalars(select(Run).where(Run.uid == run_id).options(
@@ -230,7 +233,7 @@ class Store:
                 started_at=run.started_at, ended_at=run.ended_at,
                 repetitions=[_repetition(r) for r in run.repetitions],
             )
-        summarize_run(result)
+        conclude_run(result)
         return result
 
     def scenario_content(self, run_id: str) -> dict[str, Any] | None:
@@ -238,31 +241,40 @@ class Store:
             return s.scalars(select(ScenarioVersion.content).join(Run).where(Run.uid == run_id)).one()
 
     def list_runs(self, flt: RunFilter, limit: int | None = None) -> list[RunSummary]:
-        """Runs matching `flt`, newest first, with their number of repetitions and median goodput."""
+        """Runs matching `flt`, newest first, with their number of repetitions, median goodput and median
+        latencies (RunSummary.medians)."""
         import statistics
 
+        from ..metrics import LATENCY_COLUMNS
+
+        wanted = ["goodput_mbps", *dict.fromkeys(m for cols in LATENCY_COLUMNS.values() for m in cols)]
         with self._session("read runs") as s:
             q = _filtered(select(Run), flt, s).order_by(Run.started_at.desc())
             if limit:
                 q = q.limit(limit)
             runs = list(s.scalars(q))
-            goodput: dict[int, list[float]] = {}
+            values: dict[int, dict[str, list[float]]] = {}
             counts: dict[int, int] = {}
             if runs:
                 rows = s.execute(
-                    select(RepetitionRow.run_id, RepetitionRow.warmup, RepetitionRow.status, Measurement.value)
+                    select(RepetitionRow.run_id, RepetitionRow.warmup, RepetitionRow.status, Measurement.metric,
+                           Measurement.value)
                     .join(Measurement, Measurement.repetition_id == RepetitionRow.id)
-                    .where(RepetitionRow.run_id.in_([r.id for r in runs]), Measurement.metric == "goodput_mbps",
+                    .where(RepetitionRow.run_id.in_([r.id for r in runs]), Measurement.metric.in_(wanted),
                            RepetitionRow.baseline_path.is_(None)))
-                for run_pk, warmup, status, value in rows:
-                    counts[run_pk] = counts.get(run_pk, 0) + 1
+                for run_pk, warmup, status, metric, value in rows:
+                    if metric == "goodput_mbps":  # every repetition has it: the count
+                        counts[run_pk] = counts.get(run_pk, 0) + 1
                     if not warmup and status == "completed":
-                        goodput.setdefault(run_pk, []).append(value)
-            return [RunSummary(uid=r.uid, scenario=r.scenario.name, scenario_hash=r.scenario.content_hash, label=r.label,
-                               kernel=r.kernel, status=r.status, started_at=r.started_at,
-                               repetitions=counts.get(r.id, 0),
-                               goodput_median=statistics.median(goodput[r.id]) if r.id in goodput else None)
-                    for r in runs]
+                        values.setdefault(run_pk, {}).setdefault(metric, []).append(value)
+            out = []
+            for r in runs:
+                medians = {m: statistics.median(v) for m, v in values.get(r.id, {}).items()}
+                out.append(RunSummary(uid=r.uid, scenario=r.scenario.name, scenario_hash=r.scenario.content_hash,
+                                      label=r.label, kernel=r.kernel, status=r.status, started_at=r.started_at,
+                                      repetitions=counts.get(r.id, 0), goodput_median=medians.get("goodput_mbps"),
+                                      medians=medians))
+            return out
 
     def select_runs(self, selector: str) -> list[str]:
         """Run ids a compare selector names: `run:ID`, `label:L`, `kernel:K`, `tag:K=V` or `K=V`; a bare

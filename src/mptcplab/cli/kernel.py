@@ -1,6 +1,6 @@
 """`mptcplab kernel fetch|list|build|add`, `mptcplab matrix` and the guest side of `run --kernel`.
 
-Registered on cli.py's `app`; the machinery is in mptcplab.kernels.
+Registered on common.app; the machinery is in mptcplab.kernels.
 """
 from __future__ import annotations
 
@@ -8,38 +8,17 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from .cli import AccelOption, DbOption, FailFastOption, RichProgress, SetOption, app, handled, out
-from .errors import UsageError
-
-if TYPE_CHECKING:  # the engine and the models load when a command runs, not for --help
-    from .result import RunResult
-    from .runner import RunOptions
-    from .scenario import Scenario
-    from .kernels.catalog import Kernel
-    from .kernels.fetch import Waits
+from ..errors import UsageError
+from .common import (AccelOption, TimeOption, DbOption, FailFastOption, RichProgress, SetOption, app, check_link_backend, err,
+                     handled, load_scenarios, out, warn)
 
 kernel_app = typer.Typer(no_args_is_help=True, help="Other kernels: fetch Debian kernels, build from source, add your own, list them.")
 app.add_typer(kernel_app, name="kernel")
-
-
-def kernel_waits() -> "Waits":
-    """Waits that say on stderr what a kernel fetch is waiting for (a spinner on a terminal)."""
-    from .cli import err
-    from .kernels.fetch import ConsoleWaits
-
-    return ConsoleWaits(err)
-
-
-def use_kernel(name: str) -> "Kernel":
-    """The kernel `name` means (the one rule of `kernel fetch`), fetched if it is not cached; says which on stderr."""
-    from .kernels.fetch import fetch
-
-    return fetch(name, waits=kernel_waits())[0]
 
 
 @kernel_app.command("fetch")
@@ -53,9 +32,9 @@ def fetch_cmd(
     A version prefix means the newest runnable release the archive offers
     (6.12 is the newest 6.12.x, even when an older one is cached).
     """
-    from .kernels.fetch import fetch
+    from ..kernels.fetch import ConsoleWaits, fetch
 
-    kernel, was_cached = fetch(version, refresh=refresh, waits=kernel_waits())
+    kernel, was_cached = fetch(version, refresh=refresh, waits=ConsoleWaits(err))
     verb = "already cached" if was_cached else "fetched"
     out.print(f"{verb}: {kernel.release} ({kernel.version}, {kernel.origin}) in {kernel.dir}", highlight=False, soft_wrap=True)
 
@@ -69,8 +48,8 @@ def list_cmd(
     sources: Annotated[bool, typer.Option("--sources", help="the Debian kernel source releases `kernel build` can build, instead")] = False,
 ) -> None:
     """Every kernel: cached ones (Debian's, added and built) and what the Debian archive offers, in version order."""
-    from .kernels.catalog import cached
-    from .kernel_names import version_key
+    from ..kernels.catalog import cached
+    from ..kernel_names import version_key
 
     if sources:
         _list_sources(as_json, refresh)
@@ -84,11 +63,11 @@ def list_cmd(
                            "mptcp": k.config_value("MPTCP"), "flavour": k.flavour, "source": k.source}
     problem = ""
     if not cached_only:
-        from .errors import LabError
-        from .kernels.fetch import PrivateApt, read_catalog
+        from ..errors import LabError
+        from ..kernels.fetch import ConsoleWaits, PrivateApt, read_catalog
 
         try:
-            offered = read_catalog(PrivateApt(waits=kernel_waits()), refresh)
+            offered = read_catalog(PrivateApt(waits=ConsoleWaits(err)), refresh)
         except LabError as e:
             offered, problem = [], e.message
         for c in offered:
@@ -109,19 +88,18 @@ def list_cmd(
                           (r["mptcp"] or "?") if r["cached"] else "", "yes" if r["runnable"] else f"no: {r['reason']}")
         out.print(table)
     if problem:
-        from .cli import err
-
         err.print(f"warning: the Debian archive could not be read ({problem}); only the cache is listed",
                   highlight=False, markup=False, soft_wrap=True)
 
 
 def _list_sources(as_json: bool, refresh: bool) -> None:
     """`kernel list --sources`: the linux-source releases the archive offers, and which are cached."""
-    from .kernels.source import cached_sources, read_sources
+    from ..kernels.fetch import ConsoleWaits
+    from ..kernels.source import cached_sources, read_sources
 
     have = {s.version for s in cached_sources()}
     rows = [{"upstream": s.upstream, "version": s.version, "suite": s.suite, "package": s.package, "size_bytes": s.size,
-             "cached": s.version in have} for s in read_sources(waits=kernel_waits(), refresh=refresh)]
+             "cached": s.version in have} for s in read_sources(waits=ConsoleWaits(err), refresh=refresh)]
     if as_json:
         sys.stdout.write(json.dumps(rows) + "\n")
         return
@@ -147,9 +125,10 @@ def build_cmd(
     A repeated build of the same tree is incremental. The kernel is then named by --name (or VERSION-FLAVOUR) in
     run --kernel, matrix and kernel list.
     """
-    from .kernels.build import build
+    from ..kernels.build import build
+    from ..kernels.fetch import ConsoleWaits
 
-    kernel = build(source, flavour, config_extra, name, ref, progress=kernel_waits())
+    kernel = build(source, flavour, config_extra, name, ref, progress=ConsoleWaits(err))
     out.print(f"built: {kernel.release} ({kernel.flavour}, {kernel.source}) in {kernel.dir}", highlight=False, soft_wrap=True)
 
 
@@ -161,30 +140,19 @@ def add_cmd(
     config: Annotated[Optional[Path], typer.Option("--config", help="the kernel's .config (default: the build tree's, when found)")] = None,
 ) -> None:
     """Register a kernel you built; it is copied into the cache."""
-    from .kernels.custom import add
+    from ..kernels.custom import add
 
     kernel = add(path, modules, config)
     out.print(f"added: {kernel.release} in {kernel.dir}" + ("" if kernel.modules else " (no modules: the needed drivers must be built in)"),
               highlight=False)
 
 
-def run_on_kernel(kernel: "str | Kernel", scenarios: list[Scenario], options: RunOptions, timeseries: bool) -> list[RunResult]:
-    """`run --kernel K`: every scenario in one guest booted with K (a name is resolved, and fetched, first).
-
-    Each repetition reaches the sinks (the store) as it ends in the guest.
-    """
-    from .executors import executor_for
-
-    k = use_kernel(kernel) if isinstance(kernel, str) else kernel
-    with executor_for(k) as guest:
-        guest.ready(options.progress)
-        return guest.run_all(scenarios, options, timeseries)
-
-
 def _fmt(est: object) -> str:
     if est is None:
         return "-"
-    return f"{est.median:.2f} [{est.ci95[0]:.2f}, {est.ci95[1]:.2f}]"  # type: ignore[attr-defined]
+    from ..report import estimate_text
+
+    return estimate_text(est, 2)  # type: ignore[arg-type]
 
 
 @app.command()
@@ -202,34 +170,37 @@ def matrix(
     overrides: SetOption = None,
     fail_fast: FailFastOption = False,
     accel: AccelOption = None,
+    time_mode: TimeOption = None,
 ) -> None:
     """Run every scenario on every kernel in QEMU guests, kernels interleaved, and print scenario x kernel.
 
     Exit 1 when any repetition did not complete (each is kept, with its reason).
     """
-    from .cli import load_scenarios
-    from .kernels.matrix import run_matrix, table_rows
+    from ..kernels.fetch import ConsoleWaits, use_kernel
+    from ..kernels.matrix import run_matrix, table_rows
 
     names = [k.strip() for k in kernels.split(",") if k.strip()]
     if not names:
         raise UsageError("--kernels needs at least one kernel, e.g. --kernels 6.1,6.12")
-    if link_backend is not None and link_backend not in ("auto", "tbf", "netem", "wire"):
-        raise UsageError(f"--link-backend {link_backend!r}: choose auto, tbf, netem or wire")
-    ks = [use_kernel(n) for n in names]  # the rule of `kernel fetch`; missing kernels are fetched
+    check_link_backend(link_backend)
+    ks = [use_kernel(n, ConsoleWaits(err)) for n in names]  # the rule of `kernel fetch`; missing kernels are fetched
     if len({k.release for k in ks}) < len(ks):
         raise UsageError(f"--kernels {kernels}: names the same kernel twice")
-    from .kernels.matrix import resolve_backend
-    from .protocols import Collector
-    from .runner import RunOptions
+    from ..kernels.matrix import resolve_backend
+    from ..protocols import Collector
+    from ..runner import RunOptions
 
     scns = load_scenarios(scenario, overrides or [])
     backend = resolve_backend(link_backend, scns, ks)
     collector = Collector()
     options = RunOptions(repeat=repeat, label=label, link_backend=link_backend, fail_fast=fail_fast, sinks=[collector])
-    recorder = _recorder(db) if store else None
-    if recorder is not None:
+    if store:
+        from ..store.recorder import recorder_for
+
+        recorder = recorder_for(db, warn)
         options.sinks.append(recorder)
-    from .cli import err
+    else:
+        recorder = None
 
     try:
         with RichProgress(scns[0].name) as progress:
@@ -258,7 +229,7 @@ def matrix(
     for row in rows:
         change = "baseline" if row["change"] is None else f"{row['change'] * 100:+.1f}%" + (f" {row['verdict']}" if row["verdict"] != "unchanged" else "")
         table.add_row(row["scenario"], row["kernel"], str(row["n"]), str(row["failed"]), _fmt(row["goodput"]), _fmt(row["completion"]),
-                      change, "SATURATED" if row["cpu_saturated"] else "ok")
+                      change, "n/a" if not row.get("cpu_applicable", True) else "SATURATED" if row["cpu_saturated"] else "ok")
     out.print(table)
     for line in dict.fromkeys(l for row in rows for l in row["conditions"]):
         out.print(f"note: {line}", highlight=False, markup=False, soft_wrap=True)
@@ -268,12 +239,3 @@ def matrix(
     if incomplete:
         raise typer.Exit(1)
 
-
-def _recorder(db: str | None) -> object | None:
-    """The store's recorder when the store is part of this build (it is optional to the matrix)."""
-    try:
-        from .cli import err
-        from .cli_store import recorder_for
-    except ImportError:
-        return None
-    return recorder_for(db, err)
