@@ -113,6 +113,21 @@ class Executor(ABC):
         return results
 
 
+
+class KernelExecutor(Executor):
+    """An executor that boots a kernel of the catalog (a QEMU guest, a UML kernel): it knows its kernel and release."""
+
+    def __init__(self, kernel: Any) -> None:
+        self._kernel = kernel
+
+    @property
+    def release(self) -> str:
+        return self._kernel.release
+
+    @property
+    def kernel(self) -> Any:
+        return self._kernel
+
 class Relay(RunSink):
     """Passes a run's sink calls on, the one place that knows `into` and `finish` (see the module docstring).
 

@@ -44,7 +44,7 @@ from ...errors import EnvironmentProblem, RunError, UsageError
 from ...protocols import Progress
 from ...result import RunResult, run_status
 from ...scenario import Scenario
-from ..base import Executor, register
+from ..base import KernelExecutor, register
 
 #: the fixed path, the same in every boot and on every machine, where an instance finds its job (a bind mount)
 JOB_DIR = "/var/lib/mptcplab/uml-job"
@@ -170,7 +170,7 @@ class _Core:
 
 
 @register
-class UmlExecutor(Executor):
+class UmlExecutor(KernelExecutor):
     """A UML kernel: one boot per repetition, pinned to a free core, in simulated time by default."""
 
     kind = "uml"
@@ -179,7 +179,7 @@ class UmlExecutor(Executor):
     load_independent = True
 
     def __init__(self, kernel: Any, cfg: UmlConfig | None = None) -> None:
-        self._kernel = kernel
+        super().__init__(kernel)
         self.cfg = cfg if isinstance(cfg, UmlConfig) else UmlConfig.from_environment()
         self._dead = False
         self.boot_s: list[float] = []
@@ -213,14 +213,6 @@ class UmlExecutor(Executor):
     @property
     def alive(self) -> bool:
         return not self._dead
-
-    @property
-    def release(self) -> str:
-        return self._kernel.release
-
-    @property
-    def kernel(self) -> Any:
-        return self._kernel
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "accelerator": "none (UML)", "time_mode": self.cfg.time_mode}
