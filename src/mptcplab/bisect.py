@@ -65,6 +65,8 @@ class Step:
     vs_good: dict[str, Any] | None = None  # change, ci95, p_value, verdict of this kernel against the good end
     vs_bad: dict[str, Any] | None = None  # ... of the bad end against this kernel
     classified: str = ""  # good, bad, or unclear-good / unclear-bad
+    #: the values themselves when too few for a 95% interval (analysis.stats.MIN_INTERVAL_N), else []
+    values: list[float] = field(default_factory=list)
     commit: str | None = None  # a commit probe: its full hash and subject
     subject: str | None = None
     build_s: float | None = None  # a commit probe built now: the build's wall time (s); None when reused
@@ -260,8 +262,8 @@ class Bisector:
         est = median_ci(values) if values else None
         step = Step(release=rel.release, upstream=rel.upstream, role=role, n=len(values), median=est.median if est else None,
                     ci95=est.ci95 if est else None, runs=runs, reused=done - measured, measured=measured,
-                    commit=rel.commit, subject=rel.subject, build_s=(cost or {}).get("build_s"),
-                    run_s=None if run_s is None else round(run_s, 1))
+                    values=est.values if est else [], commit=rel.commit, subject=rel.subject,
+                    build_s=(cost or {}).get("build_s"), run_s=None if run_s is None else round(run_s, 1))
         self.steps[rel.release] = step
         return step
 
