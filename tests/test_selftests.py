@@ -54,3 +54,41 @@ def test_selftest_budget_is_the_scripts_integer_formula_and_the_strict_form_drop
     assert selftest_budget_ms(MIB16, [10_000_000, 10_000_000], strict=True) == 7706
     with pytest.raises(ValueError):
         selftest_budget_ms(MIB16, (0, 0))
+
+
+@pytest.mark.light
+def test_simult_cases_take_the_selftest_budget_to_the_ms_and_the_strict_form_by_set(tmp_path):
+    from mptcplab.errors import ScenarioError
+    from mptcplab.scenario import builtin_scenarios, load_scenario
+
+    files = builtin_scenarios()
+    budgets = {c.scenario: load_scenario(files[c.scenario]).run.budget for c in CASES}
+    assert budgets == {"simult-balanced": 7.906, "simult-balanced-delay": 7.906, "simult-unbalanced": 11.921,
+                       "simult-unbalanced-delay": 11.921, "simult-opposed-delay": 11.921}
+    strict = load_scenario(files["simult-opposed-delay"], ["run.budget_rule=selftest-strict"])
+    assert strict.run.budget == 11.721 and strict.run.budget_rule == "selftest-strict"
+    # a written budget that disagrees with the rule is refused, one that agrees is kept
+    with pytest.raises(ScenarioError, match="disagrees with run.budget_rule"):
+        load_scenario(files["simult-balanced"], ["run.budget=7.91s"])
+    assert load_scenario(files["simult-balanced"], ["run.budget=7906ms"]).run.budget == 7.906
+    # no size to compute from: refused with what to do
+    f = tmp_path / "timed.toml"
+    f.write_text('name = "timed"\n[[path]]\nname = "a"\nrate = "10mbit"\n[workload]\nkind = "bulk"\n'
+                 'duration = "5s"\n[run]\nbudget_rule = "selftest"\n')
+    with pytest.raises(ScenarioError, match="give \\[workload\\] size"):
+        load_scenario(f)
+
+
+@pytest.mark.light
+def test_suite_list_says_which_budget_form_each_case_uses():
+    import json
+
+    from tests.conftest import cli
+
+    r = cli("suite", "list", "--tag", "simult", "--json")
+    assert r.returncode == 0, r.stderr
+    cases = {c["name"]: c for c in json.loads(r.stdout)}
+    assert {c["budget_rule"] for c in cases.values()} == {"selftest"}
+    assert cases["simult-balanced"]["budget_s"] == 7.906
+    text = cli("suite", "list", "--tag", "simult").stdout
+    assert "budget 7.906 s: simult_flows.sh's formula, its 200 ms join pause included" in " ".join(text.split())
