@@ -193,6 +193,53 @@ def parse_packages(indexes: dict[str, str]) -> list[Candidate]:
     return sorted(out, key=lambda c: (version_key(c.version), c.suite))
 
 
+# -- kernel sources the archive offers -----------------------------------------
+
+#: a ``linux-source-X.Y`` package (the tarball of Debian's patched tree under /usr/src)
+SOURCE_RE = re.compile(r"^linux-source-(\d+\.\d+)$")
+_SOURCE_STANZA_RE = re.compile(r"^Package: (linux-source-\d+\.\d+)\n(.*?)(?=\n\n|\Z)", re.M | re.S)
+
+
+@dataclass(frozen=True)
+class SourceRelease:
+    """A kernel source release the archive offers: one version of one ``linux-source-X.Y`` package.
+
+    `size` is the download in bytes; `series` is X.Y (the tarball unpacks to ``linux-source-X.Y/``).
+    """
+
+    package: str  # linux-source-6.12
+    version: str  # Debian package version, 6.12.117-1
+    suite: str
+    size: int = 0
+
+    @property
+    def upstream(self) -> str:
+        """6.12.117 of 6.12.117-1, 7.3~rc7 of 7.3~rc7-1~exp1."""
+        return self.version.split("-")[0]
+
+    @property
+    def series(self) -> str:
+        m = SOURCE_RE.match(self.package)
+        assert m, self.package
+        return m.group(1)
+
+
+def parse_sources(indexes: dict[str, str]) -> list[SourceRelease]:
+    """The ``linux-source-X.Y`` releases in Debian ``Packages`` indexes, per suite name; oldest version first.
+
+    Like :func:`parse_packages`, a whole index or one trimmed to those stanzas gives the same result;
+    a version offered by two suites is listed once, under the first suite in `indexes` order.
+    """
+    seen: dict[str, SourceRelease] = {}
+    for suite, text in indexes.items():
+        for m in _SOURCE_STANZA_RE.finditer(text):
+            fields = dict(re.findall(r"^([\w-]+): (.*)$", m.group(2), re.M))
+            version = fields.get("Version", "")
+            if version and version not in seen:
+                seen[version] = SourceRelease(m.group(1), version, suite, int(fields.get("Size", "0") or 0))
+    return sorted(seen.values(), key=lambda s: version_key(s.version))
+
+
 # -- one rule from a name to a kernel -----------------------------------------
 
 @dataclass
