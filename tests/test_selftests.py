@@ -92,3 +92,51 @@ def test_suite_list_says_which_budget_form_each_case_uses():
     assert cases["simult-balanced"]["budget_s"] == 7.906
     text = cli("suite", "list", "--tag", "simult").stdout
     assert "budget 7.906 s: simult_flows.sh's formula, its 200 ms join pause included" in " ".join(text.split())
+
+
+SOURCE_612 = Path("/var/cache/mptcplab/sources/6.12.117/linux-source-6.12.tar.xz")
+needs_source = pytest.mark.skipif(not SOURCE_612.is_file(), reason="needs linux-source-6.12 6.12.117 cached "
+                                  "(mptcplab selftest build --kernel 6.12.117)")
+
+
+@needs_source
+def test_only_the_selftests_and_what_make_headers_reads_are_unpacked_and_the_programs_compile(tmp_path, monkeypatch):
+    """The release path: the selftests and the header members alone, unpacked from the real tarball, are enough for
+    make headers and gcc; the programs run; a user's tree is rebuilt only when its selftests change."""
+    import subprocess
+
+    from mptcplab.kernels.source import extract
+    from mptcplab.selftests.build import HEADER_MEMBERS, SELFTEST_MEMBERS, build_for_tree, compile_tree
+
+    monkeypatch.setenv("MPTCPLAB_CACHE", str(tmp_path / "cache"))
+    tree = extract(SOURCE_612, dest=tmp_path / "tree", members=SELFTEST_MEMBERS + HEADER_MEMBERS)
+    assert not (tree / "net").exists() and not (tree / "drivers").exists()  # not the whole tree
+    built = compile_tree(tree, tmp_path / "out", "linux-source-6.12 6.12.117-1")
+    assert built.version == "6.12.117" and built.script("simult_flows.sh").is_file()
+    assert (built.dir.parent / "lib.sh").is_file() and (built.dir.parent / "net_helper.sh").is_file()
+    usage = subprocess.run([str(built.dir / "mptcp_connect"), "-h"], capture_output=True, text=True)
+    assert "Usage: mptcp_connect" in usage.stderr + usage.stdout
+    pm = subprocess.run([str(built.dir / "pm_nl_ctl"), "bogus"], capture_output=True, text=True)
+    assert "pm_nl_ctl" in pm.stderr + pm.stdout and pm.returncode != 0
+    assert not list(tmp_path.glob(".staging-*"))  # nothing half-built left
+    with pytest.raises(Exception, match="no MPTCP selftest nope.sh"):
+        built.script("nope.sh")
+
+    # --tree: cached by path, rebuilt when a selftest file changed
+    first = build_for_tree(tree)
+    stamp = (first.dir.parent.parent / "build.json").stat().st_mtime_ns
+    assert build_for_tree(tree).dir == first.dir
+    assert (first.dir.parent.parent / "build.json").stat().st_mtime_ns == stamp
+    (tree / "tools/testing/selftests/net/mptcp/simult_flows.sh").touch()
+    build_for_tree(tree)
+    assert (first.dir.parent.parent / "build.json").stat().st_mtime_ns != stamp
+
+
+@pytest.mark.light
+def test_selftest_build_refuses_what_is_no_kernel_tree(tmp_path):
+    from tests.conftest import cli
+
+    r = cli("selftest", "build", "--tree", str(tmp_path))
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "no tools/testing/selftests/net/mptcp" in r.stderr
+    r = cli("selftest", "build")
+    assert r.returncode == 2 and "--kernel K or --tree DIR" in r.stderr

@@ -393,6 +393,7 @@ from . import cli_kernel  # noqa: E402,F401  (registers kernel fetch/list/add an
 from . import cli_report  # noqa: E402,F401  (registers report on `app`)
 from . import cli_suite  # noqa: E402,F401  (registers suite list/run and bisect on `app`)
 from . import cli_fleet  # noqa: E402,F401  (registers submit, worker and campaign on `app`)
+from . import cli_selftest  # noqa: E402,F401  (registers selftest build on `app`)
 
 
 def main() -> None:
