@@ -140,3 +140,68 @@ def test_selftest_build_refuses_what_is_no_kernel_tree(tmp_path):
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "no tools/testing/selftests/net/mptcp" in r.stderr
     r = cli("selftest", "build")
     assert r.returncode == 2 and "--kernel K or --tree DIR" in r.stderr
+
+
+def _stored_selftests(tmp_path, kernels: dict[str, float]) -> Path:
+    """A SQLite store holding the 6.12 sample output as the selftest runs of each kernel (3 script runs each), every
+    measured time scaled by that kernel's factor."""
+    import dataclasses
+
+    from mptcplab.selftests.results import selftest_runs
+    from mptcplab.store.store import open_store
+
+    db = tmp_path / "st.db"
+    store = open_store(str(db))
+    lines = parse_output((DATA / "simult_flows-6.12.txt").read_text())
+    for kernel, factor in kernels.items():
+        runs = [[dataclasses.replace(x, measured_ms=int(x.measured_ms * factor) + i if x.measured_ms else None)
+                 for x in lines] for i in range(5)]
+        for result, content in selftest_runs(runs, kernel, "linux-source-6.12 6.12.117-1",
+                                             {"kernel_release": kernel, "executor": "qemu"}):
+            store.save_result(result, content)
+    return db
+
+
+@pytest.mark.light
+def test_each_selftest_case_and_direction_is_a_run_with_the_scripts_numbers(tmp_path):
+    from mptcplab.selftests.results import selftest_runs
+
+    lines = parse_output((DATA / "simult_flows-6.12.txt").read_text())
+    runs = {r.scenario: (r, c) for r, c in selftest_runs([lines, lines], "6.12.117+deb13-cloud-amd64", "linux-source-6.12 6.12.117-1")}
+    assert len(runs) == 10 and "selftest-simult-opposed-delay-upload" in runs
+    run, content = runs["selftest-simult-opposed-delay-upload"]
+    assert [r.completion_s for r in run.repetitions] == [11.467, 11.467] and run.status == "completed"
+    assert run.repetitions[0].metrics["selftest_max_ms"] == 11921 and run.repetitions[0].over_budget is False
+    assert content["selftest"] == {"script": "simult_flows.sh", "case": "unbalanced bwidth with opposed, unbalanced delay",
+                                   "direction": "upload", "source": "linux-source-6.12 6.12.117-1",
+                                   "scenario": "simult-opposed-delay", "set": []}
+    assert content["workload"]["kind"] == "selftest" and [p["delay"] for p in content["path"]] == [0.025, 0.001]
+    # the ignored case: the transfer completed, over the script's max, and says what the script said
+    slow = runs["selftest-simult-unbalanced-download"][0].repetitions[0]
+    assert (slow.status, slow.over_budget, slow.completion_s) == ("completed", True, 11.948)
+    assert slow.error == "simult_flows.sh said IGNORED: 11948 ms, max 11921 ms"
+    assert runs["selftest-simult-balanced-download"][1]["selftest"]["set"] == ["workload.direction=download"]
+    assert runs["selftest-simult-unbalanced-download"][0].summary["pass_rate"].median == 0.0
+
+
+@pytest.mark.light
+def test_stored_selftest_runs_are_read_by_history_by_kernel_and_compare(tmp_path):
+    import json
+
+    from tests.conftest import cli
+
+    db = _stored_selftests(tmp_path, {"6.1.0-50-cloud-amd64": 1.0, "6.12.117+deb13-cloud-amd64": 1.10})
+    r = cli("history", "selftest-simult-balanced-upload", "--by", "kernel", "--metric", "completion_s", "--db", str(db))
+    assert r.returncode == 0, r.stderr
+    assert "6.1.0-50-cloud-amd64" in r.stdout and "6.12.117+deb13-cloud-amd64" in r.stdout
+    r = cli("compare", "--baseline", "6.1.0-50-cloud-amd64", "--candidate", "6.12.117+deb13-cloud-amd64",
+            "--metric", "completion_s", "--format", "json", "--db", str(db))
+    assert r.returncode == 1, r.stderr  # 10% slower on every case: a regression
+    doc = json.loads(r.stdout)
+    rows = doc["rows"] if isinstance(doc, dict) and "rows" in doc else doc
+    text = json.dumps(rows)
+    assert "selftest-simult-balanced-upload" in text and "regressed" in text
+    r = cli("report", str(tmp_path / "site"), "--db", str(db))
+    assert r.returncode == 0, r.stderr
+    page = tmp_path / "site/history/selftest-simult-balanced-upload/completion_s.html"
+    assert page.is_file() and "6.12.117+deb13-cloud-amd64" in page.read_text()

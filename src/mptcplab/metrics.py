@@ -65,6 +65,7 @@ METRIC_TABLE: dict[str, Metric] = {m.name: m for m in (
     # path-manager topologies: a scenario with a backup endpoint
     Metric("backup_share", "", "lower", "share of the bytes sent that went over subflows of backup endpoints "
            "(only in scenarios with one; a backup path is meant to idle while another path works)"),
+    Metric("selftest_max_ms", "ms", "higher", "a kernel selftest's budget for the transfer (simult_flows.sh's max)"),
     Metric("pass_rate", "", "higher", "share of repetitions that completed within the [run] budget",
            proportion=True, all_repetitions=True),
     # [run] baseline = "best-path": the workload as plain TCP on each path alone, in the same run
@@ -79,6 +80,12 @@ METRIC_TABLE: dict[str, Metric] = {m.name: m for m in (
     Metric("ofo_merge", "segments", "lower", "out-of-order segments merged into one already queued (MPTcpExtOFOMerge)"),
     Metric("rcv_pruned", "events", "lower", "receive queues pruned for memory, data dropped (TcpExtRcvPruned)"),
     Metric("beyond_window", "packets", "lower", "packets dropped for lying beyond the receive window (TcpExtBeyondWindow, 6.16+)"),
+    Metric("mp_rst_tx", "resets", "lower", "MP_RST sent by client and server: subflows reset by MPTCP (MPTcpExtMPRstTx)"),
+    Metric("mp_rst_rx", "resets", "lower", "MP_RST received by client and server (MPTcpExtMPRstRx)"),
+    Metric("join_failures", "joins", "lower", "MP_JOINs started and never completed: SYN with MP_JOIN received without its "
+           "third ACK (MPJoinSynRx - MPJoinAckRx, per namespace), bad HMACs, unknown tokens"),
+    Metric("subflows_reset_empty", "subflows", "lower", "subflows the sender listed that closed without carrying a byte "
+           "(a join reset during its handshake): they do not count as paths that came up"),
     # scheduler-visible, per subflow (SubflowResult.metrics; "<path>.<name>" in stored measurements and summaries)
     Metric("capacity_share", "", "higher", "the path's share of the configured capacity in the sending direction "
            "(its rate / all paths' rates; compare with `share`, its share of the bytes sent)", scope="subflow"),
@@ -115,6 +122,8 @@ METRICS_BY_KIND: dict[str, KindMetrics] = {
     "stream": KindMetrics("chunk_delay_p99_ms", "chunk_delay_p50_ms"),
     "flows": KindMetrics("fct_p99_ms", "fct_p50_ms"),
     "command": KindMetrics("goodput_mbps", "goodput_mbps"),
+    # a kernel selftest case stored as a run (mptcplab.selftests.results): the script's own measured time
+    "selftest": KindMetrics("completion_s", "completion_s"),
 }
 _DEFAULT_KIND = KindMetrics("goodput_mbps", "goodput_mbps")
 
