@@ -60,8 +60,8 @@ class SubflowSampler:
     samples: list[tuple[float, ConnectionSample]] = field(default_factory=list)
     #: the most subflows one connection listed at one sample (joins still in their handshake included)
     max_subflows: int = 0
-    #: per connection: the subflows that carried data (bytes sent, ACKed or received) at some sample, and those
-    #: listed at its last sample; `subflows_up` is their union (a join reset before carrying a byte is in neither)
+    #: per connection: the subflows that carried data (bytes sent, ACKed or received) at some sample, those listed
+    #: at its last sample, and every one ever listed (`subflows_up`, `subflows_reset_empty`)
     carried: dict[object, set[SubflowKey]] = field(default_factory=dict)
     last_keys: dict[object, set[SubflowKey]] = field(default_factory=dict)
     seen: dict[object, set[SubflowKey]] = field(default_factory=dict)
@@ -101,18 +101,26 @@ class SubflowSampler:
             _key(sf) for sf in subflows if sf.bytes_sent or sf.bytes_acked or sf.bytes_received)
         self.last_keys[connection] = keys
 
-    @property
-    def subflows_up(self) -> int:
-        """The most subflows of one connection that came up: carried data at some sample or were still there at
-        its last. A join the peer reset during its handshake (listed while it was being set up, gone without
-        having carried a byte) does not count."""
-        return max((len(self.carried.get(c, set()) | self.last_keys.get(c, set())) for c in self.seen), default=0)
+    def subflows_up(self, resets: int = 0) -> int:
+        """The most subflows of one connection that came up: those that carried data at some sample, and those
+        still listed empty at its last sample beyond `resets` (how many joins the MIB says failed:
+        `subflow_resets`). A join listed while it was set up and gone
+        without a byte never counts; one that stayed listed without carrying a byte until MPTCP reset it at the
+        end (a join whose third ACK was never acknowledged) counts only when no reset explains it, so an idle
+        backup subflow still counts."""
+        best = 0
+        for c in self.seen:
+            carried = self.carried.get(c, set())
+            idle = self.last_keys.get(c, set()) - carried
+            best = max(best, len(carried) + max(0, len(idle) - resets))
+        return best
 
-    @property
-    def subflows_reset_empty(self) -> int:
-        """Subflows (over all connections) that were listed at some sample, never carried a byte and were gone
-        by the connection's last sample: joins reset before they came up."""
-        return sum(len(keys - self.carried.get(c, set()) - self.last_keys.get(c, set())) for c, keys in self.seen.items())
+    def subflows_reset_empty(self, resets: int = 0) -> int:
+        """Subflows (over all connections) that never carried a byte and were reset: gone by their connection's
+        last sample, or still listed there empty and explained by `resets` (see `subflows_up`)."""
+        gone = sum(len(keys - self.carried.get(c, set()) - self.last_keys.get(c, set())) for c, keys in self.seen.items())
+        idle = sum(len(self.last_keys.get(c, set()) - self.carried.get(c, set())) for c in self.seen)
+        return gone + min(resets, idle)
 
     def _loop(self) -> None:
         next_t = time.monotonic()
@@ -339,6 +347,13 @@ def connection_metrics(samples: list[tuple[float, ConnectionSample]], deltas: li
     if mptcp and samples:
         out["reinjected_bytes"] = float(samples[-1][1].mptcp_bytes_retrans)
     return out
+
+
+def subflow_resets(metrics: dict[str, float]) -> int:
+    """How many joins of a repetition the MIB says failed (`join_failures` of `connection_metrics`): what may
+    explain a subflow listed empty to the end. MP_RST counts are no such evidence: a subflow that carried data,
+    or an idle backup one, may be reset when the connection closes."""
+    return int(metrics.get("join_failures", 0))
 
 
 def join_failures(deltas: list[dict[str, int]]) -> int:
