@@ -71,9 +71,9 @@ FailFastOption = Annotated[bool, typer.Option("--fail-fast", help="stop at the f
 
 
 def _set_accel(value: Optional[str]) -> Optional[str]:
-    """--accel sets MPTCPLAB_ACCEL for this process and its children (a worker's, a bisect's guests): one rule, kernels/accel.py."""
+    """--accel sets MPTCPLAB_ACCEL for this process and its children (a worker's, a bisect's guests): one rule, executors/qemu/accel.py."""
     if value is not None:
-        from .kernels.accel import ACCELERATORS, ENV
+        from .executors.qemu.accel import ACCELERATORS, ENV
         import os
 
         if value.strip().lower() not in ACCELERATORS:

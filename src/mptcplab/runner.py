@@ -51,6 +51,8 @@ class RunOptions:
     cancel: Cancel | None = None
     #: stop at the first repetition that does not complete (default: count it and go on)
     fail_fast: bool = False
+    #: where the run happens (executors/: host, qemu, uml), recorded as environment.executor; a guest's job says which
+    executor: str = "host"
     #: fill result.summary at the end; a guest leaves it to the host, which summarizes what it stored
     #: (numpy and scipy.stats would cost the guest seconds of import under TCG)
     summarize: bool = True
@@ -266,6 +268,7 @@ def run_scenarios(scenarios: list[Scenario], options: RunOptions | None = None) 
     host = host_environment()
     host["load_before"] = loadavg()
     host["tags"] = dict(options.tags)
+    host["executor"] = options.executor
     results = [_new_result(s, b, options, dict(host)) for s, b in zip(scenarios, backends)]
     totals = [options.warmup + (options.repeat or s.run.repeat) for s in scenarios]
     started: list[RunResult] = []

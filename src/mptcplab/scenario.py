@@ -269,6 +269,9 @@ class RunSettings(_Strict):
     #: "best-path": also run the workload as plain TCP on each path alone, interleaved with the MPTCP
     #: repetitions, and report mptcp_vs_best_path; "none": MPTCP only
     baseline: Literal["none", "best-path"] = "none"
+    #: deterministic executors (UML with time travel): repetition i draws seed `seed + i`, the same on every kernel
+    #: and every machine, so two kernels are compared pair by pair; "random": the host's randomness, independent draws
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] | Literal["random"] = 1
 
 
 def _tcp_mem(value: Any) -> Any:
@@ -390,7 +393,7 @@ LATER_DEFAULTS: dict[str, dict[str, Any]] = {
     "path": {"endpoint": "subflow", "subflows": 1},
     "event": {"jitter": None, "queue": None},
     "mptcp": {"limits": None},
-    "run": {"budget_rule": None},
+    "run": {"seed": 1, "budget_rule": None},
 }
 
 
@@ -605,10 +608,11 @@ class Scenario(_Strict):
         """Hash of the normalized content: an edited file is a new scenario version (its tags are labels, not content).
 
         `run.baseline` is left out: the best-path baseline adds plain-TCP repetitions beside the MPTCP ones
-        and changes nothing they measure (and scenarios hashed before the key existed keep their hash).
+        and changes nothing they measure (and scenarios hashed before the key existed keep their hash);
+        `run.seed` too: it chooses random draws, not what is measured (runs record it as a condition).
         """
         content = {k: v for k, v in self.normalized().items() if k != "tags"}
-        content["run"] = {k: v for k, v in content["run"].items() if k != "baseline"}
+        content["run"] = {k: v for k, v in content["run"].items() if k not in ("baseline", "seed")}
         blob = json.dumps(content, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -25,7 +25,7 @@ from ..runner import RunOptions, baseline_environment, run_status
 from ..scenario import Scenario
 from ..executors import Executor, executor_for
 from .catalog import Kernel
-from .guest import GuestConfig
+from ..executors.qemu.session import GuestConfig
 
 
 @dataclass
