@@ -290,3 +290,25 @@ def test_a_reset_join_fails_the_repetition_and_its_resets_are_metrics(tmp_path):
             assert rep.metrics["mp_rst_tx"] + rep.metrics["mp_rst_rx"] + rep.metrics["join_failures"] >= 1, rep.metrics
     print({r.index: (r.status, r.metrics["subflows_reset_empty"], r.metrics["mp_rst_tx"], r.metrics["join_failures"])
            for r in result.repetitions})
+
+
+@pytest.mark.light
+def test_a_command_job_streams_its_output_and_answers_with_its_exit_code(capsys):
+    """The guest's side of `kernel exec`, run here: the command's /tmp is a fresh scratch tmpfs of its own (the
+    host's /tmp is not touched), its two streams come as `output` lines, then one `exec_result`."""
+    import json
+
+    from mptcplab.executors.guest_main import run_exec
+    from mptcplab.executors.job import encode_exec
+
+    run_exec(encode_exec(["sh", "-c", "echo out; echo err >&2; touch mark; ls -A /tmp; echo $NO_COLOR; exit 3"], 30))
+    msgs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    text = {s: "".join(m["data"] for m in msgs if m["type"] == "output" and m["stream"] == s) for s in ("stdout", "stderr")}
+    assert text == {"stdout": "out\nmark\n1\n", "stderr": "err\n"}
+    assert msgs[-1]["type"] == "exec_result" and msgs[-1]["exit_code"] == 3 and msgs[-1]["timed_out"] is False
+    assert not Path("/tmp/mark").exists()
+
+    run_exec(encode_exec(["sh", "-c", "echo started; sleep 30"], 1))
+    msgs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert msgs[-1]["timed_out"] is True and msgs[-1]["exit_code"] < 0 and msgs[-1]["wall_s"] < 10
+    assert any(m.get("data") == "started\n" for m in msgs)
