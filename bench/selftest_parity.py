@@ -12,11 +12,12 @@ inside the interval the script times, which the lab's transfer does not have.
 Everything is stored in --db (a fresh SQLite file by default), so the table
 can be re-read with `mptcplab compare`/`history`. Holds
 /tmp/mptcplab-heavy.lock while a kernel is measured.
-Usage: python bench/selftest_parity.py --kernel 6.12.117 [--kernel 7.2] [--rounds 3] [--db PATH]
+Usage: python bench/selftest_parity.py --kernel 6.12.117 [--kernel 7.2] [--rounds 3] [--db PATH] [--no-lock]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
@@ -95,6 +96,7 @@ def main() -> None:
     ap.add_argument("--kernel", action="append", required=True, help="a kernel (cached or fetched); repeatable")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per kernel (default 3)")
     ap.add_argument("--db", help="the results store (default: a new SQLite file)")
+    ap.add_argument("--no-lock", action="store_true", help="the caller holds /tmp/mptcplab-heavy.lock already")
     args = ap.parse_args()
     db = args.db or str(Path(tempfile.mkdtemp(prefix="selftest-parity-")) / "parity.db")
 
@@ -104,7 +106,7 @@ def main() -> None:
     say(f"storing in {db}")
     for kernel in args.kernel:
         t0 = time.monotonic()
-        with heavy_lock():
+        with heavy_lock() if not args.no_lock else contextlib.nullcontext():
             say(f"kernel {kernel}: {args.rounds} rounds")
             times = measure(kernel, args.rounds, db, say)
         print(table(kernel, times))

@@ -109,7 +109,7 @@ def test_only_the_selftests_and_what_make_headers_reads_are_unpacked_and_the_pro
     from mptcplab.selftests.build import HEADER_MEMBERS, SELFTEST_MEMBERS, build_for_tree, compile_tree
 
     monkeypatch.setenv("MPTCPLAB_CACHE", str(tmp_path / "cache"))
-    tree = extract(SOURCE_612, dest=tmp_path / "tree", members=SELFTEST_MEMBERS + HEADER_MEMBERS)
+    tree = extract(SOURCE_612, dest=tmp_path / "tree", members=SELFTEST_MEMBERS + HEADER_MEMBERS + ["tools/testing/selftests/net/net_helper.sh"])
     assert not (tree / "net").exists() and not (tree / "drivers").exists()  # not the whole tree
     built = compile_tree(tree, tmp_path / "out", "linux-source-6.12 6.12.117-1")
     assert built.version == "6.12.117" and built.script("simult_flows.sh").is_file()

@@ -6,7 +6,8 @@ A release's selftests come from its Debian ``linux-source`` package
 ``../net_helper.sh``, and the parts of the tree ``make headers`` reads to
 generate the uapi headers (no rsync needed, unlike ``headers_install``).
 ``mptcp_connect`` and ``pm_nl_ctl`` are compiled with gcc against those headers,
-as the selftests' Makefile does (``-Wall -Wl,--no-as-needed -O2 -g -I<headers>``).
+as the selftests' Makefile does (``-Wall -Wl,--no-as-needed -O2 -g -I<headers> -I<tree>/tools/include``; 7.x
+sources include tools/include's linux/compiler.h).
 The cache layout, under the kernel cache root::
 
     selftests/<upstream>/build.json            where it came from, gcc, when
@@ -39,8 +40,12 @@ PROGRAMS = ("mptcp_connect", "pm_nl_ctl")
 #: what `make headers` reads in an x86 tree (6.1-6.12: arch/x86/tools builds relocs, which wants tools/include)
 HEADER_MEMBERS = ["Makefile", "Kbuild", "scripts", "include/uapi", "arch/x86/include/uapi", "arch/x86/entry/syscalls",
                   "arch/x86/Makefile", "arch/x86/Makefile_32.cpu", "arch/x86/tools", "tools/include"]
-SELFTEST_MEMBERS = [MPTCP_DIR, f"{NET_DIR}/lib.sh", f"{NET_DIR}/net_helper.sh"]
+SELFTEST_MEMBERS = [MPTCP_DIR, f"{NET_DIR}/lib.sh"]
+#: helpers the scripts source in some releases only: net_helper.sh (6.x), lib/sh/defer.sh (lib.sh of 6.13+)
+OPTIONAL_MEMBERS = [f"{NET_DIR}/net_helper.sh", f"{NET_DIR}/lib/sh"]
 CFLAGS = ["-Wall", "-Wl,--no-as-needed", "-O2", "-g"]
+#: what a cached build holds; a build of another layout is made again (2: net/lib/sh, -I tools/include)
+LAYOUT = 2
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,7 @@ def _read(entry: Path) -> dict | None:
         doc = json.loads((entry / "build.json").read_text())
     except (OSError, ValueError):
         return None
-    if not all((entry / "net" / "mptcp" / p).is_file() for p in PROGRAMS):
+    if not all((entry / "net" / "mptcp" / p).is_file() for p in PROGRAMS) or doc.get("layout") != LAYOUT:
         return None
     return doc
 
@@ -138,15 +143,17 @@ def compile_tree(tree: Path, out: Path, source: str, waits: Waits | None = None,
         for helper in ("lib.sh", "net_helper.sh"):
             if (tree / NET_DIR / helper).is_file():
                 shutil.copy2(tree / NET_DIR / helper, net / helper)
+        if (tree / NET_DIR / "lib/sh").is_dir():
+            shutil.copytree(tree / NET_DIR / "lib/sh", net / "lib/sh", symlinks=True)
         headers = _headers(tree, staging, waits)
         gcc = subprocess.run(["gcc", "--version"], capture_output=True, text=True).stdout.splitlines()[:1] \
             if shutil.which("gcc") else []
         with waits.waiting(f"compiling {', '.join(PROGRAMS)}"):
             for prog in PROGRAMS:
-                _run(["gcc", *CFLAGS, f"-I{headers}", "-o", prog, f"{prog}.c"], f"compiling {prog}.c of {tree}",
+                _run(["gcc", *CFLAGS, f"-I{headers}", f"-I{tree / 'tools/include'}", "-o", prog, f"{prog}.c"], f"compiling {prog}.c of {tree}",
                      "install gcc and the C library headers (libc6-dev)", cwd=net / "mptcp")
         shutil.rmtree(staging / "obj", ignore_errors=True)
-        doc = {"version": version or tree_version(tree), "source": source, "tree": str(tree), "programs": list(PROGRAMS),
+        doc = {"layout": LAYOUT, "version": version or tree_version(tree), "source": source, "tree": str(tree), "programs": list(PROGRAMS),
                "cflags": CFLAGS, "gcc": gcc[0] if gcc else "", "headers": "tree usr/include" if headers.parent.parent == tree
                else "make headers", "fingerprint": _fingerprint(tree), "built_at": time.time()}
         (staging / "build.json").write_text(json.dumps(doc, indent=2) + "\n")
@@ -183,6 +190,12 @@ def build_for_release(version: str, waits: Waits | None = None) -> SelftestBuild
             return SelftestBuild(dir=entry / "net" / "mptcp", version=doc.get("version", upstream), source=source)
         try:
             tree = extract(tarball, members=SELFTEST_MEMBERS + HEADER_MEMBERS, progress=waits)
+            for optional in (OPTIONAL_MEMBERS, *([m] for m in OPTIONAL_MEMBERS)):  # together, else one by one
+                try:
+                    extract(tarball, members=optional, progress=waits)
+                    break
+                except UsageError:  # not in this release
+                    continue
             return compile_tree(tree, entry, source, waits, version=upstream)
         except (UsageError, KernelError) as e:  # a member this release lacks, or headers that need more of the tree
             waits.say(f"unpacking the whole tree of {upstream} ({e.message})")
