@@ -31,11 +31,9 @@ MAX_PATHS = 8  # the in-kernel path manager's hard limit on subflows
 
 from .fields import Duration, Fraction, PositiveDuration, Rate, Size, _Strict  # noqa: F401  (re-exported)
 from .workload_specs import SPECS as WORKLOAD_SPECS
-from .workload_specs import BulkSpec, WorkloadSpec
+from .workload_specs import WorkloadSpec
 from .scenario_files import builtin_dir, builtin_scenarios  # noqa: F401  (re-exported: where they always were)
 from .selftests.simult_flows import selftest_budget_ms
-
-Workload = BulkSpec  # the first wave's name for the bulk workload's model
 
 
 class GilbertElliott(_Strict):
@@ -255,10 +253,20 @@ class Mptcp(_Strict):
     limits: Limits | None = None
 
 
+def _link_backend(value: Any) -> Any:
+    """`[run] link_backend`: auto or a registered link backend (links.BACKENDS, the one list)."""
+    from .links import unknown_backend
+
+    problem = unknown_backend(value) if isinstance(value, str) else None
+    if problem:
+        raise ValueError(f"got {value!r}; {problem}")
+    return value
+
+
 class RunSettings(_Strict):
     repeat: Annotated[int, Field(ge=1, le=1000)] = 3
     timeout: PositiveDuration = 60.0
-    link_backend: Literal["auto", "tbf", "netem", "wire"] = "auto"
+    link_backend: Annotated[str, BeforeValidator(_link_backend)] = "auto"
     #: a completed repetition slower than this is `over_budget` (the kernel selftests' completion budget)
     budget: PositiveDuration | None = None
     #: where the budget comes from when the file gives none: "selftest" is simult_flows.sh's formula over the

@@ -138,10 +138,9 @@ class JobFollower:
     def end(self, result: RunResult) -> None:
         """The job is over (however it ended): a result of its own is summarized and the sinks hear of its end."""
         if self.own and self.finish:
-            from ..analysis.stats import summarize_run
+            from ..analysis.stats import conclude_run
 
-            result.repetitions.sort(key=lambda r: r.index)  # a best-path round streams its MPTCP repetition last
-            summarize_run(result)
+            conclude_run(result)  # a best-path round streams its MPTCP repetition last
         self.relay.run_finished(result)
 
 

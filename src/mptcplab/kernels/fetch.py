@@ -321,7 +321,7 @@ def lookup(query: str, apt: PrivateApt | None = None, refresh: bool = False, wai
     kernels = cached()
     if not refresh:
         hit = next((k for k in kernels if query in (k.release, f"linux-image-{k.release}")
-                    or (k.version != "custom" and query == k.version)), None)
+                    or (k.version != "custom" and not k.built and query == k.version)), None)
         if hit is not None:
             return resolve_name(query, kernels, None)
     apt = apt or PrivateApt(waits=waits)
@@ -361,6 +361,15 @@ def fetch(query: str, apt: PrivateApt | None = None, refresh: bool = False, wait
             return Kernel.model_validate_json(meta.read_text()), True
         return _unpack(res.candidate, apt, waits), False
 
+
+
+def use_kernel(name: str, waits: Waits | None = None) -> Kernel:
+    """The kernel `name` means (the one rule of `kernel fetch`, `run --kernel`, `matrix`), fetched if it is not
+    cached; says which kernel through `waits` (ConsoleWaits(stderr console) in the CLI).
+
+    Raises UnknownKernel (exit 2) or KernelError (exit 3), as fetch does.
+    """
+    return fetch(name, waits=waits)[0]
 
 def _unpack(cand: Candidate, apt: PrivateApt, waits: Waits) -> Kernel:
     """Download the image (and, in the split layout, its binary/modules/base packages) into a staging dir."""

@@ -12,8 +12,9 @@ is installed on the host. The cache layout, under the kernel cache root
     sources/<upstream>/linux-source-X.Y.tar.xz   the tarball
     sources/<upstream>/tree/                     extracted once (``extract``): the tree's root
 
-A tree in the cache is shared by every build and by the selftests: nothing
-writes into it (builds are out of tree).
+A tree in the cache is shared by every build and by the selftests: builds are
+out of tree, and the only writes are the lab's build-time patches (each leaves
+``.mptcplab-patched-<name>`` at the tree's top; see :data:`.build.PATCHES`).
 """
 from __future__ import annotations
 

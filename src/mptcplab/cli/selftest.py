@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .cli import DbOption, app, handled, out
+from .common import DbOption, app, err, handled, out, store_at
 
 selftest_app = typer.Typer(no_args_is_help=True, help="The kernel's own MPTCP selftests (simult_flows.sh), built and run in a guest.")
 app.add_typer(selftest_app, name="selftest")
@@ -23,10 +23,10 @@ def build_cmd(kernel: KernelOption = None, tree: TreeOption = None) -> None:
 
     Prints the directory that holds the scripts and the programs.
     """
-    from .cli_kernel import kernel_waits
-    from .selftests.build import build_for_kernel
+    from ..kernels.fetch import ConsoleWaits
+    from ..selftests.build import build_for_kernel
 
-    built = build_for_kernel(kernel, tree, kernel_waits())
+    built = build_for_kernel(kernel, tree, ConsoleWaits(err))
     out.print(f"{built.dir} ({built.source})", highlight=False, soft_wrap=True)
 
 
@@ -50,15 +50,13 @@ def simult_flows_cmd(
     import json
     import sys
 
-    from .cli import err
-    from .cli_kernel import kernel_waits, use_kernel
-    from .selftests.build import build_for_kernel
-    from .selftests.run import selftest_on_kernel
-    from .store import open_store
+    from ..kernels.fetch import ConsoleWaits, use_kernel
+    from ..selftests.build import build_for_kernel
+    from ..selftests.run import selftest_on_kernel
 
-    store = open_store(db)
-    k = use_kernel(kernel)
-    built = build_for_kernel(kernel, tree, kernel_waits())
+    store = store_at(db, create=True)
+    k = use_kernel(kernel, ConsoleWaits(err))
+    built = build_for_kernel(kernel, tree, ConsoleWaits(err))
 
     def say(line: str) -> None:
         err.print(line, highlight=False, markup=False, soft_wrap=True)
