@@ -60,7 +60,7 @@ class SubflowSampler:
     samples: list[tuple[float, ConnectionSample]] = field(default_factory=list)
     #: the most subflows one connection listed at one sample (joins still in their handshake included)
     max_subflows: int = 0
-    #: per connection: the subflows that carried data (bytes sent, ACKed or received) at some sample, those listed
+    #: per connection: the subflows that carried data (bytes sent or received) at some sample, those listed
     #: at its last sample, and every one ever listed (`subflows_up`, `subflows_reset_empty`)
     carried: dict[object, set[SubflowKey]] = field(default_factory=dict)
     last_keys: dict[object, set[SubflowKey]] = field(default_factory=dict)
@@ -98,7 +98,7 @@ class SubflowSampler:
         self.max_subflows = max(self.max_subflows, len(keys))
         self.seen.setdefault(connection, set()).update(keys)
         self.carried.setdefault(connection, set()).update(
-            _key(sf) for sf in subflows if sf.bytes_sent or sf.bytes_acked or sf.bytes_received)
+            _key(sf) for sf in subflows if sf.bytes_sent or sf.bytes_received)  # not bytes_acked: 1 for the SYN alone
         self.last_keys[connection] = keys
 
     def subflows_up(self, resets: int = 0) -> int:

@@ -198,10 +198,11 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
         elif status == "completed" and out.sampler.subflows_up(resets) < expected and not scenario.events:
             reset = out.sampler.subflows_reset_empty(resets)
             status, error = "failed", (f"only {out.sampler.subflows_up(resets)} of {expected} subflows came up"
-                                       + (f" ({reset} join{'s' if reset != 1 else ''} reset before carrying a byte, "
-                                          f"MP_RST sent {int(metrics.get('mp_rst_tx', 0))})" if reset else "")
-                                       + ": the path manager did not use every path (check the MPTCP endpoints and "
-                                       "limits: mptcplab doctor)")
+                                       + (f": {reset} join{'s' if reset != 1 else ''} refused or reset before carrying "
+                                          f"a byte (join failures {int(metrics.get('join_failures', 0))}, MP_RST sent "
+                                          f"{int(metrics.get('mp_rst_tx', 0))}; the MIB counters say which side)" if reset else
+                                          ": the path manager did not use every path (check the MPTCP endpoints and "
+                                          "limits: mptcplab doctor)"))
     completion = max(out.completion_s, 1e-6)
     budget = scenario.run.budget
     return Repetition(
