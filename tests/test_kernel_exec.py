@@ -45,7 +45,9 @@ def test_kernel_exec_kills_a_command_past_its_timeout():
 def test_ctrl_c_during_kernel_exec_leaves_nothing():
     before = guest_temp_dirs()
     argv = [CLI, "kernel", "exec", "--kernel", KERNEL, "--", "sh", "-c", "echo running; sleep 300"]
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+    # SIGINT as a terminal delivers it: a test run in the background (a shell without job control) inherits it ignored
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) as proc:
         started = wait_for(lambda: len(qemu_children(proc.pid)) >= 2, timeout=60)
         children = qemu_children(proc.pid)
         # the command is running in the guest once its first line is back; then Ctrl-C

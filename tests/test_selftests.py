@@ -312,3 +312,18 @@ def test_a_command_job_streams_its_output_and_answers_with_its_exit_code(capsys)
     msgs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert msgs[-1]["timed_out"] is True and msgs[-1]["exit_code"] < 0 and msgs[-1]["wall_s"] < 10
     assert any(m.get("data") == "started\n" for m in msgs)
+
+
+GUEST_OUTPUT = DATA / "simult_flows-6.12.117-guest.txt"
+
+
+@pytest.mark.light
+@pytest.mark.skipif(not GUEST_OUTPUT.is_file(), reason="recorded by running the script in a 6.12.117 guest")
+def test_parse_output_reads_a_real_run_recorded_in_a_guest():
+    """What 6.12.117's simult_flows.sh printed in a TCG guest (mptcplab kernel exec, stdout and stderr merged):
+    ten transfers, case 10's time glued to its title, every max the script's formula."""
+    lines = parse_output(GUEST_OUTPUT.read_text())
+    assert [r.number for r in lines] == list(range(1, 11))
+    assert [r.max_ms for r in lines] == [7906] * 4 + [11921] * 6
+    assert all(r.measured_ms and r.scenario for r in lines if r.verdict == "ok")
+    assert "direction" + str(lines[9].measured_ms) in GUEST_OUTPUT.read_text() or lines[9].verdict != "ok"
