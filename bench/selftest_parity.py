@@ -76,8 +76,33 @@ def measure(kernel: str, rounds: int, db: str, say) -> dict[tuple[str, str], dic
     return times
 
 
+def from_store(db: str) -> dict[str, dict[tuple[str, str], dict[str, list[float]]]]:
+    """What a store holds, as `measure` returns it per kernel release: the selftest runs (environment.selftest) and
+    the lab's simult-* runs (their stored content says the direction)."""
+    from mptcplab.store import open_store
+    from mptcplab.store.store import RunFilter
+
+    store = open_store(db, create=False)
+    out: dict[str, dict[tuple[str, str], dict[str, list[float]]]] = {}
+    for summary in store.list_runs(RunFilter()):
+        uid = getattr(summary, "run_id", None) or getattr(summary, "uid")
+        result = store.load_result(uid)
+        sel = result.environment.get("selftest")
+        if sel:
+            key, side = (sel["scenario"], sel["direction"]), "selftest"
+        elif result.scenario in {c.scenario for c in CASES}:
+            content = store.scenario_content(uid) or {}
+            key, side = (result.scenario, (content.get("workload") or {}).get("direction", "upload")), "lab"
+        else:
+            continue
+        cell = out.setdefault(result.kernel, {(c.scenario, d): {"selftest": [], "lab": []} for c in CASES for d in ("download", "upload")})
+        cell[key][side] += completed_s(result.to_json(timeseries=False))
+    return out
+
+
 def table(kernel: str, times: dict[tuple[str, str], dict[str, list[float]]]) -> str:
-    rows = [f"kernel {kernel}: median ms (n), lab / selftest raw and with the selftest's {JOIN_PAUSE_MS} ms pause taken off", "",
+    rows = [f"kernel {kernel}: median ms [min-max] (n), lab / selftest raw and with the selftest's {JOIN_PAUSE_MS} ms pause "
+            "taken off", "",
             "| case | direction | selftest ms | lab ms | lab / selftest | lab / (selftest - 200 ms) |",
             "|---|---|---|---|---|---|"]
     for (scenario, direction), sides in times.items():
@@ -86,18 +111,28 @@ def table(kernel: str, times: dict[tuple[str, str], dict[str, list[float]]]) -> 
             rows.append(f"| {scenario} | {direction} | {len(st)} done | {len(lab)} done | - | - |")
             continue
         s, b = statistics.median(st) * 1000, statistics.median(lab) * 1000
-        rows.append(f"| {scenario} | {direction} | {s:.0f} (n={len(st)}) | {b:.0f} (n={len(lab)}) | {b / s:.3f} | "
+        rows.append(f"| {scenario} | {direction} | {s:.0f} [{min(st) * 1000:.0f}-{max(st) * 1000:.0f}] (n={len(st)}) | "
+                    f"{b:.0f} [{min(lab) * 1000:.0f}-{max(lab) * 1000:.0f}] (n={len(lab)}) | {b / s:.3f} | "
                     f"{b / (s - JOIN_PAUSE_MS):.3f} |")
     return "\n".join(rows)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--kernel", action="append", required=True, help="a kernel (cached or fetched); repeatable")
+    ap.add_argument("--kernel", action="append", default=[], help="a kernel (cached or fetched); repeatable")
+    ap.add_argument("--table-only", action="store_true", help="measure nothing: print the tables of what --db holds")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per kernel (default 3)")
     ap.add_argument("--db", help="the results store (default: a new SQLite file)")
     ap.add_argument("--no-lock", action="store_true", help="the caller holds /tmp/mptcplab-heavy.lock already")
     args = ap.parse_args()
+    if args.table_only:
+        if not args.db:
+            raise SystemExit("error: --table-only reads --db: give the store a measurement wrote")
+        for release, times in sorted(from_store(args.db).items()):
+            print(table(release, times) + "\n")
+        return
+    if not args.kernel:
+        raise SystemExit("error: say which kernels: --kernel 6.12.117 [--kernel 7.3.4]")
     db = args.db or str(Path(tempfile.mkdtemp(prefix="selftest-parity-")) / "parity.db")
 
     def say(line: str) -> None:
