@@ -56,6 +56,12 @@ OTHER: tuple[Metric, ...] = (
     Metric("ofo_merge", "segments", "lower", "out-of-order segments merged into one already queued (MPTcpExtOFOMerge)"),
     Metric("rcv_pruned", "events", "lower", "receive queues pruned for memory, data dropped (TcpExtRcvPruned)"),
     Metric("beyond_window", "packets", "lower", "packets dropped for lying beyond the receive window (TcpExtBeyondWindow, 6.16+)"),
+    Metric("mp_rst_tx", "resets", "lower", "MP_RST sent by client and server: subflows reset by MPTCP (MPTcpExtMPRstTx)"),
+    Metric("mp_rst_rx", "resets", "lower", "MP_RST received by client and server (MPTcpExtMPRstRx)"),
+    Metric("join_failures", "joins", "lower", "MP_JOINs started and never completed: SYN with MP_JOIN received without its "
+           "third ACK (MPJoinSynRx - MPJoinAckRx, per namespace), bad HMACs, unknown tokens"),
+    Metric("subflows_reset_empty", "subflows", "lower", "subflows the sender listed that closed without carrying a byte "
+           "(a join reset during its handshake): they do not count as paths that came up"),
     # scheduler-visible, per subflow (SubflowResult.metrics; "<path>.<name>" in stored measurements and summaries)
     Metric("capacity_share", "", "higher", "the path's share of the configured capacity in the sending direction "
            "(its rate / all paths' rates; compare with `share`, its share of the data delivered)", scope="subflow"),
@@ -78,9 +84,15 @@ OTHER: tuple[Metric, ...] = (
 #: what every workload kind measures (kind-specific metrics are declared on the spec classes)
 COMMON: tuple[Metric, ...] = (*TRANSFER, *OTHER)
 
-#: workload kind -> what it declares it measures (its spec class's MEASURES)
-METRICS_BY_KIND: dict[str, Measures] = {spec.model_fields["kind"].default: spec.MEASURES  # type: ignore[attr-defined]
-                                        for spec in SPECS}
+#: kinds of stored runs that no scenario workload makes: a kernel selftest case stored as a run
+#: (mptcplab.selftests.results), judged by the script's own measured time
+RESULT_KINDS: dict[str, Measures] = {
+    "selftest": Measures(main="completion_s", baseline="completion_s", metrics=(
+        Metric("selftest_max_ms", "ms", "higher", "a kernel selftest's budget for the transfer (simult_flows.sh's max)"),)),
+}
+#: workload kind -> what it declares it measures (its spec class's MEASURES), and the RESULT_KINDS
+METRICS_BY_KIND: dict[str, Measures] = {**{spec.model_fields["kind"].default: spec.MEASURES  # type: ignore[attr-defined]
+                                           for spec in SPECS}, **RESULT_KINDS}
 
 
 def _table() -> dict[str, Metric]:

@@ -24,7 +24,7 @@ from .links import select_backend
 from .links.base import LinkBackend
 from .mptcp import ConnectionSample
 from .pathmanager import EventListener, open_subflows
-from .probes import connection_metrics, counter_snapshot, mib_delta, summarize
+from .probes import connection_metrics, counter_snapshot, mib_delta, subflow_resets, summarize
 from .protocols import Progress, RunSink
 from .result import Repetition, RunResult, SubflowResult, run_status
 from .scenario import HOST_ACTIONS, SYSCTL_ROLES, Event, Scenario
@@ -189,13 +189,21 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
                                      capacities=_capacities(scenario, "up" if transfer.upload else "down"))
         deltas = [mib_delta(b[k], a[k]) for b, a in zip(before, after) for k in (0, 1)]
         metrics = connection_metrics(out.sampler.samples, deltas, mptcp=baseline_path is None)
+        resets = subflow_resets(metrics)
+        if baseline_path is None:
+            metrics["subflows_reset_empty"] = float(out.sampler.subflows_reset_empty(resets))
         metrics.update(out.metrics)
         expected = scenario.expected_subflows() if baseline_path is None else 1
         if status == "completed" and event_errors:
             status, error = "failed", event_errors[0]
-        elif status == "completed" and out.sampler.max_subflows < expected and not scenario.events:
-            status, error = "failed", (f"only {out.sampler.max_subflows} of {expected} subflows came up: the path manager "
-                                       "did not use every path (check the MPTCP endpoints and limits: mptcplab doctor)")
+        elif status == "completed" and out.sampler.subflows_up(resets) < expected and not scenario.events:
+            reset = out.sampler.subflows_reset_empty(resets)
+            status, error = "failed", (f"only {out.sampler.subflows_up(resets)} of {expected} subflows came up"
+                                       + (f": {reset} join{'s' if reset != 1 else ''} refused or reset before carrying "
+                                          f"a byte (join failures {int(metrics.get('join_failures', 0))}, MP_RST sent "
+                                          f"{int(metrics.get('mp_rst_tx', 0))}; the MIB counters say which side)" if reset else
+                                          ": the path manager did not use every path (check the MPTCP endpoints and "
+                                          "limits: mptcplab doctor)"))
     warning = congestion_not_applied(scenario.tcp.congestion_control, subflows)
     tcp = env.get("tcp")
     if warning and isinstance(tcp, dict) and not tcp.get("not_applied"):

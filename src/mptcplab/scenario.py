@@ -33,6 +33,7 @@ from .fields import Duration, Fraction, PositiveDuration, Rate, Size, _Strict, v
 from .workload_specs import SPECS as WORKLOAD_SPECS
 from .workload_specs import WorkloadSpec
 from .scenario_files import builtin_dir, builtin_scenarios  # noqa: F401  (re-exported: where they always were)
+from .selftests.simult_flows import selftest_budget_ms
 
 
 class GilbertElliott(_Strict):
@@ -268,6 +269,11 @@ class RunSettings(_Strict):
     link_backend: Annotated[str, BeforeValidator(_link_backend)] = "auto"
     #: a completed repetition slower than this is `over_budget` (the kernel selftests' completion budget)
     budget: PositiveDuration | None = None
+    #: where the budget comes from when the file gives none: "selftest" is simult_flows.sh's formula over the
+    #: paths' rates and the workload size (mptcplab.selftests.simult_flows.selftest_budget_ms: 16 MiB over 10+10
+    #: mbit is 7.906 s), "selftest-strict" the same minus the 200 ms pause inside the interval the script times
+    #: (which the lab's transfer does not have: 7.706 s); None: `budget` as written
+    budget_rule: Literal["selftest", "selftest-strict"] | None = None
     #: "best-path": also run the workload as plain TCP on each path alone, interleaved with the MPTCP
     #: repetitions, and report mptcp_vs_best_path; "none": MPTCP only
     baseline: Literal["none", "best-path"] = "none"
@@ -395,7 +401,7 @@ LATER_DEFAULTS: dict[str, dict[str, Any]] = {
     "path": {"endpoint": "subflow", "subflows": 1},
     "event": {"jitter": None, "queue": None},
     "mptcp": {"limits": None},
-    "run": {"seed": 1},
+    "run": {"seed": 1, "budget_rule": None},
 }
 
 
@@ -453,7 +459,24 @@ class Scenario(_Strict):
                 raise ValueError(f"event[{i}] at {event.at:g}s is after the run ends ({what} is {end:g}s)")
         self._check_endpoints()
         self._check_within_timeout()
+        self._apply_budget_rule()
         return self
+
+    def _apply_budget_rule(self) -> None:
+        """Fill run.budget from run.budget_rule (the selftest's formula); refuse a written budget that disagrees."""
+        rule = self.run.budget_rule
+        if rule is None:
+            return
+        size = getattr(self.workload, "size", None)
+        rates = [p.link("up").rate_bps for p in self.paths]
+        if size is None or any(r is None for r in rates):
+            raise ValueError(f"run.budget_rule = \"{rule}\" computes the budget from a workload size and every path's "
+                             "rate: give [workload] size and each path a rate, or set run.budget instead")
+        budget = selftest_budget_ms(int(size), [int(r) for r in rates if r is not None], strict=rule.endswith("strict")) / 1000
+        if self.run.budget is not None and abs(self.run.budget - budget) > 1e-9:
+            raise ValueError(f"run.budget {format_time(self.run.budget)} disagrees with run.budget_rule = \"{rule}\" "
+                             f"({budget:g}s): leave run.budget out, the rule sets it")
+        object.__setattr__(self.run, "budget", budget)  # frozen model: filled once, while it is validated
 
     def _check_endpoints(self) -> None:
         """Endpoints, subflows and endpoint/carrier events the path manager can do, in the order they happen."""

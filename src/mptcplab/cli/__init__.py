@@ -49,6 +49,7 @@ from . import kernel  # noqa: E402,F401  (registers kernel fetch/list/add and ma
 from . import report  # noqa: E402,F401  (registers report on `app`)
 from . import suite  # noqa: E402,F401  (registers suite list/run and bisect on `app`)
 from . import fleet  # noqa: E402,F401  (registers submit, worker and campaign on `app`)
+from . import selftest  # noqa: E402,F401  (registers selftest build and simult_flows on `app`)
 
 __all__ = ["app", "main"]
 

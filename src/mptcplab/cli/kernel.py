@@ -147,6 +147,45 @@ def add_cmd(
               highlight=False)
 
 
+class _Say:
+    """A Progress that prints only status lines on stderr (a guest's boot), for commands with no repetitions."""
+
+    def __getattr__(self, name: str) -> object:
+        return lambda *a, **k: None
+
+    def status(self, text: str) -> None:
+        err.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+@kernel_app.command("exec")
+@handled
+def exec_cmd(
+    command: Annotated[list[str], typer.Argument(help="the command line, after --: mptcplab kernel exec --kernel 6.12 -- uname -a")],
+    kernel: Annotated[str, typer.Option("--kernel", "-k", help="the kernel to boot: a cached kernel or a name kernel fetch takes")],
+    timeout: Annotated[float, typer.Option("--timeout", min=1, help="seconds the command may run before it is killed")] = 600.0,
+) -> None:
+    """Boot KERNEL in a guest and run a command there, in its root network namespace.
+
+    The host's files are visible read-only; the command runs from a fresh
+    scratch directory that is also its /tmp (TMPDIR), with NO_COLOR=1. Its
+    standard output and error stream back as it writes them; the exit code is
+    the command's (1 with an error line when --timeout killed it).
+    """
+    from ..errors import RunError
+    from ..executors import run_command
+    from ..kernels.fetch import ConsoleWaits, use_kernel
+
+    def write(stream: str, text: str) -> None:
+        f = sys.stderr if stream == "stderr" else sys.stdout
+        f.write(text)
+        f.flush()
+
+    code, timed_out = run_command(use_kernel(kernel, ConsoleWaits(err)), command, timeout, write, _Say())
+    if timed_out:
+        raise RunError(f"{command[0]} did not exit within {timeout:g} s on kernel {kernel}: killed", "raise --timeout")
+    raise typer.Exit(code if 0 <= code < 256 else 128 - code if code < 0 else 1)
+
+
 def _fmt(est: object) -> str:
     if est is None:
         return "-"

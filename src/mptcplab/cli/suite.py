@@ -34,7 +34,8 @@ def list_cmd(
     cases = suite_cases(tag)
     if as_json:
         sys.stdout.write(json.dumps([{"name": c.name, "tier": c.tier, "tags": c.tags, "description": c.description,
-                                      "budget_s": c.budget_s, "metric": c.metric} for c in cases]) + "\n")
+                                      "budget_s": c.budget_s, "budget_rule": c.budget_rule, "metric": c.metric}
+                                     for c in cases]) + "\n")
         return
     table = Table(title=f"scheduler suite: {len(cases)} case{'s' if len(cases) != 1 else ''}" + (f" tagged {tag}" if tag else ""),
                   title_justify="left")
@@ -42,7 +43,7 @@ def list_cmd(
         table.add_column(col, overflow="fold")
     for c in cases:
         table.add_row(c.name, c.tier, ", ".join(t for t in c.tags if t != c.tier), c.metric, c.description
-                      + (f" (budget {c.budget_s:g} s)" if c.budget_s else ""))
+                      + (f" ({c.budget_text})" if c.budget_s else ""))
     out.print(table)
 
 

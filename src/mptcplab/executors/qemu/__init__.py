@@ -47,6 +47,9 @@ class QemuExecutor(KernelExecutor):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "accelerator": self.session.accel}
 
+    def exec(self, argv: list[str], timeout_s: float, on_output: Any = None) -> tuple[int, bool]:
+        return self.session.exec(argv, timeout_s, on_output)
+
     def run(self, scenario: Scenario, options: Any = None, into: RunResult | None = None, finish: bool = True,
             timeseries: bool = True) -> RunResult:
         return self.session.run(scenario, options, timeseries, into=into, finish=finish)
