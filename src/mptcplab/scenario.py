@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from .errors import ScenarioError
-from .units import format_time, parse_percent, parse_rate, parse_size, parse_time, rate_note
+from .units import format_rate, format_time, parse_percent, parse_rate, parse_size, parse_time, rate_note
 
 MAX_PATHS = 8  # the in-kernel path manager's hard limit on subflows
 
@@ -106,6 +106,27 @@ class Queue(_Strict):
 
 
 QueueLimit = Annotated[Queue, BeforeValidator(Queue.parse)]
+
+TC_MTU = 1514  # an Ethernet frame as tc counts it
+#: The default bottleneck buffer (a path direction without `queue`): 100 ms at the rate, at least 20 frames
+#: (shallower buffers on paths without delay made Linux TCP retransmit up to half of what it sent: tbf, 10 mbit),
+#: but the 20 frames never more than 200 ms at the rate (at 150 kbit/s they were 1.6 s of queue, an RTT of a
+#: second nobody asked for), and never fewer than 4 frames (TCP needs a few to keep sending at all).
+DEFAULT_QUEUE_S = 0.1
+DEFAULT_QUEUE_MIN_FRAMES = 20
+DEFAULT_QUEUE_MAX_S = 0.2
+DEFAULT_QUEUE_FLOOR_FRAMES = 4
+
+
+def default_queue_bytes(rate_bps: float) -> int:
+    """The tail-drop limit in bytes of a direction without `queue`, at `rate_bps` bit/s (see DEFAULT_QUEUE_S).
+
+    max(min(max(100 ms at the rate, 20 frames), 200 ms at the rate), 4 frames); only below
+    4 x 1514 B / 200 ms = 242 kbit/s does it hold more than 200 ms (then `queue_notes` says so).
+    """
+    per_s = rate_bps / 8
+    limit = min(max(int(per_s * DEFAULT_QUEUE_S), DEFAULT_QUEUE_MIN_FRAMES * TC_MTU), int(per_s * DEFAULT_QUEUE_MAX_S))
+    return max(limit, DEFAULT_QUEUE_FLOOR_FRAMES * TC_MTU)
 JitterDistribution = Literal["uniform", "normal", "pareto", "paretonormal"]
 
 
@@ -695,7 +716,7 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", base_dir: F
     except ValidationError as exc:
         raise ScenarioError(f"{source}: {_first_error(exc)}") from None
     scenario = _resolve_traces(scenario, source, base_dir or FsPath.cwd())
-    notes = [*context["notes"], *jitter_notes(scenario)]
+    notes = [*context["notes"], *jitter_notes(scenario), *queue_notes(scenario)]
     scenario._notes = tuple(dict.fromkeys(f"{source}: {n}" for n in notes))  # once each, in order
     return scenario
 
@@ -730,6 +751,37 @@ def jitter_notes(scenario: Scenario) -> list[str]:
             draw = _JITTER_DRAW[spec.jitter_distribution].format(d=d, j=j)
             out.append(f"{where}: jitter {j} is larger than the delay {d}: each frame's delay is drawn {draw} and a negative "
                        f"draw is clipped to 0, so the mean delay is above {d}; {order}")
+    return out
+
+
+def queue_notes(scenario: Scenario) -> list[str]:
+    """One line per path direction (or `set` event) whose default queue holds more than DEFAULT_QUEUE_MAX_S.
+
+    Only a fixed rate without `queue` is judged: a direction replaying a trace, or with its own `queue`,
+    has what the user gave.
+    """
+    out = []
+
+    def judge(where: str, rate_bps: float) -> None:
+        limit = default_queue_bytes(rate_bps)
+        held = limit * 8 / rate_bps
+        if held > DEFAULT_QUEUE_MAX_S + 1e-9:
+            out.append(f"{where}: the default queue ({DEFAULT_QUEUE_FLOOR_FRAMES} frames, {limit} B) holds "
+                       f"{held * 1000:.0f} ms at {format_rate(rate_bps)}, which adds up to that much to the RTT; "
+                       "give the path a queue (e.g. queue = \"100ms\") to choose it")
+
+    for path in scenario.paths:
+        up, down = path.link("up"), path.link("down")
+        same = (up.rate_bps, up.queue) == (down.rate_bps, down.queue)
+        for direction, spec in (("both", up),) if same else (("up", up), ("down", down)):
+            if spec.queue is None and spec.rate_bps is not None and spec.trace is None:
+                judge(f"path {path.name!r}" + ("" if direction == "both" else f" ({direction})"), spec.rate_bps)
+    for i, event in enumerate(scenario.events):
+        if event.action == "set" and event.rate is not None and event.queue is None:
+            path = scenario.path(event.path)
+            directions = ("up", "down") if event.direction == "both" else (event.direction,)
+            if all(path.link(d).queue is None for d in directions):  # type: ignore[arg-type]
+                judge(f"event[{i}] (path {event.path!r} at {format_time(event.at)})", event.rate)
     return out
 
 
