@@ -284,6 +284,9 @@ class RunSettings(_Strict):
     #: "best-path": also run the workload as plain TCP on each path alone, interleaved with the MPTCP
     #: repetitions, and report mptcp_vs_best_path; "none": MPTCP only
     baseline: Literal["none", "best-path"] = "none"
+    #: the metric `suite run` summarises and judges this scenario by (a name of mptcplab.metrics, e.g.
+    #: "latency_max_ms" for a failover whose one stall is the finding); None: its workload kind's main metric
+    metric: Annotated[str, Field(pattern=r"^[a-z0-9_.]{1,64}$")] | None = None
 
 
 def _tcp_mem(value: Any) -> Any:
@@ -405,6 +408,7 @@ LATER_DEFAULTS: dict[str, dict[str, Any]] = {
     "path": {"endpoint": "subflow", "subflows": 1},
     "event": {"jitter": None, "queue": None},
     "mptcp": {"limits": None},
+    "run": {"metric": None},
 }
 
 
@@ -453,6 +457,12 @@ class Scenario(_Strict):
             raise ValueError("run.baseline = \"best-path\" does not work with workload kind \"command\": the lab cannot "
                              "make your programs use plain TCP on one path (mptcpize turns every socket into MPTCP); leave "
                              "baseline out, or use a lab workload (bulk, rr, stream, flows) for the baseline")
+        if self.run.metric is not None:
+            from .metrics import METRIC_TABLE  # the one table of metric names (pure: no engine)
+
+            if self.run.metric not in METRIC_TABLE or METRIC_TABLE[self.run.metric].scope != "repetition":
+                known = ", ".join(m.name for m in METRIC_TABLE.values() if m.scope == "repetition")
+                raise ValueError(f"run.metric {self.run.metric!r} is not a metric of a repetition; known: {known}")
         end = duration or self.run.timeout
         for i, event in enumerate(self.events):
             if event.path not in names:
@@ -600,10 +610,11 @@ class Scenario(_Strict):
         """Hash of the normalized content: an edited file is a new scenario version (its tags are labels, not content).
 
         `run.baseline` is left out: the best-path baseline adds plain-TCP repetitions beside the MPTCP ones
-        and changes nothing they measure (and scenarios hashed before the key existed keep their hash).
+        and changes nothing they measure (and scenarios hashed before the key existed keep their hash);
+        so is `run.metric`, which only says what the suite judges.
         """
         content = {k: v for k, v in self.normalized().items() if k != "tags"}
-        content["run"] = {k: v for k, v in content["run"].items() if k != "baseline"}
+        content["run"] = {k: v for k, v in content["run"].items() if k not in ("baseline", "metric")}
         blob = json.dumps(content, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
