@@ -61,6 +61,11 @@ def _with(path_b: dict | None = None, **top) -> dict:
     (_with(event=[{"at": "1s", "path": "b", "action": "set", "queue": "12"}]), "event[0].queue", "has no unit"),
     (_with(event=[{"at": "1s", "path": "b", "action": "set", "jitter": "fast"}]), "event[0].jitter", ""),
     (_with(event=[{"at": "1s", "path": "b", "action": "unplug"}]), "event[0].action", "carrier_down"),
+    (_with(event=[{"at": "1s", "path": "b", "action": "reachable"}]), "event[0] reachable", "starting with unreachable"),
+    (_with(event=[{"at": "1s", "path": "b", "action": "unreachable"}, {"at": "2s", "path": "b", "action": "unreachable"}]),
+     "event[1] unreachable", "already unreachable"),
+    (_with(event=[{"at": "1s", "path": "b", "action": "reachable", "direction": "up"}]), "event[0]", "whole path"),
+    (_with(event=[{"at": "1s", "path": "b", "action": "unreachable", "delay": "1ms"}]), "event[0]", "use action = 'set'"),
     (_with(event=[{"at": "1s", "path": "b", "action": "endpoint_remove"}], mptcp={"path_manager": "userspace"}),
      "event[0]", "in-kernel path manager"),
 ])
@@ -233,6 +238,79 @@ def test_carrier_down_moves_the_traffic_to_the_other_path(tmp_path):
     assert _delivered(rep, "a", 0.9, 1.6) == 0  # nothing leaves a down interface
     moved = _delivered(rep, "b", 0.9, rep.timeseries.t[-1])
     assert moved > 0.5 * 10e6 / 8 * 0.7, moved  # b kept carrying at least half its rate after the event
+
+
+def _icmp_unreachable_counts(tmp_path, action: str) -> tuple[dict[str, int], object]:
+    """Run a 4 MiB upload over two paths with path b `action`ed from 1 s to 2.5 s; the ICMP destination
+    unreachable messages (/proc/net/snmp IcmpInDestUnreachs) the client and the server received meanwhile."""
+    import threading
+
+    from mptcplab import RunOptions, load_scenario, run_scenario
+    from mptcplab import netns
+
+    def read(ns: str) -> int:
+        with netns.inside(ns), open("/proc/thread-self/net/snmp") as f:
+            lines = [line.split() for line in f if line.startswith("Icmp:")]
+        return int(lines[1][lines[0].index("InDestUnreachs")])
+
+    seen: dict[str, list[int]] = {"client": [], "server": []}
+    stop = threading.Event()
+
+    def poll(topo) -> None:
+        def loop() -> None:
+            while not stop.is_set():
+                try:
+                    for role, ns in (("client", topo.client), ("server", topo.server)):
+                        seen[role].append(read(ns))
+                except OSError:
+                    return  # the lab is gone
+                stop.wait(0.1)
+        threading.Thread(target=loop, daemon=True).start()
+
+    reverse = "reachable" if action == "unreachable" else "up"
+    scn = load_scenario(write_scenario(tmp_path, f"""
+        name = "t-{action}"
+        [[path]]
+        name = "a"
+        rate = "10mbit"
+        delay = "5ms"
+        [[path]]
+        name = "b"
+        rate = "10mbit"
+        delay = "5ms"
+        [workload]
+        size = "4MiB"
+        [[event]]
+        at = "1s"
+        path = "b"
+        action = "{action}"
+        [[event]]
+        at = "2.5s"
+        path = "b"
+        action = "{reverse}"
+        [run]
+        link_backend = "wire"
+        """, f"{action}.toml"))
+    try:
+        result = run_scenario(scn, RunOptions(repeat=1, setup=poll))
+    finally:
+        stop.set()
+    return {role: v[-1] - v[0] for role, v in seen.items()}, result.repetitions[0]
+
+
+@requires_root
+def test_unreachable_answers_with_icmp_where_down_is_silent(tmp_path):
+    """`unreachable`: the path's router answers the client's and the server's packets with ICMP host unreachable
+    (both kernels count them); `down` drops them silently (nothing counted). Both transfers complete over the
+    other path, and the path carries again after `reachable`."""
+    icmp, rep = _icmp_unreachable_counts(tmp_path, "unreachable")
+    assert rep.completed, rep.error
+    assert icmp["client"] > 0 and icmp["server"] > 0, icmp
+    assert _delivered(rep, "b", 1.2, 2.5) == 0  # nothing crosses the router meanwhile
+    assert _delivered(rep, "a", 1.2, 2.5) > 0
+    silent, rep_down = _icmp_unreachable_counts(tmp_path, "down")
+    assert rep_down.completed, rep_down.error
+    assert silent == {"client": 0, "server": 0}, silent
 
 
 @requires_root

@@ -358,8 +358,11 @@ Sysctls = Annotated[dict[str, SysctlValue | dict[SysctlKey, SysctlValue]], Befor
 
 #: event actions on the path's link emulation (the link backend applies them)
 LINK_ACTIONS = ("down", "up", "set")
-#: event actions on the hosts: the client's interface, the path's MPTCP endpoints (the topology applies them)
-HOST_ACTIONS = ("carrier_down", "carrier_up", "endpoint_remove", "endpoint_add")
+#: event actions on the hosts: the client's interface, the path's MPTCP endpoints, the router's ICMP answers
+#: (the topology applies them)
+HOST_ACTIONS = ("carrier_down", "carrier_up", "endpoint_remove", "endpoint_add", "unreachable", "reachable")
+#: host actions that take a direction (the others act on the whole path)
+DIRECTED_HOST_ACTIONS = ("unreachable",)
 
 
 class Event(_Strict):
@@ -371,12 +374,16 @@ class Event(_Strict):
     down`: the kernel sees it, routes through it go); `endpoint_remove` /
     `endpoint_add` delete and re-create the path's MPTCP endpoints (the
     client's, or the server's for a signal path: RM_ADDR and ADD_ADDR);
+    `unreachable` / `reachable`: the path's first-hop router stops
+    forwarding and answers every packet with ICMP host unreachable (as a
+    router whose uplink died does), then forwards again;
     `set` changes rate, delay, jitter, loss or queue.
     """
 
     at: Duration
     path: str
-    action: Literal["down", "up", "set", "carrier_down", "carrier_up", "endpoint_remove", "endpoint_add"]
+    action: Literal["down", "up", "set", "carrier_down", "carrier_up", "endpoint_remove", "endpoint_add",
+                    "unreachable", "reachable"]
     direction: Literal["both", "up", "down"] = "both"
     rate: Rate | None = None
     delay: Duration | None = None
@@ -391,7 +398,7 @@ class Event(_Strict):
             raise ValueError("action = 'set' needs at least one of rate, delay, jitter, loss or queue")
         if self.action != "set" and any(v is not None for v in changes):
             raise ValueError(f"action = '{self.action}' takes no rate, delay, jitter, loss or queue; use action = 'set'")
-        if self.action in HOST_ACTIONS and self.direction != "both":
+        if self.action in HOST_ACTIONS and self.action not in DIRECTED_HOST_ACTIONS and self.direction != "both":
             raise ValueError(f"action = '{self.action}' acts on the whole path, not one direction; leave out direction")
         return self
 
@@ -499,6 +506,7 @@ class Scenario(_Strict):
                              "beyond the first: lower some path's subflows")
         endpoint_up = {n: True for n in (p.name for p in self.paths)}
         carrier_up = dict(endpoint_up)
+        reachable = dict(endpoint_up)
         for e in sorted(self.events, key=lambda e: e.at):
             i = self.events.index(e)
             if e.action in ("endpoint_remove", "endpoint_add"):
@@ -513,6 +521,12 @@ class Scenario(_Strict):
                     raise ValueError(f"event[{i}] {e.action} at {e.at:g}s: path {e.path!r}'s carrier is {state} then; "
                                      "carrier_down and carrier_up alternate, starting with carrier_down")
                 carrier_up[e.path] = e.action == "carrier_up"
+            elif e.action in ("unreachable", "reachable"):
+                if reachable[e.path] == (e.action == "reachable"):
+                    state = "reachable" if reachable[e.path] else "already unreachable"
+                    raise ValueError(f"event[{i}] {e.action} at {e.at:g}s: path {e.path!r} is {state} then; "
+                                     "unreachable and reachable alternate, starting with unreachable")
+                reachable[e.path] = e.action == "reachable"
 
     def has_backup_endpoint(self) -> bool:
         """Whether a path's client endpoint carries the backup flag (its runs then report backup_share)."""

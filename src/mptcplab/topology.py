@@ -427,6 +427,7 @@ def apply_host_event(topo: Topology, event: Event) -> None:
     carrier_down / carrier_up: the client's interface of the path goes down /
     up (`ip link set dev pN down`); the kernel drops the routes through it and
     its neighbour entries when it goes down, so going up puts them back.
+    unreachable / reachable: see set_unreachable.
     endpoint_remove / endpoint_add: the path's endpoints are deleted /
     created again with the same ids and flags (a signal path's on the server:
     RM_ADDR / ADD_ADDR); deleting the initial subflow's address without an
@@ -439,10 +440,46 @@ def apply_host_event(topo: Topology, event: Event) -> None:
             _set_carrier(topo, ports, up=event.action == "carrier_up")
         elif event.action in ("endpoint_remove", "endpoint_add"):
             _set_endpoints(topo, topo.path_endpoints(event.path), present=event.action == "endpoint_add")
+        elif event.action in ("unreachable", "reachable"):
+            set_unreachable(topo, ports, event.direction if event.action == "unreachable" else None)
         else:
             raise ValueError(f"{event.action!r} is not a host event")
     except NetlinkError as e:
         raise RunError(f"{event.action} on path {event.path!r}: the kernel refused: {e}") from None
+
+
+#: the router's routing table (one per path) whose only route is `unreachable default`
+UNREACHABLE_TABLE_BASE = 200
+#: priorities of the router's rules that send a path's traffic to that table: packets from the client over the
+#: path (up), packets from the server to the path's client addresses (down)
+UNREACHABLE_RULE_UP, UNREACHABLE_RULE_DOWN = 500, 600
+RTN_UNREACHABLE = 7  # route type: lookups fail with EHOSTUNREACH, forwarding answers ICMP host unreachable
+
+
+def set_unreachable(topo: Topology, p: PathPorts, direction: str | None) -> None:
+    """Make path `p`'s first-hop router answer instead of forwarding (direction "both", "up", "down"), or forward
+    again (None).
+
+    In the router namespace, table 200+i holds one route, `unreachable default`; rules send to it what enters
+    from the path (up: the client's packets) and what the server sends to the path's client addresses (down).
+    The router's forwarding then fails with EHOSTUNREACH and it answers each packet with ICMP destination
+    unreachable, code 1 (host unreachable; ip_error), within the kernel's ICMP rate limit
+    (net.ipv4.icmp_ratelimit, icmp_msgs_per_sec); the answer to the client crosses the path's link as any frame.
+    """
+    table = UNREACHABLE_TABLE_BASE + p.index
+    subnet = f"{p.client_addr.rsplit('.', 1)[0]}.0"
+    rules = {"up": {"iifname": p.router_if, "priority": UNREACHABLE_RULE_UP + p.index},
+             "down": {"iifname": "srv", "dst": subnet, "dst_len": 24, "priority": UNREACHABLE_RULE_DOWN + p.index}}
+    wanted = set() if direction is None else {"up", "down"} if direction == "both" else {direction}
+    with netns.iproute(topo.router) as rtr:
+        if wanted:
+            rtr.route("replace", dst="0.0.0.0/0", type=RTN_UNREACHABLE, table=table)
+        present = {r.get_attr("FRA_PRIORITY") for r in rtr.get_rules(family=2) if r.get_attr("FRA_TABLE") == table}
+        for which, rule in rules.items():
+            if which in wanted and rule["priority"] not in present:
+                rtr.rule("add", table=table, **rule)
+            elif which not in wanted and rule["priority"] in present:
+                rtr.rule("del", table=table, **rule)
 
 
 def _set_carrier(topo: Topology, p: PathPorts, up: bool) -> None:
