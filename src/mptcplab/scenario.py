@@ -504,29 +504,22 @@ class Scenario(_Strict):
             raise ValueError(f"the paths ask for {self.needed_subflows()} subflows ({client} client and {server} server endpoints); "
                              f"the in-kernel path manager allows {PM_ADDR_MAX} endpoints per host and {PM_ADDR_MAX} subflows "
                              "beyond the first: lower some path's subflows")
-        endpoint_up = {n: True for n in (p.name for p in self.paths)}
-        carrier_up = dict(endpoint_up)
-        reachable = dict(endpoint_up)
+        # host actions that come in pairs: (off, on) -> what the path is called in an error, its state on, off
+        pairs = {("endpoint_remove", "endpoint_add"): ("'s endpoint", "present", "already removed"),
+                 ("carrier_down", "carrier_up"): ("'s carrier", "up", "already down"),
+                 ("unreachable", "reachable"): ("", "reachable", "already unreachable")}
+        on = {(p.name, pair): True for p in self.paths for pair in pairs}
         for e in sorted(self.events, key=lambda e: e.at):
             i = self.events.index(e)
-            if e.action in ("endpoint_remove", "endpoint_add"):
-                if endpoint_up[e.path] == (e.action == "endpoint_add"):
-                    state = "present" if endpoint_up[e.path] else "already removed"
-                    raise ValueError(f"event[{i}] {e.action} at {e.at:g}s: path {e.path!r}'s endpoint is {state} then; "
-                                     "endpoint_remove and endpoint_add alternate, starting with endpoint_remove")
-                endpoint_up[e.path] = e.action == "endpoint_add"
-            elif e.action in ("carrier_down", "carrier_up"):
-                if carrier_up[e.path] == (e.action == "carrier_up"):
-                    state = "up" if carrier_up[e.path] else "already down"
-                    raise ValueError(f"event[{i}] {e.action} at {e.at:g}s: path {e.path!r}'s carrier is {state} then; "
-                                     "carrier_down and carrier_up alternate, starting with carrier_down")
-                carrier_up[e.path] = e.action == "carrier_up"
-            elif e.action in ("unreachable", "reachable"):
-                if reachable[e.path] == (e.action == "reachable"):
-                    state = "reachable" if reachable[e.path] else "already unreachable"
-                    raise ValueError(f"event[{i}] {e.action} at {e.at:g}s: path {e.path!r} is {state} then; "
-                                     "unreachable and reachable alternate, starting with unreachable")
-                reachable[e.path] = e.action == "reachable"
+            pair = next((pr for pr in pairs if e.action in pr), None)
+            if pair is None:
+                continue
+            what, on_state, off_state = pairs[pair]
+            if on[(e.path, pair)] == (e.action == pair[1]):
+                state = on_state if on[(e.path, pair)] else off_state
+                raise ValueError(f"event[{i}] {e.action} at {e.at:g}s: path {e.path!r}{what} is {state} then; "
+                                 f"{pair[0]} and {pair[1]} alternate, starting with {pair[0]}")
+            on[(e.path, pair)] = e.action == pair[1]
 
     def has_backup_endpoint(self) -> bool:
         """Whether a path's client endpoint carries the backup flag (its runs then report backup_share)."""
