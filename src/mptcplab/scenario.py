@@ -187,14 +187,26 @@ def _endpoint(value: Any) -> Any:
         raise ValueError(f"{value!r}: the kernel refuses an endpoint with both signal and fullmesh "
                          "(\"flags mustn't have both signal and fullmesh\"); a signal endpoint is the server's, fullmesh the client's")
     if "signal" in flags and "subflow" in flags:
-        raise ValueError(f"{value!r}: in the lab a path's subflow comes either from a client endpoint (subflow) or from an "
-                         "address the server announces (signal), not both; pick one")
+        raise ValueError(f"{value!r}: `endpoint` is one host's endpoint, the client's (subflow) or the server's (signal), "
+                         "not both; for both on one path write endpoint = \"subflow\" and server_endpoint = \"signal\"")
     if "signal" not in flags:
         flags.add("subflow")
     return " ".join(f for f in ENDPOINT_FLAGS if f in flags)
 
 
 EndpointFlags = Annotated[str, BeforeValidator(_endpoint)]
+
+
+def _server_endpoint(value: Any) -> Any:
+    """'signal' or 'signal backup' (a list too) -> the canonical form; the server's endpoints only announce."""
+    flags = _endpoint(value).split()
+    if "signal" not in flags:
+        raise ValueError(f"{value!r}: a server endpoint announces the server's address (ADD_ADDR): write \"signal\" or "
+                         "\"signal backup\" (the client opens subflows, the server cannot: the client does not listen)")
+    return " ".join(flags)
+
+
+ServerEndpointFlags = Annotated[str, BeforeValidator(_server_endpoint)]
 
 
 class Path(_Strict):
@@ -205,6 +217,12 @@ class Path(_Strict):
     #: subflows over this path: each from its own endpoint (one more client address, or one more announced
     #: server address, on the same link)
     subflows: Annotated[int, Field(ge=1, le=PM_ADDR_MAX)] = 1
+    #: the server's endpoint on this path beside the client's `endpoint`: "signal" or "signal backup" (the server
+    #: announces `server_addresses` addresses reached over this path, the client joins them); None: none
+    server_endpoint: ServerEndpointFlags | None = None
+    #: server addresses announced over this path with `server_endpoint` (default 1); a path whose `endpoint` is
+    #: "signal" says it with `subflows`, as it always did
+    server_addresses: Annotated[int, Field(ge=1, le=PM_ADDR_MAX)] | None = None
     rate: Rate | None = None
     delay: Duration = 0.0
     jitter: Duration = 0.0
@@ -226,7 +244,31 @@ class Path(_Strict):
             missing_down = not (self.trace_down or (self.down and self.down.rate))
             if missing_up or missing_down:
                 raise ValueError("give the path a rate (or trace_up/trace_down, or up.rate/down.rate)")
+        if self.server_endpoint is not None and self.signal:
+            raise ValueError(f"server_endpoint: endpoint = \"{self.endpoint}\" already makes this path the server's; "
+                             "give server_endpoint with a client endpoint (subflow, backup, fullmesh)")
+        if self.server_addresses is not None and self.server_endpoint is None:
+            raise ValueError("server_addresses: addresses announced over the path need server_endpoint = \"signal\""
+                             + (" (a path whose endpoint is signal announces `subflows` addresses)" if self.signal else ""))
         return self
+
+    @property
+    def announced(self) -> int:
+        """Server addresses announced (ADD_ADDR) over this path: `subflows` of a signal path, `server_addresses`
+        (default 1) with a `server_endpoint`, else 0."""
+        if self.signal:
+            return self.subflows
+        return (self.server_addresses or 1) if self.server_endpoint is not None else 0
+
+    @property
+    def server_flags(self) -> str | None:
+        """The flags of the server's endpoints on this path ("signal", "signal backup"), or None when it has none."""
+        return self.endpoint if self.signal else self.server_endpoint
+
+    @property
+    def client_subflows(self) -> int:
+        """Subflows the client's endpoints on this path open to the server's own address (0 on a signal path)."""
+        return 0 if self.signal else self.subflows
 
     @property
     def flags(self) -> frozenset[str]:
@@ -412,7 +454,7 @@ class Event(_Strict):
 #: keys added to the format after scenarios were first stored -> their default, by table: left out of the
 #: normalized content while at the default, so existing scenarios keep their stored version (content_hash)
 LATER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "path": {"endpoint": "subflow", "subflows": 1},
+    "path": {"endpoint": "subflow", "subflows": 1, "server_endpoint": None, "server_addresses": None},
     "event": {"jitter": None, "queue": None},
     "mptcp": {"limits": None},
     "run": {"metric": None},
@@ -488,8 +530,8 @@ class Scenario(_Strict):
                              "client opens; make another path the signal one")
         if self.mptcp.path_manager == "userspace":
             for i, p in enumerate(self.paths):
-                if p.endpoint != "subflow" or p.subflows != 1:
-                    key = "endpoint" if p.endpoint != "subflow" else "subflows"
+                if p.endpoint != "subflow" or p.subflows != 1 or p.server_endpoint is not None:
+                    key = "endpoint" if p.endpoint != "subflow" else "subflows" if p.subflows != 1 else "server_endpoint"
                     raise ValueError(f"path[{i}].{key}: endpoints and subflows per path are the in-kernel path manager's; "
                                      "with path_manager = \"userspace\" the lab opens one subflow per path")
             for i, e in enumerate(self.events):
@@ -498,8 +540,8 @@ class Scenario(_Strict):
                                      "use path_manager = \"kernel\"")
             if self.mptcp.limits is not None:
                 raise ValueError("mptcp.limits: limits are the in-kernel path manager's; use path_manager = \"kernel\"")
-        client = sum(p.subflows for p in self.paths if not p.signal) - (0 if first.endpoint != "subflow" else 1)
-        server = sum(p.subflows for p in self.paths if p.signal)
+        client = sum(p.client_subflows for p in self.paths) - (0 if first.endpoint != "subflow" else 1)
+        server = sum(p.announced for p in self.paths)
         if max(client, server) > PM_ADDR_MAX or self.needed_subflows() - 1 > PM_ADDR_MAX:
             raise ValueError(f"the paths ask for {self.needed_subflows()} subflows ({client} client and {server} server endpoints); "
                              f"the in-kernel path manager allows {PM_ADDR_MAX} endpoints per host and {PM_ADDR_MAX} subflows "
@@ -522,8 +564,9 @@ class Scenario(_Strict):
             on[(e.path, pair)] = e.action == pair[1]
 
     def has_backup_endpoint(self) -> bool:
-        """Whether a path's client endpoint carries the backup flag (its runs then report backup_share)."""
-        return any("backup" in p.flags for p in self.paths)
+        """Whether a path's endpoint (the client's, or the server's signal one) carries the backup flag (its runs
+        then report backup_share)."""
+        return any("backup" in p.flags or "backup" in (p.server_endpoint or "").split() for p in self.paths)
 
     def needed_subflows(self) -> int:
         """How many subflows the paths' endpoints open in all (the initial one included), before limits.
@@ -534,16 +577,13 @@ class Scenario(_Strict):
         endpoints: then (the kernel's rule) every fullmesh address joins every
         server address, and announced addresses are joined from those only.
         """
-        announced = sum(p.subflows for p in self.paths if p.signal)
-        fullmesh = any("fullmesh" in p.flags for p in self.paths)
-        total = 0
+        announced = sum(p.announced for p in self.paths)
+        fullmesh = any("fullmesh" in p.flags for p in self.paths if not p.signal)
+        total = 0 if fullmesh else announced  # each announced address joined once, unless from fullmesh addresses
         for p in self.paths:
             if p.signal:
-                total += 0 if fullmesh else p.subflows
-            elif "fullmesh" in p.flags:
-                total += p.subflows * (1 + announced)
-            else:
-                total += p.subflows
+                continue
+            total += p.subflows * (1 + announced) if "fullmesh" in p.flags else p.subflows
         return total
 
     def pm_limits(self) -> tuple[int, int]:
@@ -554,7 +594,7 @@ class Scenario(_Strict):
         """
         extra = len(self.paths) - 1
         subflows = min(max(extra, self.needed_subflows() - 1), PM_ADDR_MAX)
-        accepted = min(max(extra, sum(p.subflows for p in self.paths if p.signal)), PM_ADDR_MAX)
+        accepted = min(max(extra, sum(p.announced for p in self.paths)), PM_ADDR_MAX)
         over = self.mptcp.limits
         if over is not None:
             subflows = subflows if over.subflows is None else over.subflows
@@ -568,8 +608,8 @@ class Scenario(_Strict):
         manager did not use every path).
         """
         subflows, accepted = self.pm_limits()
-        announced = sum(p.subflows for p in self.paths if p.signal)
-        fullmesh = any("fullmesh" in p.flags for p in self.paths)
+        announced = sum(p.announced for p in self.paths)
+        fullmesh = any("fullmesh" in p.flags for p in self.paths if not p.signal)
         needed = self.needed_subflows()
         if announced > accepted and not fullmesh:
             needed -= announced - accepted

@@ -19,7 +19,9 @@ A path with `subflows = N` gets N-1 more client addresses on the same
 interface (10.0.<i+1>.11, .12, ...), each an endpoint with the path's flags;
 a `signal` path gets N addresses on the server (10.0.100.<10(i+1)+k>), each a
 server signal endpoint, which the client reaches through that path (a host
-route), so the subflow that joins an announced address takes that path.
+route), so the subflow that joins an announced address takes that path. A
+path with a `server_endpoint` has both: its client endpoints and
+`server_addresses` announced server addresses reached through it.
 """
 
 from __future__ import annotations
@@ -126,9 +128,12 @@ class Topology:
         return [e for e in self.endpoints if e.path == path]
 
 
-def path_ports(index: int, name: str, emulator: bool, subflows: int = 1, signal: bool = False) -> PathPorts:
-    """Interfaces and addresses of path `index`; `subflows` and `signal` as the scenario's path says."""
+def path_ports(index: int, name: str, emulator: bool, subflows: int = 1, signal: bool = False,
+               announced: int | None = None) -> PathPorts:
+    """Interfaces and addresses of path `index`; `subflows` and `signal` as the scenario's path says, `announced`
+    its server addresses (Path.announced; default: `subflows` on a signal path, else none)."""
     subnet = f"10.0.{index + 1}"
+    announced = (subflows if signal else 0) if announced is None else announced
     return PathPorts(
         index=index,
         name=name,
@@ -139,7 +144,7 @@ def path_ports(index: int, name: str, emulator: bool, subflows: int = 1, signal:
         emu_client_if=f"c{index}" if emulator else None,
         emu_router_if=f"r{index}" if emulator else None,
         extra_client_addrs=() if signal else tuple(f"{subnet}.{10 + k}" for k in range(1, subflows)),
-        announced_addrs=tuple(f"{SERVER_SUBNET}.{10 * (index + 1) + k}" for k in range(subflows)) if signal else (),
+        announced_addrs=tuple(f"{SERVER_SUBNET}.{10 * (index + 1) + k}" for k in range(announced)),
     )
 
 
@@ -157,13 +162,14 @@ def plan_endpoints(paths: list[PathPorts], scenario: Scenario) -> list[Endpoint]
                 for p in paths]  # the ids open_subflows gives SUBFLOW_CREATE
     next_id = {"client": 1, "server": 1}
     for ports, path in zip(paths, scenario.paths):
-        side = "server" if path.signal else "client"
-        for addr in ports.announced_addrs if path.signal else ports.client_addrs:
-            if addr == paths[0].client_addr and path.endpoint == "subflow":
-                out.append(Endpoint(path.name, side, 0, addr, "", kernel=False))
-                continue
-            out.append(Endpoint(path.name, side, next_id[side], addr, path.endpoint))
-            next_id[side] += 1
+        client = () if path.signal else ports.client_addrs
+        for side, addrs, flags in (("client", client, path.endpoint), ("server", ports.announced_addrs, path.server_flags)):
+            for addr in addrs:
+                if side == "client" and addr == paths[0].client_addr and path.endpoint == "subflow":
+                    out.append(Endpoint(path.name, side, 0, addr, "", kernel=False))
+                    continue
+                out.append(Endpoint(path.name, side, next_id[side], addr, flags or ""))
+                next_id[side] += 1
     return out
 
 
@@ -196,7 +202,7 @@ def build(lab: Lab, scenario: Scenario, emulator: bool = False) -> Topology:
         server=lab.netns("srv"),
         emulator=lab.netns("emu") if emulator else None,
     )
-    topo.paths = [path_ports(i, p.name, emulator, p.subflows, p.signal) for i, p in enumerate(scenario.paths)]
+    topo.paths = [path_ports(i, p.name, emulator, p.subflows, p.signal, p.announced) for i, p in enumerate(scenario.paths)]
     topo.endpoints = plan_endpoints(topo.paths, scenario)
     with ExitStack() as stack:
         cli, rtr, srv = (stack.enter_context(netns.iproute(ns)) for ns in (topo.client, topo.router, topo.server))
