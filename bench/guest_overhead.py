@@ -24,7 +24,8 @@ from pathlib import Path
 from heavy import heavy_lock  # bench/heavy.py: the shared heavy-work lock
 
 from mptcplab.kernels.catalog import cached, resolve
-from mptcplab.kernels.guest import GuestSession, accelerator
+from mptcplab.kernels.accel import choose
+from mptcplab.kernels.guest import GuestSession
 from mptcplab.kernels.matrix import run_matrix
 from mptcplab.protocols import Progress
 from mptcplab.runner import RunOptions, run_scenario
@@ -59,7 +60,7 @@ class FirstStart(Progress):
 
 
 def boot_times(kernels: list[str], boots: int) -> None:
-    print(f"\n## boot time ({accelerator()}), {boots} boots each: QEMU launch -> lab ready and -> first repetition "
+    print(f"\n## boot time ({choose().accel}), {boots} boots each: QEMU launch -> lab ready and -> first repetition "
           "of a tiny job started (host clock); guest clock at the virtiofs mount, Python's start and ready")
     tiny = two_paths("50mbit", "tbf", {"size": "256KiB"})
     for name in kernels:

@@ -171,9 +171,9 @@ def main() -> int:
     print(analyse(args.db, args.case, args.label))
     if args.again:
         print(analyse_again(args.db, args.case, f"{args.label}-again"))
-    from mptcplab.kernels.guest import accelerator
+    from mptcplab.kernels.accel import choose
     print(f"\nMeasuring took {spent / 60:.1f} min of {(time.monotonic() - t0) / 60:.1f} min wall "
-          f"({os.cpu_count()} cores, guests under {accelerator().upper()}).")
+          f"({os.cpu_count()} cores, guests under {choose().accel.upper()}).")
     return 0
 
 

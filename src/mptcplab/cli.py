@@ -70,6 +70,23 @@ SetOption = Annotated[Optional[list[str]], typer.Option(
 FailFastOption = Annotated[bool, typer.Option("--fail-fast", help="stop at the first repetition that does not complete (default: record it and go on)")]
 
 
+def _set_accel(value: Optional[str]) -> Optional[str]:
+    """--accel sets MPTCPLAB_ACCEL for this process and its children (a worker's, a bisect's guests): one rule, kernels/accel.py."""
+    if value is not None:
+        from .kernels.accel import ACCELERATORS, ENV
+        import os
+
+        if value.strip().lower() not in ACCELERATORS:
+            raise typer.BadParameter(f"{value!r} is not an accelerator: use one of {', '.join(ACCELERATORS)}")
+        os.environ[ENV] = value.strip().lower()
+    return value
+
+
+AccelOption = Annotated[Optional[str], typer.Option(
+    "--accel", callback=_set_accel, metavar="auto|kvm|tcg",
+    help="QEMU guests' accelerator: auto (KVM where it proves itself on the kernel, else TCG), kvm, or tcg (default: $MPTCPLAB_ACCEL, else auto)")]
+
+
 def print_json_results(results: list[RunResult], timeseries: bool) -> None:
     """Exactly one JSON document on stdout: the run, or {"runs": [...]} for several."""
     docs = [r.to_json(timeseries=timeseries) for r in results]
@@ -214,6 +231,7 @@ def run(
     kernel: Annotated[Optional[str], typer.Option("--kernel", help="run inside a QEMU guest booted with this kernel (mptcplab kernel list)")] = None,
     overrides: SetOption = None,
     fail_fast: FailFastOption = False,
+    accel: AccelOption = None,
 ) -> None:
     """Run scenarios on this machine's kernel, store and print their results.
 

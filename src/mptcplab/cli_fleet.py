@@ -18,7 +18,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from .cli import DbOption, SetOption, app, err, handled, load_scenarios, out
+from .cli import AccelOption, DbOption, SetOption, app, err, handled, load_scenarios, out
 from .errors import UsageError
 
 
@@ -98,6 +98,7 @@ def worker(
     stalled_after: Annotated[float, typer.Option("--stalled-after", min=1.0, metavar="SECONDS",
                                                  help="a worker silent this long has its job retried by another")] = 60.0,
     exit_when_empty: Annotated[bool, typer.Option("--exit-when-empty", help="stop when the queue is empty instead of waiting for more")] = False,
+    accel: AccelOption = None,
 ) -> None:
     """Take the fleet's jobs one at a time, run each with the lab and store its repetition (run one worker per machine).
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Table
 
-from .cli import DbOption, FailFastOption, RichProgress, SetOption, app, handled, out
+from .cli import AccelOption, DbOption, FailFastOption, RichProgress, SetOption, app, handled, out
 from .errors import UsageError
 
 if TYPE_CHECKING:  # the engine and the models load when a command runs, not for --help
@@ -159,6 +159,7 @@ def matrix(
     store: Annotated[bool, typer.Option("--store/--no-store", help="store every cell in the results database")] = True,
     overrides: SetOption = None,
     fail_fast: FailFastOption = False,
+    accel: AccelOption = None,
 ) -> None:
     """Run every scenario on every kernel in QEMU guests, kernels interleaved, and print scenario x kernel.
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from .cli import DbOption, RichProgress, SetOption, app, err, handled, out
+from .cli import AccelOption, DbOption, RichProgress, SetOption, app, err, handled, out
 from .errors import UsageError
 
 suite_app = typer.Typer(no_args_is_help=True, help="The built-in scheduler suite: list its cases, run them.")
@@ -65,6 +65,7 @@ def run_cmd(
     db: DbOption = None,
     store: Annotated[bool, typer.Option("--store/--no-store", help="store every run in the results database")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON document: the summary rows and every run (no time series)")] = False,
+    accel: AccelOption = None,
 ) -> None:
     """Run every suite case (interleaved), store it, and print case x kernel with verdicts against the first kernel.
 
@@ -184,6 +185,7 @@ def bisect(
     label: Annotated[Optional[str], typer.Option("--label", help="a free-form label stored with every run")] = None,
     db: DbOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="the report as one JSON document")] = False,
+    accel: AccelOption = None,
 ) -> None:
     """Find the first kernel release between --good and --bad where SCENARIO got worse (each probe in a QEMU guest).
 

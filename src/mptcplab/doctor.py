@@ -65,10 +65,10 @@ def checks() -> list[Check]:
 
 def guest_checks() -> list[Check]:
     """What `run --kernel` and `matrix` need: the accelerator QEMU will use, virtiofsd, busybox."""
-    from .kernels import guest, initramfs
+    from .kernels import accel, guest, initramfs
 
-    kvm, why = guest.kvm_usable()
-    out = [Check("guest accelerator", True, f"kvm ({why})" if kvm else f"tcg: software emulation, slower guests ({why})", required=False)]
+    detail, fix = accel.doctor_line()
+    out = [Check("guest accelerator", not detail.startswith("unusable"), detail, fix, required=False)]
     fsd = guest.virtiofsd_path()
     out.append(Check("virtiofsd (guests)", bool(fsd), fsd or "not found", "apt-get install qemu-system-x86", required=False))
     bb = initramfs.busybox_available()

@@ -20,7 +20,7 @@ def conditions(env: Mapping[str, Any], backend: str = "") -> dict[str, str]:
 
     Keys: 'congestion control', 'tcp_rmem', 'tcp_wmem', one per sysctl the
     scenario set ('net.x.y (router)'), 'link backend', 'guest accelerator',
-    'machine' (CPU model and count; a fleet run's: every worker's), and for a
+    'accelerator fallback' (only where a guest fell back from KVM to TCG), 'machine' (CPU model and count; a fleet run's: every worker's), and for a
     fleet campaign's run 'worker machines' (the host names of the workers
     whose repetitions it holds). Runs stored before a condition was recorded
     say 'unrecorded'.
@@ -40,6 +40,8 @@ def conditions(env: Mapping[str, Any], backend: str = "") -> dict[str, str]:
     out["link backend"] = backend or str(env.get("link_backend") or UNRECORDED)
     guest = env.get("guest") or {}
     out["guest accelerator"] = str(guest.get("accelerator") or "none (this host's kernel)")
+    if guest.get("accelerator_fallback"):  # KVM was there but could not run the kernel: TCG instead (kernels/accel.py)
+        out["accelerator fallback"] = str(guest["accelerator_fallback"])
     out["machine"] = f"{env.get('cpu_model') or UNRECORDED} ({env.get('cpu_count') or '?'} CPUs)"
     workers = ((env.get("fleet") or {}).get("workers") or {}).values()
     if workers:  # a fleet campaign's run: its repetitions may come from several machines

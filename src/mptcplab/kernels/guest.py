@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import ctypes
-import fcntl
 import json
 import os
 import pickle
@@ -26,8 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,68 +37,24 @@ from ..protocols import Progress
 from ..result import Repetition, RunResult
 from ..runner import RunOptions
 from ..scenario import Scenario
-from . import initramfs
+from . import accel as accelerators, initramfs
 from .catalog import Kernel
 
-QEMU = "qemu-system-x86_64"
+QEMU = accelerators.QEMU
 VIRTIOFSD = ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd")
 BOOT_TIMEOUT_S = 120.0  # TCG, a cold page cache and a loaded machine: generous
 PER_REPETITION_SLACK_S = 30.0
 CONSOLE_TAIL = 4
 QEMU_SATURATED = 0.9  # QEMU busy on (nearly) all its vCPU threads: the emulator is the bottleneck
-KVM_GET_API_VERSION, KVM_CREATE_VM = 0xAE00, 0xAE01
 
 
 @dataclass
 class GuestConfig:
     memory_mb: int = 1024
     cpus: int = 2
-    accelerator: str | None = None  # None: kvm when usable, else tcg
+    accelerator: str | None = None  # None: what kernels.accel.choose() says (MPTCPLAB_ACCEL, --accel)
     extra_cmdline: list[str] = field(default_factory=list)
     boot_timeout_s: float = BOOT_TIMEOUT_S
-
-
-@lru_cache(maxsize=1)
-def kvm_usable() -> tuple[bool, str]:
-    """Whether KVM really runs a guest here; (usable, why).
-
-    /dev/kvm can exist, open and even create VMs while running a vCPU fails
-    (as on this lab's build machine, where QEMU dies on an MSR assertion), so
-    the last test boots a 64 KiB firmware that only writes to QEMU's
-    isa-debug-exit port: exit status 1 means a vCPU really ran.
-    """
-    try:
-        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
-    except OSError as e:
-        return False, f"/dev/kvm: {e.strerror}"
-    try:
-        if fcntl.ioctl(fd, KVM_GET_API_VERSION) != 12:
-            return False, "/dev/kvm: unexpected KVM API version"
-        os.close(fcntl.ioctl(fd, KVM_CREATE_VM, 0))
-    except OSError as e:
-        return False, f"/dev/kvm cannot create a VM ({e.strerror})"
-    finally:
-        os.close(fd)
-    if shutil.which(QEMU) is None:
-        return False, f"/dev/kvm works but {QEMU} is missing"
-    firmware = bytearray(b"\xf4" * 65536)  # hlt everywhere
-    firmware[0xFFF0:0xFFF4] = b"\xb0\x00\xe6\xf4"  # reset vector: mov al, 0; out 0xf4, al
-    with tempfile.NamedTemporaryFile(prefix="mptcplab-kvm-", suffix=".bin") as f:
-        f.write(firmware)
-        f.flush()
-        try:
-            proc = subprocess.run([QEMU, "-accel", "kvm", "-cpu", "host", "-nodefaults", "-display", "none", "-no-reboot", "-bios", f.name,
-                                   "-device", "isa-debug-exit,iobase=0xf4,iosize=1"], capture_output=True, text=True, timeout=20)
-        except subprocess.TimeoutExpired:
-            return False, "/dev/kvm exists but a KVM guest did not run (timeout)"
-    if proc.returncode == 1:
-        return True, "/dev/kvm runs guests"
-    why = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1].rsplit(": ", 1)[-1]
-    return False, f"/dev/kvm exists but QEMU cannot run a KVM guest ({why[-120:]})"
-
-
-def accelerator() -> str:
-    return "kvm" if kvm_usable()[0] else "tcg"
 
 
 def virtiofsd_path() -> str | None:
@@ -134,6 +88,7 @@ def qemu_command(kernel: Kernel, initrd: Path, tmp: Path, cmdline: str, cfg: Gue
         "-chardev", "stdio,id=out,signal=off", "-serial", "chardev:out",
         "-chardev", f"socket,id=fs,path={tmp / 'fs.sock'}",
         "-device", "vhost-user-fs-pci,queue-size=1024,chardev=fs,tag=hostroot",
+        *(accelerators.test_kvm_args() if accel == "kvm" else []),
     ]
 
 
@@ -186,7 +141,13 @@ class GuestSession:
     def __init__(self, kernel: Kernel, cfg: GuestConfig | None = None) -> None:
         self.kernel = kernel
         self.cfg = cfg or GuestConfig()
-        self.accel = self.cfg.accelerator or accelerator()
+        if self.cfg.accelerator is None:
+            self.choice = accelerators.choose()  # before anything is built: `--accel kvm` that cannot work is refused here
+        else:
+            self.choice = accelerators.Choice(self.cfg.accelerator, "set by the caller", prove=self.cfg.accelerator == "kvm")
+        self.accel = self.choice.accel
+        self.fallback = self.choice.fallback  # why KVM was not used although /dev/kvm is there ('' otherwise)
+        self.kvm_try_s: float | None = None  # launch to giving up on KVM, when a KVM boot failed and TCG took over
         self.boot_s: float | None = None  # launch to the lab answering, host clock
         self.uptime_at_ready: float | None = None  # the same, guest clock
         self.ready_info: dict[str, Any] = {}  # the guest's ready line: its clock at Python's start, at ready, ...
@@ -200,23 +161,27 @@ class GuestSession:
     # -- lifecycle -------------------------------------------------------
     def __enter__(self) -> "GuestSession":
         check_tools()
-        initrd = initramfs.build(self.kernel)
+        self._initrd = initramfs.build(self.kernel)
         initramfs.compile_lab()
         self._lab = Lab().__enter__()
         try:
             self._tmp = Path(tempfile.mkdtemp(prefix=f"mptcplab-guest-{self._lab.run_id}-"))
             self._procs: list[subprocess.Popen] = []
             self._lab.on_close(self._teardown)
-            self._procs.append(self._start_virtiofsd())
-            self._cmd = qemu_command(self.kernel, initrd, self._tmp, _guest_cmdline(self.cfg), self.cfg, self.accel)
-            self._t0 = time.monotonic()
-            self.qemu = subprocess.Popen(self._cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=open(self._tmp / "qemu.err", "wb"), preexec_fn=_die_with_parent)
-            self._procs.append(self.qemu)
+            self._launch()
         except BaseException:
             self._lab.close()
             raise
         return self
+
+    def _launch(self) -> None:
+        """Start virtiofsd and QEMU under `self.accel`, without waiting for the boot."""
+        self._procs.append(self._start_virtiofsd())
+        self._cmd = qemu_command(self.kernel, self._initrd, self._tmp, _guest_cmdline(self.cfg), self.cfg, self.accel)
+        self._t0 = time.monotonic()
+        self.qemu = subprocess.Popen(self._cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=open(self._tmp / "qemu.err", "wb"), preexec_fn=_die_with_parent)
+        self._procs.append(self.qemu)
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -235,6 +200,14 @@ class GuestSession:
                 qemu.wait(timeout=3)
             except (OSError, subprocess.TimeoutExpired):
                 pass
+        self._stop_processes()
+        try:  # the last boot's whole console stays with the kernel, for whoever debugs it
+            shutil.copyfile(self._tmp / "console.log", self.kernel.dir / "last-console.log")
+        except OSError:
+            pass
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def _stop_processes(self) -> None:
         for proc in reversed(self._procs):
             if proc.poll() is None:
                 proc.kill()
@@ -245,11 +218,36 @@ class GuestSession:
                         stream.close()
                     except OSError:
                         pass
-        try:  # the last boot's whole console stays with the kernel, for whoever debugs it
-            shutil.copyfile(self._tmp / "console.log", self.kernel.dir / "last-console.log")
-        except OSError:
-            pass
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        self._procs.clear()
+
+    def _prove_kvm(self) -> None:
+        """Watch a KVM boot until the kernel prints its first line (accel.kvm_failure's signs); on a failure, boot the
+        same kernel under TCG, say so once on stderr and remember it for this machine, or, when KVM was asked for,
+        raise EnvironmentProblem (exit 3)."""
+        while True:
+            console = _read(self._tmp / "console.log")
+            why = accelerators.kvm_failure(console, _read(self._tmp / "qemu.err"), self.qemu.poll() is not None,
+                                           time.monotonic() - self._t0)
+            if why:
+                break
+            if "Linux version" in console:
+                self.choice = replace(self.choice, prove=False)
+                return
+            time.sleep(0.05)
+        self.kvm_try_s = round(time.monotonic() - self._t0, 3)
+        self._stop_processes()
+        if self.cfg.accelerator == "kvm" or accelerators.requested() == "kvm":
+            self._dead = True
+            raise EnvironmentProblem(f"KVM cannot run kernel {self.kernel.release} here ({why})", "use --accel tcg or --accel auto")
+        if not _FELL_BACK:
+            print(f"note: KVM cannot run this kernel here ({why}): using TCG", file=sys.stderr, flush=True)
+            _FELL_BACK.append(why)
+        accelerators.remember_failure(why, self.kernel.release)
+        self.accel, self.fallback = "tcg", f"KVM failed: {why}"
+        self.choice = accelerators.Choice("tcg", f"KVM failed on this kernel ({why})", fallback=self.fallback)
+        for name in ("console.log", "qemu.err"):
+            (self._tmp / name).unlink(missing_ok=True)
+        self._launch()
 
     def _start_virtiofsd(self) -> subprocess.Popen:
         sock = self._tmp / "fs.sock"
@@ -271,8 +269,10 @@ class GuestSession:
     def wait_ready(self, progress: Progress | None = None) -> float:
         """Block until the guest's lab answers; the boot time in seconds. Says what it waits for on `progress`."""
         if self.boot_s is None:
+            if self.choice.prove:
+                self._prove_kvm()
             if progress is not None:
-                note = "" if self.accel == "kvm" else " under TCG (no usable KVM: emulated CPUs, slower than the host)"
+                note = "" if self.accel == "kvm" else f" under TCG (emulated CPUs, slower than the host: {self.choice.why})"
                 progress.status(f"booting kernel {self.kernel.release} in QEMU{note} ...")
             self._until({"ready"}, self._t0 + self.cfg.boot_timeout_s, None,
                         f"did not boot within {self.cfg.boot_timeout_s:g} s (guest killed)")
@@ -350,9 +350,12 @@ class GuestSession:
         cpu = result.environment.setdefault("guest_cpu", {})
         cpu["saturated"] = bool(cpu.get("saturated")) or any(q >= QEMU_SATURATED for q in cpu.get("qemu_host_cpu", []))
         result.environment["guest"] = {
-            "accelerator": self.accel, "cpus": self.cfg.cpus, "memory_mb": self.cfg.memory_mb, "boot_s": round(self.boot_s or 0, 3),
+            "accelerator": self.accel, "accelerator_why": self.choice.why,
+            **({"accelerator_fallback": self.fallback} if self.fallback else {}),
+            **({"kvm_try_s": self.kvm_try_s} if self.kvm_try_s is not None else {}),
+            "cpus": self.cfg.cpus, "memory_mb": self.cfg.memory_mb, "boot_s": round(self.boot_s or 0, 3),
             "uptime_at_ready_s": self.uptime_at_ready, "run_wall_s": round(time.monotonic() - t0, 3),
-            "kernel_version": self.kernel.version, "kernel_origin": self.kernel.origin, "qemu": _qemu_version(),
+            "kernel_version": self.kernel.version, "kernel_origin": self.kernel.origin, "qemu": accelerators.qemu_version(),
             "cmdline": self._cmd[self._cmd.index("-append") + 1],
         }
         result.environment["host_kernel_release"] = os.uname().release
@@ -494,12 +497,14 @@ def _forward(progress: Progress, msg: dict[str, Any]) -> None:
         progress.repetition_finished(Repetition.model_validate(msg["repetition"]))
 
 
-@lru_cache(maxsize=1)
-def _qemu_version() -> str:
+def _read(path: Path) -> str:
     try:
-        return subprocess.run([QEMU, "--version"], capture_output=True, text=True, timeout=10).stdout.splitlines()[0]
-    except (OSError, subprocess.SubprocessError, IndexError):
+        return path.read_text(errors="replace")
+    except OSError:
         return ""
+
+
+_FELL_BACK: list[str] = []  # a fallback to TCG is said once per process, however many guests fall back
 
 
 def run_in_guest(kernel: Kernel, scenario: Scenario, options: RunOptions | None = None,
