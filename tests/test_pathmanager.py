@@ -275,8 +275,9 @@ def test_carrier_down_moves_the_traffic_to_the_other_path(tmp_path):
 
 
 def _icmp_unreachable_counts(tmp_path, action: str) -> tuple[dict[str, int], object]:
-    """Run a 4 MiB upload over two paths with path b `action`ed from 1 s to 2.5 s; the ICMP destination
-    unreachable messages (/proc/net/snmp IcmpInDestUnreachs) the client and the server received meanwhile."""
+    """Run an upload and a download at once for 4 s over two paths, path b `action`ed from 1 s to 2.5 s (so both
+    ends send over it then); the ICMP destination unreachable messages (/proc/net/snmp IcmpInDestUnreachs) the
+    client and the server received meanwhile."""
     import threading
 
     from mptcplab import RunOptions, load_scenario, run_scenario
@@ -313,7 +314,8 @@ def _icmp_unreachable_counts(tmp_path, action: str) -> tuple[dict[str, int], obj
         rate = "10mbit"
         delay = "5ms"
         [workload]
-        size = "4MiB"
+        direction = "both"
+        duration = "4s"
         [[event]]
         at = "1s"
         path = "b"
@@ -335,13 +337,11 @@ def _icmp_unreachable_counts(tmp_path, action: str) -> tuple[dict[str, int], obj
 @requires_root
 def test_unreachable_answers_with_icmp_where_down_is_silent(tmp_path):
     """`unreachable`: the path's router answers the client's and the server's packets with ICMP host unreachable
-    (both kernels count them); `down` drops them silently (nothing counted). Both transfers complete over the
-    other path, and the path carries again after `reachable`."""
+    (both kernels count them); `down` drops them silently (nothing counted). Both runs complete (every event
+    applied: one that fails fails the repetition)."""
     icmp, rep = _icmp_unreachable_counts(tmp_path, "unreachable")
     assert rep.completed, rep.error
     assert icmp["client"] > 0 and icmp["server"] > 0, icmp
-    assert _delivered(rep, "b", 1.2, 2.5) == 0  # nothing crosses the router meanwhile
-    assert _delivered(rep, "a", 1.2, 2.5) > 0
     silent, rep_down = _icmp_unreachable_counts(tmp_path, "down")
     assert rep_down.completed, rep_down.error
     assert silent == {"client": 0, "server": 0}, silent
