@@ -24,8 +24,8 @@ from pathlib import Path
 from heavy import heavy_lock  # bench/heavy.py: the shared heavy-work lock
 
 from mptcplab.kernels.catalog import cached, resolve
-from mptcplab.kernels.accel import choose
-from mptcplab.kernels.guest import GuestSession
+from mptcplab.executors.qemu.accel import choose
+from mptcplab.executors.qemu.session import GuestSession
 from mptcplab.kernels.matrix import run_matrix
 from mptcplab.protocols import Progress
 from mptcplab.runner import RunOptions, run_scenario

@@ -171,7 +171,7 @@ def main() -> int:
     print(analyse(args.db, args.case, args.label))
     if args.again:
         print(analyse_again(args.db, args.case, f"{args.label}-again"))
-    from mptcplab.kernels.accel import choose
+    from mptcplab.executors.qemu.accel import choose
     print(f"\nMeasuring took {spent / 60:.1f} min of {(time.monotonic() - t0) / 60:.1f} min wall "
           f"({os.cpu_count()} cores, guests under {choose().accel.upper()}).")
     return 0

@@ -49,7 +49,7 @@ def _light_tests_move_no_traffic(request, monkeypatch):
         pytest.fail(f"{request.node.nodeid} builds a lab or boots a guest: mark it heavy (it needs the machine alone)")
 
     monkeypatch.setattr("mptcplab.lab.Lab.__init__", refuse)
-    monkeypatch.setattr("mptcplab.kernels.guest.GuestSession.__init__", refuse)
+    monkeypatch.setattr("mptcplab.executors.qemu.session.GuestSession.__init__", refuse)
     _LIGHT_TEST[:] = [request.node.nodeid]
     yield
     _LIGHT_TEST.clear()

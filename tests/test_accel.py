@@ -1,4 +1,4 @@
-"""Guests on any machine: KVM is used only where it boots the kernel under test, TCG otherwise (kernels/accel.py).
+"""Guests on any machine: KVM is used only where it boots the kernel under test, TCG otherwise (executors/qemu/accel.py).
 
 The fallback is exercised for real: MPTCPLAB_TEST_KVM_ARGS makes the KVM try
 happen whatever this machine is and adds an argument QEMU refuses, so the KVM
@@ -127,7 +127,7 @@ def test_bad_accel_is_refused(tmp_path: Path) -> None:
 def test_doctor_names_a_remembered_failure(tmp_path: Path) -> None:
     env = _env(tmp_path)
     (tmp_path / "accel.json").write_text("{}")
-    script = ("import os; from mptcplab.kernels import accel; "
+    script = ("import os; from mptcplab.executors.qemu import accel; "
               "accel.remember_failure('KVM internal error: emulation failure', '6.12.117+deb13-cloud-amd64')")
     subprocess.run([str(Path(CLI).parent / "python"), "-c", script], check=True, env=env)
     proc = subprocess.run([CLI, "doctor"], capture_output=True, text=True, timeout=120, env=env)
@@ -151,7 +151,7 @@ def test_doctor_without_dev_kvm(tmp_path: Path) -> None:
 @light
 def test_paravirtual_kvm_is_recognised_from_this_machine() -> None:
     """What doctor says matches what the machine is: kvm_pvm loaded or no vmx/svm flag means paravirtual."""
-    from mptcplab.kernels import accel
+    from mptcplab.executors.qemu import accel
 
     flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "").split()
     expect = os.path.exists("/dev/kvm") and (os.path.isdir("/sys/module/kvm_pvm") or ("vmx" not in flags and "svm" not in flags))

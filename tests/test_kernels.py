@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from mptcplab.kernels.catalog import resolve
-from mptcplab.kernels.guest import GuestConfig, GuestSession
+from mptcplab.executors.qemu.session import GuestConfig, GuestSession
 from mptcplab.runner import RunOptions
 from mptcplab.scenario import load_scenario
 

@@ -79,7 +79,7 @@ def guest_kernel():
 
 @pytest.fixture(scope="module")
 def guest():
-    from mptcplab.kernels.guest import GuestSession
+    from mptcplab.executors.qemu.session import GuestSession
 
     kernel = guest_kernel()
     if kernel is None:

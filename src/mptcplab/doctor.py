@@ -65,7 +65,7 @@ def checks() -> list[Check]:
 
 def guest_checks() -> list[Check]:
     """What `run --kernel` and `matrix` need: the accelerator QEMU will use, virtiofsd, busybox."""
-    from .kernels import accel, guest, initramfs
+    from .executors.qemu import accel, initramfs, session as guest
 
     detail, fix = accel.doctor_line()
     out = [Check("guest accelerator", not detail.startswith("unusable"), detail, fix, required=False)]

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pyroute2.iproute.linux import IPRoute  # the submodule: see kernels/guest_main.py on import time
+    from pyroute2.iproute.linux import IPRoute  # the submodule: see executors/guest_main.py on import time
 
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
@@ -108,7 +108,7 @@ def iproute(name: str | None) -> Iterator["IPRoute"]:
     pyroute2's NetNS forks a helper to open its socket; creating IPRoute
     inside the namespace gives the same socket without a fork.
     """
-    from pyroute2.iproute.linux import IPRoute  # the submodule: see kernels/guest_main.py on import time
+    from pyroute2.iproute.linux import IPRoute  # the submodule: see executors/guest_main.py on import time
 
     with inside(name):
         ipr = IPRoute()

@@ -5,6 +5,7 @@ removed or renamed.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -145,16 +146,29 @@ class Repetition(BaseModel):
 
     @property
     def fails_run(self) -> bool:
-        """Whether this repetition's end fails its run (exit code 1): an MPTCP repetition that did not complete;
-        a baseline one only when it failed — one that timed out on a path too slow for the workload is expected."""
-        if self.baseline_path is not None:
-            return self.status in ("failed", "interrupted")
-        return not self.completed
+        """Whether this repetition's end fails its run (exit code 1): repetition_fails_run."""
+        return repetition_fails_run(self.status, self.baseline_path)
 
     @property
     def passed(self) -> bool:
         """Completed within the budget (or with no budget): what pass_rate counts."""
         return self.completed and not self.over_budget
+
+
+def repetition_fails_run(status: str, baseline_path: str | None) -> bool:
+    """Whether a repetition that ended with `status` fails its run (exit code 1): an MPTCP repetition that did not
+    complete; a best-path baseline one (`baseline_path` set) only when it failed — one that timed out on a path too
+    slow for the workload is expected."""
+    if baseline_path is not None:
+        return status in ("failed", "interrupted")
+    return status != "completed"
+
+
+def run_status(repetitions: Iterable[Any]) -> str:
+    """A run's status once all its repetitions ran: 'failed' when one fails the run (repetition_fails_run), else
+    'completed' (the repetitions are kept, each with its status). Each item has `.status` and `.baseline_path`: a
+    Repetition or a store row. The one rule for the runner, a matrix cell and a fleet-stored run."""
+    return "failed" if any(repetition_fails_run(r.status, r.baseline_path) for r in repetitions) else "completed"
 
 
 class Estimate(BaseModel):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import capabilities
-from .analysis.stats import paired_best_path_ratio, summarize_run
+from .analysis.stats import conclude_run, paired_best_path_ratio, summarize_run
 from .metrics import baseline_metric
 from .cancel import Cancel, interruptible
 from .environment import host_environment, loadavg
@@ -25,7 +25,7 @@ from .mptcp import ConnectionSample
 from .pathmanager import EventListener, open_subflows
 from .probes import connection_metrics, counter_snapshot, mib_delta, summarize
 from .protocols import Progress, RunSink
-from .result import Repetition, RunResult, SubflowResult
+from .result import Repetition, RunResult, SubflowResult, run_status
 from .scenario import HOST_ACTIONS, SYSCTL_ROLES, Event, Scenario
 from .topology import Topology, apply_host_event, build, effective_sysctls, pm_state
 from .workloads.base import Hooks, workload_class
@@ -51,6 +51,8 @@ class RunOptions:
     cancel: Cancel | None = None
     #: stop at the first repetition that does not complete (default: count it and go on)
     fail_fast: bool = False
+    #: where the run happens (executors/: host, qemu, uml), recorded as environment.executor; a guest's job says which
+    executor: str = "host"
     #: fill result.summary at the end; a guest leaves it to the host, which summarizes what it stored
     #: (numpy and scipy.stats would cost the guest seconds of import under TCG)
     summarize: bool = True
@@ -259,6 +261,7 @@ def run_scenarios(scenarios: list[Scenario], options: RunOptions | None = None) 
     host = host_environment()
     host["load_before"] = loadavg()
     host["tags"] = dict(options.tags)
+    host["executor"] = options.executor
     results = [_new_result(s, b, options, dict(host)) for s, b in zip(scenarios, backends)]
     totals = [options.warmup + (options.repeat or s.run.repeat) for s in scenarios]
     started: list[RunResult] = []
@@ -276,7 +279,7 @@ def run_scenarios(scenarios: list[Scenario], options: RunOptions | None = None) 
                     if not rep.completed and options.fail_fast:
                         raise RunError(f"{scenario.name} repetition {i + 1}: {rep.error}", "--fail-fast stopped the run")
         for result in results:
-            result.status = run_status(result)
+            result.status = run_status(result.repetitions)
     except BaseException as e:
         for result, total in zip(results, totals):
             if result is current and not isinstance(e, KeyboardInterrupt):
@@ -286,17 +289,15 @@ def run_scenarios(scenarios: list[Scenario], options: RunOptions | None = None) 
             elif len(result.repetitions) < total:
                 result.status = "interrupted"  # stopped (Ctrl-C, or another scenario failed) before its last repetition
             else:
-                result.status = run_status(result)
+                result.status = run_status(result.repetitions)
         raise
     finally:
         for result in results:
-            # index order, as the store gives them back: MPTCP repetitions first, then the baseline ones
-            # (they ran interleaved: started_at says when)
-            result.repetitions.sort(key=lambda r: r.index)
             result.environment["load_after"] = loadavg()
             result.ended_at = round(time.time(), 6)
-            if options.summarize:
-                summarize_run(result)
+            # index order, as the store gives them back: MPTCP repetitions first, then the baseline ones
+            # (they ran interleaved: started_at says when)
+            conclude_run(result, summarize=options.summarize)
         for result in started:
             for sink in options.sinks:
                 sink.run_finished(result)
@@ -346,13 +347,6 @@ def _tcp_conditions(topo: Topology, scenario: Scenario) -> dict[str, Any]:
                "programs open their own sockets; use the program's own option (iperf3 -C) and see "
                "subflows[].congestion_control")
     return {"congestion_control": scenario.tcp.congestion_control, "set_on": how}
-
-
-def run_status(result: RunResult) -> str:
-    """'completed' when every MPTCP repetition completed, else 'failed' (its repetitions are kept, each with its
-    status). A best-path baseline repetition that timed out (a path too slow for the workload) is listed in
-    `errors` but fails no run (Repetition.fails_run)."""
-    return "failed" if any(r.fails_run for r in result.repetitions) else "completed"
 
 
 def _one_round(scenario: Scenario, backend_cls: type[LinkBackend], result: RunResult, index: int, total: int,

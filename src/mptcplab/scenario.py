@@ -31,10 +31,8 @@ MAX_PATHS = 8  # the in-kernel path manager's hard limit on subflows
 
 from .fields import Duration, Fraction, PositiveDuration, Rate, Size, _Strict  # noqa: F401  (re-exported)
 from .workload_specs import SPECS as WORKLOAD_SPECS
-from .workload_specs import BulkSpec, WorkloadSpec
+from .workload_specs import WorkloadSpec
 from .scenario_files import builtin_dir, builtin_scenarios  # noqa: F401  (re-exported: where they always were)
-
-Workload = BulkSpec  # the first wave's name for the bulk workload's model
 
 
 class GilbertElliott(_Strict):
@@ -317,10 +315,20 @@ class Mptcp(_Strict):
     limits: Limits | None = None
 
 
+def _link_backend(value: Any) -> Any:
+    """`[run] link_backend`: auto or a registered link backend (links.BACKENDS, the one list)."""
+    from .links import unknown_backend
+
+    problem = unknown_backend(value) if isinstance(value, str) else None
+    if problem:
+        raise ValueError(f"got {value!r}; {problem}")
+    return value
+
+
 class RunSettings(_Strict):
     repeat: Annotated[int, Field(ge=1, le=1000)] = 3
     timeout: PositiveDuration = 60.0
-    link_backend: Literal["auto", "tbf", "netem", "wire"] = "auto"
+    link_backend: Annotated[str, BeforeValidator(_link_backend)] = "auto"
     #: a completed repetition slower than this is `over_budget` (the kernel selftests' completion budget)
     budget: PositiveDuration | None = None
     #: "best-path": also run the workload as plain TCP on each path alone, interleaved with the MPTCP
@@ -329,6 +337,9 @@ class RunSettings(_Strict):
     #: the metric `suite run` summarises and judges this scenario by (a name of mptcplab.metrics, e.g.
     #: "latency_max_ms" for a failover whose one stall is the finding); None: its workload kind's main metric
     metric: Annotated[str, Field(pattern=r"^[a-z0-9_.]{1,64}$")] | None = None
+    #: deterministic executors (UML with time travel): repetition i draws seed `seed + i`, the same on every kernel
+    #: and every machine, so two kernels are compared pair by pair; "random": the host's randomness, independent draws
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] | Literal["random"] = 1
 
 
 def _tcp_mem(value: Any) -> Any:
@@ -457,7 +468,7 @@ LATER_DEFAULTS: dict[str, dict[str, Any]] = {
     "path": {"endpoint": "subflow", "subflows": 1, "server_endpoint": None, "server_addresses": None},
     "event": {"jitter": None, "queue": None},
     "mptcp": {"limits": None},
-    "run": {"metric": None},
+    "run": {"metric": None, "seed": 1},
 }
 
 
@@ -658,10 +669,11 @@ class Scenario(_Strict):
 
         `run.baseline` is left out: the best-path baseline adds plain-TCP repetitions beside the MPTCP ones
         and changes nothing they measure (and scenarios hashed before the key existed keep their hash);
-        so is `run.metric`, which only says what the suite judges.
+        `run.seed` too: it chooses random draws, not what is measured (runs record it as a condition); and
+        `run.metric`, which only says what the suite judges.
         """
         content = {k: v for k, v in self.normalized().items() if k != "tags"}
-        content["run"] = {k: v for k, v in content["run"].items() if k not in ("baseline", "metric")}
+        content["run"] = {k: v for k, v in content["run"].items() if k not in ("baseline", "seed", "metric")}
         blob = json.dumps(content, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

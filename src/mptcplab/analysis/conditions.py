@@ -19,7 +19,8 @@ def conditions(env: Mapping[str, Any], backend: str = "") -> dict[str, str]:
     """Condition name -> value of one run, from its environment document.
 
     Keys: 'congestion control', 'tcp_rmem', 'tcp_wmem', one per sysctl the
-    scenario set ('net.x.y (router)'), 'link backend', 'guest accelerator',
+    scenario set ('net.x.y (router)'), 'link backend', 'executor' (host, qemu,
+    uml), 'time mode' (UML only), 'guest accelerator',
     'accelerator fallback' (only where a guest fell back from KVM to TCG), 'machine' (CPU model and count; a fleet run's: every worker's), and for a
     fleet campaign's run 'worker machines' (the host names of the workers
     whose repetitions it holds). Runs stored before a condition was recorded
@@ -39,8 +40,12 @@ def conditions(env: Mapping[str, Any], backend: str = "") -> dict[str, str]:
                 out[f"{key} ({role})"] = str(effective.get(key, value))
     out["link backend"] = backend or str(env.get("link_backend") or UNRECORDED)
     guest = env.get("guest") or {}
+    # where it ran (executors/): runs stored before executors were recorded ran in a QEMU guest when they have a guest
+    out["executor"] = str(env.get("executor") or ("qemu" if guest else "host"))
+    if env.get("time_mode"):  # a UML kernel's clock: simulated (time travel) or real
+        out["time mode"] = str(env["time_mode"])
     out["guest accelerator"] = str(guest.get("accelerator") or "none (this host's kernel)")
-    if guest.get("accelerator_fallback"):  # KVM was there but could not run the kernel: TCG instead (kernels/accel.py)
+    if guest.get("accelerator_fallback"):  # KVM was there but could not run the kernel: TCG instead (executors/qemu/accel.py)
         out["accelerator fallback"] = str(guest["accelerator_fallback"])
     out["machine"] = f"{env.get('cpu_model') or UNRECORDED} ({env.get('cpu_count') or '?'} CPUs)"
     workers = ((env.get("fleet") or {}).get("workers") or {}).values()

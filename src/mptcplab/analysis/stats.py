@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..result import Estimate, Repetition, RunResult
+from ..result import Estimate, Repetition, RunResult, run_status
 
 BOOTSTRAP_RESAMPLES = 4000
 SEED = 20261125
@@ -79,6 +79,21 @@ def summarize_run(result: RunResult) -> None:
         else:
             summary.pop("mptcp_vs_best_path", None)
     result.summary = summary
+
+
+def conclude_run(result: RunResult, ended: bool = False, summarize: bool = True) -> None:
+    """A run's end, the one rule for the runner, a guest's run, a matrix cell and a stored run.
+
+    The repetitions in index order (a best-path round reports its MPTCP repetition last, after the baselines);
+    with `ended` (every repetition ran) the status from them (result.run_status), else the status the caller set
+    (interrupted, failed) stands; with `summarize` the summary (summarize_run: medians, pass rate,
+    mptcp_vs_best_path). A guest's runner passes summarize=False: the host summarizes what it received.
+    """
+    result.repetitions.sort(key=lambda r: r.index)
+    if ended:
+        result.status = run_status(result.repetitions)
+    if summarize:
+        summarize_run(result)
 
 
 def _value(rep: Repetition, metric: str) -> float | None:

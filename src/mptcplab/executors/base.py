@@ -21,16 +21,38 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
-from ..protocols import Progress
-from ..result import RunResult
+from ..protocols import Progress, RunSink
+from ..result import Repetition, RunResult
 from ..scenario import Scenario
+
+
+#: executor kind -> class, filled by @register (executors/__init__.py imports the modules that register)
+EXECUTORS: dict[str, type["Executor"]] = {}
+
+
+def register(cls: type["Executor"]) -> type["Executor"]:
+    """Class decorator: `cls` runs the kernels its `takes` accepts, under its `kind`."""
+    EXECUTORS[cls.kind] = cls
+    return cls
 
 
 class Executor(ABC):
     """Where a run happens. A context manager: entering boots what it needs, leaving stops it (however it is left)."""
 
-    #: "host" or "guest"
+    #: the registry key and what results record as `environment.executor`: "host", "qemu", "uml"
     kind: ClassVar[str]
+    #: kernel flavours (kernels.catalog.Kernel.flavour) this executor boots; the qemu executor takes every other kernel
+    flavours: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def takes(cls, kernel: Any) -> bool:
+        """Whether this executor runs `kernel` (None: this machine's kernel)."""
+        if kernel is None:
+            return cls.kind == "host"
+        flavour = getattr(kernel, "flavour", None)
+        if cls.flavours:
+            return flavour in cls.flavours
+        return cls.kind != "host" and not any(flavour in other.flavours for other in EXECUTORS.values())
 
     def __enter__(self) -> "Executor":
         return self
@@ -84,3 +106,45 @@ class Executor(ABC):
                 options.progress.scenario_started(scenario.name)
             results.append(self.run(scenario, options, timeseries=timeseries))
         return results
+
+
+class Relay(RunSink):
+    """Passes a run's sink calls on, the one place that knows `into` and `finish` (see the module docstring).
+
+    Without `into` every call goes to `sinks` as it is (but the run's end when
+    `finish` is False). With `into`, each repetition is appended to `into`,
+    renumbered after its own, the conditions the first repetition read back
+    become the cell's, and the sinks hear of `into`, never of the run's start
+    or end. Used by the host executor around the runner, and by every guest's
+    JobFollower (executors/job.py) around the lines the guest streams."""
+
+    def __init__(self, sinks: list[RunSink], into: RunResult | None, finish: bool) -> None:
+        self.sinks, self.into, self.finish = sinks, into, finish
+
+    def run_started(self, result: RunResult, scenario: Scenario) -> None:
+        if self.into is None:
+            for sink in self.sinks:
+                sink.run_started(result, scenario)
+
+    def repetition_finished(self, result: RunResult, rep: Repetition) -> None:
+        into = self.into
+        if into is None:
+            for sink in self.sinks:
+                sink.repetition_finished(result, rep)
+            return
+        rep.index = len(into.repetitions)
+        into.repetitions.append(rep)
+        if not rep.completed and rep.baseline_path is None:
+            into.errors.append(f"repetition {rep.index + 1}: {rep.status}: {rep.error}")
+        env = result.environment
+        if not into.environment.get("sysctls_client"):  # what the first repetition read back: the cell's conditions
+            into.environment.update({k: v for k, v in env.items() if k not in ("tags", "label", "link_stats")})
+        if env.get("link_stats"):
+            into.environment.setdefault("link_stats", []).append(env["link_stats"][-1])
+        for sink in self.sinks:
+            sink.repetition_finished(into, rep)
+
+    def run_finished(self, result: RunResult) -> None:
+        if self.into is None and self.finish:
+            for sink in self.sinks:
+                sink.run_finished(result)

@@ -5,5 +5,5 @@ kernel x repetition, interleaved), submitting it idempotently, and its
 progress; worker.py: the procrastinate worker that runs one job at a time
 with the same executor as `run` and `matrix` and stores each repetition
 exactly once. The store and the analysis never import this package; the
-CLI is cli_fleet.py.
+CLI is cli/fleet.py.
 """

@@ -18,14 +18,14 @@ from typing import Any
 
 from ..analysis.compare import compare_samples
 from ..analysis.conditions import conditions, differing_lines
-from ..analysis.stats import summarize_run
+from ..analysis.stats import conclude_run
 from ..errors import LabError, UnsupportedError
 from ..result import RunResult
-from ..runner import RunOptions, baseline_environment, run_status
+from ..runner import RunOptions, baseline_environment
 from ..scenario import Scenario
 from ..executors import Executor, executor_for
 from .catalog import Kernel
-from .guest import GuestConfig
+from ..executors.qemu.session import GuestConfig
 
 
 @dataclass
@@ -131,8 +131,10 @@ def run_on_executors(scenarios: list[Scenario], executors: list[Executor], repea
             alive = executors[ki].alive
             if not alive and not any("guest" in e for e in cell.errors):
                 cell.errors.append(f"kernel {executors[ki].release}: the guest stopped; its remaining repetitions did not run")
-            cell.status = run_status(cell) if len(cell.repetitions) >= reps[si] and alive else "failed"
-            summarize_run(cell)
+            ended = len(cell.repetitions) >= reps[si] and alive
+            if not ended:
+                cell.status = "failed"
+            conclude_run(cell, ended=ended)
             for sink in sinks:
                 sink.run_finished(cell)
     return [Cell(scenarios[si].name, executors[ki].release, cells[(si, ki)]) for si in range(len(scenarios))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from ..errors import UnsupportedError
+from ..errors import UnsupportedError, UsageError
 
 if TYPE_CHECKING:  # annotations only: links.traces (a scenario's trace check) must not load the lab and pyroute2
     from ..scenario import Scenario
@@ -15,6 +15,20 @@ BACKENDS = {
     "netem": "mptcplab.links.netem:NetemLink",
     "wire": "mptcplab.links.wire:WireLink",
 }
+
+
+def backend_choices() -> str:
+    """The names a scenario's `[run] link_backend` and `--link-backend` accept: "auto, tbf, netem or wire"."""
+    names = ["auto", *BACKENDS]
+    return f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def unknown_backend(name: str) -> str | None:
+    """None when `name` is `auto` or a registered backend, else what to say ("choose auto, tbf, netem or wire").
+
+    The one check of a backend name, for the scenario's key, every command's --link-backend and select_backend.
+    """
+    return None if name == "auto" or name in BACKENDS else f"choose {backend_choices()}"
 
 
 def backend_class(name: str) -> type[LinkBackend] | None:
@@ -31,8 +45,9 @@ def select_backend(requested: str, scenario: Scenario) -> type[LinkBackend]:
     from ..capabilities import netem_available
 
     if requested != "auto":
-        if requested not in BACKENDS:
-            raise UnsupportedError(f"unknown link backend {requested!r}; choose auto, {', '.join(BACKENDS)}")
+        problem = unknown_backend(requested)
+        if problem:
+            raise UsageError(f"unknown link backend {requested!r}; {problem}")
         cls = backend_class(requested)
         if cls is None:
             raise UnsupportedError(f"the {requested} link backend is not available in this version of mptcplab")

@@ -103,3 +103,9 @@ def import_file(store: Store, path: Path) -> tuple[RunResult, int]:
     """Load one spool file (or `run --json` document) into `store`; returns the result and its new repetitions."""
     result, scenario = spool.read(path)
     return result, store.save_result(result, scenario)
+
+
+def recorder_for(db: str | None, warn: Callable[[str], None]) -> StoreRecorder:
+    """The run's store recorder for `--db` (a URL, a path, or None for the default); a bad --db is refused
+    (UsageError, exit 2) before anything runs. `warn` gets one line when the store fails and the spool takes over."""
+    return StoreRecorder(db, warn=warn)

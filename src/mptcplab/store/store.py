@@ -27,7 +27,7 @@ from ..metrics import metric as metric_def
 #: the metrics a Repetition holds as fields of its own (everything else stored is a workload metric)
 BULK_METRICS = ("goodput_mbps", "completion_s", "retransmits", "bytes_retrans", "rtt_ms", "pass_rate")
 from ..kernel_names import stored_kernel_matches
-from ..result import ProgramRun, Repetition, RunResult, SubflowResult, TimeSeries
+from ..result import ProgramRun, Repetition, RunResult, SubflowResult, TimeSeries, run_status
 from .database import make_engine, migrate
 from .location import display, resolve_db
 from .models import Environment, Measurement, RepetitionRow, Run, ScenarioVersion, SeriesRow, SubflowRow, Tag
@@ -169,11 +169,11 @@ class Store:
                     s.add(_repetition_row(run.id, rep))
             except IntegrityError:
                 return False
-            statuses = list(s.scalars(select(RepetitionRow.status).where(RepetitionRow.run_id == run.id)))
+            stored = list(s.execute(select(RepetitionRow.status, RepetitionRow.baseline_path).where(RepetitionRow.run_id == run.id)))
             if not rep.completed:
                 run.errors = [*run.errors, f"repetition {rep.index + 1}: {rep.status}: {rep.error}"]
-            if len(statuses) >= total:
-                run.status = "completed" if all(st == "completed" for st in statuses) else "failed"
+            if len(stored) >= total:
+                run.status = run_status(stored)
                 run.ended_at = time.time()
             return True
 
@@ -218,7 +218,7 @@ class Store:
 
     def load_result(self, run_id: str) -> RunResult:
         """The stored run as the RunResult it was (the same JSON as `mptcplab run --json`)."""
-        from ..analysis.stats import summarize_run
+        from ..analysis.stats import conclude_run
 
         with self._session("read the run") as s:
             run = s.scalars(select(Run).where(Run.uid == run_id).options(
@@ -230,7 +230,7 @@ class Store:
                 started_at=run.started_at, ended_at=run.ended_at,
                 repetitions=[_repetition(r) for r in run.repetitions],
             )
-        summarize_run(result)
+        conclude_run(result)
         return result
 
     def scenario_content(self, run_id: str) -> dict[str, Any] | None:

@@ -1,4 +1,4 @@
-"""`mptcplab report OUT/`: the static HTML site of stored runs (registered on cli.app).
+"""`mptcplab report OUT/`: the static HTML site of stored runs (registered on common.app).
 
 Contract: flags and exit codes are what scripts and CI jobs call. Exit 0 when
 the report was written, 2 on a usage error (unusable OUT, unknown metric,
@@ -11,9 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .cli import DbOption, app, err, handled
-from .cli_store import AlphaOption, ThresholdOption, _filter, _known_metrics, _parse_threshold, _store
-from .errors import UsageError
+from ..errors import UsageError
+from .common import AlphaOption, DbOption, ThresholdOption, app, err, handled, known_metrics, parse_threshold, run_filter, store_at
 
 
 def parse_compare(text: str) -> tuple[str, str]:
@@ -43,18 +42,18 @@ def report(
     db: DbOption = None,
 ) -> None:
     """Write a static HTML report (index grid, history, run and compare pages) that opens from disk."""
-    from .outputs import check_output_dir, writing
-    from .webreport import ReportOptions, build_report
+    from ..outputs import check_output_dir, writing
+    from ..webreport import ReportOptions, build_report
 
-    _known_metrics([metric, *(compare_metric or [])])
+    known_metrics([metric, *(compare_metric or [])])
     check_output_dir(out, "OUT")
     options = ReportOptions(metric=metric, compares=[parse_compare(c) for c in compare or []],
                             compare_metrics=list(compare_metric) if compare_metric else None,
-                            threshold=_parse_threshold(threshold), alpha=alpha, reference=reference,
+                            threshold=parse_threshold(threshold), alpha=alpha, reference=reference,
                             detect_change_points=change_points)
-    store = _store(db)
+    store = store_at(db)
     with writing(out, "OUT"):
-        stats = build_report(store, out, _filter(scenario, label, kernel, since, tag), options)
+        stats = build_report(store, out, run_filter(scenario, label, kernel, since, tag), options)
     err.print(f"report of {stats.runs} runs written to {stats.index}: {stats.written} pages written, "
               f"{stats.unchanged} unchanged, {stats.removed} removed in {stats.seconds:.1f} s",
               highlight=False, markup=False, soft_wrap=True)

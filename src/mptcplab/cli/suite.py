@@ -1,4 +1,4 @@
-"""`mptcplab suite list|run` and `mptcplab bisect` (registered on cli.py's `app`); the logic is in suite.py and bisect.py.
+"""`mptcplab suite list|run` and `mptcplab bisect` (registered on common.app); the logic is in suite.py and bisect.py.
 
 Contract: `suite run` exits 0 when every repetition completed and no kernel
 regressed against the first, 1 otherwise, 2 on a bad option or scenario.
@@ -14,8 +14,9 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from .cli import AccelOption, DbOption, RichProgress, SetOption, app, err, handled, out
-from .errors import UsageError
+from ..errors import UsageError
+from .common import (AccelOption, TimeOption, DbOption, RichProgress, SetOption, app, check_link_backend, err, handled,
+                     known_metrics, out, print_case_rows, store_at, warn)
 
 suite_app = typer.Typer(no_args_is_help=True, help="The built-in scheduler suite: list its cases, run them.")
 app.add_typer(suite_app, name="suite")
@@ -28,7 +29,7 @@ def list_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON list of the cases")] = False,
 ) -> None:
     """The suite's cases: tier, tags and what each checks."""
-    from .suite import suite_cases
+    from ..suite import suite_cases
 
     cases = suite_cases(tag)
     if as_json:
@@ -43,12 +44,6 @@ def list_cmd(
         table.add_row(c.name, c.tier, ", ".join(t for t in c.tags if t != c.tier), c.metric, c.description
                       + (f" (budget {c.budget_s:g} s)" if c.budget_s else ""))
     out.print(table)
-
-
-def _fmt(value: float | None, ci: Any) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
 @suite_app.command("run")
@@ -66,20 +61,20 @@ def run_cmd(
     store: Annotated[bool, typer.Option("--store/--no-store", help="store every run in the results database")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON document: the summary rows and every run (no time series)")] = False,
     accel: AccelOption = None,
+    time_mode: TimeOption = None,
 ) -> None:
     """Run every suite case (interleaved), store it, and print case x kernel with verdicts against the first kernel.
 
     Exit 1 when a repetition did not complete or a kernel regressed against the first.
     """
-    from .cli_store import _known_metrics, recorder_for
-    from .protocols import Collector
-    from .runner import RunOptions
-    from .suite import case_metric, load_cases, run_suite, suite_cases, summary_rows
+    from ..protocols import Collector
+    from ..runner import RunOptions
+    from ..store.recorder import recorder_for
+    from ..suite import case_metric, load_cases, run_suite, suite_cases, summary_rows
 
     if metric is not None:
-        _known_metrics([metric])
-    if link_backend is not None and link_backend not in ("auto", "tbf", "netem", "wire"):
-        raise UsageError(f"--link-backend {link_backend!r}: choose auto, tbf, netem or wire")
+        known_metrics([metric])
+    check_link_backend(link_backend)
     cases = suite_cases(tag)
     if case:
         known = {c.name for c in cases}
@@ -91,7 +86,7 @@ def run_cmd(
     scns = load_cases(cases, overrides or [])
     ks = None
     if kernels is not None:
-        from .kernels.catalog import resolve
+        from ..kernels.catalog import resolve
 
         names = [k.strip() for k in kernels.split(",") if k.strip()]
         if not names:
@@ -100,12 +95,12 @@ def run_cmd(
         if len({k.release for k in ks}) < len(ks):
             raise UsageError(f"--kernels {kernels}: names the same kernel twice")
     else:
-        from .runner import preflight
+        from ..runner import preflight
 
         for s in scns:
             preflight(s, link_backend)
     collector = Collector()
-    recorder = recorder_for(db, err) if store else None
+    recorder = recorder_for(db, warn) if store else None
     options = RunOptions(repeat=repeat, label=label, link_backend=link_backend,
                          sinks=[collector] + ([recorder] if recorder is not None else []))
     err.print(f"suite: {len(scns)} case{'s' if len(scns) != 1 else ''}" + (f" tagged {tag}" if tag else "")
@@ -129,45 +124,12 @@ def run_cmd(
         sys.stdout.write(json.dumps({"suite": run.suite_id, "kernels": run.kernels, "metric": metric, "rows": rows,
                                      "runs": [r.to_json(timeseries=False) for r in run.results]}) + "\n")
     else:
-        _print_rows(run.suite_id, rows, metric)
+        print_case_rows(run.suite_id, rows, metric)
         for res in run.results:
             for e in res.errors:
                 out.print(f"{res.scenario} @ {res.kernel}: {e}", highlight=False, markup=False, soft_wrap=True)
     if incomplete or regressed:
         raise typer.Exit(1)
-
-
-def _print_rows(suite_id: str, rows: list[dict[str, Any]], metric: str, what: str | None = None) -> None:
-    """The case x kernel table; `what` names the runs (default: the suite's, tagged suite=ID)."""
-    from .metrics import metric as metric_def
-
-    per_case = len({r["metric"] for r in rows}) > 1
-    unit = metric_def(metric).unit
-    measure = ("each case's metric (its workload's main one)" if per_case else f"{metric}{f' ({unit})' if unit else ''}")
-    multi = len({r["kernel"] for r in rows}) > 1
-    table = Table(title=f"{what or f'suite {suite_id} (runs tagged suite={suite_id})'}: {measure}, median [95% CI] "
-                        "of completed repetitions; pass rate [Wilson 95%] where a budget is set"
-                        + ("; change vs the first kernel (threshold 5%, alpha 0.01)" if multi else ""), title_justify="left")
-    value_col = "median [95% CI]" if per_case else metric
-    cols = ["case", "kernel", "n", "failed"] + (["metric"] if per_case else []) + [value_col, "pass rate"] \
-        + (["change", "p", "verdict"] if multi else [])
-    for col in cols:
-        table.add_column(col, justify="right" if col in ("n", "failed", "change", "p") else "left")
-    for r in rows:
-        pass_rate = "-" if r["pass_rate"] is None else f"{r['passed']}/{r['n'] + r['failed']} [{r['pass_ci95'][0]:.2f}, {r['pass_ci95'][1]:.2f}]"
-        m_unit = metric_def(r["metric"]).unit
-        cells = [r["case"], r["kernel"], str(r["n"]), str(r["failed"])] \
-            + ([r["metric"] + (f" ({m_unit})" if m_unit else "")] if per_case else []) \
-            + [_fmt(r["median"], r["ci95"]), pass_rate]
-        if multi:
-            if r["change"] is None:
-                cells += ["baseline" if r["verdict"] is None and r["median"] is not None else "-", "", ""]
-            else:
-                style = {"regressed": "red", "improved": "green"}.get(r["verdict"])
-                cells += [f"{r['change'] * 100:+.1f}% [{r['change_ci95'][0] * 100:+.1f}, {r['change_ci95'][1] * 100:+.1f}]",
-                          f"{r['p_value']:.4f}", f"[{style}]{r['verdict']}[/{style}]" if style else r["verdict"]]
-        table.add_row(*cells)
-    out.print(table)
 
 
 @app.command()
@@ -186,6 +148,7 @@ def bisect(
     db: DbOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="the report as one JSON document")] = False,
     accel: AccelOption = None,
+    time_mode: TimeOption = None,
 ) -> None:
     """Find the first kernel release between --good and --bad where SCENARIO got worse (each probe in a QEMU guest).
 
@@ -193,23 +156,22 @@ def bisect(
     resumes, running only what the store does not have. Exit 0 when the first
     bad release is found, 1 when --bad is not worse than --good, 2 on bad input.
     """
-    from .bisect import Bisector, bisect_id, guest_measure, releases_between
-    from .cli_store import _known_metrics, _store, recorder_for
-    from .runner import RunOptions
-    from .scenario import load_scenario
+    from ..bisect import Bisector, bisect_id, guest_measure, releases_between
+    from ..runner import RunOptions
+    from ..store.recorder import recorder_for
+    from ..scenario import load_scenario
 
-    _known_metrics([metric])
-    if link_backend is not None and link_backend not in ("auto", "tbf", "netem", "wire"):
-        raise UsageError(f"--link-backend {link_backend!r}: choose auto, tbf, netem or wire")
+    known_metrics([metric])
+    check_link_backend(link_backend)
     scn = load_scenario(scenario, overrides or [])
     if kernels_from is not None:
-        from .bisect import releases_from_dir
+        from ..bisect import releases_from_dir
 
         rels = releases_from_dir(kernels_from, good, bad)
     else:
         rels = releases_between(good, bad, cached_only)
-    store = _store(db, create=True)
-    recorder = recorder_for(db, err)
+    store = store_at(db, create=True)
+    recorder = recorder_for(db, warn)
     bid = bisect_id(scn, rels[0].release, rels[-1].release, metric)
     err.print(f"bisect {bid}: {scn.name}, {metric}, {len(rels)} releases from {rels[0].release} to {rels[-1].release} "
               f"(at most {max(1, (len(rels) - 2).bit_length())} probes); runs tagged bisect={bid}", highlight=False)
@@ -220,8 +182,8 @@ def bisect(
 
             def measure(rel: Any, n: int, b: str) -> None:
                 if "name" not in backend:  # one emulator for every kernel, chosen from the ends as matrix does
-                    from .kernels.fetch import fetch
-                    from .kernels.matrix import resolve_backend
+                    from ..kernels.fetch import fetch
+                    from ..kernels.matrix import resolve_backend
 
                     ends = [fetch(rels[0].release)[0], fetch(rels[-1].release)[0]]
                     backend["name"] = resolve_backend(link_backend, [scn], ends)

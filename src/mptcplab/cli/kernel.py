@@ -1,6 +1,6 @@
-"""`mptcplab kernel fetch|list|add`, `mptcplab matrix` and the guest side of `run --kernel`.
+"""`mptcplab kernel fetch|list|build|add`, `mptcplab matrix` and the guest side of `run --kernel`.
 
-Registered on cli.py's `app`; the machinery is in mptcplab.kernels.
+Registered on common.app; the machinery is in mptcplab.kernels.
 """
 from __future__ import annotations
 
@@ -8,38 +8,17 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from .cli import AccelOption, DbOption, FailFastOption, RichProgress, SetOption, app, handled, out
-from .errors import UsageError
+from ..errors import UsageError
+from .common import (AccelOption, TimeOption, DbOption, FailFastOption, RichProgress, SetOption, app, check_link_backend, err,
+                     handled, load_scenarios, out, warn)
 
-if TYPE_CHECKING:  # the engine and the models load when a command runs, not for --help
-    from .result import RunResult
-    from .runner import RunOptions
-    from .scenario import Scenario
-    from .kernels.catalog import Kernel
-    from .kernels.fetch import Waits
-
-kernel_app = typer.Typer(no_args_is_help=True, help="Other kernels: fetch Debian kernels, add your own, list them.")
+kernel_app = typer.Typer(no_args_is_help=True, help="Other kernels: fetch Debian kernels, build from source, add your own, list them.")
 app.add_typer(kernel_app, name="kernel")
-
-
-def kernel_waits() -> "Waits":
-    """Waits that say on stderr what a kernel fetch is waiting for (a spinner on a terminal)."""
-    from .cli import err
-    from .kernels.fetch import ConsoleWaits
-
-    return ConsoleWaits(err)
-
-
-def use_kernel(name: str) -> "Kernel":
-    """The kernel `name` means (the one rule of `kernel fetch`), fetched if it is not cached; says which on stderr."""
-    from .kernels.fetch import fetch
-
-    return fetch(name, waits=kernel_waits())[0]
 
 
 @kernel_app.command("fetch")
@@ -53,9 +32,9 @@ def fetch_cmd(
     A version prefix means the newest runnable release the archive offers
     (6.12 is the newest 6.12.x, even when an older one is cached).
     """
-    from .kernels.fetch import fetch
+    from ..kernels.fetch import ConsoleWaits, fetch
 
-    kernel, was_cached = fetch(version, refresh=refresh, waits=kernel_waits())
+    kernel, was_cached = fetch(version, refresh=refresh, waits=ConsoleWaits(err))
     verb = "already cached" if was_cached else "fetched"
     out.print(f"{verb}: {kernel.release} ({kernel.version}, {kernel.origin}) in {kernel.dir}", highlight=False, soft_wrap=True)
 
@@ -64,31 +43,35 @@ def fetch_cmd(
 @handled
 def list_cmd(
     cached_only: Annotated[bool, typer.Option("--cached", help="only the cache; do not ask the archive")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="one JSON list: release, upstream, version, suite, cached, runnable, reason")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON list: release, upstream, version, suite, cached, runnable, reason, flavour, source")] = False,
     refresh: Annotated[bool, typer.Option("--refresh", help="update the package lists first, even when they are fresh")] = False,
+    sources: Annotated[bool, typer.Option("--sources", help="the Debian kernel source releases `kernel build` can build, instead")] = False,
 ) -> None:
-    """Every kernel: cached ones and what the Debian archive offers, in version order, with what can run."""
-    from .kernels.catalog import cached
-    from .kernel_names import version_key
+    """Every kernel: cached ones (Debian's, added and built) and what the Debian archive offers, in version order."""
+    from ..kernels.catalog import cached
+    from ..kernel_names import version_key
 
+    if sources:
+        _list_sources(as_json, refresh)
+        return
     kernels = cached()
     rows: dict[str, dict] = {}
     for k in kernels:
         rows[k.release] = {"release": k.release, "upstream": k.upstream, "version": k.version,
                            "suite": k.origin.split(" ")[1] if k.origin.startswith("debian ") else "",
                            "origin": k.origin, "cached": True, "runnable": True, "reason": "",
-                           "mptcp": k.config_value("MPTCP")}
+                           "mptcp": k.config_value("MPTCP"), "flavour": k.flavour, "source": k.source}
     problem = ""
     if not cached_only:
-        from .errors import LabError
-        from .kernels.fetch import PrivateApt, read_catalog
+        from ..errors import LabError
+        from ..kernels.fetch import ConsoleWaits, PrivateApt, read_catalog
 
         try:
-            offered = read_catalog(PrivateApt(waits=kernel_waits()), refresh)
+            offered = read_catalog(PrivateApt(waits=ConsoleWaits(err)), refresh)
         except LabError as e:
             offered, problem = [], e.message
         for c in offered:
-            row = rows.setdefault(c.release, {"release": c.release, "cached": False, "mptcp": None})
+            row = rows.setdefault(c.release, {"release": c.release, "cached": False, "mptcp": None, "flavour": c.flavour, "source": None})
             row.update(upstream=c.upstream, version=c.version, suite=c.suite, origin=f"debian {c.suite} {c.package}",
                        runnable=c.runnable, reason=c.reason, size_bytes=c.size)
     ordered = sorted(rows.values(), key=lambda r: (version_key(r["version"] if r["version"] != "custom" else r["upstream"]), r["release"]))
@@ -97,18 +80,56 @@ def list_cmd(
     else:
         title = "cached kernels" if cached_only else "kernels, oldest first (mptcplab kernel fetch VERSION; cached ones run offline)"
         table = Table(title=title, title_justify="left")
-        for col in ("version", "release", "suite", "cached", "MPTCP", "runnable"):
+        for col in ("version", "release", "suite", "flavour", "cached", "MPTCP", "runnable"):
             table.add_column(col, overflow="fold")
         for r in ordered:
-            suite = r["suite"] or ("your build" if r["version"] == "custom" else "")
-            table.add_row(r["upstream"], r["release"], suite, "yes" if r["cached"] else "",
+            suite = r["suite"] or ("your build" if r["version"] == "custom" else r["source"] or "")
+            table.add_row(r["upstream"], r["release"], suite, r["flavour"], "yes" if r["cached"] else "",
                           (r["mptcp"] or "?") if r["cached"] else "", "yes" if r["runnable"] else f"no: {r['reason']}")
         out.print(table)
     if problem:
-        from .cli import err
-
         err.print(f"warning: the Debian archive could not be read ({problem}); only the cache is listed",
                   highlight=False, markup=False, soft_wrap=True)
+
+
+def _list_sources(as_json: bool, refresh: bool) -> None:
+    """`kernel list --sources`: the linux-source releases the archive offers, and which are cached."""
+    from ..kernels.fetch import ConsoleWaits
+    from ..kernels.source import cached_sources, read_sources
+
+    have = {s.version for s in cached_sources()}
+    rows = [{"upstream": s.upstream, "version": s.version, "suite": s.suite, "package": s.package, "size_bytes": s.size,
+             "cached": s.version in have} for s in read_sources(waits=ConsoleWaits(err), refresh=refresh)]
+    if as_json:
+        sys.stdout.write(json.dumps(rows) + "\n")
+        return
+    table = Table(title="kernel sources, oldest first (mptcplab kernel build VERSION [--flavour uml|qemu])", title_justify="left")
+    for col in ("version", "package version", "suite", "size", "cached"):
+        table.add_column(col, justify="right" if col == "size" else "left")
+    for r in rows:
+        table.add_row(r["upstream"], r["version"], r["suite"], f"{r['size_bytes'] / 1e6:.0f} MB", "yes" if r["cached"] else "")
+    out.print(table)
+
+
+@kernel_app.command("build")
+@handled
+def build_cmd(
+    source: Annotated[str, typer.Argument(help="a Debian source release (6.12.117, 6.12, 7.3.4; see kernel list --sources), a kernel source tarball, or a kernel tree directory")],
+    flavour: Annotated[str, typer.Option("--flavour", help="uml (a User-Mode Linux binary) or qemu (a bzImage for the QEMU guest)")] = "uml",
+    config_extra: Annotated[Optional[Path], typer.Option("--config-extra", help="a Kconfig fragment (CONFIG_X=y lines) applied after the lab's")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="the kernel's name in the cache (default VERSION-FLAVOUR, e.g. 6.12.117-uml)")] = None,
+    ref: Annotated[Optional[str], typer.Option("--ref", help="with a git checkout as SOURCE: build this commit in the lab's own worktree")] = None,
+) -> None:
+    """Build a kernel from source with the lab's config fragment (out of tree, in the cache) and register it.
+
+    A repeated build of the same tree is incremental. The kernel is then named by --name (or VERSION-FLAVOUR) in
+    run --kernel, matrix and kernel list.
+    """
+    from ..kernels.build import build
+    from ..kernels.fetch import ConsoleWaits
+
+    kernel = build(source, flavour, config_extra, name, ref, progress=ConsoleWaits(err))
+    out.print(f"built: {kernel.release} ({kernel.flavour}, {kernel.source}) in {kernel.dir}", highlight=False, soft_wrap=True)
 
 
 @kernel_app.command("add")
@@ -119,24 +140,11 @@ def add_cmd(
     config: Annotated[Optional[Path], typer.Option("--config", help="the kernel's .config (default: the build tree's, when found)")] = None,
 ) -> None:
     """Register a kernel you built; it is copied into the cache."""
-    from .kernels.custom import add
+    from ..kernels.custom import add
 
     kernel = add(path, modules, config)
     out.print(f"added: {kernel.release} in {kernel.dir}" + ("" if kernel.modules else " (no modules: the needed drivers must be built in)"),
               highlight=False)
-
-
-def run_on_kernel(kernel: "str | Kernel", scenarios: list[Scenario], options: RunOptions, timeseries: bool) -> list[RunResult]:
-    """`run --kernel K`: every scenario in one guest booted with K (a name is resolved, and fetched, first).
-
-    Each repetition reaches the sinks (the store) as it ends in the guest.
-    """
-    from .executors import executor_for
-
-    k = use_kernel(kernel) if isinstance(kernel, str) else kernel
-    with executor_for(k) as guest:
-        guest.ready(options.progress)
-        return guest.run_all(scenarios, options, timeseries)
 
 
 def _fmt(est: object) -> str:
@@ -160,34 +168,37 @@ def matrix(
     overrides: SetOption = None,
     fail_fast: FailFastOption = False,
     accel: AccelOption = None,
+    time_mode: TimeOption = None,
 ) -> None:
     """Run every scenario on every kernel in QEMU guests, kernels interleaved, and print scenario x kernel.
 
     Exit 1 when any repetition did not complete (each is kept, with its reason).
     """
-    from .cli import load_scenarios
-    from .kernels.matrix import run_matrix, table_rows
+    from ..kernels.fetch import ConsoleWaits, use_kernel
+    from ..kernels.matrix import run_matrix, table_rows
 
     names = [k.strip() for k in kernels.split(",") if k.strip()]
     if not names:
         raise UsageError("--kernels needs at least one kernel, e.g. --kernels 6.1,6.12")
-    if link_backend is not None and link_backend not in ("auto", "tbf", "netem", "wire"):
-        raise UsageError(f"--link-backend {link_backend!r}: choose auto, tbf, netem or wire")
-    ks = [use_kernel(n) for n in names]  # the rule of `kernel fetch`; missing kernels are fetched
+    check_link_backend(link_backend)
+    ks = [use_kernel(n, ConsoleWaits(err)) for n in names]  # the rule of `kernel fetch`; missing kernels are fetched
     if len({k.release for k in ks}) < len(ks):
         raise UsageError(f"--kernels {kernels}: names the same kernel twice")
-    from .kernels.matrix import resolve_backend
-    from .protocols import Collector
-    from .runner import RunOptions
+    from ..kernels.matrix import resolve_backend
+    from ..protocols import Collector
+    from ..runner import RunOptions
 
     scns = load_scenarios(scenario, overrides or [])
     backend = resolve_backend(link_backend, scns, ks)
     collector = Collector()
     options = RunOptions(repeat=repeat, label=label, link_backend=link_backend, fail_fast=fail_fast, sinks=[collector])
-    recorder = _recorder(db) if store else None
-    if recorder is not None:
+    if store:
+        from ..store.recorder import recorder_for
+
+        recorder = recorder_for(db, warn)
         options.sinks.append(recorder)
-    from .cli import err
+    else:
+        recorder = None
 
     try:
         with RichProgress(scns[0].name) as progress:
@@ -226,12 +237,3 @@ def matrix(
     if incomplete:
         raise typer.Exit(1)
 
-
-def _recorder(db: str | None) -> object | None:
-    """The store's recorder when the store is part of this build (it is optional to the matrix)."""
-    try:
-        from .cli import err
-        from .cli_store import recorder_for
-    except ImportError:
-        return None
-    return recorder_for(db, err)

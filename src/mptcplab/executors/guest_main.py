@@ -1,7 +1,8 @@
 """Inside the guest: run one job with the ordinary runner and report as JSON lines.
 
 The guest's init runs this with the host's own Python over the read-only
-virtiofs mount; stdin and stdout are the guest's second serial port. Jobs
+host filesystem (virtiofs in QEMU, hostfs in UML); the protocol is executors/job.py's; in QEMU
+stdin and stdout are the guest's second serial port. Jobs
 come in one JSON line each; out go ``ready`` once (booted), then per job
 ``progress`` lines (repetition started / sampled / finished) and exactly
 one ``result`` or ``error``.
@@ -65,17 +66,16 @@ def lazy_package(name: str) -> None:
 if __name__ == "__main__":  # the guest's own process: nothing else there imports pyroute2
     lazy_package("pyroute2")
 
-import base64  # noqa: E402
 import json  # noqa: E402
-import pickle  # noqa: E402
 import traceback  # noqa: E402
 from typing import Any  # noqa: E402
 
 from ..errors import LabError  # noqa: E402
 from ..protocols import Progress, RunSink  # noqa: E402
 from ..result import Repetition, RunResult  # noqa: E402
-from ..runner import RunOptions, run_scenario  # noqa: E402
+from ..runner import run_scenario  # noqa: E402
 from ..scenario import Scenario  # noqa: E402
+from . import job as jobs  # noqa: E402
 
 #: Above these busy fractions a repetition counts as CPU bound. Empirical (bench/guest_overhead.py,
 #: TCG, 2 vCPUs): runs that reached the host's goodput had their busiest vCPU at 0.29-0.67, runs that fell short
@@ -161,13 +161,9 @@ class GuestSink(RunSink):
 
 
 def run_job(job: dict[str, Any]) -> None:
-    scenario: Scenario = pickle.loads(base64.b64decode(job["scenario_pickle"]))  # written by the host's lab
+    scenario = jobs.decode_scenario(job)
     progress = GuestProgress()
-    options = RunOptions(repeat=job.get("repeat"), label=job.get("label"), link_backend=job.get("link_backend"),
-                         progress=progress, tags=job.get("tags") or {}, fail_fast=bool(job.get("fail_fast")), summarize=False,
-                         sinks=[GuestSink(progress, job.get("timeseries", True))])
-    if job.get("warmup"):
-        options.warmup = job["warmup"]
+    options = jobs.decode_options(job, progress, [GuestSink(progress, job.get("timeseries", True))])
     result = run_scenario(scenario, options)
     busy = [c["busy"] for c in progress.cpu]
     result.environment["guest_cpu"] = {
@@ -181,10 +177,27 @@ def run_job(job: dict[str, Any]) -> None:
     emit({"type": "result", "result": doc})
 
 
-def main() -> int:
-    """Answer jobs from stdin until the host says quit or goes away."""
+def answer(msg: dict[str, Any]) -> None:
+    """Run one job and answer with its `result`, or an `error` (never an exception: the host must hear back)."""
+    try:
+        run_job(msg)
+    except LabError as e:
+        emit({"type": "error", "kind": type(e).__name__, "exit_code": e.exit_code, "message": e.message, "hint": e.hint})
+    except Exception as e:  # the traceback goes to the console
+        traceback.print_exc()
+        emit({"type": "error", "kind": "RunError", "exit_code": 1, "message": f"{type(e).__name__}: {e}", "hint": None})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Answer jobs from stdin until the host says quit or goes away (QEMU), or the one job in a file (`--job FILE`:
+    a UML guest, whose job is written before it boots; waiting for input would race through simulated time)."""
+    argv = sys.argv[1:] if argv is None else argv
     emit({"type": "ready", "kernel": os.uname().release, "uptime_s": uptime(),
           "python_started_s": process_started(), "guest_main_started_s": STARTED_S})
+    if argv[:1] == ["--job"]:
+        with open(argv[1]) as f:
+            answer(json.load(f))
+        return 0
     for line in sys.stdin:
         try:
             msg = json.loads(line)
@@ -192,13 +205,7 @@ def main() -> int:
             continue  # line noise on the serial port
         if msg.get("type") == "quit":
             break
-        try:
-            run_job(msg)
-        except LabError as e:
-            emit({"type": "error", "kind": type(e).__name__, "exit_code": e.exit_code, "message": e.message, "hint": e.hint})
-        except Exception as e:  # the host must always get an answer; the traceback goes to the console
-            traceback.print_exc()
-            emit({"type": "error", "kind": "RunError", "exit_code": 1, "message": f"{type(e).__name__}: {e}", "hint": None})
+        answer(msg)
     return 0
 
 

@@ -18,7 +18,7 @@ import subprocess
 from functools import lru_cache
 from pathlib import Path
 
-from .catalog import Kernel, KernelError
+from ...kernels.catalog import Kernel, KernelError
 
 BUSYBOX = Path("/bin/busybox")
 #: name -> needed; a needed module that is neither built in nor shipped stops the build
@@ -48,7 +48,7 @@ say "host filesystem mounted at $(cut -d' ' -f1 /proc/uptime) s"
 chroot $H /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/run/tmp TMPDIR=/run/tmp \
     PYTHONPATH="$(arg pythonpath)" PYTHONDONTWRITEBYTECODE=1 PYTHONPROFILEIMPORTTIME="$(arg importtime)" \
     PYDANTIC_DISABLE_PLUGINS=__all__ \
-    "$(arg python)" -m mptcplab.kernels.guest_main < /dev/ttyS1 > /dev/ttyS1 2> /dev/ttyS0
+    "$(arg python)" -m mptcplab.executors.guest_main < /dev/ttyS1 > /dev/ttyS1 2> /dev/ttyS0
 say "job exited with status $?"
 poweroff -f
 """

@@ -1,30 +1,36 @@
-"""Runs in a QEMU guest booted with another kernel: kernels.guest.GuestSession behind the Executor interface."""
+"""Runs in a QEMU guest booted with another kernel (a Debian kernel, `kernel add`, a `kernel build --flavour qemu`).
+
+session.py boots and watches QEMU (accel.py decides KVM or TCG, initramfs.py
+is the guest's init); the job protocol is executors/job.py's, shared with
+every guest.
+"""
 from __future__ import annotations
 
 from typing import Any
 
-from ..protocols import Progress
-from ..result import RunResult
-from ..scenario import Scenario
-from .base import Executor
+from ...protocols import Progress
+from ...result import RunResult
+from ...scenario import Scenario
+from ..base import Executor, register
 
 
-class GuestExecutor(Executor):
+@register
+class QemuExecutor(Executor):
     """One guest booted with `kernel` and kept up for every run given to it (booting costs far more than a repetition).
 
     Entering starts QEMU without waiting for the boot, so several guests boot
     at once (a matrix); `ready` waits for one.
     """
 
-    kind = "guest"
+    kind = "qemu"
 
     def __init__(self, kernel: Any, cfg: Any = None) -> None:
-        from ..kernels.guest import GuestSession
+        from .session import GuestSession
 
         self._kernel = kernel
         self.session = GuestSession(kernel, cfg)
 
-    def __enter__(self) -> "GuestExecutor":
+    def __enter__(self) -> "QemuExecutor":
         self.session.__enter__()
         return self
 

@@ -1,4 +1,4 @@
-"""The results-store commands: runs, show, export, compare, import (registered on cli.app).
+"""The results-store commands: runs, show, export, compare, import (registered on common.app).
 
 Contract: flags, JSON keys and exit codes are what scripts and CI jobs call.
 `compare` exits 0 when nothing regressed, 1 when something did, 2 on a usage
@@ -8,99 +8,24 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import re
 import sys
-import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .cli import DbOption, app, err, handled, out
-from .errors import UsageError
-from .outputs import FIGURE_SUFFIXES, check_output, writing
-
-
-ThresholdOption = Annotated[str, typer.Option("--threshold", help="smallest relative change that counts, in percent: 5% or 5")]
-AlphaOption = Annotated[float, typer.Option("--alpha", min=0.0001, max=0.5, help="significance level of the one-sided Mann-Whitney U test")]
-
-
-def parse_tags(items: list[str]) -> dict[str, str]:
-    """`--tag key=value` (repeatable) into a dict; a malformed one is a usage error."""
-    tags = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--tag {item!r}: write it as key=value")
-        tags[key.strip()] = value.strip()
-    return tags
-
-
-def recorder_for(db: str | None, err: Console) -> Any:
-    """The run's store recorder; a bad --db is refused before anything runs."""
-    from .store.recorder import StoreRecorder
-
-    return StoreRecorder(db, warn=lambda m: err.print(f"warning: {m}", highlight=False, markup=False, soft_wrap=True))
-
-
-def parse_since(text: str) -> float:
-    """`--since`: an ISO date/time (2026-11-25, 2026-11-25T08:00) or an age (30m, 12h, 7d, 2w)."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*", text)
-    if m:
-        seconds = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
-        return time.time() - float(m.group(1)) * seconds
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        raise UsageError(f"--since {text!r}: give a date/time (2026-11-25, 2026-11-25T08:00) or an age (30m, 12h, 7d, 2w)") from None
-
-
-def _store(db: str | None, create: bool = False) -> Any:
-    """The store for a command; only commands that write (import) may create it."""
-    from .store import open_store
-
-    return open_store(db, create=create)
-
-
-def _listing_store(db: str | None) -> tuple[Any, str]:
-    """For commands that list (runs, history, export): the store, or None when no run was ever stored there.
-
-    A SQLite file that does not exist yet is not an error for them (a new user
-    runs `mptcplab runs` first); a directory that does not exist is, unless it
-    is the default location: `--db /mistyped/dir/results.db` must not look empty.
-    Returns (store or None, where it is).
-    """
-    from .store import open_store
-    from .store.location import ENV_VAR, display, resolve_db
-
-    url = resolve_db(db)
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") and not Path(url.database).exists():
-        if Path(url.database).parent.is_dir() or not (db or os.environ.get(ENV_VAR)):
-            return None, display(url)
-    store = open_store(url, create=False)  # a missing directory of a given --db: "no results database at ...", exit 2
-    return store, store.where
-
-
-def _nothing_stored(where: str, console: Console) -> None:
-    console.print(f"no runs stored yet (in {where})", highlight=False, markup=False, soft_wrap=True)
+from ..errors import UsageError
+from .common import (AlphaOption, DbOption, ThresholdOption, app, err, handled, known_metrics, listing_store, nothing_stored,
+                     out, parse_threshold, run_filter, store_at)
+from ..outputs import FIGURE_SUFFIXES, check_output, writing
 
 
 def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _filter(scenario: str | None, label: str | None, kernel: str | None, since: str | None, tag: list[str] | None,
-            run_ids: list[str] | None = None) -> Any:
-    from .store import RunFilter
-
-    return RunFilter(scenario=scenario, label=label, kernel=kernel, since=parse_since(since) if since else None,
-                     tags=parse_tags(tag or []), run_ids=list(run_ids or []))
 
 
 @app.command()
@@ -115,10 +40,10 @@ def runs(
     db: DbOption = None,
 ) -> None:
     """List stored runs, newest first."""
-    flt = _filter(scenario, label, kernel, since, tag)
-    store, where = _listing_store(db)
+    flt = run_filter(scenario, label, kernel, since, tag)
+    store, where = listing_store(db)
     if store is None or not store.count_runs():
-        _nothing_stored(where, out)
+        nothing_stored(where, out)
         return
     found = store.list_runs(flt, limit=limit)
     if not found:
@@ -141,9 +66,9 @@ def show(
     db: DbOption = None,
 ) -> None:
     """Show one stored run in full: environment, scenario, repetitions and summary."""
-    from .report import print_details
+    from ..report import print_details
 
-    store = _store(db)
+    store = store_at(db)
     uid = store.resolve_run(run_id)
     result = store.load_result(uid)
     if as_json:
@@ -181,7 +106,7 @@ def _csv_rows(results: list[Any]) -> tuple[list[str], list[dict[str, Any]]]:
 
     `repetition` counts from 1 (as tables and `plot --rep` do); `run_started_at` and `started_at` are ISO 8601.
     """
-    from .store.store import repetition_metrics
+    from ..store.store import repetition_metrics
 
     columns = list(EXPORT_COLUMNS) + ["retransmits", "bytes_retrans", "rtt_ms", "baseline_path"]
     rows = []
@@ -222,12 +147,12 @@ def export(
         raise UsageError(f"--format {fmt!r}: choose csv or json")
     if output is not None:
         check_output(output, "--output")
-    flt = _filter(scenario, label, kernel, since, tag)
-    store, where = _listing_store(db)
+    flt = run_filter(scenario, label, kernel, since, tag)
+    store, where = listing_store(db)
     if store is None and run_ids:
         raise UsageError(f"no run {run_ids[0]!r}: no runs stored yet (in {where})")
     if store is None:
-        _nothing_stored(where, err)  # and an empty document: a script reading it needs no special case
+        nothing_stored(where, err)  # and an empty document: a script reading it needs no special case
         results = []
     else:
         flt.run_ids = [store.resolve_run(r) for r in run_ids or []]
@@ -251,27 +176,6 @@ def _write_export(stream: Any, fmt: str, results: list[Any]) -> None:
         writer.writerows(rows)
 
 
-def _known_metrics(names: list[str]) -> list[str]:
-    """`names`, or a usage error naming the first metric the store does not measure."""
-    from .store import METRICS
-
-    unknown = [m for m in names if m not in METRICS]
-    if unknown:
-        raise UsageError(f"--metric {unknown[0]!r}: choose one of {', '.join(METRICS)}")
-    return names
-
-
-def _parse_threshold(text: str) -> float:
-    """`--threshold 5%` or `--threshold 5`: a percentage either way (a fraction of 1, e.g. 0.05, would be 0.05%)."""
-    try:
-        value = float(text.strip().removesuffix("%")) / 100
-    except ValueError:
-        raise UsageError(f"--threshold {text!r}: give a percentage such as 5%") from None
-    if not 0 <= value < 1:
-        raise UsageError(f"--threshold {text!r}: must be between 0% and 100%")
-    return value
-
-
 @app.command()
 @handled
 def compare(
@@ -287,21 +191,21 @@ def compare(
     db: DbOption = None,
 ) -> None:
     """Is the candidate slower than the baseline? Exit 0: nothing regressed, 1: something did, 2: usage error."""
-    from .analysis.compare import HEADER, compare_stored, rows, to_junit, to_markdown
+    from ..analysis.compare import HEADER, compare_stored, rows, to_junit, to_markdown
 
     if fmt not in ("table", "markdown", "json", "junit"):
         raise UsageError(f"--format {fmt!r}: choose table, markdown, json or junit")
     if output is not None and fmt == "table":
         raise UsageError("--output writes the markdown, json or junit formats", "add --format markdown, json or junit")
-    metrics = _known_metrics(metric or ["goodput_mbps"])
+    metrics = known_metrics(metric or ["goodput_mbps"])
     if output is not None:
         check_output(output, "--output")
     if plot is not None:
         check_output(plot, "--plot", FIGURE_SUFFIXES)
-    store = _store(db)
-    report = compare_stored(store, baseline, candidate, metrics, threshold=_parse_threshold(threshold), alpha=alpha)
+    store = store_at(db)
+    report = compare_stored(store, baseline, candidate, metrics, threshold=parse_threshold(threshold), alpha=alpha)
     if plot is not None:
-        from .plots import plot_comparison
+        from ..plots import plot_comparison
 
         _write_plot(lambda: plot_comparison(report, plot), plot)
     if fmt in ("json", "markdown", "junit"):
@@ -353,12 +257,12 @@ def history(
     kernel version, and the change points of the whole series. --suite does
     that for every suite case and prints only the change points.
     """
-    from .analysis.history import history_stored
+    from ..analysis.history import history_stored
 
     if fmt not in ("table", "json"):
         raise UsageError(f"--format {fmt!r}: choose table or json")
     if metric is not None:
-        _known_metrics([metric])
+        known_metrics([metric])
     if suite or by is not None:
         if by is not None and by not in ("kernel", "run"):
             raise UsageError(f"--by {by!r}: choose kernel or run")
@@ -366,30 +270,30 @@ def history(
             raise UsageError("--plot draws the pairwise history: leave out --by/--suite to use it")
         if suite == (scenario is not None):
             raise UsageError("give a SCENARIO or --suite, not both" if suite else "give a SCENARIO (or --suite)")
-        _history_series(scenario, metric, _filter(None, label, kernel, since, tag), by or "kernel", suite,
-                        _parse_threshold(threshold), alpha, fmt, db)
+        _history_series(scenario, metric, run_filter(None, label, kernel, since, tag), by or "kernel", suite,
+                        parse_threshold(threshold), alpha, fmt, db)
         return
     if scenario is None:
         raise UsageError("give a SCENARIO (or --suite)", "mptcplab history two-paths")
     metric = metric or "goodput_mbps"
     if plot is not None:
         check_output(plot, "--plot", FIGURE_SUFFIXES)
-    flt = _filter(None, label, kernel, since, tag)
-    store, where = _listing_store(db)
+    flt = run_filter(None, label, kernel, since, tag)
+    store, where = listing_store(db)
     if store is None:
-        from .analysis.history import History
-        from .store import METRICS
+        from ..analysis.history import History
+        from ..store import METRICS
 
-        _nothing_stored(where, err if fmt == "json" else out)
+        nothing_stored(where, err if fmt == "json" else out)
         if fmt == "json":
             empty = History(scenario=scenario, metric=metric, better=METRICS.get(metric, "higher"),
-                            threshold=_parse_threshold(threshold), alpha=alpha)
+                            threshold=parse_threshold(threshold), alpha=alpha)
             sys.stdout.write(json.dumps(empty.to_json()) + "\n")
         return
     hist = history_stored(store, scenario, metric, flt,
-                          threshold=_parse_threshold(threshold), alpha=alpha)
+                          threshold=parse_threshold(threshold), alpha=alpha)
     if plot is not None:
-        from .plots import plot_history
+        from ..plots import plot_history
 
         _write_plot(lambda: plot_history(hist, plot), plot)
     if fmt == "json":
@@ -436,13 +340,13 @@ def _history_series(scenario: str | None, metric: str | None, flt: Any, by: str,
     that has stored runs (`metric` None: each case's main metric, SuiteCase.metric)."""
     from dataclasses import replace as dc_replace
 
-    from .analysis.kernel_history import MetricMissing, history_by_kernel
-    from .store import RunFilter
+    from ..analysis.kernel_history import MetricMissing, history_by_kernel
+    from ..store import RunFilter
 
-    store = _store(db)
+    store = store_at(db)
     lacking: list[str] = []
     if suite:
-        from .suite import suite_cases
+        from ..suite import suite_cases
 
         stored = {r.scenario for r in store.list_runs(dc_replace(flt or RunFilter()))}
         hists = []
@@ -529,12 +433,12 @@ def import_cmd(
 ) -> None:
     """Load spooled results (written when the database was unavailable), `run --json` documents or another
     store's `export --format json` into the store; importing twice adds nothing."""
-    from .store import spool
-    from .store.location import spool_dir
-    from .units import plural
+    from ..store import spool
+    from ..store.location import spool_dir
+    from ..units import plural
 
     loaded = [(path, *run) for path in files for run in spool.read_all(path)]  # every file is read before the store is touched:
-    store = _store(db, create=True)                          # a failed import creates no empty database
+    store = store_at(db, create=True)                          # a failed import creates no empty database
     total = 0
     for path, result, scenario in loaded:
         added = store.save_result(result, scenario)

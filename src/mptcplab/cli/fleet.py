@@ -1,4 +1,4 @@
-"""`mptcplab submit`, `mptcplab worker`, `mptcplab campaign`: the fleet (registered on cli.py's `app`; the logic is in fleet/).
+"""`mptcplab submit`, `mptcplab worker`, `mptcplab campaign`: the fleet (registered on common.app; the logic is in fleet/).
 
 Contract: `submit` prints the campaign id on stdout (one line) and exits 0,
 also when the campaign was submitted before (nothing is added); `worker`
@@ -18,8 +18,9 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from .cli import AccelOption, DbOption, SetOption, app, err, handled, load_scenarios, out
-from .errors import UsageError
+from ..errors import UsageError
+from .common import (AccelOption, TimeOption, DbOption, SetOption, app, check_link_backend, err, handled, load_scenarios, out,
+                     print_case_rows)
 
 
 def _say(text: str) -> None:
@@ -45,18 +46,17 @@ def submit(
     campaign stopped half-way is still balanced. Submitting the same campaign
     again adds nothing but queues its failed jobs again. Workers (mptcplab worker) take the jobs.
     """
-    from .fleet.queue import database, plan, scenario_source, submit as do_submit
+    from ..fleet.queue import database, plan, scenario_source, submit as do_submit
 
     dbase = database(db)  # a URL that is not PostgreSQL is refused before anything else
-    if link_backend is not None and link_backend not in ("auto", "tbf", "netem", "wire"):
-        raise UsageError(f"--link-backend {link_backend!r}: choose auto, tbf, netem or wire")
+    check_link_backend(link_backend)
     if suite == bool(scenario):
         raise UsageError("give scenarios or --suite (one of the two)", "e.g. mptcplab submit --suite --tag quick --db URL")
     if tag is not None and not suite:
         raise UsageError("--tag selects suite cases: use it with --suite")
     tier = None
     if suite:
-        from .suite import TIERS, suite_cases
+        from ..suite import TIERS, suite_cases
 
         cases = suite_cases(tag)
         refs: list[str] = [str(c.path) for c in cases]
@@ -74,7 +74,7 @@ def submit(
     campaign = plan(sources, [repeat or s.run.repeat for s in scns], names, link_backend, label, suite=suite, tier=tier)
     added, retried = do_submit(dbase, campaign)
     jobs = len(campaign.jobs)
-    from .units import plural
+    from ..units import plural
 
     if added:
         reps = sorted(set(campaign.repeats))
@@ -99,18 +99,19 @@ def worker(
                                                  help="a worker silent this long has its job retried by another")] = 60.0,
     exit_when_empty: Annotated[bool, typer.Option("--exit-when-empty", help="stop when the queue is empty instead of waiting for more")] = False,
     accel: AccelOption = None,
+    time_mode: TimeOption = None,
 ) -> None:
     """Take the fleet's jobs one at a time, run each with the lab and store its repetition (run one worker per machine).
 
     SIGTERM or Ctrl-C: the current job finishes, then the worker stops (exit
     143 / 130); a second one releases the job back to the queue at once.
     """
-    from .fleet.queue import database
-    from .fleet.worker import FleetWorker
+    from ..fleet.queue import database
+    from ..fleet.worker import FleetWorker
 
     dbase = database(db)
     if os.geteuid() != 0:
-        from .errors import EnvironmentProblem
+        from ..errors import EnvironmentProblem
 
         raise EnvironmentProblem("a worker runs the lab, which needs root (CAP_NET_ADMIN) to build namespaces", "run it with sudo")
     w = FleetWorker(dbase, name or os.uname().nodename, concurrency=concurrency, stalled_after=stalled_after,
@@ -134,7 +135,7 @@ def campaign(
 
     Without ID: every campaign on the queue, newest first.
     """
-    from .fleet.queue import campaign_jobs, campaigns, database, per_worker
+    from ..fleet.queue import campaign_jobs, campaigns, database, per_worker
 
     dbase = database(db)
     if campaign_id is None:
@@ -163,7 +164,7 @@ def campaign(
                            "workers": progress, "errors": [f"job {j.job_id}: {j.error}" for j in failed if j.error]}
     results = _cell_results(db, jobs) if complete else []
     if complete:
-        from .suite import summary_rows
+        from ..suite import summary_rows
 
         doc["rows"] = summary_rows(results, metric)
     if as_json:
@@ -179,9 +180,7 @@ def campaign(
         for line in doc["errors"]:
             out.print(line, highlight=False, markup=False, soft_wrap=True)
         if complete:
-            from .cli_suite import _print_rows
-
-            _print_rows(campaign_id, doc["rows"], metric, what=f"campaign {campaign_id} (runs tagged campaign={campaign_id})")
+            print_case_rows(campaign_id, doc["rows"], metric, what=f"campaign {campaign_id} (runs tagged campaign={campaign_id})")
             for res in results:
                 for e in res.errors:
                     out.print(f"{res.scenario} @ {res.kernel}: {e}", highlight=False, markup=False, soft_wrap=True)
@@ -192,8 +191,8 @@ def campaign(
 
 def _cell_results(db: str | None, jobs: list[Any]) -> list[Any]:
     """The stored runs of a campaign's cells, scenario-major and kernel-minor as submitted (suite.summary_rows' order)."""
-    from .errors import LabError
-    from .store import open_store
+    from ..errors import LabError
+    from ..store import open_store
 
     store = open_store(db, create=False)
     order: dict[str, tuple[int, int]] = {}

@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ..errors import EnvironmentProblem, UsageError
-from .catalog import cache_root
+from ...errors import EnvironmentProblem, UsageError
+from ...kernels.catalog import cache_root
 
 QEMU = "qemu-system-x86_64"
 ACCELERATORS = ("auto", "kvm", "tcg")

@@ -13,11 +13,9 @@ process dies), and the temporary directory is removed with them.
 """
 from __future__ import annotations
 
-import base64
 import ctypes
 import json
 import os
-import pickle
 import selectors
 import shutil
 import signal
@@ -29,16 +27,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .. import errors
-from ..errors import EnvironmentProblem, RunError
-from ..lab import Lab
-from ..analysis.stats import summarize_run
-from ..protocols import Progress
-from ..result import Repetition, RunResult
-from ..runner import RunOptions
-from ..scenario import Scenario
+from ... import errors
+from ...errors import EnvironmentProblem, RunError
+from ...kernels.catalog import Kernel
+from ...lab import Lab
+from ...protocols import Progress
+from ...result import Repetition, RunResult
+from ...runner import RunOptions
+from ...scenario import Scenario
+from .. import job as jobs
 from . import accel as accelerators, initramfs
-from .catalog import Kernel
 
 QEMU = accelerators.QEMU
 VIRTIOFSD = ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd")
@@ -52,7 +50,7 @@ QEMU_SATURATED = 0.9  # QEMU busy on (nearly) all its vCPU threads: the emulator
 class GuestConfig:
     memory_mb: int = 1024
     cpus: int = 2
-    accelerator: str | None = None  # None: what kernels.accel.choose() says (MPTCPLAB_ACCEL, --accel)
+    accelerator: str | None = None  # None: what executors.qemu.accel.choose() says (MPTCPLAB_ACCEL, --accel)
     extra_cmdline: list[str] = field(default_factory=list)
     boot_timeout_s: float = BOOT_TIMEOUT_S
 
@@ -117,17 +115,6 @@ def console_tail(path: Path, n: int = CONSOLE_TAIL) -> str:
     return " | ".join(tail) or "(no console output)"
 
 
-@dataclass
-class _Job:
-    """The job a guest is running: where its repetitions go as they arrive."""
-
-    scenario: Scenario | None = None
-    sinks: list[Any] = field(default_factory=list)
-    result: RunResult | None = None
-    progress: Progress | None = None
-    own: bool = True  # the result is this job's own (not a matrix cell it adds to)
-
-
 class GuestSession:
     """One booted guest that runs jobs on request: `with GuestSession(k) as g: g.run(...)`.
 
@@ -156,7 +143,7 @@ class GuestSession:
         self._cmd: list[str] = []
         self.qemu_cpu: list[float] = []  # per repetition of the current job
         self._dead = False  # killed, crashed or hung: no more jobs
-        self._job = _Job()
+        self._job = jobs.JobFollower()
 
     # -- lifecycle -------------------------------------------------------
     def __enter__(self) -> "GuestSession":
@@ -290,21 +277,19 @@ class GuestSession:
         """`run_scenario` inside the guest; the result carries the guest's kernel and CPU load.
 
         Each repetition reaches `options.sinks` (the host's store) the moment it
-        ends in the guest, exactly as on the host. With `into` (a matrix cell)
-        the repetitions are appended to that result, renumbered after its own,
-        and sinks hear of the run's start and end from the caller; otherwise a
-        new result is made and, with `finish`, sinks hear of its end however the
-        job ends. Raises RunError when the guest dies, hangs past its timeout or
-        reports an error; what arrived before is kept in the result and the sinks.
+        ends in the guest, exactly as on the host (executors/job.py). With `into`
+        (a matrix cell) the repetitions are appended to that result, renumbered
+        after its own, and sinks hear of the run's start and end from the caller;
+        otherwise a new result is made and, with `finish`, sinks hear of its end
+        however the job ends. Raises RunError when the guest dies, hangs past its
+        timeout or reports an error; what arrived before is kept in the result
+        and the sinks.
         """
         options = options or RunOptions()
-        sinks = list(options.sinks)
         self.wait_ready(options.progress)
         repeat = options.repeat or scenario.run.repeat
-        job = {"type": "job", "scenario_pickle": base64.b64encode(pickle.dumps(scenario)).decode(),  # units already resolved
-               "repeat": repeat, "label": options.label, "link_backend": options.link_backend, "fail_fast": options.fail_fast,
-               "tags": options.tags, "timeseries": timeseries, "warmup": options.warmup}
-        self._job = _Job(scenario=scenario, sinks=sinks, result=into, progress=options.progress, own=into is None)
+        job = jobs.encode(scenario, options, timeseries, repeat, "qemu")
+        self._job = jobs.JobFollower(scenario=scenario, sinks=list(options.sinks), into=into, progress=options.progress, finish=finish)
         t0 = time.monotonic()
         self.qemu_cpu = []
         try:
@@ -325,25 +310,18 @@ class GuestSession:
             result.errors.extend(e for e in final.errors if e not in result.errors)
             result.status, result.ended_at = final.status, final.ended_at
         except BaseException as e:
-            result = self._job_result(create=False)
+            result = self._job.result
             if result is not None:
                 result.status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
                 if not isinstance(e, KeyboardInterrupt):
                     result.errors.append(getattr(e, "message", str(e)))
                     self._dead = self._dead or not (isinstance(e, errors.LabError) and self.qemu.poll() is None)
-                self._end(result, t0, finish)
+                self._stamp(result, t0)
+                self._job.end(result)
             raise
-        self._end(result, t0, finish)
-        return result
-
-    def _end(self, result: RunResult, t0: float, finish: bool) -> None:
-        """Stamp the host's view on a job's result and, for a run of its own, summarize it and tell the sinks it ended."""
         self._stamp(result, t0)
-        if self._job.own and finish:
-            result.repetitions.sort(key=lambda r: r.index)  # a best-path round streams its MPTCP repetition last
-            summarize_run(result)
-            for sink in self._job.sinks:
-                sink.run_finished(result)
+        self._job.end(result)
+        return result
 
     def _stamp(self, result: RunResult, t0: float) -> None:
         """What the host knows about the guest run: accelerator, boot time, QEMU, its own view of the CPU."""
@@ -360,36 +338,16 @@ class GuestSession:
         }
         result.environment["host_kernel_release"] = os.uname().release
 
-    def _job_result(self, create: bool = True) -> RunResult | None:
-        job = self._job
-        if job.result is None and create:
+    def _job_result(self) -> RunResult:
+        if self._job.result is None:
             raise self._fail("the guest answered without starting the run")
-        return job.result
-
-    def _started(self, doc: dict[str, Any]) -> None:
-        job = self._job
-        if job.result is not None:
-            return  # a matrix cell: the caller told the sinks when the cell started
-        job.result = RunResult.model_validate(doc["result"])
-        job.result.repetitions = []
-        for sink in job.sinks:
-            sink.run_started(job.result, job.scenario)
+        return self._job.result
 
     def _repetition(self, msg: dict[str, Any]) -> None:
+        """A finished repetition: to the result and the sinks (JobFollower), with the guest's and QEMU's CPU load."""
         job = self._job
         result = self._job_result()
-        assert result is not None
         rep = Repetition.model_validate(msg["repetition"])
-        if not job.own:
-            rep.index = len(result.repetitions)
-        result.repetitions.append(rep)
-        if not rep.completed and rep.baseline_path is None and not any(e.startswith(f"repetition {rep.index + 1}:") for e in result.errors):
-            result.errors.append(f"repetition {rep.index + 1}: {rep.status}: {rep.error}")
-        env = msg.get("environment") or {}
-        if job.own or not result.environment.get("sysctls_client"):
-            result.environment.update({k: v for k, v in env.items() if k != "guest_cpu"})
-        elif env.get("link_stats"):
-            result.environment.setdefault("link_stats", []).append(env["link_stats"][-1])
         cpu = result.environment.setdefault("guest_cpu", {"per_repetition": [], "qemu_host_cpu": [], "saturated": False, "max_busy": 0.0})
         cpu.setdefault("per_repetition", []).append(msg.get("cpu") or {})
         qemu = self.qemu_cpu[-1] if self.qemu_cpu else None
@@ -403,8 +361,7 @@ class GuestSession:
                                 f"(all vCPUs {(msg.get('cpu') or {}).get('busy', 0):.2f}, busiest {(msg.get('cpu') or {}).get('busiest_cpu', 0):.2f}, "
                                 f"QEMU {qemu if qemu is not None else '?'}): "
                                 "its numbers may show the emulator's limit, not the kernel's")
-        for sink in job.sinks:
-            sink.repetition_finished(result, rep)
+        job.repetition(msg, rep)
 
     def _account(self, event: object) -> None:
         """QEMU's own CPU use over each repetition, as a fraction of its vCPUs (the host's view of saturation)."""
@@ -433,7 +390,7 @@ class GuestSession:
             while True:
                 while b"\n" in self._buf:
                     raw, self._buf = self._buf.split(b"\n", 1)
-                    msg = _parse(raw)
+                    msg = jobs.parse(raw)
                     if msg is not None and self._handle(msg, progress) in kinds:
                         return msg
                 left = deadline - time.monotonic()
@@ -460,7 +417,7 @@ class GuestSession:
             self.uptime_at_ready = msg.get("uptime_s")
             self.ready_info = msg
         elif kind == "run_started":
-            self._started(msg)
+            self._job.started(msg)
         elif kind == "repetition":
             self._account("finished")
             self._repetition(msg)
@@ -468,33 +425,13 @@ class GuestSession:
             if msg.get("event") == "started":
                 self._account("started")
             if progress is not None:
-                _forward(progress, msg)
+                jobs.forward_progress(progress, msg)
         elif kind == "error":
             cls = getattr(errors, str(msg.get("kind")), RunError)
             if not (isinstance(cls, type) and issubclass(cls, errors.LabError)):
                 cls = RunError
             raise cls(f"in the guest (kernel {self.kernel.release}): {msg.get('message')}", msg.get("hint"))
         return kind
-
-
-def _parse(raw: bytes) -> dict[str, Any] | None:
-    line = raw.strip(b"\r\n\x00 ")
-    if not line.startswith(b"{"):
-        return None
-    try:
-        return json.loads(line)
-    except ValueError:
-        return None
-
-
-def _forward(progress: Progress, msg: dict[str, Any]) -> None:
-    event = msg.get("event")
-    if event == "started":
-        progress.repetition_started(msg["index"], msg["total"])
-    elif event == "sample":
-        progress.sample(msg["index"], msg["done"], msg["total"])
-    elif event == "finished":
-        progress.repetition_finished(Repetition.model_validate(msg["repetition"]))
 
 
 def _read(path: Path) -> str:
@@ -505,10 +442,3 @@ def _read(path: Path) -> str:
 
 
 _FELL_BACK: list[str] = []  # a fallback to TCG is said once per process, however many guests fall back
-
-
-def run_in_guest(kernel: Kernel, scenario: Scenario, options: RunOptions | None = None,
-                 cfg: GuestConfig | None = None, timeseries: bool = True) -> RunResult:
-    """`run_scenario`, but inside a guest booted with `kernel` for this one run."""
-    with GuestSession(kernel, cfg) as guest:
-        return guest.run(scenario, options, timeseries)

@@ -1,194 +1,25 @@
-"""The mptcplab command: a thin layer over the library.
+"""`mptcplab doctor|run|check|plot|scenarios|cleanup`: the lab on this machine (registered on common.app).
 
 Contract: commands, flags, JSON keys and exit codes are what users' scripts
 call; extend them, never rename. Errors are one line on stderr.
 """
 from __future__ import annotations
 
-import functools
-import json
-import logging
-import re
 import sys
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 
-from .errors import Interrupted, LabError, UsageError
-from .outputs import FIGURE_SUFFIXES, check_output, writing
-from .protocols import Progress as RunProgress
+from ..errors import LabError, UsageError
+from ..outputs import FIGURE_SUFFIXES, check_output, writing
+from .common import (AccelOption, TimeOption, DbOption, FailFastOption, RichProgress, SetOption, app, check_link_backend, err,
+                     handled, load_scenarios, out, parse_tags, print_json_results, warn)
 
-# Every import a command needs beyond typer is made inside that command: `mptcplab --help` and the light commands
-# load no pydantic model, no engine (pyroute2), no numpy (tests/test_cli.py checks what --help imports).
 if TYPE_CHECKING:
-    from rich.progress import TaskID
-
-    from .result import Repetition, RunResult
-    from .scenario import Scenario
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-# rich_markup_mode=None: help text is printed as written ("[run]" is not Rich markup) and flags show no <bool>
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
-                  help="A performance lab for the Linux MPTCP packet scheduler.")
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
-DbOption = Annotated[Optional[str], typer.Option(
-    "--db", help="results database: a SQLite path or a URL (default: $MPTCPLAB_DB, else ~/.local/share/mptcplab/results.db)")]
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    err.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def handled(fn: Callable[P, R]) -> Callable[P, R]:
-    """Expected failures become one line on stderr and an exit code, never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except LabError as e:
-            _fail(e.message + (f" — {e.hint}" if e.hint else ""), e.exit_code)
-        except Interrupted as e:
-            _fail(str(e), e.exit_code)
-        except KeyboardInterrupt:
-            _fail("interrupted by Ctrl-C; the lab's namespaces were removed", 130)
-
-    return wrapper
-
-
-SetOption = Annotated[Optional[list[str]], typer.Option(
-    "--set", metavar="KEY=VALUE",
-    help="override a scenario key by its dotted name (repeatable): tcp.congestion_control=bbr, path.wifi.delay=20ms, workload.size=4MiB")]
-FailFastOption = Annotated[bool, typer.Option("--fail-fast", help="stop at the first repetition that does not complete (default: record it and go on)")]
-
-
-def _set_accel(value: Optional[str]) -> Optional[str]:
-    """--accel sets MPTCPLAB_ACCEL for this process and its children (a worker's, a bisect's guests): one rule, kernels/accel.py."""
-    if value is not None:
-        from .kernels.accel import ACCELERATORS, ENV
-        import os
-
-        if value.strip().lower() not in ACCELERATORS:
-            raise typer.BadParameter(f"{value!r} is not an accelerator: use one of {', '.join(ACCELERATORS)}")
-        os.environ[ENV] = value.strip().lower()
-    return value
-
-
-AccelOption = Annotated[Optional[str], typer.Option(
-    "--accel", callback=_set_accel, metavar="auto|kvm|tcg",
-    help="QEMU guests' accelerator: auto (KVM where it proves itself on the kernel, else TCG), kvm, or tcg (default: $MPTCPLAB_ACCEL, else auto)")]
-
-
-def print_json_results(results: list[RunResult], timeseries: bool) -> None:
-    """Exactly one JSON document on stdout: the run, or {"runs": [...]} for several."""
-    docs = [r.to_json(timeseries=timeseries) for r in results]
-    sys.stdout.write(json.dumps(docs[0] if len(docs) == 1 else {"runs": docs}) + "\n")
-    sys.stdout.flush()
-
-
-def load_scenarios(refs: list[str], overrides: list[str] | tuple[str, ...] = ()) -> list["Scenario"]:
-    """Load scenario files or built-in names; print each scenario's notes once on stderr ("note: ...").
-
-    Raises ScenarioError (exit 2) for the first file that cannot be used.
-    """
-    from .scenario import load_scenario
-
-    scns = [load_scenario(ref, overrides) for ref in refs]
-    for note in dict.fromkeys(n for s in scns for n in s.notes):
-        err.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
-    return scns
-
-
-class RichProgress(RunProgress):
-    """Progress of a run on stderr: one bar per repetition."""
-
-    def __init__(self, scenario: str) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.scenario = scenario
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                            TimeElapsedColumn(), console=err, transient=False)
-        self.task: TaskID | None = None
-
-    def __enter__(self) -> "RichProgress":
-        self.bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.stop()
-
-    def scenario_started(self, name: str) -> None:
-        self.scenario = name  # interleaved runs: the bar says which scenario this repetition is
-
-    def repetition_started(self, index: int, total: int) -> None:
-        self.task = self.bar.add_task(f"{self.scenario} rep {index + 1}/{total}", total=1.0)
-
-    def sample(self, index: int, done: float, total: float) -> None:
-        if self.task is not None:
-            self.bar.update(self.task, completed=min(done / total, 1.0) if total else 0)
-
-    def repetition_finished(self, rep: Repetition) -> None:
-        if self.task is not None:
-            text = f"{self.scenario} rep {rep.index + 1}: {rep.goodput_mbps:.2f} mbit/s in {rep.completion_s:.2f}s"
-            if not rep.completed:
-                text += f" — {rep.status.upper()}: {rep.error}"
-            elif rep.over_budget:
-                text += " (over budget)"
-            self.bar.update(self.task, completed=1.0, description=text)
-
-    def status(self, text: str) -> None:
-        """A wait that is not a repetition: one line on stderr, so a log shows it too."""
-        self.bar.console.print(text, highlight=False, markup=False, soft_wrap=True)
-
-
-#: what `--help` shows after each option that takes a value (typer would show its Python type: <str>, <path>)
-METAVARS = {
-    "--alpha": "P", "--baseline": "SELECTOR", "--candidate": "SELECTOR", "--config": "FILE", "--db": "URL|PATH",
-    "--format": "FORMAT", "--kernel": "KERNEL", "--kernels": "K1,K2,...", "--label": "TEXT", "--limit": "N",
-    "--link-backend": "BACKEND", "--metric": "METRIC", "--modules": "DIR", "--output": "FILE", "--plot": "PNG",
-    "--rep": "N", "--repeat": "N", "--scenario": "NAME", "--since": "AGE|DATE", "--tag": "KEY=VALUE",
-    "--threshold": "PERCENT",
-}
-
-
-def _plain_metavars(command: Any) -> None:
-    """Every option and argument of every command gets a plain metavar (`--plot PNG`, `SCENARIO...`)."""
-    from typer.core import TyperArgument, TyperOption
-
-    for param in command.params:
-        if isinstance(param, TyperArgument):  # typer adds {} (required) or [] (optional) and "..." itself
-            param.metavar = re.sub(r"[][{}.]", "", param.metavar or param.name or "value").upper()
-            param.display_type_rich = lambda ctx: None  # the metavar says it; no <list[str]> after it
-        elif isinstance(param, TyperOption) and not param.is_flag and param.metavar is None:
-            long = next((o for o in param.opts if o.startswith("--")), param.opts[0])
-            param.metavar = METAVARS.get(long, long.lstrip("-").upper())
-    for sub in getattr(command, "commands", {}).values():
-        _plain_metavars(sub)
-
-
-def _version(value: bool) -> None:
-    if value:
-        from .environment import lab_version
-
-        lab = lab_version()
-        out.print(f"mptcplab {lab['version']}" + (f" (git {lab['commit']})" if lab["commit"] else ""), highlight=False)
-        raise typer.Exit(0)
-
-
-@app.callback()
-def main_options(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="print mptcplab's version and git commit, then exit")] = False,
-) -> None:
-    """A performance lab for the Linux MPTCP packet scheduler."""
+    from ..result import RunResult
 
 
 @app.command()
@@ -198,7 +29,7 @@ def doctor() -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from .doctor import checks, ready
+    from ..doctor import checks, ready
 
     results = checks()
     grid = Table.grid(padding=(0, 1))
@@ -232,30 +63,30 @@ def run(
     overrides: SetOption = None,
     fail_fast: FailFastOption = False,
     accel: AccelOption = None,
+    time_mode: TimeOption = None,
 ) -> None:
     """Run scenarios on this machine's kernel, store and print their results.
 
     Exit 1 when any repetition did not complete (each is kept, with its reason).
     """
     scns = load_scenarios(scenario, overrides or [])  # a bad scenario is refused before the engine (pyroute2) loads
-    from . import runner
-    from .cli_store import parse_tags, recorder_for
-    from .protocols import Collector
+    from .. import runner
+    from ..protocols import Collector
+    from ..store.recorder import recorder_for
 
     scn = scns[0]
     if plot is not None and len(scns) > 1:
         raise UsageError("--plot draws one run: give one scenario")
     tags = parse_tags(tag or [])
-    recorder = recorder_for(db, err) if store else None
-    if link_backend is not None and link_backend not in ("auto", "tbf", "netem", "wire"):
-        raise UsageError(f"--link-backend {link_backend!r}: choose auto, tbf, netem or wire")
+    recorder = recorder_for(db, warn) if store else None
+    check_link_backend(link_backend)
     if plot is not None:
         check_output(plot, "--plot", FIGURE_SUFFIXES)  # before any traffic
     guest_kernel = None
     if kernel is not None:
-        from .cli_kernel import use_kernel
+        from ..kernels.fetch import ConsoleWaits, use_kernel
 
-        guest_kernel = use_kernel(kernel)  # resolved (and fetched) before anything starts; unknown ones are refused
+        guest_kernel = use_kernel(kernel, ConsoleWaits(err))  # resolved (and fetched) before anything starts; unknown ones are refused
     for s in scns if kernel is None else []:  # with --kernel the guest checks its own kernel
         runner.preflight(s, link_backend)  # refuse before anything is built or drawn
     collector = Collector()
@@ -263,7 +94,7 @@ def run(
                                 warmup=1 if warmup else 0, sinks=[collector] + ([recorder] if recorder else []))
     try:
         with RichProgress(scn.name) as progress:
-            from .executors import executor_for
+            from ..executors import executor_for
 
             with executor_for(guest_kernel) as where:  # this kernel, or a guest booted with --kernel's
                 where.ready(progress)
@@ -278,7 +109,7 @@ def run(
     if as_json:
         print_json_results(results, timeseries)
     else:
-        from .report import print_run
+        from ..report import print_run
 
         for result in results:
             print_run(result, out)
@@ -294,15 +125,6 @@ def run(
         raise typer.Exit(1)
 
 
-def check_link_backend_option(link_backend: str | None) -> None:
-    """--link-backend's value, as `run` takes it (UsageError, exit 2, for an unknown one)."""
-    from .links import BACKENDS
-
-    if link_backend is not None and link_backend != "auto" and link_backend not in BACKENDS:
-        names = ["auto", *BACKENDS]
-        raise UsageError(f"--link-backend {link_backend!r}: choose {', '.join(names[:-1])} or {names[-1]}")
-
-
 @app.command()
 @handled
 def check(
@@ -315,8 +137,8 @@ def check(
     Exit 0 when `run` would start them, 2 for a bad file, key or option, 3 for what this kernel or machine cannot do.
     """
     scns = load_scenarios(scenario, overrides or [])  # parse, --set and the format's checks (duration vs timeout, ...)
-    check_link_backend_option(link_backend)
-    from .runner import preflight
+    check_link_backend(link_backend)
+    from ..runner import preflight
 
     for s in scns:
         backend = preflight(s, link_backend)  # what `run` refuses before building: kernel, workload, backend, ceilings
@@ -349,7 +171,7 @@ def plot_cmd(
 def _read_result(path: Path) -> RunResult:
     from pydantic import ValidationError
 
-    from .result import RunResult
+    from ..result import RunResult
 
     try:
         return RunResult.model_validate_json(path.read_text())
@@ -361,7 +183,7 @@ def _read_result(path: Path) -> RunResult:
 
 def _stored_result(run_id: str, db: str | None) -> tuple[RunResult, dict | None]:
     """A run from the store and its scenario's content; the run id is resolved as `mptcplab show` does."""
-    from .store import open_store
+    from ..store import open_store
 
     store = open_store(db, create=False)
     uid = store.resolve_run(run_id)
@@ -370,8 +192,8 @@ def _stored_result(run_id: str, db: str | None) -> tuple[RunResult, dict | None]
 
 def _builtin_content(result: RunResult) -> dict | None:
     """The scenario of a JSON result when it is a built-in one of the same version (its events mark the plot)."""
-    from .scenario import load_scenario
-    from .scenario_files import builtin_scenarios
+    from ..scenario import load_scenario
+    from ..scenario_files import builtin_scenarios
 
     if result.scenario not in builtin_scenarios():
         return None
@@ -384,7 +206,7 @@ def _builtin_content(result: RunResult) -> dict | None:
 
 def _plot(result: RunResult, path: Path, repetition: int | None = None, console: Console = err,
           scenario: dict | None = None, option: str = "--output") -> None:
-    from .plots import plot_run
+    from ..plots import plot_run
 
     try:
         with writing(path, option):
@@ -400,7 +222,7 @@ def scenarios(
                                                 help="print this built-in scenario's TOML, as shipped: a starting point to copy")] = None,
 ) -> None:
     """List the built-in scenarios (the format: docs/scenario.md)."""
-    from .scenario_files import builtin_scenarios
+    from ..scenario_files import builtin_scenarios
 
     builtins = builtin_scenarios()
     if show is not None:  # the file as shipped: no need to load the scenario models
@@ -408,7 +230,7 @@ def scenarios(
             raise UsageError(f"--show {show}: no built-in scenario of that name; the built-in scenarios are: {', '.join(builtins)}")
         sys.stdout.write(builtins[show].read_text())
         return
-    from .scenario import load_scenario
+    from ..scenario import load_scenario
 
     for name, path in builtins.items():
         out.print(f"{name:<20} {load_scenario(path).description}", highlight=False, markup=False)
@@ -420,7 +242,7 @@ def cleanup(
     include_live: Annotated[bool, typer.Option("--all", help="also remove namespaces of runs that are still alive")] = False,
 ) -> None:
     """Remove namespaces, processes and lock files left by crashed or killed runs."""
-    from .cleanup import cleanup as do_cleanup
+    from ..cleanup import cleanup as do_cleanup
 
     report = do_cleanup(include_live=include_live)
     for ns in report.namespaces:
@@ -436,20 +258,3 @@ def cleanup(
     if not (report.namespaces or report.processes or report.lock_files or report.temp_dirs):
         out.print("nothing to clean up")
 
-
-from . import cli_store  # noqa: E402,F401  (registers runs, show, export, compare, import on `app`)
-from . import cli_kernel  # noqa: E402,F401  (registers kernel fetch/list/add and matrix on `app`)
-from . import cli_report  # noqa: E402,F401  (registers report on `app`)
-from . import cli_suite  # noqa: E402,F401  (registers suite list/run and bisect on `app`)
-from . import cli_fleet  # noqa: E402,F401  (registers submit, worker and campaign on `app`)
-
-
-def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    command = typer.main.get_command(app)
-    _plain_metavars(command)
-    command(prog_name="mptcplab")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,4 @@
+"""`python -m mptcplab.cli`: the mptcplab command."""
+from . import main
+
+main()
