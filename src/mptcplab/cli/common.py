@@ -157,8 +157,12 @@ class RichProgress(RunProgress):
 
     def repetition_finished(self, rep: Repetition) -> None:
         if self.task is not None:
-            text = f"{self.scenario} rep {rep.index + 1}: {rep.goodput_mbps:.2f} mbit/s in {rep.completion_s:.2f}s"
-            if not rep.completed:
+            # a best-path baseline repetition: the scenario line already says "TCP on <path>"
+            who = self.scenario if rep.baseline_path else f"{self.scenario} rep {rep.index + 1}"
+            text = f"{who}: {rep.goodput_mbps:.2f} mbit/s in {rep.completion_s:.2f}s"
+            if not rep.completed and not rep.fails_run:  # a baseline timing out on a path too slow alone: designed
+                text += f" — stopped as expected: {rep.error}"
+            elif not rep.completed:
                 text += f" — {rep.status.upper()}: {rep.error}"
             elif rep.over_budget:
                 text += " (over budget)"
@@ -286,10 +290,15 @@ def parse_threshold(text: str) -> float:
     return value
 
 
-def _fmt_ci(value: float | None, ci: Any) -> str:
+def fmt_ci(value: float | None, ci: Any, digits: int = 2, small: list[float] | None = None) -> str:
+    """A median and its interval; `small`: the values of a sample too small for one (stats.MIN_INTERVAL_N)."""
     if value is None:
         return "-"
-    return f"{value:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+    from ..report import estimate_text
+    from ..result import Estimate
+
+    est = Estimate(median=value, ci95=tuple(ci), n=len(small or []), small_sample=bool(small), values=small or [])
+    return estimate_text(est, digits)
 
 
 def print_case_rows(suite_id: str, rows: list[dict[str, Any]], metric: str, what: str | None = None) -> None:
@@ -313,7 +322,7 @@ def print_case_rows(suite_id: str, rows: list[dict[str, Any]], metric: str, what
         m_unit = metric_def(r["metric"]).unit
         cells = [r["case"], r["kernel"], str(r["n"]), str(r["failed"])] \
             + ([r["metric"] + (f" ({m_unit})" if m_unit else "")] if per_case else []) \
-            + [_fmt_ci(r["median"], r["ci95"]), pass_rate]
+            + [fmt_ci(r["median"], r["ci95"], 2, r.get("values")), pass_rate]
         if multi:
             if r["change"] is None:
                 cells += ["baseline" if r["verdict"] is None and r["median"] is not None else "-", "", ""]

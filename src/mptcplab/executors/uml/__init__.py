@@ -175,12 +175,15 @@ class UmlExecutor(Executor):
 
     kind = "uml"
     flavours = ("uml",)
+    auto_link_backend = DEFAULT_LINK_BACKEND
+    load_independent = True
 
     def __init__(self, kernel: Any, cfg: UmlConfig | None = None) -> None:
         self._kernel = kernel
         self.cfg = cfg if isinstance(cfg, UmlConfig) else UmlConfig.from_environment()
         self._dead = False
         self.boot_s: list[float] = []
+        self._live: set[subprocess.Popen] = set()  # instances booted now (matrix cells may run in threads)
 
     def __enter__(self) -> "UmlExecutor":
         for tool in ("unshare", "setarch", "taskset"):
@@ -197,6 +200,8 @@ class UmlExecutor(Executor):
         return self
 
     def close(self) -> None:
+        for proc in list(self._live):
+            _stop(proc)
         lab, self._lab = getattr(self, "_lab", None), None
         if lab is not None:
             lab.close()
@@ -242,9 +247,11 @@ class UmlExecutor(Executor):
         follower = jobs.JobFollower(scenario=scenario, sinks=list(options.sinks), into=into, progress=options.progress, finish=finish)
         t0 = time.monotonic()
         failure: BaseException | None = None
+        # a matrix cell (`into`) gets one repetition per call: its seed follows the cell's MPTCP repetitions so far
+        first = sum(1 for r in into.repetitions if r.baseline_path is None) if into is not None else 0
         try:
             for i in range(total):
-                seed = None if base is None else base + i
+                seed = None if base is None else base + first + i
                 job = jobs.encode(scenario, replace(options, repeat=1, warmup=0), timeseries, 1, self.kind)
                 self._boot(job, scenario, follower, i, total, seed, options.progress)
                 if follower.result is not None and options.fail_fast and any(not r.completed for r in follower.result.repetitions):
@@ -294,8 +301,6 @@ class UmlExecutor(Executor):
     def _boot(self, job: dict[str, Any], scenario: Scenario, follower: Any, index: int, total: int, seed: int | None,
               progress: Progress | None) -> None:
         """One boot running one repetition's job; its lines go to `follower`, renumbered as repetition `index`."""
-        from .. import job as jobs
-
         per_round = 1 + (len(scenario.paths) if scenario.run.baseline != "none" else 0)
         watchdog = per_round * scenario.run.timeout + BOOT_SLACK_S
         offset = len(follower.result.repetitions) if follower.result is not None and follower.own else 0
@@ -322,10 +327,12 @@ class UmlExecutor(Executor):
             with open(work / "console.log", "wb") as console:
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, env=env,
                                         preexec_fn=_die_with_parent)
+            self._live.add(proc)
             self._follow(proc, out, follower, offset, index, t0 + watchdog, watchdog, progress, work)
         finally:
             if proc is not None:
                 _stop(proc)
+                self._live.discard(proc)
             core.release()
             shutil.rmtree(work, ignore_errors=True)
 
