@@ -346,3 +346,44 @@ def test_a_command_loads_only_what_it_needs(stored, args, absent):
     assert proc.returncode == 0, proc.stderr
     loaded = set(proc.stderr.rsplit("LOADED ", 1)[1].split())
     assert "mptcplab" in loaded and not loaded & absent, sorted(loaded & absent)
+
+
+@requires_root
+def test_check_validates_as_run_would_without_building_anything(tmp_path):
+    """`check` exits 0/2/3 with the same one-line error as `run` for the same scenario and options."""
+    from .conftest import lab_namespaces
+
+    good = write_scenario(tmp_path, """
+        name = "checked"
+        [[path]]
+        name = "a"
+        rate = "10mbit"
+        [[path]]
+        name = "b"
+        rate = "150kbit"
+        [workload]
+        size = "1MiB"
+        """)
+    before = lab_namespaces()
+    ok = cli("check", str(good), "demo")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.splitlines()[0].startswith("checked: ok — 2 paths, link backend ")
+    assert ok.stdout.splitlines()[1].startswith("demo: ok — 2 paths")
+    assert "note: " in ok.stderr and "path 'b': the default queue" in ok.stderr  # the notes run prints too
+    assert lab_namespaces() == before  # nothing was built
+    cases = [
+        ((str(good), "--set", "run.colour=red"), 2),  # an unknown key
+        ((str(good), "--set", "workload.duration=70s", "--set", "workload.size=1MiB"), 2),  # size and duration
+        ((str(tmp_path / "missing.toml"),), 2),
+        ((str(good), "--link-backend", "carrier-pigeon"), 2),
+        ((str(good), "--set", "mptcp.scheduler=no-such-scheduler"), 3),  # not in this kernel
+        ((str(good), "--set", "tcp.congestion_control=nosuchcc"), 3),
+        ((str(good), "--set", "sysctl.net.mptcp.no_such_key=1"), 3),
+        ((str(good), "--set", "path.a.rate=10gbit", "--link-backend", "wire"), 3),  # above the backend's ceiling
+    ]
+    for args, code in cases:
+        checked = cli_in_process("check", *args)
+        ran = cli_in_process("run", "--no-store", *args)
+        assert (checked.returncode, ran.returncode) == (code, code), (args, checked.stderr, ran.stderr)
+        assert checked.stderr.splitlines()[-1] == ran.stderr.splitlines()[-1], args
+        assert checked.stderr.splitlines()[-1].startswith("error: ") and checked.stdout == ""

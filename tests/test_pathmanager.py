@@ -61,6 +61,11 @@ def _with(path_b: dict | None = None, **top) -> dict:
     (_with(event=[{"at": "1s", "path": "b", "action": "set", "queue": "12"}]), "event[0].queue", "has no unit"),
     (_with(event=[{"at": "1s", "path": "b", "action": "set", "jitter": "fast"}]), "event[0].jitter", ""),
     (_with(event=[{"at": "1s", "path": "b", "action": "unplug"}]), "event[0].action", "carrier_down"),
+    (_with(event=[{"at": "1s", "path": "b", "action": "reachable"}]), "event[0] reachable", "starting with unreachable"),
+    (_with(event=[{"at": "1s", "path": "b", "action": "unreachable"}, {"at": "2s", "path": "b", "action": "unreachable"}]),
+     "event[1] unreachable", "already unreachable"),
+    (_with(event=[{"at": "1s", "path": "b", "action": "reachable", "direction": "up"}]), "event[0]", "whole path"),
+    (_with(event=[{"at": "1s", "path": "b", "action": "unreachable", "delay": "1ms"}]), "event[0]", "use action = 'set'"),
     (_with(event=[{"at": "1s", "path": "b", "action": "endpoint_remove"}], mptcp={"path_manager": "userspace"}),
      "event[0]", "in-kernel path manager"),
 ])
@@ -125,6 +130,40 @@ def test_endpoints_addresses_and_limits_are_planned_per_path():
                                             {"name": "b", "rate": "1mbit", "endpoint": "fullmesh"},
                                             {"name": "c", "rate": "1mbit", "endpoint": "signal"}]})
     assert mesh.needed_subflows() == 4 and mesh.pm_limits() == (3, 2)  # 2 fullmesh addresses x 2 server addresses
+
+
+def test_a_path_has_client_and_server_endpoints_and_several_server_addresses():
+    """server_endpoint beside a client endpoint on one path, server_addresses announced over it (pure plan)."""
+    scn = parse_scenario({**BASE, "path": [
+        {"name": "a", "rate": "1mbit", "endpoint": "fullmesh"},
+        {"name": "b", "rate": "1mbit", "server_endpoint": "signal backup", "server_addresses": 2},
+        {"name": "c", "rate": "1mbit", "endpoint": "signal"},
+    ]})
+    ports = [path_ports(i, p.name, False, p.subflows, p.signal, p.announced) for i, p in enumerate(scn.paths)]
+    assert ports[1].client_addrs == ("10.0.2.1",) and ports[1].announced_addrs == ("10.0.100.20", "10.0.100.21")
+    planned = [(e.path, e.side, e.id, e.addr, e.flags) for e in plan_endpoints(ports, scn)]
+    assert planned == [
+        ("a", "client", 1, "10.0.1.1", "subflow fullmesh"),
+        ("b", "client", 2, "10.0.2.1", "subflow"),
+        ("b", "server", 1, "10.0.100.20", "signal backup"),
+        ("b", "server", 2, "10.0.100.21", "signal backup"),
+        ("c", "server", 3, "10.0.100.30", "signal"),
+    ]
+    # the fullmesh address joins the server's own and the 3 announced addresses; b's endpoint opens one subflow;
+    # announced addresses are joined from fullmesh addresses only
+    assert scn.needed_subflows() == 5 and scn.pm_limits() == (4, 3) and scn.has_backup_endpoint()
+    plain = parse_scenario(_with({"server_endpoint": "signal"}))  # no fullmesh: each announced address joined once
+    assert plain.needed_subflows() == 3 and plain.pm_limits() == (2, 1) and not plain.has_backup_endpoint()
+    assert [p.get("server_endpoint") for p in plain.normalized()["path"]] == [None, "signal"]
+    for bad, words in (({"server_endpoint": "subflow"}, "write \"signal\" or \"signal backup\""),
+                       ({"server_endpoint": "signal fullmesh"}, "mustn't have both signal and fullmesh"),
+                       ({"endpoint": "signal", "server_endpoint": "signal"}, "already makes this path the server's"),
+                       ({"server_addresses": 2}, "need server_endpoint"),
+                       ({"server_endpoint": "signal", "server_addresses": 9}, "less than or equal to 8")):
+        with pytest.raises(ScenarioError, match=words):
+            parse_scenario(_with(bad), "bad.toml")
+    with pytest.raises(ScenarioError, match=r"path\[1\]\.server_endpoint: .*in-kernel path manager"):
+        parse_scenario(_with({"server_endpoint": "signal"}, mptcp={"path_manager": "userspace"}), "bad.toml")
 
 
 def test_link_backends_refuse_set_events_they_cannot_emulate():
@@ -235,6 +274,79 @@ def test_carrier_down_moves_the_traffic_to_the_other_path(tmp_path):
     assert moved > 0.5 * 10e6 / 8 * 0.7, moved  # b kept carrying at least half its rate after the event
 
 
+def _icmp_unreachable_counts(tmp_path, action: str) -> tuple[dict[str, int], object]:
+    """Run an upload and a download at once for 4 s over two paths, path b `action`ed from 1 s to 2.5 s (so both
+    ends send over it then); the ICMP destination unreachable messages (/proc/net/snmp IcmpInDestUnreachs) the
+    client and the server received meanwhile."""
+    import threading
+
+    from mptcplab import RunOptions, load_scenario, run_scenario
+    from mptcplab import netns
+
+    def read(ns: str) -> int:
+        with netns.inside(ns), open("/proc/thread-self/net/snmp") as f:
+            lines = [line.split() for line in f if line.startswith("Icmp:")]
+        return int(lines[1][lines[0].index("InDestUnreachs")])
+
+    seen: dict[str, list[int]] = {"client": [], "server": []}
+    stop = threading.Event()
+
+    def poll(topo) -> None:
+        def loop() -> None:
+            while not stop.is_set():
+                try:
+                    for role, ns in (("client", topo.client), ("server", topo.server)):
+                        seen[role].append(read(ns))
+                except OSError:
+                    return  # the lab is gone
+                stop.wait(0.1)
+        threading.Thread(target=loop, daemon=True).start()
+
+    reverse = "reachable" if action == "unreachable" else "up"
+    scn = load_scenario(write_scenario(tmp_path, f"""
+        name = "t-{action}"
+        [[path]]
+        name = "a"
+        rate = "10mbit"
+        delay = "5ms"
+        [[path]]
+        name = "b"
+        rate = "10mbit"
+        delay = "5ms"
+        [workload]
+        direction = "both"
+        duration = "4s"
+        [[event]]
+        at = "1s"
+        path = "b"
+        action = "{action}"
+        [[event]]
+        at = "2.5s"
+        path = "b"
+        action = "{reverse}"
+        [run]
+        link_backend = "wire"
+        """, f"{action}.toml"))
+    try:
+        result = run_scenario(scn, RunOptions(repeat=1, setup=poll))
+    finally:
+        stop.set()
+    return {role: v[-1] - v[0] for role, v in seen.items()}, result.repetitions[0]
+
+
+@requires_root
+def test_unreachable_answers_with_icmp_where_down_is_silent(tmp_path):
+    """`unreachable`: the path's router answers the client's and the server's packets with ICMP host unreachable
+    (both kernels count them); `down` drops them silently (nothing counted). Both runs complete (every event
+    applied: one that fails fails the repetition)."""
+    icmp, rep = _icmp_unreachable_counts(tmp_path, "unreachable")
+    assert rep.completed, rep.error
+    assert icmp["client"] > 0 and icmp["server"] > 0, icmp
+    silent, rep_down = _icmp_unreachable_counts(tmp_path, "down")
+    assert rep_down.completed, rep_down.error
+    assert silent == {"client": 0, "server": 0}, silent
+
+
 @requires_root
 def test_endpoint_remove_moves_the_traffic_and_endpoint_add_opens_the_path_again(tmp_path):
     _, rep = run_once(tmp_path, """
@@ -304,6 +416,47 @@ def test_two_subflows_on_one_path_and_a_subflow_from_the_servers_signal_endpoint
     pm = result.environment["mptcp_pm"]
     assert pm["server"]["endpoints"] == [{"id": 1, "addr": "10.0.100.30", "flags": "signal"}]
     assert pm["client"]["limits"] == {"subflows": 3, "add_addr_accepted": 2}
+
+
+@requires_root
+@pytest.mark.parametrize("client_a, client_b, expected", [
+    # b's client endpoint opens b->S; the two addresses the server announces over b are joined from b (routing)
+    ("subflow", "subflow", {("a", "10.0.1.1", "10.0.100.2"), ("b", "10.0.2.1", "10.0.100.2"),
+                            ("b", "10.0.2.1", "10.0.100.20"), ("b", "10.0.2.1", "10.0.100.21")}),
+    # fullmesh: every client address joins every server address: a cross join a->S_b crosses path a
+    ("fullmesh", "fullmesh", {("a", "10.0.1.1", "10.0.100.2"), ("b", "10.0.2.1", "10.0.100.2"),
+                              ("a", "10.0.1.1", "10.0.100.20"), ("b", "10.0.2.1", "10.0.100.20"),
+                              ("a", "10.0.1.1", "10.0.100.21"), ("b", "10.0.2.1", "10.0.100.21")}),
+])
+def test_client_and_server_endpoints_on_one_path_join_every_announced_address(tmp_path, client_a, client_b, expected):
+    """A path with a client endpoint and a server signal backup endpoint announcing two addresses: the kernels
+    open every subflow the plan expects (else the repetition fails: "only N of M subflows came up")."""
+    result, rep = run_once(tmp_path, f"""
+        name = "t-cross"
+        [[path]]
+        name = "a"
+        rate = "10mbit"
+        endpoint = "{client_a}"
+        [[path]]
+        name = "b"
+        rate = "10mbit"
+        endpoint = "{client_b}"
+        server_endpoint = "signal backup"
+        server_addresses = 2
+        [workload]
+        size = "2MiB"
+        [run]
+        link_backend = "wire"
+        """, backend="wire")
+    assert rep.completed, rep.error
+    seen = {(sf.path, e.client.split(":")[0], e.server.split(":")[0]) for sf in rep.subflows for e in sf.endpoints}
+    assert seen == expected
+    joined = [e for sf in rep.subflows for e in sf.endpoints if e.server.split(":")[0] != "10.0.100.2"]
+    assert all((e.side, e.flags) == ("server", "signal backup") for e in joined if "fullmesh" not in client_b)
+    assert rep.mib_server.get("MPTcpExtAddAddrTx", rep.mib.get("MPTcpExtAddAddr", 0)) >= 2  # both announced
+    pm = result.environment["mptcp_pm"]
+    assert [e["addr"] for e in pm["server"]["endpoints"]] == ["10.0.100.20", "10.0.100.21"]
+    assert all(e["flags"] == "signal backup" for e in pm["server"]["endpoints"])
 
 
 def test_the_store_keeps_which_endpoint_each_subflow_came_from(tmp_path):

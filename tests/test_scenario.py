@@ -1,6 +1,7 @@
 """Scenario files: units, validation and one-line errors naming file and key."""
 from __future__ import annotations
 
+import re
 import typing
 from pathlib import Path
 
@@ -168,10 +169,40 @@ def test_every_scenario_key_and_choice_is_in_docs_scenario_md():
             key = field.alias or name
             if not any(form in text for form in (f"`{key}`", f"`{key} ", f"`[{key}]`", f"`[[{key}]]`")):
                 missing.append(f"{model.__name__}.{key}")
-    for item in seen:
-        if isinstance(item, tuple) and f'`"{item[1]}"`' not in text:
-            missing.append(f"choice {item[1]!r}")
+    missing += _undocumented_choices(models, text)
     assert not missing, f"docs/scenario.md does not document: {', '.join(missing)}"
+
+
+def _field_choices(annotation) -> list:
+    """The Literal choices of one field's own type (not those inside a nested model)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return []
+    if typing.get_origin(annotation) is typing.Literal:
+        return list(typing.get_args(annotation))
+    return [c for arg in typing.get_args(annotation) for c in _field_choices(arg)]
+
+
+def _undocumented_choices(models, text: str) -> list[str]:
+    """Each field's choices, judged per field: some table row of that key must list every one of them.
+
+    A choice counted once for the whole document (the first form of this test) let `direction = "both"` of
+    bulk pass unlisted in the `[workload]` table, because `[[event]]`'s `direction` row says `"both"`.
+    """
+    rows: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        m = re.match(r"\|\s*`([A-Za-z0-9_]+)`\s*\|", line)
+        if m:
+            rows.setdefault(m.group(1), []).append(line)
+    missing = []
+    for model in models:
+        for name, field in model.model_fields.items():
+            key = field.alias or name
+            choices = _field_choices(field.annotation)
+            if len(choices) < 2:  # a kind's own tag (kind = "bulk"): the `kind` row lists them all
+                continue
+            if not any(all(f'`"{c}"`' in row for c in choices) for row in rows.get(key, [])):
+                missing.append(f"{model.__name__}.{key} choices {', '.join(map(repr, choices))} in one `{key}` row")
+    return missing
 
 
 def test_errors_and_readme_point_to_docs_scenario_md():
@@ -308,3 +339,24 @@ def test_a_bytes_per_second_rate_is_noted_once_on_stderr(tmp_path):
     note, error = _stderr_lines(proc)
     assert note == f"note: {path}: rate: 100Mbps is 100 megabytes/s = 800 mbit/s, as in tc; write 100mbit for megabits"
     assert error.startswith("error: path 'a' (up) asks for 800mbit, above the wire backend's ceiling")
+
+
+def test_the_default_queue_is_capped_in_time_and_a_deep_one_gets_a_note():
+    from mptcplab.links.base import queue_limit_bytes
+    from mptcplab.scenario import LinkSpec, default_queue_bytes
+
+    frame = 1514
+    assert default_queue_bytes(100e6) == int(100e6 / 8 * 0.1)  # 100 ms at the rate
+    assert default_queue_bytes(2e6) == 20 * frame  # 20 frames: 121 ms, under the 200 ms cap
+    assert default_queue_bytes(1e6) == int(1e6 / 8 * 0.2)  # 20 frames would be 242 ms: capped at 200 ms
+    assert default_queue_bytes(150e3) == 4 * frame  # was 20 frames, 1.6 s; now the 4-frame floor, 323 ms
+    assert queue_limit_bytes(LinkSpec(rate_bps=150e3), 150e3) == 4 * frame  # what every backend configures
+    for rate in ("1mbit", "300kbit"):
+        assert not parse_scenario({**_one_path(rate=rate), "workload": {"duration": "5s"}}).notes  # a size 300kbit cannot carry in time is refused
+    scn = parse_scenario({**_one_path(rate="10mbit", up={"rate": "150kbit"}), "workload": {"duration": "5s"},
+                          "event": [{"at": "1s", "path": "a", "action": "set", "rate": "64kbit", "direction": "down"}]},
+                         "q.toml")
+    assert len(scn.notes) == 2, scn.notes
+    assert scn.notes[0].startswith("q.toml: path 'a' (up): the default queue (4 frames, 6056 B) holds 323 ms at 150kbit,")
+    assert "event[0] (path 'a' at 1s)" in scn.notes[1] and "757 ms at 64kbit" in scn.notes[1]
+    assert not parse_scenario({**_one_path(rate="150kbit", queue="100ms"), "workload": {"duration": "5s"}}).notes  # the user chose it

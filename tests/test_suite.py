@@ -424,3 +424,41 @@ def test_bisect_over_own_builds_by_name_order(tmp_path):
     assert added["version"] == "custom" and added["origin"].startswith("added from")
     bad = cli_in_process("bisect", "two-paths", "--kernels-from", str(builds), "--good", "02-build", "--bad", "00-build", "--db", str(db), env=env)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+@light
+def test_the_report_cases_name_their_upstream_issue_and_metric():
+    """The upstream reports expressed as suite cases: tagged `report`, the issue's number and link in the description,
+    the best-path baseline on, each judged by its main metric (554's stall by latency_max_ms, its `[run] metric`)."""
+    from mptcplab.suite import load_cases, suite_cases
+
+    cases = {c.name: c for c in suite_cases("report")}
+    issues = {"report-381-slow-extra-path-download": 381, "report-381-slow-extra-path-download-1mib": 381,
+              "report-554-rr-failover-signal": 554, "report-554-rr-failover-signal-carrier": 554}
+    assert set(issues) <= set(cases)
+    for name, number in issues.items():
+        assert f"https://github.com/multipath-tcp/mptcp_net-next/issues/{number}" in cases[name].description
+        assert f"report {number}" in cases[name].description
+    scns = {s.name: s for s in load_cases([cases[n] for n in issues])}
+    assert all(s.run.baseline == "best-path" for s in scns.values())
+    assert {cases[n].metric for n in issues} == {"goodput_mbps", "latency_max_ms"}
+    rr = scns["report-554-rr-failover-signal"]
+    assert rr.paths[1].signal and rr.workload.rate == 10 and rr.workload.arrivals == "fixed"
+    assert (rr.workload.request, rr.workload.response, rr.workload.duration) == (200, 200, 20)
+    assert [e.action for e in rr.events] == ["down"]
+    assert [e.action for e in scns["report-554-rr-failover-signal-carrier"].events] == ["carrier_down"]
+    listed = cli_in_process("suite", "list", "--tag", "report", "--json")
+    assert {c["name"]: c["metric"] for c in json.loads(listed.stdout)}["report-554-rr-failover-signal"] == "latency_max_ms"
+
+
+@light
+def test_run_metric_names_a_known_metric_and_is_not_content(tmp_path):
+    from mptcplab.errors import ScenarioError
+    from mptcplab.scenario import parse_scenario
+
+    base = {"name": "m", "path": [{"name": "a", "rate": "10mbit"}], "workload": {"kind": "rr", "duration": "2s"}}
+    judged = parse_scenario({**base, "run": {"metric": "latency_max_ms"}})
+    assert judged.content_hash == parse_scenario(base).content_hash  # what the suite judges changes no measurement
+    assert "metric" not in parse_scenario(base).normalized()["run"]  # stored content of older scenarios unchanged
+    with pytest.raises(ScenarioError, match=r"run\.metric 'latency_max' is not a metric of a repetition; known: "):
+        parse_scenario({**base, "run": {"metric": "latency_max"}})

@@ -128,7 +128,8 @@ class ScenarioMarks:
 
 
 #: event action -> (the action that starts an outage window, the one that ends it)
-OUTAGE_ENDS = {a: pair for pair in (("down", "up"), ("carrier_down", "carrier_up"), ("endpoint_remove", "endpoint_add"))
+OUTAGE_ENDS = {a: pair for pair in (("down", "up"), ("carrier_down", "carrier_up"), ("endpoint_remove", "endpoint_add"),
+                                     ("unreachable", "reachable"))
                for a in pair}
 
 

@@ -105,6 +105,27 @@ class Queue(_Strict):
 
 
 QueueLimit = Annotated[Queue, BeforeValidator(Queue.parse)]
+
+TC_MTU = 1514  # an Ethernet frame as tc counts it
+#: The default bottleneck buffer (a path direction without `queue`): 100 ms at the rate, at least 20 frames
+#: (shallower buffers on paths without delay made Linux TCP retransmit up to half of what it sent: tbf, 10 mbit),
+#: but the 20 frames never more than 200 ms at the rate (at 150 kbit/s they were 1.6 s of queue, an RTT of a
+#: second nobody asked for), and never fewer than 4 frames (TCP needs a few to keep sending at all).
+DEFAULT_QUEUE_S = 0.1
+DEFAULT_QUEUE_MIN_FRAMES = 20
+DEFAULT_QUEUE_MAX_S = 0.2
+DEFAULT_QUEUE_FLOOR_FRAMES = 4
+
+
+def default_queue_bytes(rate_bps: float) -> int:
+    """The tail-drop limit in bytes of a direction without `queue`, at `rate_bps` bit/s (see DEFAULT_QUEUE_S).
+
+    max(min(max(100 ms at the rate, 20 frames), 200 ms at the rate), 4 frames); only below
+    4 x 1514 B / 200 ms = 242 kbit/s does it hold more than 200 ms (then `queue_notes` says so).
+    """
+    per_s = rate_bps / 8
+    limit = min(max(int(per_s * DEFAULT_QUEUE_S), DEFAULT_QUEUE_MIN_FRAMES * TC_MTU), int(per_s * DEFAULT_QUEUE_MAX_S))
+    return max(limit, DEFAULT_QUEUE_FLOOR_FRAMES * TC_MTU)
 JitterDistribution = Literal["uniform", "normal", "pareto", "paretonormal"]
 
 
@@ -165,14 +186,26 @@ def _endpoint(value: Any) -> Any:
         raise ValueError(f"{value!r}: the kernel refuses an endpoint with both signal and fullmesh "
                          "(\"flags mustn't have both signal and fullmesh\"); a signal endpoint is the server's, fullmesh the client's")
     if "signal" in flags and "subflow" in flags:
-        raise ValueError(f"{value!r}: in the lab a path's subflow comes either from a client endpoint (subflow) or from an "
-                         "address the server announces (signal), not both; pick one")
+        raise ValueError(f"{value!r}: `endpoint` is one host's endpoint, the client's (subflow) or the server's (signal), "
+                         "not both; for both on one path write endpoint = \"subflow\" and server_endpoint = \"signal\"")
     if "signal" not in flags:
         flags.add("subflow")
     return " ".join(f for f in ENDPOINT_FLAGS if f in flags)
 
 
 EndpointFlags = Annotated[str, BeforeValidator(_endpoint)]
+
+
+def _server_endpoint(value: Any) -> Any:
+    """'signal' or 'signal backup' (a list too) -> the canonical form; the server's endpoints only announce."""
+    flags = _endpoint(value).split()
+    if "signal" not in flags:
+        raise ValueError(f"{value!r}: a server endpoint announces the server's address (ADD_ADDR): write \"signal\" or "
+                         "\"signal backup\" (the client opens subflows, the server cannot: the client does not listen)")
+    return " ".join(flags)
+
+
+ServerEndpointFlags = Annotated[str, BeforeValidator(_server_endpoint)]
 
 
 class Path(_Strict):
@@ -183,6 +216,12 @@ class Path(_Strict):
     #: subflows over this path: each from its own endpoint (one more client address, or one more announced
     #: server address, on the same link)
     subflows: Annotated[int, Field(ge=1, le=PM_ADDR_MAX)] = 1
+    #: the server's endpoint on this path beside the client's `endpoint`: "signal" or "signal backup" (the server
+    #: announces `server_addresses` addresses reached over this path, the client joins them); None: none
+    server_endpoint: ServerEndpointFlags | None = None
+    #: server addresses announced over this path with `server_endpoint` (default 1); a path whose `endpoint` is
+    #: "signal" says it with `subflows`, as it always did
+    server_addresses: Annotated[int, Field(ge=1, le=PM_ADDR_MAX)] | None = None
     rate: Rate | None = None
     delay: Duration = 0.0
     jitter: Duration = 0.0
@@ -204,7 +243,31 @@ class Path(_Strict):
             missing_down = not (self.trace_down or (self.down and self.down.rate))
             if missing_up or missing_down:
                 raise ValueError("give the path a rate (or trace_up/trace_down, or up.rate/down.rate)")
+        if self.server_endpoint is not None and self.signal:
+            raise ValueError(f"server_endpoint: endpoint = \"{self.endpoint}\" already makes this path the server's; "
+                             "give server_endpoint with a client endpoint (subflow, backup, fullmesh)")
+        if self.server_addresses is not None and self.server_endpoint is None:
+            raise ValueError("server_addresses: addresses announced over the path need server_endpoint = \"signal\""
+                             + (" (a path whose endpoint is signal announces `subflows` addresses)" if self.signal else ""))
         return self
+
+    @property
+    def announced(self) -> int:
+        """Server addresses announced (ADD_ADDR) over this path: `subflows` of a signal path, `server_addresses`
+        (default 1) with a `server_endpoint`, else 0."""
+        if self.signal:
+            return self.subflows
+        return (self.server_addresses or 1) if self.server_endpoint is not None else 0
+
+    @property
+    def server_flags(self) -> str | None:
+        """The flags of the server's endpoints on this path ("signal", "signal backup"), or None when it has none."""
+        return self.endpoint if self.signal else self.server_endpoint
+
+    @property
+    def client_subflows(self) -> int:
+        """Subflows the client's endpoints on this path open to the server's own address (0 on a signal path)."""
+        return 0 if self.signal else self.subflows
 
     @property
     def flags(self) -> frozenset[str]:
@@ -277,6 +340,9 @@ class RunSettings(_Strict):
     #: "best-path": also run the workload as plain TCP on each path alone, interleaved with the MPTCP
     #: repetitions, and report mptcp_vs_best_path; "none": MPTCP only
     baseline: Literal["none", "best-path"] = "none"
+    #: the metric `suite run` summarises and judges this scenario by (a name of mptcplab.metrics, e.g.
+    #: "latency_max_ms" for a failover whose one stall is the finding); None: its workload kind's main metric
+    metric: Annotated[str, Field(pattern=r"^[a-z0-9_.]{1,64}$")] | None = None
     #: deterministic executors (UML with time travel): repetition i draws seed `seed + i`, the same on every kernel
     #: and every machine, so two kernels are compared pair by pair; "random": the host's randomness, independent draws
     seed: Annotated[int, Field(ge=0, le=2**63 - 1)] | Literal["random"] = 1
@@ -351,8 +417,11 @@ Sysctls = Annotated[dict[str, SysctlValue | dict[SysctlKey, SysctlValue]], Befor
 
 #: event actions on the path's link emulation (the link backend applies them)
 LINK_ACTIONS = ("down", "up", "set")
-#: event actions on the hosts: the client's interface, the path's MPTCP endpoints (the topology applies them)
-HOST_ACTIONS = ("carrier_down", "carrier_up", "endpoint_remove", "endpoint_add")
+#: event actions on the hosts: the client's interface, the path's MPTCP endpoints, the router's ICMP answers
+#: (the topology applies them)
+HOST_ACTIONS = ("carrier_down", "carrier_up", "endpoint_remove", "endpoint_add", "unreachable", "reachable")
+#: host actions that take a direction (the others act on the whole path)
+DIRECTED_HOST_ACTIONS = ("unreachable",)
 
 
 class Event(_Strict):
@@ -364,12 +433,16 @@ class Event(_Strict):
     down`: the kernel sees it, routes through it go); `endpoint_remove` /
     `endpoint_add` delete and re-create the path's MPTCP endpoints (the
     client's, or the server's for a signal path: RM_ADDR and ADD_ADDR);
+    `unreachable` / `reachable`: the path's first-hop router stops
+    forwarding and answers every packet with ICMP host unreachable (as a
+    router whose uplink died does), then forwards again;
     `set` changes rate, delay, jitter, loss or queue.
     """
 
     at: Duration
     path: str
-    action: Literal["down", "up", "set", "carrier_down", "carrier_up", "endpoint_remove", "endpoint_add"]
+    action: Literal["down", "up", "set", "carrier_down", "carrier_up", "endpoint_remove", "endpoint_add",
+                    "unreachable", "reachable"]
     direction: Literal["both", "up", "down"] = "both"
     rate: Rate | None = None
     delay: Duration | None = None
@@ -384,7 +457,7 @@ class Event(_Strict):
             raise ValueError("action = 'set' needs at least one of rate, delay, jitter, loss or queue")
         if self.action != "set" and any(v is not None for v in changes):
             raise ValueError(f"action = '{self.action}' takes no rate, delay, jitter, loss or queue; use action = 'set'")
-        if self.action in HOST_ACTIONS and self.direction != "both":
+        if self.action in HOST_ACTIONS and self.action not in DIRECTED_HOST_ACTIONS and self.direction != "both":
             raise ValueError(f"action = '{self.action}' acts on the whole path, not one direction; leave out direction")
         return self
 
@@ -398,10 +471,10 @@ class Event(_Strict):
 #: keys added to the format after scenarios were first stored -> their default, by table: left out of the
 #: normalized content while at the default, so existing scenarios keep their stored version (content_hash)
 LATER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "path": {"endpoint": "subflow", "subflows": 1},
+    "path": {"endpoint": "subflow", "subflows": 1, "server_endpoint": None, "server_addresses": None},
     "event": {"jitter": None, "queue": None},
     "mptcp": {"limits": None},
-    "run": {"seed": 1, "budget_rule": None},
+    "run": {"seed": 1, "budget_rule": None, "metric": None},
 }
 
 
@@ -450,6 +523,12 @@ class Scenario(_Strict):
             raise ValueError("run.baseline = \"best-path\" does not work with workload kind \"command\": the lab cannot "
                              "make your programs use plain TCP on one path (mptcpize turns every socket into MPTCP); leave "
                              "baseline out, or use a lab workload (bulk, rr, stream, flows) for the baseline")
+        if self.run.metric is not None:
+            from .metrics import METRIC_TABLE  # the one table of metric names (pure: no engine)
+
+            if self.run.metric not in METRIC_TABLE or METRIC_TABLE[self.run.metric].scope != "repetition":
+                known = ", ".join(m.name for m in METRIC_TABLE.values() if m.scope == "repetition")
+                raise ValueError(f"run.metric {self.run.metric!r} is not a metric of a repetition; known: {known}")
         end = duration or self.run.timeout
         for i, event in enumerate(self.events):
             if event.path not in names:
@@ -486,8 +565,8 @@ class Scenario(_Strict):
                              "client opens; make another path the signal one")
         if self.mptcp.path_manager == "userspace":
             for i, p in enumerate(self.paths):
-                if p.endpoint != "subflow" or p.subflows != 1:
-                    key = "endpoint" if p.endpoint != "subflow" else "subflows"
+                if p.endpoint != "subflow" or p.subflows != 1 or p.server_endpoint is not None:
+                    key = "endpoint" if p.endpoint != "subflow" else "subflows" if p.subflows != 1 else "server_endpoint"
                     raise ValueError(f"path[{i}].{key}: endpoints and subflows per path are the in-kernel path manager's; "
                                      "with path_manager = \"userspace\" the lab opens one subflow per path")
             for i, e in enumerate(self.events):
@@ -496,28 +575,28 @@ class Scenario(_Strict):
                                      "use path_manager = \"kernel\"")
             if self.mptcp.limits is not None:
                 raise ValueError("mptcp.limits: limits are the in-kernel path manager's; use path_manager = \"kernel\"")
-        client = sum(p.subflows for p in self.paths if not p.signal) - (0 if first.endpoint != "subflow" else 1)
-        server = sum(p.subflows for p in self.paths if p.signal)
+        client = sum(p.client_subflows for p in self.paths) - (0 if first.endpoint != "subflow" else 1)
+        server = sum(p.announced for p in self.paths)
         if max(client, server) > PM_ADDR_MAX or self.needed_subflows() - 1 > PM_ADDR_MAX:
             raise ValueError(f"the paths ask for {self.needed_subflows()} subflows ({client} client and {server} server endpoints); "
                              f"the in-kernel path manager allows {PM_ADDR_MAX} endpoints per host and {PM_ADDR_MAX} subflows "
                              "beyond the first: lower some path's subflows")
-        endpoint_up = {n: True for n in (p.name for p in self.paths)}
-        carrier_up = dict(endpoint_up)
+        # host actions that come in pairs: (off, on) -> what the path is called in an error, its state on, off
+        pairs = {("endpoint_remove", "endpoint_add"): ("'s endpoint", "present", "already removed"),
+                 ("carrier_down", "carrier_up"): ("'s carrier", "up", "already down"),
+                 ("unreachable", "reachable"): ("", "reachable", "already unreachable")}
+        on = {(p.name, pair): True for p in self.paths for pair in pairs}
         for e in sorted(self.events, key=lambda e: e.at):
             i = self.events.index(e)
-            if e.action in ("endpoint_remove", "endpoint_add"):
-                if endpoint_up[e.path] == (e.action == "endpoint_add"):
-                    state = "present" if endpoint_up[e.path] else "already removed"
-                    raise ValueError(f"event[{i}] {e.action} at {e.at:g}s: path {e.path!r}'s endpoint is {state} then; "
-                                     "endpoint_remove and endpoint_add alternate, starting with endpoint_remove")
-                endpoint_up[e.path] = e.action == "endpoint_add"
-            elif e.action in ("carrier_down", "carrier_up"):
-                if carrier_up[e.path] == (e.action == "carrier_up"):
-                    state = "up" if carrier_up[e.path] else "already down"
-                    raise ValueError(f"event[{i}] {e.action} at {e.at:g}s: path {e.path!r}'s carrier is {state} then; "
-                                     "carrier_down and carrier_up alternate, starting with carrier_down")
-                carrier_up[e.path] = e.action == "carrier_up"
+            pair = next((pr for pr in pairs if e.action in pr), None)
+            if pair is None:
+                continue
+            what, on_state, off_state = pairs[pair]
+            if on[(e.path, pair)] == (e.action == pair[1]):
+                state = on_state if on[(e.path, pair)] else off_state
+                raise ValueError(f"event[{i}] {e.action} at {e.at:g}s: path {e.path!r}{what} is {state} then; "
+                                 f"{pair[0]} and {pair[1]} alternate, starting with {pair[0]}")
+            on[(e.path, pair)] = e.action == pair[1]
 
     def _check_within_timeout(self) -> None:
         """Refuse what cannot finish within [run] timeout at the scenario's own delays and rates.
@@ -580,8 +659,9 @@ class Scenario(_Strict):
         return out
 
     def has_backup_endpoint(self) -> bool:
-        """Whether a path's client endpoint carries the backup flag (its runs then report backup_share)."""
-        return any("backup" in p.flags for p in self.paths)
+        """Whether a path's endpoint (the client's, or the server's signal one) carries the backup flag (its runs
+        then report backup_share)."""
+        return any("backup" in p.flags or "backup" in (p.server_endpoint or "").split() for p in self.paths)
 
     def needed_subflows(self) -> int:
         """How many subflows the paths' endpoints open in all (the initial one included), before limits.
@@ -592,16 +672,13 @@ class Scenario(_Strict):
         endpoints: then (the kernel's rule) every fullmesh address joins every
         server address, and announced addresses are joined from those only.
         """
-        announced = sum(p.subflows for p in self.paths if p.signal)
-        fullmesh = any("fullmesh" in p.flags for p in self.paths)
-        total = 0
+        announced = sum(p.announced for p in self.paths)
+        fullmesh = any("fullmesh" in p.flags for p in self.paths if not p.signal)
+        total = 0 if fullmesh else announced  # each announced address joined once, unless from fullmesh addresses
         for p in self.paths:
             if p.signal:
-                total += 0 if fullmesh else p.subflows
-            elif "fullmesh" in p.flags:
-                total += p.subflows * (1 + announced)
-            else:
-                total += p.subflows
+                continue
+            total += p.subflows * (1 + announced) if "fullmesh" in p.flags else p.subflows
         return total
 
     def pm_limits(self) -> tuple[int, int]:
@@ -612,7 +689,7 @@ class Scenario(_Strict):
         """
         extra = len(self.paths) - 1
         subflows = min(max(extra, self.needed_subflows() - 1), PM_ADDR_MAX)
-        accepted = min(max(extra, sum(p.subflows for p in self.paths if p.signal)), PM_ADDR_MAX)
+        accepted = min(max(extra, sum(p.announced for p in self.paths)), PM_ADDR_MAX)
         over = self.mptcp.limits
         if over is not None:
             subflows = subflows if over.subflows is None else over.subflows
@@ -626,8 +703,8 @@ class Scenario(_Strict):
         manager did not use every path).
         """
         subflows, accepted = self.pm_limits()
-        announced = sum(p.subflows for p in self.paths if p.signal)
-        fullmesh = any("fullmesh" in p.flags for p in self.paths)
+        announced = sum(p.announced for p in self.paths)
+        fullmesh = any("fullmesh" in p.flags for p in self.paths if not p.signal)
         needed = self.needed_subflows()
         if announced > accepted and not fullmesh:
             needed -= announced - accepted
@@ -676,10 +753,11 @@ class Scenario(_Strict):
 
         `run.baseline` is left out: the best-path baseline adds plain-TCP repetitions beside the MPTCP ones
         and changes nothing they measure (and scenarios hashed before the key existed keep their hash);
-        `run.seed` too: it chooses random draws, not what is measured (runs record it as a condition).
+        `run.seed` too: it chooses random draws, not what is measured (runs record it as a condition); and
+        `run.metric`, which only says what the suite judges.
         """
         content = {k: v for k, v in self.normalized().items() if k != "tags"}
-        content["run"] = {k: v for k, v in content["run"].items() if k not in ("baseline", "seed")}
+        content["run"] = {k: v for k, v in content["run"].items() if k not in ("baseline", "seed", "metric")}
         blob = json.dumps(content, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -791,7 +869,7 @@ def parse_scenario(data: dict[str, Any], source: str = "<scenario>", base_dir: F
     except ValidationError as exc:
         raise ScenarioError(f"{source}: {_first_error(exc)}") from None
     scenario = _resolve_traces(scenario, source, base_dir or FsPath.cwd())
-    notes = [*context["notes"], *jitter_notes(scenario)]
+    notes = [*context["notes"], *jitter_notes(scenario), *queue_notes(scenario)]
     scenario._notes = tuple(dict.fromkeys(f"{source}: {n}" for n in notes))  # once each, in order
     return scenario
 
@@ -826,6 +904,37 @@ def jitter_notes(scenario: Scenario) -> list[str]:
             draw = _JITTER_DRAW[spec.jitter_distribution].format(d=d, j=j)
             out.append(f"{where}: jitter {j} is larger than the delay {d}: each frame's delay is drawn {draw} and a negative "
                        f"draw is clipped to 0, so the mean delay is above {d}; {order}")
+    return out
+
+
+def queue_notes(scenario: Scenario) -> list[str]:
+    """One line per path direction (or `set` event) whose default queue holds more than DEFAULT_QUEUE_MAX_S.
+
+    Only a fixed rate without `queue` is judged: a direction replaying a trace, or with its own `queue`,
+    has what the user gave.
+    """
+    out = []
+
+    def judge(where: str, rate_bps: float) -> None:
+        limit = default_queue_bytes(rate_bps)
+        held = limit * 8 / rate_bps
+        if held > DEFAULT_QUEUE_MAX_S + 1e-9:
+            out.append(f"{where}: the default queue ({DEFAULT_QUEUE_FLOOR_FRAMES} frames, {limit} B) holds "
+                       f"{held * 1000:.0f} ms at {format_rate(rate_bps)}, which adds up to that much to the RTT; "
+                       "give the path a queue (e.g. queue = \"100ms\") to choose it")
+
+    for path in scenario.paths:
+        up, down = path.link("up"), path.link("down")
+        same = (up.rate_bps, up.queue) == (down.rate_bps, down.queue)
+        for direction, spec in (("both", up),) if same else (("up", up), ("down", down)):
+            if spec.queue is None and spec.rate_bps is not None and spec.trace is None:
+                judge(f"path {path.name!r}" + ("" if direction == "both" else f" ({direction})"), spec.rate_bps)
+    for i, event in enumerate(scenario.events):
+        if event.action == "set" and event.rate is not None and event.queue is None:
+            path = scenario.path(event.path)
+            directions = ("up", "down") if event.direction == "both" else (event.direction,)
+            if all(path.link(d).queue is None for d in directions):  # type: ignore[arg-type]
+                judge(f"event[{i}] (path {event.path!r} at {format_time(event.at)})", event.rate)
     return out
 
 

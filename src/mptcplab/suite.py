@@ -80,8 +80,9 @@ def suite_cases(tag: str | None = None) -> list[SuiteCase]:
 
 
 def case_metric(scenario: Scenario) -> str:
-    """The metric a case is summarised and judged by: its workload kind's main metric (metrics.MAIN_METRIC_BY_KIND)."""
-    return main_metric(scenario.workload.kind)
+    """The metric a case is summarised and judged by: its `[run] metric`, else its workload kind's main metric
+    (metrics.MAIN_METRIC_BY_KIND)."""
+    return scenario.run.metric or main_metric(scenario.workload.kind)
 
 
 def load_cases(cases: list[SuiteCase], overrides: list[str] | tuple[str, ...] = ()) -> list[Scenario]:

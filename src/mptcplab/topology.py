@@ -19,7 +19,9 @@ A path with `subflows = N` gets N-1 more client addresses on the same
 interface (10.0.<i+1>.11, .12, ...), each an endpoint with the path's flags;
 a `signal` path gets N addresses on the server (10.0.100.<10(i+1)+k>), each a
 server signal endpoint, which the client reaches through that path (a host
-route), so the subflow that joins an announced address takes that path.
+route), so the subflow that joins an announced address takes that path. A
+path with a `server_endpoint` has both: its client endpoints and
+`server_addresses` announced server addresses reached through it.
 """
 
 from __future__ import annotations
@@ -128,9 +130,12 @@ class Topology:
         return [e for e in self.endpoints if e.path == path]
 
 
-def path_ports(index: int, name: str, emulator: bool, subflows: int = 1, signal: bool = False) -> PathPorts:
-    """Interfaces and addresses of path `index`; `subflows` and `signal` as the scenario's path says."""
+def path_ports(index: int, name: str, emulator: bool, subflows: int = 1, signal: bool = False,
+               announced: int | None = None) -> PathPorts:
+    """Interfaces and addresses of path `index`; `subflows` and `signal` as the scenario's path says, `announced`
+    its server addresses (Path.announced; default: `subflows` on a signal path, else none)."""
     subnet = f"10.0.{index + 1}"
+    announced = (subflows if signal else 0) if announced is None else announced
     return PathPorts(
         index=index,
         name=name,
@@ -141,7 +146,7 @@ def path_ports(index: int, name: str, emulator: bool, subflows: int = 1, signal:
         emu_client_if=f"c{index}" if emulator else None,
         emu_router_if=f"r{index}" if emulator else None,
         extra_client_addrs=() if signal else tuple(f"{subnet}.{10 + k}" for k in range(1, subflows)),
-        announced_addrs=tuple(f"{SERVER_SUBNET}.{10 * (index + 1) + k}" for k in range(subflows)) if signal else (),
+        announced_addrs=tuple(f"{SERVER_SUBNET}.{10 * (index + 1) + k}" for k in range(announced)),
     )
 
 
@@ -159,13 +164,14 @@ def plan_endpoints(paths: list[PathPorts], scenario: Scenario) -> list[Endpoint]
                 for p in paths]  # the ids open_subflows gives SUBFLOW_CREATE
     next_id = {"client": 1, "server": 1}
     for ports, path in zip(paths, scenario.paths):
-        side = "server" if path.signal else "client"
-        for addr in ports.announced_addrs if path.signal else ports.client_addrs:
-            if addr == paths[0].client_addr and path.endpoint == "subflow":
-                out.append(Endpoint(path.name, side, 0, addr, "", kernel=False))
-                continue
-            out.append(Endpoint(path.name, side, next_id[side], addr, path.endpoint))
-            next_id[side] += 1
+        client = () if path.signal else ports.client_addrs
+        for side, addrs, flags in (("client", client, path.endpoint), ("server", ports.announced_addrs, path.server_flags)):
+            for addr in addrs:
+                if side == "client" and addr == paths[0].client_addr and path.endpoint == "subflow":
+                    out.append(Endpoint(path.name, side, 0, addr, "", kernel=False))
+                    continue
+                out.append(Endpoint(path.name, side, next_id[side], addr, flags or ""))
+                next_id[side] += 1
     return out
 
 
@@ -198,7 +204,7 @@ def build(lab: Lab, scenario: Scenario, emulator: bool = False) -> Topology:
         server=lab.netns("srv"),
         emulator=lab.netns("emu") if emulator else None,
     )
-    topo.paths = [path_ports(i, p.name, emulator, p.subflows, p.signal) for i, p in enumerate(scenario.paths)]
+    topo.paths = [path_ports(i, p.name, emulator, p.subflows, p.signal, p.announced) for i, p in enumerate(scenario.paths)]
     topo.endpoints = plan_endpoints(topo.paths, scenario)
     with ExitStack() as stack:
         cli, rtr, srv = (stack.enter_context(netns.iproute(ns)) for ns in (topo.client, topo.router, topo.server))
@@ -466,6 +472,7 @@ def apply_host_event(topo: Topology, event: Event) -> None:
     carrier_down / carrier_up: the client's interface of the path goes down /
     up (`ip link set dev pN down`); the kernel drops the routes through it and
     its neighbour entries when it goes down, so going up puts them back.
+    unreachable / reachable: see set_unreachable.
     endpoint_remove / endpoint_add: the path's endpoints are deleted /
     created again with the same ids and flags (a signal path's on the server:
     RM_ADDR / ADD_ADDR); deleting the initial subflow's address without an
@@ -478,10 +485,46 @@ def apply_host_event(topo: Topology, event: Event) -> None:
             _set_carrier(topo, ports, up=event.action == "carrier_up")
         elif event.action in ("endpoint_remove", "endpoint_add"):
             _set_endpoints(topo, topo.path_endpoints(event.path), present=event.action == "endpoint_add")
+        elif event.action in ("unreachable", "reachable"):
+            set_unreachable(topo, ports, event.direction if event.action == "unreachable" else None)
         else:
             raise ValueError(f"{event.action!r} is not a host event")
     except NetlinkError as e:
         raise RunError(f"{event.action} on path {event.path!r}: the kernel refused: {e}") from None
+
+
+#: the router's routing table (one per path) whose only route is `unreachable default`
+UNREACHABLE_TABLE_BASE = 200
+#: priorities of the router's rules that send a path's traffic to that table: packets from the client over the
+#: path (up), packets from the server to the path's client addresses (down)
+UNREACHABLE_RULE_UP, UNREACHABLE_RULE_DOWN = 500, 600
+RTN_UNREACHABLE = 7  # route type: lookups fail with EHOSTUNREACH, forwarding answers ICMP host unreachable
+
+
+def set_unreachable(topo: Topology, p: PathPorts, direction: str | None) -> None:
+    """Make path `p`'s first-hop router answer instead of forwarding (direction "both", "up", "down"), or forward
+    again (None).
+
+    In the router namespace, table 200+i holds one route, `unreachable default`; rules send to it what enters
+    from the path (up: the client's packets) and what the server sends to the path's client addresses (down).
+    The router's forwarding then fails with EHOSTUNREACH and it answers each packet with ICMP destination
+    unreachable, code 1 (host unreachable; ip_error), within the kernel's ICMP rate limit
+    (net.ipv4.icmp_ratelimit, icmp_msgs_per_sec); the answer to the client crosses the path's link as any frame.
+    """
+    table = UNREACHABLE_TABLE_BASE + p.index
+    subnet = f"{p.client_addr.rsplit('.', 1)[0]}.0"
+    rules = {"up": {"iifname": p.router_if, "priority": UNREACHABLE_RULE_UP + p.index},
+             "down": {"iifname": "srv", "dst": subnet, "dst_len": 24, "priority": UNREACHABLE_RULE_DOWN + p.index}}
+    wanted = set() if direction is None else {"up", "down"} if direction == "both" else {direction}
+    with netns.iproute(topo.router) as rtr:
+        if wanted:
+            rtr.route("replace", dst="0.0.0.0/0", type=RTN_UNREACHABLE, table=table)
+        present = {r.get_attr("FRA_PRIORITY") for r in rtr.get_rules(family=2) if r.get_attr("FRA_TABLE") == table}
+        for which, rule in rules.items():
+            if which in wanted and rule["priority"] not in present:
+                rtr.rule("add", table=table, **rule)
+            elif which not in wanted and rule["priority"] in present:
+                rtr.rule("del", table=table, **rule)
 
 
 def _set_carrier(topo: Topology, p: PathPorts, up: bool) -> None:

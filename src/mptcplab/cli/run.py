@@ -1,4 +1,4 @@
-"""`mptcplab doctor|run|plot|scenarios|cleanup`: the lab on this machine (registered on common.app).
+"""`mptcplab doctor|run|check|plot|scenarios|cleanup`: the lab on this machine (registered on common.app).
 
 Contract: commands, flags, JSON keys and exit codes are what users' scripts
 call; extend them, never rename. Errors are one line on stderr.
@@ -123,6 +123,28 @@ def run(
             err.print(f"error: {e.message}", highlight=False, markup=False, soft_wrap=True)  # the run's failure decides the exit code
     if incomplete:
         raise typer.Exit(1)
+
+
+@app.command()
+@handled
+def check(
+    scenario: Annotated[list[str], typer.Argument(help="TOML files or names of built-in scenarios")],
+    link_backend: Annotated[Optional[str], typer.Option("--link-backend", help="auto, tbf, netem or wire (default: the scenario's, else auto)")] = None,
+    overrides: SetOption = None,
+) -> None:
+    """Check scenarios as `run` would, without building anything: parse, --set, preflight against this kernel and link backend.
+
+    Exit 0 when `run` would start them, 2 for a bad file, key or option, 3 for what this kernel or machine cannot do.
+    """
+    scns = load_scenarios(scenario, overrides or [])  # parse, --set and the format's checks (duration vs timeout, ...)
+    check_link_backend(link_backend)
+    from ..runner import preflight
+
+    for s in scns:
+        backend = preflight(s, link_backend)  # what `run` refuses before building: kernel, workload, backend, ceilings
+        out.print(f"{s.name}: ok — {len(s.paths)} path{'s' if len(s.paths) > 1 else ''}, link backend {backend.name}, "
+                  f"{s.run.repeat} repetition{'s' if s.run.repeat > 1 else ''}, timeout {s.run.timeout:g}s",
+                  highlight=False, markup=False)
 
 
 @app.command("plot")

@@ -55,7 +55,7 @@ def run_cmd(
     kernels: Annotated[Optional[str], typer.Option("--kernels", help="comma-separated kernels to run on in QEMU guests; the first is the baseline (default: this host's kernel)")] = None,
     repeat: Annotated[Optional[int], typer.Option("--repeat", "-n", min=1, help="repetitions per case (and kernel); default: each case's [run] repeat")] = None,
     overrides: SetOption = None,
-    metric: Annotated[Optional[str], typer.Option("--metric", help="the metric of the summary and verdicts for every case (default: each case's workload's main metric: goodput_mbps for bulk, latency_p99_ms for rr, chunk_delay_p99_ms for stream, fct_p99_ms for flows)")] = None,
+    metric: Annotated[Optional[str], typer.Option("--metric", help="the metric of the summary and verdicts for every case (default: each case's [run] metric, else its workload's main metric: goodput_mbps for bulk, latency_p99_ms for rr, chunk_delay_p99_ms for stream, fct_p99_ms for flows)")] = None,
     label: Annotated[Optional[str], typer.Option("--label", help="a free-form label stored with every run")] = None,
     link_backend: Annotated[Optional[str], typer.Option("--link-backend", help="auto, tbf, netem or wire")] = None,
     db: DbOption = None,

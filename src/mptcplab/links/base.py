@@ -10,14 +10,9 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 from ..lab import Lab
-from ..scenario import Event, LinkSpec, Scenario
+from ..scenario import DEFAULT_QUEUE_S, TC_MTU, Event, LinkSpec, Scenario, default_queue_bytes  # noqa: F401 (re-exported)
 from ..topology import PathPorts, Topology
 from ..units import format_rate
-
-TC_MTU = 1514  # an Ethernet frame as tc counts it
-#: Default bottleneck buffer, as time at the rate. Shallower buffers on paths
-#: without delay made Linux TCP retransmit up to half of what it sent (tbf, 10 mbit).
-DEFAULT_QUEUE_S = 0.1
 
 
 class LinkBackend(ABC):
@@ -132,11 +127,12 @@ def specs(scenario: Scenario) -> list[tuple[str, str, LinkSpec]]:
     return [(p.name, d, p.link(d)) for p in scenario.paths for d in ("up", "down")]
 
 
-def queue_limit_bytes(spec: LinkSpec, rate_bps: float, default_s: float = DEFAULT_QUEUE_S, min_packets: int = 20) -> int:
-    """The tail-drop limit in bytes; by default 100 ms at the rate, at least 20 frames."""
+def queue_limit_bytes(spec: LinkSpec, rate_bps: float) -> int:
+    """The tail-drop limit in bytes at `rate_bps`; without a `queue`, scenario.default_queue_bytes (100 ms at the
+    rate, at least 20 frames, those at most 200 ms, never fewer than 4 frames)."""
     q = spec.queue
     if q is None:
-        return max(int(rate_bps / 8 * default_s), min_packets * TC_MTU)
+        return default_queue_bytes(rate_bps)
     if q.packets is not None:
         return q.packets * TC_MTU
     if q.bytes is not None:
