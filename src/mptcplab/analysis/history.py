@@ -3,7 +3,8 @@
 `compare` answers "is this candidate slower than that baseline?". Tracking a
 scheduler over kernel releases or patch series asks it again at every step:
 each run is compared with the previous one by the same rule (threshold and
-one-sided Mann-Whitney U, docs/statistics.md), so a step that `compare` would
+one-sided Mann-Whitney U, or the paired Wilcoxon test when both runs ran
+deterministically with one seed base; docs/statistics.md), so a step that `compare` would
 call a regression is flagged where it happened. A step where the scenario file
 changed is marked: its change may be the scenario's, not the kernel's.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, Comparison, compare_samples
+from .compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, Comparison, Draw, compare_samples, sample_draws
 from .stats import median_ci
 
 
@@ -36,9 +37,14 @@ class Point:
     version_changed: bool = False  # the scenario file differs from the previous point's
     #: conditions (congestion control, backend, ...) that differ from the previous point's
     conditions_changed: list[str] = field(default_factory=list)
+    test: str | None = None  # the test of the step: mann-whitney, or wilcoxon-paired for two paired deterministic runs
+    #: the random draws behind `values` (compare.Draw, one per value; empty: unknown, never paired); not in the JSON
+    draws: list[Draw] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("draws")
+        return out
 
 
 @dataclass
@@ -70,8 +76,9 @@ def judge_steps(points: list[Point], metric: str, better: str, threshold: float,
     notes: list[str] = []
     for prev, cur in zip(points, points[1:]):
         c: Comparison = compare_samples(prev.values, cur.values, scenario="", metric=metric, better=better,
-                                        threshold=threshold, alpha=alpha)
-        cur.change, cur.p_value, cur.verdict = c.change, c.p_value, c.verdict
+                                        threshold=threshold, alpha=alpha, baseline_draws=prev.draws or None,
+                                        candidate_draws=cur.draws or None)
+        cur.change, cur.p_value, cur.verdict, cur.test = c.change, c.p_value, c.verdict, c.test
         cur.version_changed = cur.scenario_hash != prev.scenario_hash
         notes.extend(c.notes)
     return list(dict.fromkeys(notes))
@@ -92,6 +99,7 @@ def history_stored(store: Any, scenario: str, metric: str = "goodput_mbps", flt:
     better = METRICS.get(metric, "higher")
     hist = History(scenario=scenario, metric=metric, better=better, threshold=threshold, alpha=alpha)
     samples = store.samples([r.uid for r in runs], metric, per_run=True)  # one query, not one per run
+    envs = store.run_environments(r.uid for r in runs)
     for r in reversed(runs):  # oldest first
         sample = samples.get(r.uid)
         if sample is None or not sample.values:
@@ -100,7 +108,7 @@ def history_stored(store: Any, scenario: str, metric: str = "goodput_mbps", flt:
         est = median_ci(sample.values)
         hist.points.append(Point(run_id=r.uid, started_at=r.started_at, kernel=r.kernel, label=r.label,
                                  scenario_hash=r.scenario_hash, status=r.status, n=est.n, median=est.median,
-                                 ci95=est.ci95, values=list(sample.values)))
+                                 ci95=est.ci95, values=list(sample.values), draws=sample_draws(sample, envs) or []))
     hist.notes = judge_steps(hist.points, metric, better, threshold, alpha) + hist.notes
     hist.notes += _condition_steps(store, hist.points)
     return hist

@@ -16,7 +16,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..analysis.compare import compare_samples
+from ..analysis.compare import compare_samples, result_draws
 from ..analysis.conditions import conditions, differing_lines
 from ..analysis.stats import conclude_run
 from ..errors import LabError, UnsupportedError
@@ -163,7 +163,8 @@ def table_rows(cells: list[Cell], metric: str = "goodput_mbps") -> list[dict[str
     for cell in cells:
         res = cell.result
         base = first.setdefault(cell.scenario, res)
-        good = [r.goodput_mbps for r in res.repetitions if not r.warmup and r.completed and r.baseline_path is None]
+        measured = [r for r in res.repetitions if not r.warmup and r.completed and r.baseline_path is None]
+        good = [r.goodput_mbps for r in measured]
         failed = sum(1 for r in res.repetitions if not r.warmup and r.fails_run)
         row: dict[str, Any] = {"scenario": cell.scenario, "kernel": cell.kernel, "n": len(good), "failed": failed,
                                "goodput": res.summary.get("goodput_mbps"), "completion": res.summary.get("completion_s"),
@@ -171,9 +172,12 @@ def table_rows(cells: list[Cell], metric: str = "goodput_mbps") -> list[dict[str
                                "cpu_saturated": bool(res.environment.get("guest_cpu", {}).get("saturated")),
                                "change": None, "verdict": None, "conditions": []}
         if base is not res:
-            base_good = [r.goodput_mbps for r in base.repetitions if not r.warmup and r.completed and r.baseline_path is None]
-            if base_good and good:
-                cmp = compare_samples(base_good, good, scenario=cell.scenario)
+            base_measured = [r for r in base.repetitions if not r.warmup and r.completed and r.baseline_path is None]
+            base_good = [r.goodput_mbps for r in base_measured]
+            if base_good and good:  # paired when both kernels ran deterministically with one seed base
+                cmp = compare_samples(base_good, good, scenario=cell.scenario,
+                                      baseline_draws=result_draws(base.environment, [r.index for r in base_measured]),
+                                      candidate_draws=result_draws(res.environment, [r.index for r in measured]))
                 row["change"], row["verdict"] = cmp.change, cmp.verdict
             row["conditions"] = differing_lines([conditions(base.environment, base.backend)],
                                                 [conditions(res.environment, res.backend)],
