@@ -149,3 +149,42 @@ def test_compare_command_names_the_test(store, results_store) -> None:
     assert c["test"] == "wilcoxon-paired" and c["n_pairs"] == 10 and c["verdict"] == "regressed"
     text = cli_in_process("compare", "--db", db, "--baseline", "label:base", "--candidate", "label:qemu", "--threshold", "0.5")
     assert text.returncode == 0 and "unpaired test" in " ".join(text.stdout.split()), text.stdout
+
+
+def test_bisect_judges_probes_paired(tmp_path) -> None:
+    """Stored deterministic runs on five releases, goodput 1% lower from the third on: only pairs can find the step."""
+    from mptcplab.bisect import Bisector, Release, bisect_id
+    from mptcplab.scenario import parse_scenario
+
+    scenario = parse_scenario({"name": "syn", "path": [{"name": "a", "rate": "20mbit"}], "workload": {"size": "8MiB"}})
+    releases = [Release(release=f"6.12.{115 + i}-uml", upstream=f"6.12.{115 + i}", cached=True) for i in range(5)]
+    bid = bisect_id(scenario, releases[0].release, releases[-1].release, "goodput_mbps")
+    s = open_store(str(tmp_path / "bisect.db"))
+    for i, rel in enumerate(releases):
+        s.save_result(uml(SPREAD if i < 2 else SHIFTED, kernel=rel.release, tags={"bisect": bid},
+                          started_at=1_700_000_000.0 + i), {"name": "syn"})
+
+    def measure(release: Release, n: int, tag: str) -> None:
+        raise AssertionError(f"every repetition is stored: {release.release} should not be measured")
+
+    report = Bisector(scenario, releases, repeat=10, store=s, measure=measure, threshold=0.005).run()
+    assert report.outcome == "found" and report.first_bad == "6.12.117-uml" and report.last_good == "6.12.116-uml"
+    probes = [step for step in report.steps if step.role == "probe"]
+    assert probes and all(step.vs_good["test"] == "wilcoxon-paired" for step in probes)
+
+
+def test_the_report_judges_paired_cells_paired(tmp_path) -> None:
+    """The report's index verdicts and change points go through the same paired rule as compare."""
+    from mptcplab.store import RunFilter
+    from mptcplab.webreport import ReportOptions, build_report
+
+    s = open_store(str(tmp_path / "report.db"))
+    for k, (kernel, values) in enumerate([("6.12.115-uml", SPREAD), ("6.12.116-uml", SHIFTED)]):
+        s.save_result(uml(values, kernel=kernel, started_at=1_700_000_000.0 + k), {"name": "syn"})
+    build_report(s, tmp_path / "r", RunFilter(), ReportOptions(threshold=0.005))
+    verdicts = json.loads((tmp_path / "r" / "manifest.json").read_text())["verdicts"].values()
+    paired = [v for v in verdicts if v.get("test") == "wilcoxon-paired"]
+    # goodput and completion time moved 1% on every pair (regressed, p = 1/1024); the subflow shares did not (p = 1)
+    assert sum(v["verdict"] == "regressed" and v["p"] == pytest.approx(1 / 1024) for v in paired) >= 2, list(verdicts)
+    assert all(v["verdict"] == "unchanged" and v["p"] == 1.0 for v in paired if v["verdict"] != "regressed")
+    assert not [v for v in verdicts if v.get("test") == "mann-whitney"], list(verdicts)
