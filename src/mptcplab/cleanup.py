@@ -21,7 +21,7 @@ class CleanupReport:
     namespaces: list[str] = field(default_factory=list)
     processes: list[int] = field(default_factory=list)
     lock_files: list[str] = field(default_factory=list)
-    temp_dirs: list[str] = field(default_factory=list)  # a killed guest run's (run --kernel, matrix)
+    temp_dirs: list[str] = field(default_factory=list)  # a killed guest run's (run --kernel, matrix; QEMU or UML)
     live: list[str] = field(default_factory=list)
 
 
@@ -75,7 +75,10 @@ def cleanup(include_live: bool = False) -> CleanupReport:
         report.processes += [p for p in pids.get(ns, []) if p != os.getpid()]
         if remove_netns(ns, pids):
             report.namespaces.append(ns)
-    for tmp in sorted(Path(tempfile.gettempdir()).glob("mptcplab-guest-*")):
+    from .executors.uml import work_root
+
+    guest_dirs = [*Path(tempfile.gettempdir()).glob("mptcplab-guest-*"), *Path(work_root()).glob("mptcplab-uml-*")]
+    for tmp in sorted(set(guest_dirs)):
         run_id = tmp.name.split("-")[2]
         if include_live or not run_alive(run_id):
             shutil.rmtree(tmp, ignore_errors=True)

@@ -89,6 +89,24 @@ AccelOption = Annotated[Optional[str], typer.Option(
     help="QEMU guests' accelerator: auto (KVM where it proves itself on the kernel, else TCG), kvm, or tcg (default: $MPTCPLAB_ACCEL, else auto)")]
 
 
+def _set_time(value: Optional[str]) -> Optional[str]:
+    """--time sets MPTCPLAB_TIME for this process and its children: the clock of UML kernels (executors/uml)."""
+    if value is not None:
+        import os
+
+        from ..executors.uml import TIME_ENV, TIME_MODES
+
+        if value.strip().lower() not in TIME_MODES:
+            raise typer.BadParameter(f"{value!r} is not a time mode: use one of {', '.join(TIME_MODES)}")
+        os.environ[TIME_ENV] = value.strip().lower()
+    return value
+
+
+TimeOption = Annotated[Optional[str], typer.Option(
+    "--time", callback=_set_time, metavar="travel|real",
+    help="UML kernels' clock: travel (simulated time, deterministic, the default) or real (default: $MPTCPLAB_TIME, else travel)")]
+
+
 def print_json_results(results: list[RunResult], timeseries: bool) -> None:
     """Exactly one JSON document on stdout: the run, or {"runs": [...]} for several."""
     docs = [r.to_json(timeseries=timeseries) for r in results]

@@ -19,7 +19,7 @@ import typer
 from rich.table import Table
 
 from ..errors import UsageError
-from .common import (AccelOption, DbOption, SetOption, app, check_link_backend, err, handled, load_scenarios, out,
+from .common import (AccelOption, TimeOption, DbOption, SetOption, app, check_link_backend, err, handled, load_scenarios, out,
                      print_case_rows)
 
 
@@ -99,6 +99,7 @@ def worker(
                                                  help="a worker silent this long has its job retried by another")] = 60.0,
     exit_when_empty: Annotated[bool, typer.Option("--exit-when-empty", help="stop when the queue is empty instead of waiting for more")] = False,
     accel: AccelOption = None,
+    time_mode: TimeOption = None,
 ) -> None:
     """Take the fleet's jobs one at a time, run each with the lab and store its repetition (run one worker per machine).
 

@@ -1,4 +1,4 @@
-"""`mptcplab kernel fetch|list|add`, `mptcplab matrix` and the guest side of `run --kernel`.
+"""`mptcplab kernel fetch|list|build|add`, `mptcplab matrix` and the guest side of `run --kernel`.
 
 Registered on common.app; the machinery is in mptcplab.kernels.
 """
@@ -14,10 +14,10 @@ import typer
 from rich.table import Table
 
 from ..errors import UsageError
-from .common import (AccelOption, DbOption, FailFastOption, RichProgress, SetOption, app, check_link_backend, err,
+from .common import (AccelOption, TimeOption, DbOption, FailFastOption, RichProgress, SetOption, app, check_link_backend, err,
                      handled, load_scenarios, out, warn)
 
-kernel_app = typer.Typer(no_args_is_help=True, help="Other kernels: fetch Debian kernels, add your own, list them.")
+kernel_app = typer.Typer(no_args_is_help=True, help="Other kernels: fetch Debian kernels, build from source, add your own, list them.")
 app.add_typer(kernel_app, name="kernel")
 
 
@@ -43,20 +43,24 @@ def fetch_cmd(
 @handled
 def list_cmd(
     cached_only: Annotated[bool, typer.Option("--cached", help="only the cache; do not ask the archive")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="one JSON list: release, upstream, version, suite, cached, runnable, reason")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON list: release, upstream, version, suite, cached, runnable, reason, flavour, source")] = False,
     refresh: Annotated[bool, typer.Option("--refresh", help="update the package lists first, even when they are fresh")] = False,
+    sources: Annotated[bool, typer.Option("--sources", help="the Debian kernel source releases `kernel build` can build, instead")] = False,
 ) -> None:
-    """Every kernel: cached ones and what the Debian archive offers, in version order, with what can run."""
+    """Every kernel: cached ones (Debian's, added and built) and what the Debian archive offers, in version order."""
     from ..kernels.catalog import cached
     from ..kernel_names import version_key
 
+    if sources:
+        _list_sources(as_json, refresh)
+        return
     kernels = cached()
     rows: dict[str, dict] = {}
     for k in kernels:
         rows[k.release] = {"release": k.release, "upstream": k.upstream, "version": k.version,
                            "suite": k.origin.split(" ")[1] if k.origin.startswith("debian ") else "",
                            "origin": k.origin, "cached": True, "runnable": True, "reason": "",
-                           "mptcp": k.config_value("MPTCP")}
+                           "mptcp": k.config_value("MPTCP"), "flavour": k.flavour, "source": k.source}
     problem = ""
     if not cached_only:
         from ..errors import LabError
@@ -67,7 +71,7 @@ def list_cmd(
         except LabError as e:
             offered, problem = [], e.message
         for c in offered:
-            row = rows.setdefault(c.release, {"release": c.release, "cached": False, "mptcp": None})
+            row = rows.setdefault(c.release, {"release": c.release, "cached": False, "mptcp": None, "flavour": c.flavour, "source": None})
             row.update(upstream=c.upstream, version=c.version, suite=c.suite, origin=f"debian {c.suite} {c.package}",
                        runnable=c.runnable, reason=c.reason, size_bytes=c.size)
     ordered = sorted(rows.values(), key=lambda r: (version_key(r["version"] if r["version"] != "custom" else r["upstream"]), r["release"]))
@@ -76,16 +80,56 @@ def list_cmd(
     else:
         title = "cached kernels" if cached_only else "kernels, oldest first (mptcplab kernel fetch VERSION; cached ones run offline)"
         table = Table(title=title, title_justify="left")
-        for col in ("version", "release", "suite", "cached", "MPTCP", "runnable"):
+        for col in ("version", "release", "suite", "flavour", "cached", "MPTCP", "runnable"):
             table.add_column(col, overflow="fold")
         for r in ordered:
-            suite = r["suite"] or ("your build" if r["version"] == "custom" else "")
-            table.add_row(r["upstream"], r["release"], suite, "yes" if r["cached"] else "",
+            suite = r["suite"] or ("your build" if r["version"] == "custom" else r["source"] or "")
+            table.add_row(r["upstream"], r["release"], suite, r["flavour"], "yes" if r["cached"] else "",
                           (r["mptcp"] or "?") if r["cached"] else "", "yes" if r["runnable"] else f"no: {r['reason']}")
         out.print(table)
     if problem:
         err.print(f"warning: the Debian archive could not be read ({problem}); only the cache is listed",
                   highlight=False, markup=False, soft_wrap=True)
+
+
+def _list_sources(as_json: bool, refresh: bool) -> None:
+    """`kernel list --sources`: the linux-source releases the archive offers, and which are cached."""
+    from ..kernels.fetch import ConsoleWaits
+    from ..kernels.source import cached_sources, read_sources
+
+    have = {s.version for s in cached_sources()}
+    rows = [{"upstream": s.upstream, "version": s.version, "suite": s.suite, "package": s.package, "size_bytes": s.size,
+             "cached": s.version in have} for s in read_sources(waits=ConsoleWaits(err), refresh=refresh)]
+    if as_json:
+        sys.stdout.write(json.dumps(rows) + "\n")
+        return
+    table = Table(title="kernel sources, oldest first (mptcplab kernel build VERSION [--flavour uml|qemu])", title_justify="left")
+    for col in ("version", "package version", "suite", "size", "cached"):
+        table.add_column(col, justify="right" if col == "size" else "left")
+    for r in rows:
+        table.add_row(r["upstream"], r["version"], r["suite"], f"{r['size_bytes'] / 1e6:.0f} MB", "yes" if r["cached"] else "")
+    out.print(table)
+
+
+@kernel_app.command("build")
+@handled
+def build_cmd(
+    source: Annotated[str, typer.Argument(help="a Debian source release (6.12.117, 6.12, 7.3.4; see kernel list --sources), a kernel source tarball, or a kernel tree directory")],
+    flavour: Annotated[str, typer.Option("--flavour", help="uml (a User-Mode Linux binary) or qemu (a bzImage for the QEMU guest)")] = "uml",
+    config_extra: Annotated[Optional[Path], typer.Option("--config-extra", help="a Kconfig fragment (CONFIG_X=y lines) applied after the lab's")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="the kernel's name in the cache (default VERSION-FLAVOUR, e.g. 6.12.117-uml)")] = None,
+    ref: Annotated[Optional[str], typer.Option("--ref", help="with a git checkout as SOURCE: build this commit in the lab's own worktree")] = None,
+) -> None:
+    """Build a kernel from source with the lab's config fragment (out of tree, in the cache) and register it.
+
+    A repeated build of the same tree is incremental. The kernel is then named by --name (or VERSION-FLAVOUR) in
+    run --kernel, matrix and kernel list.
+    """
+    from ..kernels.build import build
+    from ..kernels.fetch import ConsoleWaits
+
+    kernel = build(source, flavour, config_extra, name, ref, progress=ConsoleWaits(err))
+    out.print(f"built: {kernel.release} ({kernel.flavour}, {kernel.source}) in {kernel.dir}", highlight=False, soft_wrap=True)
 
 
 @kernel_app.command("add")
@@ -124,6 +168,7 @@ def matrix(
     overrides: SetOption = None,
     fail_fast: FailFastOption = False,
     accel: AccelOption = None,
+    time_mode: TimeOption = None,
 ) -> None:
     """Run every scenario on every kernel in QEMU guests, kernels interleaved, and print scenario x kernel.
 
@@ -182,7 +227,7 @@ def matrix(
     for row in rows:
         change = "baseline" if row["change"] is None else f"{row['change'] * 100:+.1f}%" + (f" {row['verdict']}" if row["verdict"] != "unchanged" else "")
         table.add_row(row["scenario"], row["kernel"], str(row["n"]), str(row["failed"]), _fmt(row["goodput"]), _fmt(row["completion"]),
-                      change, "SATURATED" if row["cpu_saturated"] else "ok")
+                      change, "n/a" if not row.get("cpu_applicable", True) else "SATURATED" if row["cpu_saturated"] else "ok")
     out.print(table)
     for line in dict.fromkeys(l for row in rows for l in row["conditions"]):
         out.print(f"note: {line}", highlight=False, markup=False, soft_wrap=True)

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from ..errors import LabError, UsageError
 from ..outputs import FIGURE_SUFFIXES, check_output, writing
-from .common import (AccelOption, DbOption, FailFastOption, RichProgress, SetOption, app, check_link_backend, err,
+from .common import (AccelOption, TimeOption, DbOption, FailFastOption, RichProgress, SetOption, app, check_link_backend, err,
                      handled, load_scenarios, out, parse_tags, print_json_results, warn)
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ def run(
     overrides: SetOption = None,
     fail_fast: FailFastOption = False,
     accel: AccelOption = None,
+    time_mode: TimeOption = None,
 ) -> None:
     """Run scenarios on this machine's kernel, store and print their results.
 

@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from ..errors import UsageError
-from .common import (AccelOption, DbOption, RichProgress, SetOption, app, check_link_backend, err, handled,
+from .common import (AccelOption, TimeOption, DbOption, RichProgress, SetOption, app, check_link_backend, err, handled,
                      known_metrics, out, print_case_rows, store_at, warn)
 
 suite_app = typer.Typer(no_args_is_help=True, help="The built-in scheduler suite: list its cases, run them.")
@@ -61,6 +61,7 @@ def run_cmd(
     store: Annotated[bool, typer.Option("--store/--no-store", help="store every run in the results database")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON document: the summary rows and every run (no time series)")] = False,
     accel: AccelOption = None,
+    time_mode: TimeOption = None,
 ) -> None:
     """Run every suite case (interleaved), store it, and print case x kernel with verdicts against the first kernel.
 
@@ -147,6 +148,7 @@ def bisect(
     db: DbOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="the report as one JSON document")] = False,
     accel: AccelOption = None,
+    time_mode: TimeOption = None,
 ) -> None:
     """Find the first kernel release between --good and --bad where SCENARIO got worse (each probe in a QEMU guest).
 

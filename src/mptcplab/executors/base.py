@@ -43,6 +43,9 @@ class Executor(ABC):
     kind: ClassVar[str]
     #: kernel flavours (kernels.catalog.Kernel.flavour) this executor boots; the qemu executor takes every other kernel
     flavours: ClassVar[tuple[str, ...]] = ()
+    #: what `auto` means for the link backend on this executor when it must be decided for it (None: by the kernel's
+    #: qdiscs, netem where it has netem); UML: wire, since netem without processing delay keeps packets in step
+    auto_link_backend: ClassVar[str | None] = None
 
     @classmethod
     def takes(cls, kernel: Any) -> bool:

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 
 from ..errors import LabError, UsageError
 from ..kernel_names import prefix_matches, version_key
@@ -35,6 +35,9 @@ class UnknownKernel(UsageError):
     """A kernel name that matches nothing cached (exit 2: bad input)."""
 
 
+FLAVOUR = "cloud-amd64"  # small, virtio built in or as modules: made for VMs
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("MPTCPLAB_CACHE", "/var/cache/mptcplab"))
 
@@ -44,14 +47,36 @@ def kernels_dir() -> Path:
 
 
 class Kernel(BaseModel):
-    """One bootable kernel: its image, its modules and where it came from."""
+    """One bootable kernel: its image, its modules, its flavour and where it came from.
 
-    release: str  # what `uname -r` says inside the guest
-    version: str  # the Debian package version, or "custom" for `kernel add`
-    origin: str  # "debian <suite> <package>" or "added from <path>"
+    `flavour` says how it boots: ``cloud-amd64`` (a Debian kernel for the QEMU guest), ``custom`` (a user's
+    ``kernel add``, QEMU guest), or a flavour of ``kernel build`` (``uml``: a User-Mode Linux binary;
+    ``qemu``: a bzImage for the QEMU guest). Entries written before flavours existed read as ``cloud-amd64``
+    or ``custom``. A built kernel's `release` is its name in the cache (``6.12.117-uml``), `build` the path of
+    its build.json (source, commit, config hash, patches, times).
+    """
+
+    release: str  # what `uname -r` says inside the guest; a built kernel's name
+    version: str  # the Debian package version, "custom" for `kernel add`, the source's version for a build
+    origin: str  # "debian <suite> <package>", "added from <path>" or "built from <source>"
     image: str
     modules: str | None = None  # the lib/modules/<release> directory, if any
     config: str | None = None
+    flavour: str = FLAVOUR
+    source: str | None = None  # a built kernel's source, one line
+    build: str | None = None  # a built kernel's build.json
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flavour_of_old_entries(cls, data: object) -> object:
+        if isinstance(data, dict) and "flavour" not in data:
+            data = {**data, "flavour": "custom" if data.get("version") == "custom" else FLAVOUR}
+        return data
+
+    @property
+    def built(self) -> bool:
+        """Built by `kernel build`: named only by its exact name, never by a version prefix."""
+        return self.build is not None
 
     @property
     def dir(self) -> Path:
@@ -100,7 +125,6 @@ def resolve(name: str) -> Kernel:
 
 # -- what the archive offers ---------------------------------------------------
 
-FLAVOUR = "cloud-amd64"  # small, virtio built in or as modules: made for VMs
 IMAGE_RE = re.compile(rf"^linux-image-([0-9].*-{FLAVOUR})$")  # POSIX ERE too
 _PART_RE = re.compile(rf"^linux-(binary|modules|base)-([0-9].*-{FLAVOUR})$")
 _STANZA_RE = re.compile(rf"^Package: (linux-(?:image|binary|modules|base)-[0-9][^\n]*-{FLAVOUR})\n(.*?)(?=\n\n|\Z)",
@@ -137,6 +161,10 @@ class Candidate:
     def upstream(self) -> str:
         """6.12.95 of 6.12.95-1~bpo12+1, 7.3~rc7 of 7.3~rc7-1~exp1."""
         return self.version.split("-")[0]
+
+    @property
+    def flavour(self) -> str:
+        return FLAVOUR
 
     @property
     def layout(self) -> str:
@@ -193,6 +221,53 @@ def parse_packages(indexes: dict[str, str]) -> list[Candidate]:
     return sorted(out, key=lambda c: (version_key(c.version), c.suite))
 
 
+# -- kernel sources the archive offers -----------------------------------------
+
+#: a ``linux-source-X.Y`` package (the tarball of Debian's patched tree under /usr/src)
+SOURCE_RE = re.compile(r"^linux-source-(\d+\.\d+)$")
+_SOURCE_STANZA_RE = re.compile(r"^Package: (linux-source-\d+\.\d+)\n(.*?)(?=\n\n|\Z)", re.M | re.S)
+
+
+@dataclass(frozen=True)
+class SourceRelease:
+    """A kernel source release the archive offers: one version of one ``linux-source-X.Y`` package.
+
+    `size` is the download in bytes; `series` is X.Y (the tarball unpacks to ``linux-source-X.Y/``).
+    """
+
+    package: str  # linux-source-6.12
+    version: str  # Debian package version, 6.12.117-1
+    suite: str
+    size: int = 0
+
+    @property
+    def upstream(self) -> str:
+        """6.12.117 of 6.12.117-1, 7.3~rc7 of 7.3~rc7-1~exp1."""
+        return self.version.split("-")[0]
+
+    @property
+    def series(self) -> str:
+        m = SOURCE_RE.match(self.package)
+        assert m, self.package
+        return m.group(1)
+
+
+def parse_sources(indexes: dict[str, str]) -> list[SourceRelease]:
+    """The ``linux-source-X.Y`` releases in Debian ``Packages`` indexes, per suite name; oldest version first.
+
+    Like :func:`parse_packages`, a whole index or one trimmed to those stanzas gives the same result;
+    a version offered by two suites is listed once, under the first suite in `indexes` order.
+    """
+    seen: dict[str, SourceRelease] = {}
+    for suite, text in indexes.items():
+        for m in _SOURCE_STANZA_RE.finditer(text):
+            fields = dict(re.findall(r"^([\w-]+): (.*)$", m.group(2), re.M))
+            version = fields.get("Version", "")
+            if version and version not in seen:
+                seen[version] = SourceRelease(m.group(1), version, suite, int(fields.get("Size", "0") or 0))
+    return sorted(seen.values(), key=lambda s: version_key(s.version))
+
+
 # -- one rule from a name to a kernel -----------------------------------------
 
 @dataclass
@@ -226,7 +301,7 @@ class Resolution:
 
 def _exact(query: str, kernels: Iterable[Kernel]) -> Kernel | None:
     for k in kernels:
-        if query in (k.release, f"linux-image-{k.release}") or (k.version != "custom" and query == k.version):
+        if query in (k.release, f"linux-image-{k.release}") or (k.version != "custom" and not k.built and query == k.version):
             return k
     return None
 
@@ -255,7 +330,9 @@ def resolve_name(query: str, kernels: Sequence[Kernel], offered: Sequence[Candid
       the newest cached match is used and a note says so; with `offline` (a cache-only lookup)
       the same without the note;
     - a name the archive does not offer falls back to the newest cached match (your builds,
-      releases the archive dropped).
+      releases the archive dropped);
+    - a kernel from ``kernel build`` (``6.12.117-uml``) is named only by its exact name: a version or
+      prefix never selects a UML or self-built kernel instead of Debian's.
 
     Raises UnknownKernel (exit 2) for a name that matches nothing, KernelError (exit 3) for a
     kernel that is offered but not runnable (its modules are not served) or when nothing is cached
@@ -267,7 +344,7 @@ def resolve_name(query: str, kernels: Sequence[Kernel], offered: Sequence[Candid
     if exact is not None:
         cand = next((c for c in offered or () if c.release == exact.release), None)
         return Resolution(query, exact.release, cand, exact)
-    cached_hits = [k for k in kernels if matches(query, k.upstream) or prefix_matches(query, k.release)]
+    cached_hits = [k for k in kernels if not k.built and (matches(query, k.upstream) or prefix_matches(query, k.release))]
     if offered is None:
         if cached_hits:
             k = max(cached_hits, key=lambda k: version_key(k.upstream))

@@ -82,7 +82,7 @@ def add(image: Path, modules: Path | None = None, config: Path | None = None) ->
             shutil.copytree(src, dest / "lib/modules" / release, symlinks=False, ignore=shutil.ignore_patterns("build", "source"))
             index_modules(dest, release)
             mods = str(dest / "lib/modules" / release)
-        kernel = Kernel(release=release, version="custom", origin=f"added from {image.resolve()}", image=str(dest / "vmlinuz"),
+        kernel = Kernel(release=release, version="custom", origin=f"added from {image.resolve()}", image=str(dest / "vmlinuz"), flavour="custom",
                         modules=mods, config=str(dest / "config") if config is not None else None)
         kernel.save()
         return kernel

@@ -12,6 +12,7 @@ through a :class:`Waits`; the CLI's prints on stderr.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -25,10 +26,11 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-from .catalog import (FLAVOUR, IMAGE_RE, Candidate, Kernel, KernelError, Resolution, UnknownKernel, cache_root,
-                      cached, kernels_dir, matches, parse_packages, resolve, resolve_name)
+from .catalog import (FLAVOUR, IMAGE_RE, Candidate, Kernel, KernelError, Resolution, SourceRelease, UnknownKernel,
+                      cache_root, cached, kernels_dir, matches, parse_packages, parse_sources, resolve, resolve_name)
 
 __all__ = ["SUITES", "Candidate", "PrivateApt", "Waits", "ConsoleWaits", "choose", "fetch", "lookup", "read_catalog", "kernel_stanzas",
+           "source_stanzas",
            "matches", "resolve", "IMAGE_RE", "FLAVOUR"]
 
 SUITES = ("bookworm", "bookworm-backports", "trixie", "trixie-backports", "sid", "experimental")
@@ -40,6 +42,7 @@ RETRY_UPDATE_AFTER_S = 600
 APT_HELPER = "/usr/lib/apt/apt-helper"
 _KERNEL_STANZA = re.compile(rb"Package: linux-(?:image|binary|modules|base)-[0-9][^\n]*-" + FLAVOUR.encode()
                             + rb"\n.*?(?=\n\n|\Z)", re.S)
+_SOURCE_STANZA = re.compile(rb"Package: linux-source-[0-9]+\.[0-9]+\n.*?(?=\n\n|\Z)", re.S)
 
 
 class Waits:
@@ -97,15 +100,23 @@ def host_mirror() -> str:
     return DEFAULT_MIRROR
 
 
-def kernel_stanzas(raw: bytes) -> str:
-    """Only the cloud kernel packages' stanzas of a ``Packages`` index (what the catalog reads)."""
+def kernel_stanzas(raw: bytes, stanza: re.Pattern[bytes] = _KERNEL_STANZA) -> str:
+    """Only the cloud kernel packages' stanzas of a ``Packages`` index (what the catalog reads).
+
+    `stanza` picks other ``linux-`` packages instead (:func:`source_stanzas`).
+    """
     out, pos = [], 0
     while (pos := raw.find(b"Package: linux-", pos)) >= 0:  # a plain search first: 60 MB in well under a second
-        m = _KERNEL_STANZA.match(raw, pos) if pos == 0 or raw[pos - 1] == 10 else None
+        m = stanza.match(raw, pos) if pos == 0 or raw[pos - 1] == 10 else None
         if m:
             out.append(m.group(0).decode("utf-8", "replace"))
         pos += 15
     return "\n\n".join(out) + "\n"
+
+
+def source_stanzas(raw: bytes) -> str:
+    """Only the ``linux-source-X.Y`` stanzas of a ``Packages`` index (what :func:`~.catalog.parse_sources` reads)."""
+    return kernel_stanzas(raw, _SOURCE_STANZA)
 
 
 class PrivateApt:
@@ -186,25 +197,41 @@ class PrivateApt:
             else:
                 (self.root / "updated").touch()
 
-    def catalog(self) -> list[Candidate]:
-        """Every cloud kernel image the private lists offer, oldest first (parsed once per list download)."""
+    def _lists(self) -> dict:
+        """What the lab reads from the private lists, parsed once per list download (``catalog.json``)."""
         files = self.index_files()
         stamp = [[suite, p.name, p.stat().st_mtime_ns, p.stat().st_size] for suite, p in sorted(files.items())]
         saved = self.root / "catalog.json"
         try:
             doc = json.loads(saved.read_text())
-            if doc.get("stamp") == stamp:
-                return [Candidate(**{**c, "depends": tuple(c["depends"]), "parts": tuple(c["parts"]),
-                                     "missing": tuple(c["missing"])}) for c in doc["candidates"]]
+            if doc.get("stamp") == stamp and "sources" in doc:
+                return doc
         except (OSError, ValueError, KeyError, TypeError):
             pass
         with self.waits.waiting(f"reading the package lists of {len(files)} suites"):
-            indexes = {suite: kernel_stanzas(self._cat(p)) for suite, p in files.items()}
-            cands = parse_packages(indexes)
+            raws = {suite: self._cat(p) for suite, p in files.items()}
+            cands = parse_packages({suite: kernel_stanzas(raw) for suite, raw in raws.items()})
+            sources = parse_sources({suite: source_stanzas(raw) for suite, raw in raws.items()})
+        doc = {"stamp": stamp, "candidates": [asdict(c) for c in cands], "sources": [asdict(s) for s in sources]}
         tmp = saved.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"stamp": stamp, "candidates": [asdict(c) for c in cands]}))
+        tmp.write_text(json.dumps(doc))
         tmp.replace(saved)
-        return cands
+        return doc
+
+    def catalog(self) -> list[Candidate]:
+        """Every cloud kernel image the private lists offer, oldest first (parsed once per list download)."""
+        try:
+            return [Candidate(**{**c, "depends": tuple(c["depends"]), "parts": tuple(c["parts"]),
+                                 "missing": tuple(c["missing"])}) for c in self._lists()["candidates"]]
+        except (KeyError, TypeError) as e:
+            raise KernelError(f"{self.root / 'catalog.json'} is damaged ({e})", "mptcplab kernel fetch --refresh") from None
+
+    def sources(self) -> list[SourceRelease]:
+        """Every ``linux-source-X.Y`` release the private lists offer, oldest first."""
+        try:
+            return [SourceRelease(**s) for s in self._lists()["sources"]]
+        except (KeyError, TypeError) as e:
+            raise KernelError(f"{self.root / 'catalog.json'} is damaged ({e})", "mptcplab kernel fetch --refresh") from None
 
     def candidates(self) -> list[Candidate]:
         """Kept for callers of the old name: the same as :meth:`catalog`."""
@@ -250,19 +277,24 @@ def choose(query: str, candidates: list[Candidate]) -> Candidate:
 
 
 @contextmanager
-def _cache_lock(waits: Waits) -> Iterator[None]:
-    kernels_dir().mkdir(parents=True, exist_ok=True)
-    path = kernels_dir() / ".lock"
+def file_lock(path: Path, waits: Waits, doing: str) -> Iterator[None]:
+    """An exclusive flock on `path` (created with its directory); a wait for another holder is announced as
+    "waiting for another mptcplab that is <doing>"."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            with waits.waiting(f"waiting for another mptcplab that is fetching into the kernel cache ({path})"):
+            with waits.waiting(f"waiting for another mptcplab that is {doing} ({path})"):
                 fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
+
+
+def _cache_lock(waits: Waits) -> contextlib.AbstractContextManager[None]:
+    return file_lock(kernels_dir() / ".lock", waits, "fetching into the kernel cache")
 
 
 def read_catalog(apt: PrivateApt, refresh: bool = False) -> list[Candidate]:
@@ -289,7 +321,7 @@ def lookup(query: str, apt: PrivateApt | None = None, refresh: bool = False, wai
     kernels = cached()
     if not refresh:
         hit = next((k for k in kernels if query in (k.release, f"linux-image-{k.release}")
-                    or (k.version != "custom" and query == k.version)), None)
+                    or (k.version != "custom" and not k.built and query == k.version)), None)
         if hit is not None:
             return resolve_name(query, kernels, None)
     apt = apt or PrivateApt(waits=waits)

@@ -36,7 +36,8 @@ class Cell:
 
 
 def resolve_backend(requested: str | None, scenarios: list[Scenario], kernels: list[Kernel | None]) -> str:
-    """One link backend for every cell: `auto` becomes netem when every kernel has netem (and tbf), else wire.
+    """One link backend for every cell: `auto` becomes netem when every kernel has netem (and tbf), else wire, and wire
+    wherever an executor says so for `auto` (UML kernels: executors.uml.DEFAULT_LINK_BACKEND).
 
     Mixing emulators across kernels would make an emulator difference look
     like a kernel's. An explicit backend is kept; UnsupportedError when a
@@ -57,6 +58,11 @@ def resolve_backend(requested: str | None, scenarios: list[Scenario], kernels: l
             raise UnsupportedError(f"link backend {backend} needs CONFIG_{need}, which kernel {lacking[0]} lacks",
                                    "use --link-backend wire, which works on every kernel")
         return backend
+    from ..executors import executors, kind_for
+
+    forced = {executors()[kind_for(k)].auto_link_backend for k in kernels if k is not None} - {None}
+    if forced:  # an executor that says what auto means there (UML: wire) decides for every cell
+        return "wire" if "wire" in forced else sorted(forced)[0]  # type: ignore[type-var]
     return "netem" if all(h["NET_SCH_NETEM"] and h["NET_SCH_TBF"] for h in has.values()) else "wire"
 
 
@@ -170,6 +176,8 @@ def table_rows(cells: list[Cell], metric: str = "goodput_mbps") -> list[dict[str
                                "goodput": res.summary.get("goodput_mbps"), "completion": res.summary.get("completion_s"),
                                "pass_rate": res.summary.get("pass_rate"),
                                "cpu_saturated": bool(res.environment.get("guest_cpu", {}).get("saturated")),
+                               # UML under time travel: computation takes no simulated time, so no CPU can saturate
+                               "cpu_applicable": res.environment.get("time_mode") != "travel",
                                "change": None, "verdict": None, "conditions": []}
         if base is not res:
             base_measured = [r for r in base.repetitions if not r.warmup and r.completed and r.baseline_path is None]

@@ -107,6 +107,11 @@ def kernel_command_line(cfg: UmlConfig) -> list[str]:
     return args
 
 
+def work_root() -> str:
+    """Where instances' job directories go (`mptcplab-uml-<run id>-*`): /dev/shm (memory: UML's RAM file is there too)."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+
+
 def _die_with_parent() -> None:
     import ctypes
     import signal
@@ -170,6 +175,7 @@ class UmlExecutor(Executor):
 
     kind = "uml"
     flavours = ("uml",)
+    auto_link_backend = DEFAULT_LINK_BACKEND
 
     def __init__(self, kernel: Any, cfg: UmlConfig | None = None) -> None:
         self._kernel = kernel
@@ -186,7 +192,15 @@ class UmlExecutor(Executor):
                                      f"build it again: mptcplab kernel build {getattr(self._kernel, 'version', '')} --flavour uml")
         if self.cfg.time_mode == "travel":
             seeded_random_library()
+        from ...lab import Lab
+
+        self._lab = Lab().__enter__()  # a run id with a lock (cleanup knows a live run), SIGTERM as an exception
         return self
+
+    def close(self) -> None:
+        lab, self._lab = getattr(self, "_lab", None), None
+        if lab is not None:
+            lab.close()
 
     @property
     def image(self) -> str:
@@ -286,7 +300,8 @@ class UmlExecutor(Executor):
         per_round = 1 + (len(scenario.paths) if scenario.run.baseline != "none" else 0)
         watchdog = per_round * scenario.run.timeout + BOOT_SLACK_S
         offset = len(follower.result.repetitions) if follower.result is not None and follower.own else 0
-        work = Path(tempfile.mkdtemp(prefix="mptcplab-uml-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+        run_id = self._lab.run_id if getattr(self, "_lab", None) is not None else "nolab"
+        work = Path(tempfile.mkdtemp(prefix=f"mptcplab-uml-{run_id}-", dir=work_root()))
         core = _Core()
         proc: subprocess.Popen | None = None
         try:
