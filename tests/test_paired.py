@@ -121,8 +121,8 @@ def test_history_judges_adjacent_paired_runs_paired(store) -> None:
     both = history_stored(store, "syn", threshold=0.005)
     base, cand, seed7, qemu = both.points
     assert cand.test == "wilcoxon-paired" and cand.verdict == "regressed" and cand.p_value == pytest.approx(1 / 1024)
-    assert seed7.test == "mann-whitney" and qemu.test == "mann-whitney"
-    assert "executor" in qemu.conditions_changed
+    assert seed7.test == "mann-whitney"  # another seed base: judged unpaired
+    assert qemu.verdict is None and "executor qemu" in qemu.series  # never joined with UML runs into one series
 
 
 def test_change_points_by_kernel_are_judged_paired(tmp_path) -> None:

@@ -169,3 +169,15 @@ def test_a_killed_uml_run_leaves_no_process_and_keeps_its_repetitions(tmp_path: 
         report = cli("cleanup")
         assert report.returncode == 0, report.stderr
     assert not _job_dirs() - before
+
+
+def test_a_matrix_cell_draws_the_same_seeds_as_a_run(tmp_path: Path, uml_kernel: str) -> None:
+    """Repetition r of a matrix cell boots with seed base + r, as `run` does: the same numbers, one by one."""
+    run = _run(tmp_path, LOSSY)
+    path = write_scenario(tmp_path, LOSSY, "m.toml")
+    proc = subprocess.run([CLI, "matrix", str(path), "--kernels", KERNEL, "--json", "--no-store", "--no-timeseries"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (cell,) = json.loads(proc.stdout)
+    assert [r["goodput_mbps"] for r in cell["repetitions"]] == [r["goodput_mbps"] for r in run["repetitions"]]
+    assert cell["environment"]["link_backend"] == "wire"

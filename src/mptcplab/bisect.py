@@ -54,6 +54,8 @@ class Step:
     vs_good: dict[str, Any] | None = None  # change, ci95, p_value, verdict of this kernel against the good end
     vs_bad: dict[str, Any] | None = None  # ... of the bad end against this kernel
     classified: str = ""  # good, bad, or unclear-good / unclear-bad
+    #: the values themselves when too few for a 95% interval (analysis.stats.MIN_INTERVAL_N), else []
+    values: list[float] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -229,7 +231,8 @@ class Bisector:
             self.progress(f"bisect {self.bid}: {rel.release} ({role}): {done} repetitions stored, not run again")
         est = median_ci(values) if values else None
         step = Step(release=rel.release, upstream=rel.upstream, role=role, n=len(values), median=est.median if est else None,
-                    ci95=est.ci95 if est else None, runs=runs, reused=done - measured, measured=measured)
+                    ci95=est.ci95 if est else None, runs=runs, reused=done - measured, measured=measured,
+                    values=est.values if est else [])
         self.steps[rel.release] = step
         return step
 

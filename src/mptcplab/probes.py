@@ -112,7 +112,10 @@ def summarize(samples: list[tuple[float, ConnectionSample]], topo: Topology, sen
     `congestion` (subflow 4-tuple -> algorithm, from `subflow_congestion`) names what each
     path's subflows used; several subflows with different ones are listed comma-separated.
     `capacities` (path -> configured rate in bit/s in the sending direction) gives each
-    path's `capacity_share`. Every path's scheduler-visible metrics (SubflowResult.metrics,
+    path's `capacity_share`. A path's `share` is of the delivered data: its subflows' bytes
+    ACKed over all subflows' (a retransmitted byte counts once, on the path that delivered
+    it); `sent_share` (bytes sent, retransmissions included) and `retrans_bytes` go into
+    its metrics. Every path's scheduler-visible metrics (SubflowResult.metrics,
     see `scheduler_metrics`) come from the same samples.
     """
     congestion = congestion or {}
@@ -157,22 +160,29 @@ def summarize(samples: list[tuple[float, ConnectionSample]], topo: Topology, sen
         prev_t = t
     per_path = scheduler_metrics(samples, path_of, names, capacities or {})
     results = []
+    # share is of delivered data: bytes ACKed (tcpi_bytes_acked), so a retransmission counts once, where it
+    # was delivered; what each path sent and retransmitted is in sent_share and retrans_bytes
+    total_acked = sum(sf.bytes_acked for sf in last.values()) or 1
     total_sent = sum(sf.bytes_sent for sf in last.values()) or 1
     for n in names:
         subs = [sf for k, sf in last.items() if path_of[k] == n]
         rtt_series = [r for r in series.rtt_ms[n] if r > 0]
         sent = sum(sf.bytes_sent for sf in subs)
+        acked = sum(sf.bytes_acked for sf in subs)
+        if subs:
+            per_path.setdefault(n, {}).update(sent_share=round(sent / total_sent, 4),
+                                              retrans_bytes=float(sum(sf.bytes_retrans for sf in subs)))
         results.append(SubflowResult(
             path=n,
             bytes_sent=sent,
-            bytes_acked=sum(sf.bytes_acked for sf in subs),
+            bytes_acked=acked,
             retransmits=sum(sf.total_retrans for sf in subs),
             bytes_retrans=sum(sf.bytes_retrans for sf in subs),
             rtt_ms=round(subs[-1].rtt_us / 1000, 3) if subs else 0.0,
             min_rtt_ms=round(min((sf.min_rtt_us for sf in subs), default=0) / 1000, 3),
             rtt_median_ms=round(statistics.median(rtt_series), 3) if rtt_series else 0.0,
             subflows_opened=len(subs),
-            share=round(sent / total_sent, 4),
+            share=round(acked / total_acked, 4),
             congestion_control=",".join(sorted({congestion[k] for k, sf in last.items() if path_of[k] == n and k in congestion})),
             endpoint=next((e.flags for e in topo.path_endpoints(n) if e.flags), "subflow"),
             endpoints=[subflow_endpoint(topo, k, sf, sender_is_client) for k, sf in last.items() if path_of[k] == n],

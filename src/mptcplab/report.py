@@ -9,12 +9,29 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .result import Repetition, RunResult
+from .result import Estimate, Repetition, RunResult
 from .units import plural
 
 
-def _fmt_ci(est: object) -> str:
-    return f"{est.median:.3f} [{est.ci95[0]:.3f}, {est.ci95[1]:.3f}]"  # type: ignore[attr-defined]
+def estimate_text(est: Estimate, digits: int = 3, unit: str = "") -> str:
+    """A median with its 95% interval, "1.463 [1.402, 1.530]"; for a small sample (Estimate.small_sample) the
+    values themselves instead, "1.463 (3 values: 1.462, 1.463, 1.463; too few for a 95% interval)"."""
+    u = f" {unit}" if unit else ""
+    if est.small_sample and est.values:
+        if len(est.values) == 1:
+            return f"{est.median:.{digits}f}{u} (1 value; no interval)"
+        vals = ", ".join(f"{v:.{digits}f}" for v in est.values)
+        return f"{est.median:.{digits}f}{u} ({len(est.values)} values: {vals}; too few for a 95% interval)"
+    return f"{est.median:.{digits}f}{u} [{est.ci95[0]:.{digits}f}, {est.ci95[1]:.{digits}f}]"
+
+
+def pass_rate_text(rate: float, n: int, budget_s: float | None) -> str:
+    """What pass_rate means for this run: with a [run] budget, the share of repetitions that completed within
+    it; without one, the completion rate, and the text says so ("60% of 5 repetitions completed (no budget:
+    the completion rate)")."""
+    if budget_s:
+        return f"{rate * 100:.0f}% of {plural(n, 'repetition')} completed within the budget of {budget_s:g}s"
+    return f"{rate * 100:.0f}% of {plural(n, 'repetition')} completed (no budget: the completion rate)"
 
 
 def _status_cell(rep: Repetition) -> str:
@@ -31,21 +48,27 @@ def run_table(result: RunResult) -> Table:
              f"backend {result.backend}" + (f", label {result.label}" if result.label else ""))
     table = Table(title=escape(title), title_justify="left")  # a label or path name may hold [brackets]
     with_status = any(_status_cell(r) for r in result.repetitions)
+    from .metrics import latency_columns, latency_label
+
+    # a latency workload (rr, stream, flows) is shown by its latency, p50 / p99 / max, not goodput and completion
+    latency = latency_columns(k for r in result.repetitions for k in r.metrics)
     table.add_column("rep", justify="right")
     if with_status:
         table.add_column("status", justify="left", style="red", overflow="fold")
-    table.add_column("completion s", justify="right")
-    table.add_column("goodput mbit/s", justify="right")
+    for heading in ([latency_label(m) for m in latency] if latency else ["completion s", "goodput mbit/s"]):
+        table.add_column(heading, justify="right")
     for p in paths:
         table.add_column(escape(f"{p} share"), justify="right")
         table.add_column(escape(f"{p} retx"), justify="right")
         table.add_column(escape(f"{p} rtt ms"), justify="right")
     for rep in result.repetitions:
-        row = [str(rep.index + 1) + (" (warm-up)" if rep.warmup else "")
-               + (escape(f" (TCP on {rep.baseline_path})") if rep.baseline_path else "")]
+        row = [escape(result.repetition_label(rep))]
         if with_status:
             row.append(escape(_status_cell(rep)))
-        row += [f"{rep.completion_s:.3f}", f"{rep.goodput_mbps:.2f}"]
+        if latency:
+            row += [f"{rep.metrics[m]:.1f}" if m in rep.metrics else "-" for m in latency]
+        else:
+            row += [f"{rep.completion_s:.3f}", f"{rep.goodput_mbps:.2f}"]
         by_path = {sf.path: sf for sf in rep.subflows}
         for p in paths:
             sf = by_path.get(p)
@@ -54,19 +77,26 @@ def run_table(result: RunResult) -> Table:
     return table
 
 
-def print_run(result: RunResult, console: Console | None = None) -> None:
+def print_run(result: RunResult, console: Console | None = None, main: str | None = None) -> None:
+    """The repetitions' table, then the main metric (`main`, default result_main_metric: what every verdict judges
+    the scenario by unless --metric), goodput and completion, a latency workload's p99 and p50, the guest's CPU,
+    mptcp_vs_best_path and pass_rate."""
     console = console or Console()
     console.print(run_table(result))
-    from .metrics import METRICS_BY_KIND, metric as metric_def
+    from .metrics import latency_columns, metric as metric_def, result_main_metric
 
-    # goodput and completion, then a latency workload's own main (p99) and baseline (p50) metrics
-    latency = [name for kind in METRICS_BY_KIND.values() for name in (kind.main, kind.baseline)
-               if name not in ("goodput_mbps", "completion_s") and name in result.summary]
-    for metric in ("goodput_mbps", "completion_s", *dict.fromkeys(latency)):
+    main = main or result_main_metric(result)
+    # the main metric first, then a latency workload's p50, p99 and max latency, any other's goodput and completion
+    latency = latency_columns(result.summary)
+    for metric in dict.fromkeys((main, *(latency or ("goodput_mbps", "completion_s")))):
         est = result.summary.get(metric)
         if est:
             unit = metric_def(metric).unit
-            console.print(f"{metric}: median {est.median:.3f} {unit}, 95% CI [{est.ci95[0]:.3f}, {est.ci95[1]:.3f}] over {plural(est.n, 'repetition')}")
+            tail = " (the main metric: what compare, history, runs and the report judge it by)" if metric == main else ""
+            if est.small_sample:
+                console.print(f"{metric}: median {estimate_text(est, 3, unit)}{tail}")
+            else:
+                console.print(f"{metric}: median {est.median:.3f} {unit}, 95% CI [{est.ci95[0]:.3f}, {est.ci95[1]:.3f}] over {plural(est.n, 'repetition')}{tail}")
     cpu = result.environment.get("guest_cpu") or {}
     per_rep = cpu.get("per_repetition") or []
     if per_rep:  # a guest run: how busy the emulated CPUs and QEMU itself were, so an emulator limit is not read as the kernel's
@@ -79,12 +109,17 @@ def print_run(result: RunResult, console: Console | None = None) -> None:
     if ratio:
         what = (result.environment.get("baseline") or {}).get("metric", "goodput_mbps")
         console.print(f"mptcp_vs_best_path ({what}, > 1: MPTCP better than the best path alone as plain TCP): "
-                      f"{ratio.median:.3f}, 95% CI [{ratio.ci95[0]:.3f}, {ratio.ci95[1]:.3f}] over {plural(ratio.n, 'repetition')}")
+                      + (estimate_text(ratio, 3) if ratio.small_sample else
+                         f"{ratio.median:.3f}, 95% CI [{ratio.ci95[0]:.3f}, {ratio.ci95[1]:.3f}] over {plural(ratio.n, 'repetition')}"))
     rate = result.summary.get("pass_rate")
-    if rate and (rate.median < 1 or result.environment.get("budget_s")):
-        console.print(f"pass_rate: {rate.median * 100:.0f}% of {plural(rate.n, 'repetition')} completed within budget, "
+    budget = result.environment.get("budget_s")
+    if rate and (rate.median < 1 or budget):
+        console.print(f"pass_rate: {pass_rate_text(rate.median, rate.n, budget)}, "
                       f"95% CI [{rate.ci95[0] * 100:.0f}%, {rate.ci95[1] * 100:.0f}%] (Wilson)")
-    for err in result.errors:
+    errors, notes = result.failures()
+    for note in notes:  # a best-path baseline timing out on a slow path: designed, fails nothing
+        console.print(f"note: {escape(note)}")
+    for err in errors:
         console.print(f"[red]error:[/red] {escape(err)}")
 
 
@@ -200,34 +235,36 @@ def mib_table(result: RunResult) -> Table | None:
     table.add_column("counter")
     table.add_column("namespace")
     for r in reps:
-        table.add_column(f"rep {r.index + 1}", justify="right")
+        table.add_column(escape(result.repetition_label(r) if r.baseline_path else f"rep {r.index + 1}"), justify="right")
     for (name, side), values in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         table.add_row(name, side, *(f"{v:,}".replace(",", " ") for v in values))
     return table
 
 
 def link_stats_table(result: RunResult) -> Table | None:
-    """The emulator's own counters per repetition, path and direction: frames, drops by cause, lateness."""
-    stats = result.environment.get("link_stats") or []
+    """The emulator's own counters per repetition, path and direction: frames, drops by cause, frames still in
+    flight when they were read (in = out + drops + in flight), lateness."""
+    stats = result.link_stats()
     if not stats:
         return None
-    # one entry per repetition that ran its emulator, in order
-    labels = [f"{r.index + 1}" for r in result.repetitions] if len(stats) == len(result.repetitions) else \
-        [f"#{i + 1}" for i in range(len(stats))]
     table = Table(title="link emulator counters", title_justify="left")
-    for col in ("rep", "path", "direction", "frames in", "frames out", "drops by cause", "lateness p50 / p99 / max µs"):
-        table.add_column(col, justify="right" if col.startswith(("frames", "lateness")) else "left")
-    for label, entry in zip(labels, stats):
+    for col in ("rep", "path", "direction", "frames in", "frames out", "drops by cause", "in flight at end",
+                "lateness p50 / p99 / max µs"):
+        table.add_column(col, justify="right" if col.startswith(("frames", "lateness", "in flight")) else "left")
+    for i, (rep, entry) in enumerate(stats):
+        label = result.repetition_label(rep) if rep is not None else f"#{i + 1}"
         for path, directions in (entry.get("paths") or {}).items() if isinstance(entry, dict) else []:
             for direction, d in directions.items():
                 drops = ", ".join(f"{cause} {n}" for cause, n in (d.get("drops") or {}).items() if n) or "none"
                 late = d.get("lateness_us") or {}
+                in_flight = d.get("in_flight", d.get("queued"))
                 table.add_row(label, path, direction, str(d.get("frames_in", "")), str(d.get("frames_out", "")), drops,
+                              "" if in_flight is None else str(in_flight),
                               " / ".join(f"{late[k]:.0f}" if k in late else "-" for k in ("p50", "p99", "max")))
     return table
 
 
-def print_details(result: RunResult, console: Console) -> None:
+def print_details(result: RunResult, console: Console, main: str | None = None) -> None:
     """What `mptcplab show` prints after the run's header: link settings, sysctls, repetitions (with why any
     failed), the run's errors, the MIB counters that changed and the emulator's counters."""
     plain = dict(highlight=False, markup=False, soft_wrap=True)
@@ -241,11 +278,24 @@ def print_details(result: RunResult, console: Console) -> None:
         console.print(f"sysctls ({namespace}):", **plain)
         for item in items:
             console.print(f"  {item}", **plain)
+    tcp = env.get("tcp") if isinstance(env.get("tcp"), dict) else {}
+    used = sorted({cc for r in result.repetitions for sf in r.subflows for cc in sf.congestion_control.split(",") if cc})
+    if tcp.get("congestion_control"):
+        console.print(f"congestion control: asked {tcp['congestion_control']}"
+                      + (f"; the subflows used {', '.join(used)}" if used else "")
+                      + (f" — warning: {tcp['not_applied']}" if tcp.get("not_applied") else ""), **plain)
     if result.repetitions:
-        print_run(result, console)
+        print_run(result, console, main)
+        from .analysis.diagnosis import diagnose
+
+        for line in diagnose(result).lines():  # the scheduler's evidence: why the numbers above are what they are
+            console.print(line, **plain)
     else:
         console.print(f"no repetition finished (the run {result.status})", **plain)
-        for err in result.errors:
+        errors, notes = result.failures()
+        for note in notes:
+            console.print(f"note: {note}", **plain)
+        for err in errors:
             console.print(f"error: {err}", **plain)
     for table in (mib_table(result), link_stats_table(result)):
         if table is not None:

@@ -6,6 +6,7 @@ repetition inherits TCP metrics or PM state from the one before.
 from __future__ import annotations
 
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -181,7 +182,7 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
         stop_events.set()
         link_stats = backend.stats()  # the emulator's own counters, while it still runs
         if link_stats:
-            env.setdefault("link_stats", []).append(link_stats)
+            env.setdefault("link_stats", []).append({**link_stats, "repetition": index})  # whose counters these are
         after = [counter_snapshot(ns) for ns in (topo.client, topo.server)]
         subflows, series = summarize(out.sampler.samples, topo, sender_is_client=transfer.upload,
                                      congestion=out.sampler.congestion,
@@ -195,6 +196,11 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
         elif status == "completed" and out.sampler.max_subflows < expected and not scenario.events:
             status, error = "failed", (f"only {out.sampler.max_subflows} of {expected} subflows came up: the path manager "
                                        "did not use every path (check the MPTCP endpoints and limits: mptcplab doctor)")
+    warning = congestion_not_applied(scenario.tcp.congestion_control, subflows)
+    tcp = env.get("tcp")
+    if warning and isinstance(tcp, dict) and not tcp.get("not_applied"):
+        tcp["not_applied"] = warning  # once per run: the environment keeps it, stderr says it as it happens
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     completion = max(out.completion_s, 1e-6)
     budget = scenario.run.budget
     return Repetition(
@@ -307,6 +313,7 @@ def run_scenarios(scenarios: list[Scenario], options: RunOptions | None = None) 
 def _new_result(scenario: Scenario, backend_cls: type[LinkBackend], options: RunOptions, env: dict[str, Any]) -> RunResult:
     env.update(scheduler=scenario.mptcp.scheduler, path_manager=scenario.mptcp.path_manager,
                link_backend=backend_cls.name, label=options.label, budget_s=scenario.run.budget,
+               workload=scenario.workload.kind,  # what the run is judged by when its scenario is not stored with it
                sysctls_set={role: scenario.sysctls_for(role) for role in SYSCTL_ROLES})
     env.update(baseline_environment(scenario))
     result = RunResult(
@@ -340,13 +347,26 @@ def _tcp_conditions(topo: Topology, scenario: Scenario) -> dict[str, Any]:
     how = ("namespace default and every socket" if not refused else
            f"every socket (TCP_CONGESTION); the {' and '.join(refused)} namespace default stayed as inherited: "
            f"the kernel lets a namespace default only to net.ipv4.tcp_allowed_congestion_control")
+    applied = True
     if scenario.workload.kind == "command":  # the programs open their own sockets: only the namespace default applies
+        applied = not refused
         how = ("namespace default (the command workload's programs open their own sockets)" if not refused else
                f"not applied: the {' and '.join(refused)} namespace default stayed as inherited (the kernel lets a "
                "namespace default only to net.ipv4.tcp_allowed_congestion_control) and the command workload's "
                "programs open their own sockets; use the program's own option (iperf3 -C) and see "
                "subflows[].congestion_control")
-    return {"congestion_control": scenario.tcp.congestion_control, "set_on": how}
+    return {"congestion_control": scenario.tcp.congestion_control, "set_on": how, "applied": applied}
+
+
+def congestion_not_applied(asked: str, subflows: list[SubflowResult]) -> str | None:
+    """One line when a subflow used another congestion control than `asked` (inet_diag's INET_DIAG_CONG, as
+    recorded in subflows[].congestion_control), else None."""
+    used = sorted({cc for sf in subflows for cc in sf.congestion_control.split(",") if cc and cc != asked})
+    if not used:
+        return None
+    paths = sorted({sf.path for sf in subflows if any(cc in used for cc in sf.congestion_control.split(","))})
+    return (f"tcp.congestion_control = {asked} was not applied: subflows on {', '.join(paths)} used "
+            f"{', '.join(used)} — see `show`'s congestion control and the program's own option (iperf3 -C)")
 
 
 def _one_round(scenario: Scenario, backend_cls: type[LinkBackend], result: RunResult, index: int, total: int,
@@ -411,7 +431,7 @@ def _one_repetition(scenario: Scenario, backend_cls: type[LinkBackend], result: 
         options.cancel.check()
     if options.progress:
         options.progress.scenario_started(scenario.name if baseline_path is None
-                                          else f"{scenario.name} [plain TCP on {baseline_path}]")
+                                          else f"{scenario.name}: TCP on {baseline_path}")
         options.progress.repetition_started(index if round_index is None else round_index, total)
     rep = run_repetition(scenario, backend_cls, index, options, result.environment, baseline_path=baseline_path)
     rep.warmup = (index if round_index is None else round_index) < options.warmup

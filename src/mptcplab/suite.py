@@ -129,7 +129,8 @@ def summary_rows(results: list[RunResult], metric: str | dict[str, str] = MAIN_M
     pass rate [Wilson 95%] where the case has a budget, and change/p/verdict against the case's first kernel.
 
     `metric`: one metric for every case, or case name -> metric (`case_metric` of each; a case it does not
-    name gets MAIN_METRIC). Keys: case, kernel, n, failed, metric, median, ci95, pass_rate, pass_ci95, passed,
+    name gets MAIN_METRIC). Keys: case, kernel, n, failed, metric, median, ci95, values (the values themselves
+    when too few for an interval, stats.MIN_INTERVAL_N; else []), pass_rate, pass_ci95, passed,
     budget_s, change, change_ci95, p_value, verdict (None for the first kernel or when a side has no value),
     test (which test judged: mann-whitney, or wilcoxon-paired for two deterministic runs of one seed base).
     """
@@ -148,6 +149,7 @@ def summary_rows(results: list[RunResult], metric: str | dict[str, str] = MAIN_M
         row: dict[str, Any] = {"case": res.scenario, "kernel": res.kernel, "run_id": res.run_id, "n": len(vals),
                                "failed": sum(1 for r in reps if not r.completed), "metric": case_m,
                                "median": est.median if est else None, "ci95": est.ci95 if est else None,
+                               "values": est.values if est else [],
                                "budget_s": budget, "pass_rate": None, "pass_ci95": None, "passed": None,
                                "change": None, "change_ci95": None, "p_value": None, "verdict": None, "test": None}
         if budget is not None and judged:

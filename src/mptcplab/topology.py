@@ -24,6 +24,8 @@ route), so the subflow that joins an announced address takes that path.
 
 from __future__ import annotations
 
+import fcntl
+import os
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -35,7 +37,7 @@ from pyroute2.netlink.generic.mptcp import MPTCP
 
 from . import netns
 from .errors import RunError
-from .lab import Lab
+from .lab import RUN_DIR, Lab
 from .scenario import Event, Scenario
 
 SERVER_SUBNET = "10.0.100"
@@ -216,25 +218,62 @@ def roles(topo: Topology) -> dict[str, str]:
 
 
 CONGESTION_KEY = "net.ipv4.tcp_congestion_control"
+ALLOWED_CONGESTION_KEY = "net.ipv4.tcp_allowed_congestion_control"
+#: serialises the brief change of the host's allowed list between labs (not a run lock: cleanup.py removes *.lock)
+ALLOWED_CONGESTION_LOCK = os.path.join(RUN_DIR, "congestion-allowed.flock")
+
+
+def set_congestion_default(ns: str, algorithm: str) -> bool:
+    """Make `algorithm` the default congestion control of namespace `ns`; False when the kernel refuses it.
+
+    Outside the host's own namespace the kernel lets a namespace default be only one of
+    net.ipv4.tcp_allowed_congestion_control (EPERM otherwise; tcp_set_default_congestion_control). The
+    check is made only when the default is set: so `algorithm` is added to the host's allowed list, the
+    namespace default set, and the host's list restored at once (under a lock shared by every lab of this
+    machine, so two labs never restore each other's change). Every socket then created in `ns` (a program's
+    own, the subflows the kernel opens for it) starts with `algorithm`; the host's sockets are not touched.
+    """
+    try:
+        netns.sysctl_write(ns, CONGESTION_KEY, algorithm)
+        return True
+    except PermissionError:
+        pass
+    os.makedirs(RUN_DIR, exist_ok=True)
+    with open(ALLOWED_CONGESTION_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            allowed = netns.sysctl_read(None, ALLOWED_CONGESTION_KEY)
+        except OSError:
+            return False
+        if algorithm in allowed.split():
+            return False  # allowed already, and still refused: nothing more to try
+        try:
+            netns.sysctl_write(None, ALLOWED_CONGESTION_KEY, f"{allowed} {algorithm}".strip())
+        except OSError:
+            return False  # not the host's own network namespace, or /proc/sys is read-only (a container)
+        try:
+            netns.sysctl_write(ns, CONGESTION_KEY, algorithm)
+            return True
+        except PermissionError:
+            return False
+        finally:
+            netns.sysctl_write(None, ALLOWED_CONGESTION_KEY, allowed)
 
 
 def _configure_sysctls(topo: Topology, scenario: Scenario) -> None:
     """The [tcp] conditions and [sysctl] keys, in every role's namespace (preflight checked they exist).
 
     A tcp_rmem/tcp_wmem of one size sets only the maximum, keeping the kernel's minimum and default.
-    Outside the host's own namespace the kernel lets a namespace's default
-    congestion control be only one of net.ipv4.tcp_allowed_congestion_control
-    (EPERM otherwise); the workload also sets it on every socket it opens
-    (TCP_CONGESTION, which root may set to any available one), so such a
-    refusal leaves the namespace default alone and is recorded, not fatal.
+    The [tcp] congestion control becomes each namespace's default (set_congestion_default, so programs of
+    the command workload get it too); the lab's own workloads also set it on every socket they open
+    (TCP_CONGESTION). A namespace whose default the kernel still refuses is recorded
+    (`congestion_default_refused`), not fatal.
     """
     topo.congestion_default_refused = []
     for role, ns in roles(topo).items():
         for key, value in scenario.sysctls_for(role).items():
             if key == CONGESTION_KEY:
-                try:
-                    netns.sysctl_write(ns, key, value)
-                except PermissionError:
+                if not set_congestion_default(ns, value):
                     topo.congestion_default_refused.append(role)
                 continue
             if key in ("net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem") and len(value.split()) == 1:

@@ -2,7 +2,9 @@
 
 Repetitions are few (3-10) and their distribution is unknown, so the
 interval is a percentile bootstrap of the median with a fixed seed
-(reproducible output); with one repetition it is that value.
+(reproducible output). Below MIN_INTERVAL_N values no 95% interval of a
+median exists without assuming a distribution: the estimate then says the
+sample is small and carries the values themselves (docs/statistics.md).
 """
 from __future__ import annotations
 
@@ -15,14 +17,37 @@ BOOTSTRAP_RESAMPLES = 4000
 SEED = 20261125
 
 
+#: the fewest values for which a 95% interval of a median exists without assuming a distribution: the widest
+#: order-statistic interval, [smallest, largest], covers the median with probability 1 - 2^(1-n) (Conover,
+#: "Practical Nonparametric Statistics", 3rd ed. 1999, section 3.2), 93.75% for 5 values and 96.9% for 6;
+#: a percentile bootstrap of fewer values is narrower still, so it would claim 95% for what covers less
+MIN_INTERVAL_N = 6
+
+
+def range_coverage(n: int) -> float:
+    """The probability that [smallest, largest] of `n` independent values covers their median: 1 - 2^(1-n)."""
+    return 1.0 - 2.0 ** (1 - n) if n >= 1 else 0.0
+
+
 def median_ci(values: Sequence[float], confidence: float = 0.95) -> Estimate:
+    """The median of `values` and its `confidence` interval (a percentile bootstrap, BOOTSTRAP_RESAMPLES
+    resamples, fixed seed).
+
+    With fewer than MIN_INTERVAL_N values the estimate is marked `small_sample`: `ci95` is the smallest and
+    largest value, `ci_coverage` the confidence that range really has (range_coverage) and `values` the values
+    themselves. Raises ValueError when `values` is empty.
+    """
     import numpy as np  # here, not above: the runner imports this module, and in a guest numpy is seconds of import
 
     data = np.asarray(values, dtype=float)
     if data.size == 0:
         raise ValueError("no values")
     med = float(np.median(data))
-    if data.size == 1 or np.all(data == data[0]):
+    if data.size < MIN_INTERVAL_N:
+        ordered = sorted(float(v) for v in data)
+        return Estimate(median=med, ci95=(ordered[0], ordered[-1]), n=int(data.size), small_sample=True,
+                        values=ordered, ci_coverage=range_coverage(int(data.size)))
+    if np.all(data == data[0]):
         return Estimate(median=med, ci95=(med, med), n=int(data.size))
     rng = np.random.default_rng(SEED)
     samples = rng.choice(data, size=(BOOTSTRAP_RESAMPLES, data.size), replace=True)
@@ -141,7 +166,9 @@ def best_path_ratio(result: RunResult, metric: str, confidence: float = 0.95) ->
     to the Bootstrap" (1993), ch. 13.3 (percentile interval) and 8.3 (two
     independent samples). `n` is the number of MPTCP values. None when the
     MPTCP repetitions or every path lack usable values (see baseline_values).
-    Non-warm-up repetitions only.
+    Non-warm-up repetitions only. With fewer than MIN_INTERVAL_N MPTCP values the
+    estimate is `small_sample`: `values` are each MPTCP repetition against the best
+    path's median (oriented_ratio), `ci95` their smallest and largest.
     """
     import numpy as np
 
@@ -153,7 +180,12 @@ def best_path_ratio(result: RunResult, metric: str, confidence: float = 0.95) ->
     if not mptcp or not values:
         return None
     pick = max if better == "higher" else min
-    point = oriented_ratio(float(np.median(mptcp)), pick(float(np.median(v)) for v in values.values()), better)
+    best_median = pick(float(np.median(v)) for v in values.values())
+    point = oriented_ratio(float(np.median(mptcp)), best_median, better)
+    if len(mptcp) < MIN_INTERVAL_N:
+        each = sorted(round(oriented_ratio(v, best_median, better), 4) for v in mptcp)
+        return Estimate(median=round(point, 4), ci95=(each[0], each[-1]), n=len(mptcp), small_sample=True,
+                        values=each, ci_coverage=range_coverage(len(mptcp)))
     rng = np.random.default_rng(SEED)
 
     def medians(data: list[float]) -> Any:

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from ..errors import UsageError
 from .common import (AccelOption, TimeOption, DbOption, RichProgress, SetOption, app, check_link_backend, err, handled,
-                     known_metrics, out, print_case_rows, store_at, warn)
+                     fmt_ci, known_metrics, out, print_case_rows, store_at, warn)
 
 suite_app = typer.Typer(no_args_is_help=True, help="The built-in scheduler suite: list its cases, run them.")
 app.add_typer(suite_app, name="suite")
@@ -138,7 +138,7 @@ def bisect(
     scenario: Annotated[str, typer.Argument(metavar="SCENARIO", help="a TOML file or a built-in scenario name")],
     good: Annotated[str, typer.Option("--good", help="the older kernel, where the scenario was fine (release, version or prefix)")],
     bad: Annotated[str, typer.Option("--bad", help="the newer kernel, where it got worse")],
-    metric: Annotated[str, typer.Option("--metric", help="the metric judged (goodput_mbps, completion_s, ...)")] = "goodput_mbps",
+    metric: Annotated[Optional[str], typer.Option("--metric", help="the metric judged (default: the scenario's main metric, as compare and history judge it: goodput_mbps for bulk, latency_p99_ms for rr, ...)")] = None,
     repeat: Annotated[int, typer.Option("--repeat", "-n", min=1, help="repetitions per kernel (5 or more can reach p < 0.01)")] = 5,
     cached_only: Annotated[bool, typer.Option("--cached", help="bisect only over kernels already in the cache (do not ask the archive)")] = False,
     kernels_from: Annotated[Optional[Path], typer.Option("--kernels-from", help="bisect your own builds in this directory (bzImages, or directories with one), by name order; --good/--bad name entries")] = None,
@@ -161,9 +161,13 @@ def bisect(
     from ..store.recorder import recorder_for
     from ..scenario import load_scenario
 
-    known_metrics([metric])
+    if metric is not None:
+        known_metrics([metric])
     check_link_backend(link_backend)
     scn = load_scenario(scenario, overrides or [])
+    from ..metrics import main_metric
+
+    metric = metric or main_metric(scn.workload.kind)
     if kernels_from is not None:
         from ..bisect import releases_from_dir
 
@@ -216,7 +220,7 @@ def _print_bisect(report: Any) -> None:
     for s in report.steps:
         style = {"bad": "red", "good": "green"}.get(s.classified.removeprefix("unclear-"))
         table.add_row(s.release, s.upstream, s.role, str(s.n),
-                      "-" if s.median is None else f"{s.median:.3f} [{s.ci95[0]:.3f}, {s.ci95[1]:.3f}]",
+                      "-" if s.median is None else fmt_ci(s.median, s.ci95, 3, getattr(s, "values", None)),
                       judged(s.vs_good), judged(s.vs_bad), f"[{style}]{s.classified}[/{style}]" if style else s.classified,
                       f"{s.reused}/{s.measured}")
     out.print(table)

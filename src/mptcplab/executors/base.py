@@ -46,6 +46,8 @@ class Executor(ABC):
     #: what `auto` means for the link backend on this executor when it must be decided for it (None: by the kernel's
     #: qdiscs, netem where it has netem); UML: wire, since netem without processing delay keeps packets in step
     auto_link_backend: ClassVar[str | None] = None
+    #: its numbers do not depend on what else the machine runs (UML in simulated time): a matrix runs several at once
+    load_independent: ClassVar[bool] = False
 
     @classmethod
     def takes(cls, kernel: Any) -> bool:
@@ -110,6 +112,21 @@ class Executor(ABC):
             results.append(self.run(scenario, options, timeseries=timeseries))
         return results
 
+
+
+class KernelExecutor(Executor):
+    """An executor that boots a kernel of the catalog (a QEMU guest, a UML kernel): it knows its kernel and release."""
+
+    def __init__(self, kernel: Any) -> None:
+        self._kernel = kernel
+
+    @property
+    def release(self) -> str:
+        return self._kernel.release
+
+    @property
+    def kernel(self) -> Any:
+        return self._kernel
 
 class Relay(RunSink):
     """Passes a run's sink calls on, the one place that knows `into` and `finish` (see the module docstring).

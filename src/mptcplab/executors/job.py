@@ -125,7 +125,7 @@ class JobFollower:
         if self.own and self.finish:
             from ..analysis.stats import conclude_run
 
-            conclude_run(result)  # a best-path round streams its MPTCP repetition last
+            conclude_run(result)  # index order: a best-path round streams its MPTCP repetition last
         self.relay.run_finished(result)
 
 

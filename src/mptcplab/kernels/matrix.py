@@ -7,11 +7,15 @@ starts, so slow drift of the machine hits all kernels alike. Each
 scenario x kernel cell is one RunResult in the schema of `run --json`,
 its `kernel` the guest's release, stored through the run's sinks as each
 repetition ends. A repetition that fails is a result like any other; a
-guest that dies ends only its own kernel's remaining cells.
+guest that dies ends only its own kernel's remaining cells. Executors whose
+numbers do not depend on load (UML in simulated time) run a repetition on
+every kernel at once, one thread each (each UML pinned to a core of its own).
 """
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from typing import Any
@@ -20,7 +24,8 @@ from ..analysis.compare import compare_samples, result_draws
 from ..analysis.conditions import conditions, differing_lines
 from ..analysis.stats import conclude_run
 from ..errors import LabError, UnsupportedError
-from ..result import RunResult
+from ..protocols import Progress, RunSink
+from ..result import Repetition, RunResult
 from ..runner import RunOptions, baseline_environment
 from ..scenario import Scenario
 from ..executors import Executor, executor_for
@@ -108,11 +113,15 @@ def run_on_executors(scenarios: list[Scenario], executors: list[Executor], repea
     done = 0
     for ex in executors:
         ex.ready(progress)
+    parallel = len(executors) > 1 and all(ex.load_independent for ex in executors)
+    pool = ThreadPoolExecutor(max_workers=min(len(executors), len(os.sched_getaffinity(0)))) if parallel else None
+    locked = replace(one, sinks=[_LockedSink(sinks)], progress=_LockedProgress(progress) if progress is not None else None)
     try:
         for r in range(max(reps.values())):
             for si, scenario in enumerate(scenarios):
                 if r >= reps[si]:
                     continue
+                todo = []
                 for ki, ex in enumerate(executors):
                     done += 1
                     cell = cells.get((si, ki))
@@ -125,14 +134,17 @@ def run_on_executors(scenarios: list[Scenario], executors: list[Executor], repea
                     if progress is not None:
                         progress.scenario_started(f"[{done}/{total}] {scenario.name} @ {ex.release}, "
                                                   f"repetition {r + 1}/{reps[si]}")
-                    try:
-                        ex.run(scenario, one, into=cell, finish=False, timeseries=timeseries)
-                    except LabError as e:
-                        if options.fail_fast:
-                            raise
-                        if progress is not None:
-                            progress.status(f"kernel {ex.release}: {e.message}")
+                    todo.append((ex, cell))
+                if parallel and len(todo) > 1:  # load-independent executors (UML): every kernel at once, one per core
+                    futures = [pool.submit(_one_cell, ex, scenario, locked, cell, options, timeseries) for ex, cell in todo]
+                    for future in futures:
+                        future.result()
+                else:
+                    for ex, cell in todo:
+                        _one_cell(ex, scenario, one, cell, options, timeseries)
     finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         for (si, ki), cell in cells.items():
             alive = executors[ki].alive
             if not alive and not any("guest" in e for e in cell.errors):
@@ -145,6 +157,57 @@ def run_on_executors(scenarios: list[Scenario], executors: list[Executor], repea
                 sink.run_finished(cell)
     return [Cell(scenarios[si].name, executors[ki].release, cells[(si, ki)]) for si in range(len(scenarios))
             for ki in range(len(executors)) if (si, ki) in cells]
+
+
+def _one_cell(ex: Executor, scenario: Scenario, one: RunOptions, cell: RunResult, options: RunOptions, timeseries: bool) -> None:
+    """One repetition of `scenario` on `ex` into its cell; a LabError is the cell's (raised only with fail_fast)."""
+    try:
+        ex.run(scenario, one, into=cell, finish=False, timeseries=timeseries)
+    except LabError as e:
+        if options.fail_fast:
+            raise
+        if one.progress is not None:
+            one.progress.status(f"kernel {ex.release}: {e.message}")
+
+
+class _LockedSink(RunSink):
+    """The sinks, one call at a time: cells running in threads (load-independent executors) share them."""
+
+    def __init__(self, sinks: list[RunSink]) -> None:
+        self.sinks, self.lock = sinks, threading.Lock()
+
+    def run_started(self, result: RunResult, scenario: Scenario) -> None:
+        with self.lock:
+            for sink in self.sinks:
+                sink.run_started(result, scenario)
+
+    def repetition_finished(self, result: RunResult, rep: Repetition) -> None:
+        with self.lock:
+            for sink in self.sinks:
+                sink.repetition_finished(result, rep)
+
+    def run_finished(self, result: RunResult) -> None:
+        with self.lock:
+            for sink in self.sinks:
+                sink.run_finished(result)
+
+
+class _LockedProgress:
+    """A progress display shared by threads: one call at a time."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress, self._lock = progress, threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self._progress, name)
+        if not callable(target):
+            return target
+
+        def call(*args: Any, **kw: Any) -> Any:
+            with self._lock:
+                return target(*args, **kw)
+
+        return call
 
 
 def _new_cell(scenario: Scenario, ex: Executor, backend: str, options: RunOptions) -> RunResult:
@@ -162,30 +225,41 @@ def _new_cell(scenario: Scenario, ex: Executor, backend: str, options: RunOption
                      backend=backend, status="running", started_at=round(time.time(), 6), environment=env)
 
 
-def table_rows(cells: list[Cell], metric: str = "goodput_mbps") -> list[dict[str, Any]]:
-    """One row per cell: medians with CIs and the change relative to the first kernel of its scenario."""
+def table_rows(cells: list[Cell], metric: str | None = None) -> list[dict[str, Any]]:
+    """One row per cell: medians with CIs and the change relative to the first kernel of its scenario, judged by
+    `metric` (None: each scenario's main metric, metrics.result_main_metric, as compare and history judge it)."""
+    from ..metrics import metric as metric_def, repetition_metrics, result_main_metric
+
+    def indexed(res: RunResult, name: str) -> list[tuple[float, int]]:
+        reps = [r for r in res.repetitions if not r.warmup and r.baseline_path is None
+                and (r.completed or metric_def(name).all_repetitions)]
+        return [(v[name], r.index) for v, r in zip(map(repetition_metrics, reps), reps) if name in v]
+
+    def values(res: RunResult, name: str) -> list[float]:
+        return [v for v, _ in indexed(res, name)]
+
     rows = []
     first: dict[str, RunResult] = {}
     for cell in cells:
         res = cell.result
         base = first.setdefault(cell.scenario, res)
-        measured = [r for r in res.repetitions if not r.warmup and r.completed and r.baseline_path is None]
-        good = [r.goodput_mbps for r in measured]
+        judged = metric or result_main_metric(res)
+        good = [r.goodput_mbps for r in res.repetitions if not r.warmup and r.completed and r.baseline_path is None]
         failed = sum(1 for r in res.repetitions if not r.warmup and r.fails_run)
         row: dict[str, Any] = {"scenario": cell.scenario, "kernel": cell.kernel, "n": len(good), "failed": failed,
                                "goodput": res.summary.get("goodput_mbps"), "completion": res.summary.get("completion_s"),
-                               "pass_rate": res.summary.get("pass_rate"),
+                               "pass_rate": res.summary.get("pass_rate"), "metric": judged, "median": res.summary.get(judged),
                                "cpu_saturated": bool(res.environment.get("guest_cpu", {}).get("saturated")),
                                # UML under time travel: computation takes no simulated time, so no CPU can saturate
                                "cpu_applicable": res.environment.get("time_mode") != "travel",
                                "change": None, "verdict": None, "conditions": []}
         if base is not res:
-            base_measured = [r for r in base.repetitions if not r.warmup and r.completed and r.baseline_path is None]
-            base_good = [r.goodput_mbps for r in base_measured]
-            if base_good and good:  # paired when both kernels ran deterministically with one seed base
-                cmp = compare_samples(base_good, good, scenario=cell.scenario,
-                                      baseline_draws=result_draws(base.environment, [r.index for r in base_measured]),
-                                      candidate_draws=result_draws(res.environment, [r.index for r in measured]))
+            base_values, cand_values = values(base, judged), values(res, judged)
+            if base_values and cand_values:  # paired when both kernels ran deterministically with one seed base
+                cmp = compare_samples(base_values, cand_values, scenario=cell.scenario, metric=judged,
+                                      better=metric_def(judged).better,
+                                      baseline_draws=result_draws(base.environment, [i for _, i in indexed(base, judged)]),
+                                      candidate_draws=result_draws(res.environment, [i for _, i in indexed(res, judged)]))
                 row["change"], row["verdict"] = cmp.change, cmp.verdict
             row["conditions"] = differing_lines([conditions(base.environment, base.backend)],
                                                 [conditions(res.environment, res.backend)],

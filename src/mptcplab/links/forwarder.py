@@ -324,9 +324,13 @@ class Direction:
         self.busy_until = self.last_depart = now
 
     def report(self) -> dict:
+        """The counters so far. They add up: frames_in = frames_out + every drop + in_flight (frames the ring
+        lost count as in and dropped; in_flight: accepted, waiting out their serialization and delay)."""
         try:
             raw = self.rx.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
-            self.drops["ring"] += int.from_bytes(raw[4:8], sys.byteorder)  # tp_drops (reset on read)
+            lost = int.from_bytes(raw[4:8], sys.byteorder)  # tp_drops (reset on read)
+            self.drops["ring"] += lost
+            self.stats["frames_in"] += lost  # they reached the interface: in, and dropped
         except OSError:
             pass
         out = dict(self.stats)
@@ -336,7 +340,7 @@ class Direction:
             "p50": _percentile(self.late, n, 0.50), "p99": _percentile(self.late, n, 0.99),
             "max": round(self.late_max * 1e6, 1), "mean": round(self.late_sum / n * 1e6, 1) if n else 0.0,
         }
-        out["queued"] = len(self.fifo) + len(self.heap)
+        out["queued"] = out["in_flight"] = len(self.fifo) + len(self.heap)
         if self.trace:
             out["trace_epoch"] = self.trace_epoch
         return out
@@ -344,6 +348,10 @@ class Direction:
     def reset_stats(self) -> None:
         for k in self.stats:
             self.stats[k] = 0 if isinstance(self.stats[k], int) else 0.0
+        # what is in flight now leaves (or is dropped) after the reset: count it in, so the counters still add up
+        in_flight = list(self.fifo) + [slot for _, _, slot in self.heap]
+        self.stats["frames_in"] = len(in_flight)
+        self.stats["bytes_in"] = sum(self.length[slot] for slot in in_flight)
         self.drops = dict.fromkeys(DROP_CAUSES, 0)
         self.late = array.array("I", bytes(4 * LATE_BINS))
         self.late_max = self.late_sum = 0.0

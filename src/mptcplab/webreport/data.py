@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from ..analysis.compare import Draw, draw_of
 from ..analysis.conditions import conditions
+from ..analysis.kernel_history import run_version
 from ..result import RunResult
 from ..store import RunFilter, Store
 from ..store.models import RepetitionRow, Run, Tag
@@ -56,6 +57,8 @@ class RunInfo:
     def draws(self, metric: str) -> list[Draw]:
         """The random draws behind `values[metric]` (analysis.compare.Draw, one per value)."""
         return [draw_of(self.determinism, i) for i in self.indices.get(metric, [])]
+    #: the upstream version of its kernel ('6.12.43' for 6.12.43+deb12-cloud-amd64; analysis.kernel_history.run_version)
+    version: str = ""
 
 
 def kernel_order(release: str) -> list[Any]:
@@ -87,6 +90,7 @@ def read_runs(store: Store, flt: RunFilter, metrics: list[str]) -> list[RunInfo]
         by_uid[uid].conditions = conditions(env, backend)
         by_uid[uid].determinism = {"executor": env.get("executor"), "time_mode": env.get("time_mode"), "seed": env.get("seed"),
                                    "guest": bool(env.get("guest"))}
+        by_uid[uid].version = run_version(by_uid[uid].kernel, env)
     for metric in metrics:
         for uid, sample in store.samples(uids, metric, per_run=True).items():
             if uid in by_uid:

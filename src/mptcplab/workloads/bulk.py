@@ -125,8 +125,13 @@ class BulkTransfer(Workload):
             else:
                 if now >= deadline:  # type: ignore[operator]
                     break
-                sock.settimeout(min(give_up, deadline) - now + 0.5)  # type: ignore[operator]
-                sock.send(buf)
+                # a send blocked past the deadline (a full send buffer behind a retransmission timeout)
+                # ends the duration, not the transfer: only the run's timeout makes a timeout
+                sock.settimeout(max(min(give_up, deadline) - now, 0.001))  # type: ignore[operator]
+                try:
+                    sock.send(buf)
+                except socket.timeout:
+                    continue  # the loop ends at the deadline, or raises at give_up
         sock.shutdown(socket.SHUT_WR)
         if not self._received.wait(self._left(t0)):
             raise TransferTimeout(f"the receiver did not finish within the timeout of {self.timeout_s:g}s")

@@ -42,9 +42,9 @@ from typing import Any
 
 from ...errors import EnvironmentProblem, RunError, UsageError
 from ...protocols import Progress
-from ...result import RunResult
+from ...result import RunResult, run_status
 from ...scenario import Scenario
-from ..base import Executor, register
+from ..base import KernelExecutor, register
 
 #: the fixed path, the same in every boot and on every machine, where an instance finds its job (a bind mount)
 JOB_DIR = "/var/lib/mptcplab/uml-job"
@@ -170,18 +170,20 @@ class _Core:
 
 
 @register
-class UmlExecutor(Executor):
+class UmlExecutor(KernelExecutor):
     """A UML kernel: one boot per repetition, pinned to a free core, in simulated time by default."""
 
     kind = "uml"
     flavours = ("uml",)
     auto_link_backend = DEFAULT_LINK_BACKEND
+    load_independent = True
 
     def __init__(self, kernel: Any, cfg: UmlConfig | None = None) -> None:
-        self._kernel = kernel
+        super().__init__(kernel)
         self.cfg = cfg if isinstance(cfg, UmlConfig) else UmlConfig.from_environment()
         self._dead = False
         self.boot_s: list[float] = []
+        self._live: set[subprocess.Popen] = set()  # instances booted now (matrix cells may run in threads)
 
     def __enter__(self) -> "UmlExecutor":
         for tool in ("unshare", "setarch", "taskset"):
@@ -198,6 +200,8 @@ class UmlExecutor(Executor):
         return self
 
     def close(self) -> None:
+        for proc in list(self._live):
+            _stop(proc)
         lab, self._lab = getattr(self, "_lab", None), None
         if lab is not None:
             lab.close()
@@ -209,14 +213,6 @@ class UmlExecutor(Executor):
     @property
     def alive(self) -> bool:
         return not self._dead
-
-    @property
-    def release(self) -> str:
-        return self._kernel.release
-
-    @property
-    def kernel(self) -> Any:
-        return self._kernel
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "accelerator": "none (UML)", "time_mode": self.cfg.time_mode}
@@ -243,9 +239,11 @@ class UmlExecutor(Executor):
         follower = jobs.JobFollower(scenario=scenario, sinks=list(options.sinks), into=into, progress=options.progress, finish=finish)
         t0 = time.monotonic()
         failure: BaseException | None = None
+        # a matrix cell (`into`) gets one repetition per call: its seed follows the cell's MPTCP repetitions so far
+        first = sum(1 for r in into.repetitions if r.baseline_path is None) if into is not None else 0
         try:
             for i in range(total):
-                seed = None if base is None else base + i
+                seed = None if base is None else base + first + i
                 job = jobs.encode(scenario, replace(options, repeat=1, warmup=0), timeseries, 1, self.kind)
                 self._boot(job, scenario, follower, i, total, seed, options.progress)
                 if follower.result is not None and options.fail_fast and any(not r.completed for r in follower.result.repetitions):
@@ -258,7 +256,7 @@ class UmlExecutor(Executor):
                 raise failure
             raise RunError(f"kernel {self.release}: the UML guest never started the run")
         if failure is None:
-            result.status = "completed" if all(r.completed for r in result.repetitions) else "failed"
+            result.status = run_status(result.repetitions)  # the one rule: a best-path baseline's timeout fails no run
         else:
             result.status = "interrupted" if isinstance(failure, KeyboardInterrupt) else "failed"
             if not isinstance(failure, KeyboardInterrupt):
@@ -295,8 +293,6 @@ class UmlExecutor(Executor):
     def _boot(self, job: dict[str, Any], scenario: Scenario, follower: Any, index: int, total: int, seed: int | None,
               progress: Progress | None) -> None:
         """One boot running one repetition's job; its lines go to `follower`, renumbered as repetition `index`."""
-        from .. import job as jobs
-
         per_round = 1 + (len(scenario.paths) if scenario.run.baseline != "none" else 0)
         watchdog = per_round * scenario.run.timeout + BOOT_SLACK_S
         offset = len(follower.result.repetitions) if follower.result is not None and follower.own else 0
@@ -323,10 +319,12 @@ class UmlExecutor(Executor):
             with open(work / "console.log", "wb") as console:
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, env=env,
                                         preexec_fn=_die_with_parent)
+            self._live.add(proc)
             self._follow(proc, out, follower, offset, index, t0 + watchdog, watchdog, progress, work)
         finally:
             if proc is not None:
                 _stop(proc)
+                self._live.discard(proc)
             core.release()
             shutil.rmtree(work, ignore_errors=True)
 
