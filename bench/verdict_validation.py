@@ -17,6 +17,18 @@ each with its exact (Clopper-Pearson) 95% binomial CI. Those CIs describe the
 resampling only: the pools are finite, so they say how well the rule does on
 *these* measurements; docs/statistics.md discusses what that means.
 
+--paired adds the paired rule (deterministic runs, common random numbers):
+its detection power for 1% and 2% steps against the unpaired rule's, on
+simulated pairs with the within-run spread measured on a UML kernel with time
+travel (30 seeded repetitions of simult-opposed-delay: 11.16-11.90 s, sd
+1.89%; ../shared/notes/uml-time-travel.md). Repetition i of the baseline is
+mu (1 + sd z_i), of the candidate (1 + step) mu (1 + sd (rho z_i +
+sqrt(1 - rho^2) w_i)): rho is how much of a repetition's deviation the two
+kernels share through their common seed (1 measured for identical kernels:
+byte-identical repetitions; less when a change alters which random draws the
+kernel consumes). Both rules judge the same values; the ratio of detection
+rates is printed. --paired-only skips the real pools.
+
 The pools are stored (labels bench-baseline, bench-identical, bench-degraded)
 in --db, so `mptcplab compare --db FILE --baseline bench-baseline --candidate
 bench-degraded` shows the same data; --reuse judges stored pools again
@@ -35,7 +47,7 @@ from scipy.stats import binomtest
 
 from heavy import heavy_lock  # bench/heavy.py: the shared heavy-work lock
 
-from mptcplab.analysis.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, compare_samples
+from mptcplab.analysis.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, Draw, compare_samples
 from mptcplab.runner import RunOptions, run_scenarios
 from mptcplab.scenario import Scenario, parse_scenario
 from mptcplab.store import open_store
@@ -101,6 +113,35 @@ def judge(p: dict[str, list[float]], k: int, reps: int, threshold: float, alpha:
     print(f"  detection (degraded pairs judged regressed):      {rate(detected, k)}")
 
 
+#: the within-run spread of a deterministic (UML, time travel) kernel: 30 seeded repetitions of simult-opposed-delay
+UML_MEDIAN_S, UML_SD = 11.5, 0.0189
+
+
+def judge_paired(k: int, reps: int, threshold: float, alpha: float, seed: int,
+                 steps: tuple[float, ...] = (0.0, -0.01, -0.02), rhos: tuple[float, ...] = (1.0, 0.9, 0.5, 0.0)) -> None:
+    """Detection (and at step 0 false-alarm) rates of the paired and the unpaired rule on the same simulated pairs.
+
+    Metric: completion_s (lower is better), so a step of -1% in goodput is a completion time (1 / 0.99) longer.
+    """
+    rng = np.random.default_rng(seed)
+    draws = [Draw(index=i, seed=1, executor="uml", time_mode="travel") for i in range(reps)]
+    print(f"paired rule, {reps} repetitions per side (pairs), K = {k} simulated pairs per cell; completion time, "
+          f"median {UML_MEDIAN_S} s, within-run sd {UML_SD * 100:.2f}%, threshold {threshold * 100:g}%, alpha {alpha:g}:")
+    print(f"  {'goodput step':>12} {'rho':>4}  {'paired: regressed':>34}  {'unpaired: regressed':>34}  ratio")
+    for step in steps:
+        for rho in rhos:
+            hits = {"paired": 0, "unpaired": 0}
+            for _ in range(k):
+                z, w = rng.standard_normal(reps), rng.standard_normal(reps)
+                b = UML_MEDIAN_S * (1 + UML_SD * z)
+                c = UML_MEDIAN_S / (1 + step) * (1 + UML_SD * (rho * z + np.sqrt(1 - rho ** 2) * w))
+                kw = dict(metric="completion_s", better="lower", threshold=threshold, alpha=alpha)
+                hits["paired"] += compare_samples(list(b), list(c), baseline_draws=draws, candidate_draws=draws, **kw).verdict == "regressed"
+                hits["unpaired"] += compare_samples(list(b), list(c), **kw).verdict == "regressed"
+            ratio = f"{hits['paired'] / hits['unpaired']:.1f}x" if hits["unpaired"] else ("-" if not hits["paired"] else "inf")
+            print(f"  {step * 100:+11.0f}% {rho:4.1f}  {rate(hits['paired'], k):>34}  {rate(hits['unpaired'], k):>34}  {ratio}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--db", default="bench-verdict.db", help="where the pools are stored (SQLite path or URL)")
@@ -112,7 +153,15 @@ def main() -> None:
     ap.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     ap.add_argument("--alpha", type=float, default=DEFAULT_ALPHA)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--paired", action="store_true", help="also the paired rule's detection power (simulated pairs)")
+    ap.add_argument("--paired-only", action="store_true", help="only the paired rule's detection power, no pools")
+    ap.add_argument("--paired-reps", type=int, nargs="+", default=[10], help="pairs per comparison for --paired")
+    ap.add_argument("--paired-threshold", type=float, default=0.005, help="threshold for --paired (1%% steps need < 1%%)")
     args = ap.parse_args()
+    if args.paired_only:
+        for reps in args.paired_reps:
+            judge_paired(args.k, reps, args.paired_threshold, args.alpha, args.seed)
+        return
     if not args.reuse:
         measure(args.db, args.pool, args.chunk)
     p = pools(args.db)
@@ -130,6 +179,9 @@ def main() -> None:
           f"Mann-Whitney U p < {args.alpha:g}")
     for reps in args.reps:
         judge(p, args.k, reps, args.threshold, args.alpha, args.seed)
+    if args.paired:
+        for reps in args.paired_reps:
+            judge_paired(args.k, reps, args.paired_threshold, args.alpha, args.seed)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .analysis.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, Comparison, compare_samples
+from .analysis.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, Comparison, Draw, compare_samples, sample_draws
 from .analysis.stats import median_ci
 from .errors import UsageError
 from .metrics import metric as metric_def
@@ -227,6 +227,7 @@ class Bisector:
         self.bid = bid or bisect_id(scenario, releases[0].release, releases[-1].release, metric)
         self.progress = progress or (lambda text: None)
         self.steps: dict[str, Step] = {}
+        self.draws: dict[str, list[Draw] | None] = {}  # release -> the draws of its stored values (paired when deterministic)
 
     def stored(self, release: str) -> tuple[list[float], int, list[str]]:
         """(values of the metric, repetitions stored, run ids) of this bisect's runs on `release`."""
@@ -236,7 +237,11 @@ class Bisector:
         runs = [r.uid for r in sorted(found, key=lambda r: r.started_at)]  # repetition order (seed base + i) for pairing
         if not runs:
             return [], 0, []
-        values = [v for s in self.store.samples(runs, self.metric, per_run=True).values() for v in s.values]
+        samples = list(self.store.samples(runs, self.metric, per_run=True).values())
+        values = [v for s in samples for v in s.values]
+        envs = self.store.run_environments(runs)
+        per_run = [sample_draws(s, envs) for s in samples]
+        self.draws[release] = None if any(d is None for d in per_run) else [d for ds in per_run if ds for d in ds]
         done = sum(len(s.values) for s in self.store.samples(runs, "pass_rate", per_run=True).values())  # every non-warm-up repetition
         return values, done, runs
 
@@ -267,9 +272,11 @@ class Bisector:
         self.steps[rel.release] = step
         return step
 
-    def _cmp(self, base: list[float], cand: list[float]) -> Comparison:
+    def _cmp(self, base: list[float], cand: list[float], base_release: str = "", cand_release: str = "") -> Comparison:
+        """compare's rule on two releases' values: paired when both ran deterministically with one seed base."""
         return compare_samples(base, cand, scenario=self.scenario.name, metric=self.metric, better=self.better,
-                               threshold=self.threshold, alpha=self.alpha)
+                               threshold=self.threshold, alpha=self.alpha, baseline_draws=self.draws.get(base_release),
+                               candidate_draws=self.draws.get(cand_release))
 
     def run(self) -> BisectReport:
         rels = self.releases
@@ -285,7 +292,7 @@ class Bisector:
                              "a good end must run the scenario; pick another --good")
         good.classified = "good"
         if bv:
-            ends = self._cmp(gv, bv)
+            ends = self._cmp(gv, bv, good.release, bad.release)
             bad.vs_good = _brief(ends)
             if ends.verdict != "regressed":
                 bad.classified = "not worse"
@@ -307,10 +314,10 @@ class Bisector:
                 report.notes.append(f"{step.release} completed no repetition: counted as bad")
                 hi = mid
                 continue
-            vs_good = self._cmp(gv, mv)
+            vs_good = self._cmp(gv, mv, good.release, step.release)
             step.vs_good = _brief(vs_good)
             if bv:
-                vs_bad = self._cmp(mv, bv)
+                vs_bad = self._cmp(mv, bv, step.release, bad.release)
                 step.vs_bad = _brief(vs_bad)
             if vs_good.verdict == "regressed":
                 step.classified = "bad"
@@ -346,7 +353,7 @@ class Bisector:
 
 
 def _brief(c: Comparison) -> dict[str, Any]:
-    return {"change": c.change, "ci95": c.ci95, "p_value": c.p_value, "verdict": c.verdict}
+    return {"change": c.change, "ci95": c.ci95, "p_value": c.p_value, "verdict": c.verdict, "test": c.test}
 
 
 def guest_measure(scenario: Scenario, options: Any, backend: str) -> Callable[[Release, int, str], None]:

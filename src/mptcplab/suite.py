@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .analysis.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, compare_samples
+from .analysis.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, compare_samples, result_draws
 from .analysis.stats import median_ci, proportion_ci
 from .errors import UsageError
 from .metrics import main_metric
@@ -124,12 +124,17 @@ def run_suite(scenarios: list[Scenario], options: Any, kernels: list[Any] | None
 
 
 def _values(result: RunResult, metric: str) -> list[float]:
+    return [v for v, _ in _indexed_values(result, metric)]
+
+
+def _indexed_values(result: RunResult, metric: str) -> list[tuple[float, int]]:
+    """(value of `metric`, repetition index) of the measured repetitions, in order (the index pairs deterministic runs)."""
     from .metrics import repetition_metrics
 
     m = metric_def(metric)
     reps = [r for r in result.repetitions if not r.warmup and r.baseline_path is None and (m.all_repetitions or r.completed)]
-    values = [repetition_metrics(r) for r in reps]
-    return [v[metric] for v in values if metric in v]
+    values = [(repetition_metrics(r), r.index) for r in reps]
+    return [(v[metric], i) for v, i in values if metric in v]
 
 
 def summary_rows(results: list[RunResult], metric: str | dict[str, str] = MAIN_METRIC,
@@ -140,7 +145,8 @@ def summary_rows(results: list[RunResult], metric: str | dict[str, str] = MAIN_M
     `metric`: one metric for every case, or case name -> metric (`case_metric` of each; a case it does not
     name gets MAIN_METRIC). Keys: case, kernel, n, failed, metric, median, ci95, values (the values themselves
     when too few for an interval, stats.MIN_INTERVAL_N; else []), pass_rate, pass_ci95, passed,
-    budget_s, change, change_ci95, p_value, verdict (None for the first kernel or when a side has no value).
+    budget_s, change, change_ci95, p_value, verdict (None for the first kernel or when a side has no value),
+    test (which test judged: mann-whitney, or wilcoxon-paired for two deterministic runs of one seed base).
     """
     rows = []
     first: dict[str, RunResult] = {}
@@ -159,7 +165,7 @@ def summary_rows(results: list[RunResult], metric: str | dict[str, str] = MAIN_M
                                "median": est.median if est else None, "ci95": est.ci95 if est else None,
                                "values": est.values if est else [],
                                "budget_s": budget, "pass_rate": None, "pass_ci95": None, "passed": None,
-                               "change": None, "change_ci95": None, "p_value": None, "verdict": None}
+                               "change": None, "change_ci95": None, "p_value": None, "verdict": None, "test": None}
         if budget is not None and judged:
             passed = sum(1 for r in reps if r.passed)
             pr = proportion_ci(passed, len(reps))
@@ -168,7 +174,9 @@ def summary_rows(results: list[RunResult], metric: str | dict[str, str] = MAIN_M
             base_vals = _values(base, case_m)
             if base_vals and vals:
                 c = compare_samples(base_vals, vals, scenario=res.scenario, metric=case_m, better=better,
-                                    threshold=threshold, alpha=alpha)
-                row.update(change=c.change, change_ci95=c.ci95, p_value=c.p_value, verdict=c.verdict)
+                                    threshold=threshold, alpha=alpha,
+                                    baseline_draws=result_draws(base.environment, [i for _, i in _indexed_values(base, case_m)]),
+                                    candidate_draws=result_draws(res.environment, [i for _, i in _indexed_values(res, case_m)]))
+                row.update(change=c.change, change_ci95=c.ci95, p_value=c.p_value, verdict=c.verdict, test=c.test)
         rows.append(row)
     return rows

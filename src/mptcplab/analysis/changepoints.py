@@ -16,7 +16,9 @@ Two stages, because each answers a different question:
 2. *Is the step real?* Each proposed change point is judged by the verdict
    rule of ``compare`` on the pooled repetitions of the two segments either
    side of it: a change of at least the threshold and a one-sided exact
-   Mann-Whitney U p-value below alpha (docs/statistics.md). A candidate that
+   Mann-Whitney U p-value below alpha (docs/statistics.md); segments whose
+   runs all ran deterministically with one seed base are judged paired (the
+   median per repetition index of each segment, Wilcoxon signed-rank). A candidate that
    fails is removed, its two segments merge, and the survivors are judged
    again on the merged segments, until every remaining change point passes.
 
@@ -36,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from .compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, Comparison, compare_samples, min_repetitions
+from .compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, Comparison, Draw, compare_samples, min_repetitions
 from .stats import median_ci
 
 
@@ -94,6 +96,8 @@ class SeriesPoint:
     n: int = 0
     median: float = float("nan")
     ci95: tuple[float, float] = (float("nan"), float("nan"))
+    #: the random draws behind `values` (compare.Draw, one per value; empty: unknown, never paired); not in the JSON
+    draws: list[Draw] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         if self.values and not self.n:  # n given: the caller already has the estimate (no bootstrap here)
@@ -101,7 +105,9 @@ class SeriesPoint:
             self.n, self.median, self.ci95 = est.n, est.median, est.ci95
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("draws")
+        return out
 
 
 @dataclass
@@ -121,8 +127,9 @@ class ChangePoint:
     median_after: float
     change: float  # relative change of the pooled medians, after vs before
     ci95: tuple[float, float]  # bootstrap 95% CI of that change
-    p_value: float  # one-sided exact Mann-Whitney U
+    p_value: float  # one-sided exact Mann-Whitney U (or paired Wilcoxon signed-rank, see `test`)
     verdict: str  # regressed or improved
+    test: str = "mann-whitney"  # wilcoxon-paired when every run either side ran deterministically with one seed base
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -165,9 +172,17 @@ def propose(points: Sequence[SeriesPoint], penalty: float | None = None) -> list
     return [b for b in algo.predict(pen=pen) if b < k]
 
 
-#: judges one step: (segment before, segment after) -> the Comparison `compare_samples` would give (its verdict,
-#: change, p-value, medians and sizes; a caller may memoize it or skip the bootstrap CI, never change the rule)
-SegmentJudge = Callable[[list[float], list[float]], Comparison]
+#: judges one step: (segment before, segment after, their draws or None) -> the Comparison `compare_samples` would
+#: give (its verdict, change, p-value, medians and sizes; a caller may memoize it or skip the bootstrap CI, never
+#: change the rule)
+SegmentJudge = Callable[[list[float], list[float], "list[Draw] | None", "list[Draw] | None"], Comparison]
+
+
+def _segment_draws(points: Sequence[SeriesPoint]) -> list[Draw] | None:
+    """The pooled draws of a segment, or None when a point of it has none (then the segment is unpaired)."""
+    if any(len(p.draws) != len(p.values) for p in points):
+        return None
+    return [d for p in points for d in p.draws]
 
 
 def _judge(points: Sequence[SeriesPoint], bkps: list[int], metric: str, better: str, threshold: float,
@@ -177,8 +192,10 @@ def _judge(points: Sequence[SeriesPoint], bkps: list[int], metric: str, better: 
     for i, b in enumerate(bkps):
         left = [v for p in points[edges[i]:b] for v in p.values]
         right = [v for p in points[b:edges[i + 2]] for v in p.values]
-        out.append(judge(left, right) if judge else
-                   compare_samples(left, right, metric=metric, better=better, threshold=threshold, alpha=alpha))
+        ld, rd = _segment_draws(points[edges[i]:b]), _segment_draws(points[b:edges[i + 2]])
+        out.append(judge(left, right, ld, rd) if judge else
+                   compare_samples(left, right, metric=metric, better=better, threshold=threshold, alpha=alpha,
+                                   baseline_draws=ld, candidate_draws=rd))
     return out
 
 
@@ -232,5 +249,5 @@ def change_points(points: Sequence[SeriesPoint], metric: str = "goodput_mbps", b
             before_version=points[b - 1].version, after_version=points[b].version,
             segment_before=(points[edges[i]].name, points[b - 1].name), segment_after=(points[b].name, points[edges[i + 2] - 1].name),
             n_before=c.n_baseline, n_after=c.n_candidate, median_before=c.baseline_median, median_after=c.candidate_median,
-            change=c.change, ci95=c.ci95, p_value=c.p_value, verdict=c.verdict))
+            change=c.change, ci95=c.ci95, p_value=c.p_value, verdict=c.verdict, test=c.test))
     return out

@@ -3,7 +3,8 @@
 `compare` answers "is this candidate slower than that baseline?". Tracking a
 scheduler over kernel releases or patch series asks it again at every step:
 each run is compared with the previous one by the same rule (threshold and
-one-sided Mann-Whitney U, docs/statistics.md), so a step that `compare` would
+one-sided Mann-Whitney U, or the paired Wilcoxon test when both runs ran
+deterministically with one seed base; docs/statistics.md), so a step that `compare` would
 call a regression is flagged where it happened. A step where the scenario file
 changed is marked: its change may be the scenario's, not the kernel's.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, Comparison, compare_samples
+from .compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, Comparison, Draw, compare_samples, sample_draws
 from .stats import median_ci
 
 
@@ -41,9 +42,14 @@ class Point:
     #: the series it belongs to: its SERIES_CONDITIONS in words where the history's series differ ('' when the
     #: history has one series or --mix joined them); a point is judged only against the point before it in its series
     series: str = ""
+    test: str | None = None  # the test of the step: mann-whitney, or wilcoxon-paired for two paired deterministic runs
+    #: the random draws behind `values` (compare.Draw, one per value; empty: unknown, never paired); not in the JSON
+    draws: list[Draw] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("draws")
+        return out
 
 
 @dataclass
@@ -81,8 +87,9 @@ def judge_steps(points: list[Point], metric: str, better: str, threshold: float,
         last[cur.series] = cur
     for prev, cur in pairs:
         c: Comparison = compare_samples(prev.values, cur.values, scenario="", metric=metric, better=better,
-                                        threshold=threshold, alpha=alpha)
-        cur.change, cur.p_value, cur.verdict = c.change, c.p_value, c.verdict
+                                        threshold=threshold, alpha=alpha, baseline_draws=prev.draws or None,
+                                        candidate_draws=cur.draws or None)
+        cur.change, cur.p_value, cur.verdict, cur.test = c.change, c.p_value, c.verdict, c.test
         cur.version_changed = cur.scenario_hash != prev.scenario_hash
         notes.extend(c.notes)
     return list(dict.fromkeys(notes))
@@ -111,6 +118,7 @@ def history_stored(store: Any, scenario: str, metric: str | None = None, flt: An
     better = metric_def(metric).better
     hist = History(scenario=scenario, metric=metric, better=better, threshold=threshold, alpha=alpha)
     samples = store.samples([r.uid for r in runs], metric, per_run=True)  # one query, not one per run
+    envs = store.run_environments(r.uid for r in runs)
     for r in reversed(runs):  # oldest first
         sample = samples.get(r.uid)
         if sample is None or not sample.values:
@@ -119,8 +127,7 @@ def history_stored(store: Any, scenario: str, metric: str | None = None, flt: An
         est = median_ci(sample.values)
         hist.points.append(Point(run_id=r.uid, started_at=r.started_at, kernel=r.kernel, label=r.label,
                                  scenario_hash=r.scenario_hash, status=r.status, n=est.n, median=est.median,
-                                 ci95=est.ci95, values=list(sample.values)))
-    envs = store.run_environments(p.run_id for p in hist.points)
+                                 ci95=est.ci95, values=list(sample.values), draws=sample_draws(sample, envs) or []))
     conds = [conditions_of(envs, p.run_id) for p in hist.points]
     from .kernel_history import run_version
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from .changepoints import ChangePoint, SeriesPoint, change_points, upstream_version, version_key
 from ..errors import UsageError
-from .compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD
+from .compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, sample_draws
 
 BY = ("kernel", "run")
 
@@ -74,7 +74,8 @@ def kernel_series(runs: list[Any], samples: dict[str, Any], envs: dict[str, tupl
                 notes.append(f"run {r.uid} ({r.status}) has no measured repetition: left out")
                 continue
             version = run_version(r.kernel, envs.get(r.uid, ("", {}))[1])
-            points.append(SeriesPoint(name=r.uid, version=f"{r.kernel} ({version})", values=list(s.values), runs=[r.uid]))
+            points.append(SeriesPoint(name=r.uid, version=f"{r.kernel} ({version})", values=list(s.values), runs=[r.uid],
+                                      draws=sample_draws(s, envs) or []))
         return points, notes
     groups: dict[str, dict[str, Any]] = {}
     for r in sorted(runs, key=lambda r: r.started_at):
@@ -82,11 +83,15 @@ def kernel_series(runs: list[Any], samples: dict[str, Any], envs: dict[str, tupl
         if s is None or not s.values:
             notes.append(f"run {r.uid} ({r.status}) on {r.kernel} has no measured repetition: left out")
             continue
-        g = groups.setdefault(r.kernel, {"values": [], "runs": [], "version": run_version(r.kernel, envs.get(r.uid, ("", {}))[1])})
+        g = groups.setdefault(r.kernel, {"values": [], "runs": [], "draws": [],
+                                         "version": run_version(r.kernel, envs.get(r.uid, ("", {}))[1])})
         g["values"].extend(s.values)
         g["runs"].append(r.uid)
+        d = sample_draws(s, envs)
+        g["draws"] = g["draws"] + d if d is not None and g["draws"] is not None else None
     ordered = sorted(groups.items(), key=lambda kv: (version_key(kv[1]["version"]), kv[0]))
-    points = [SeriesPoint(name=k, version=g["version"], values=g["values"], runs=g["runs"]) for k, g in ordered]
+    points = [SeriesPoint(name=k, version=g["version"], values=g["values"], runs=g["runs"], draws=g["draws"] or [])
+              for k, g in ordered]
     return points, notes
 
 

@@ -20,7 +20,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..analysis.compare import compare_samples
+from ..analysis.compare import compare_samples, result_draws
 from ..analysis.conditions import conditions, differing_lines
 from ..analysis.stats import conclude_run
 from ..errors import LabError, UnsupportedError
@@ -230,10 +230,13 @@ def table_rows(cells: list[Cell], metric: str | None = None) -> list[dict[str, A
     `metric` (None: each scenario's main metric, metrics.result_main_metric, as compare and history judge it)."""
     from ..metrics import metric as metric_def, repetition_metrics, result_main_metric
 
-    def values(res: RunResult, name: str) -> list[float]:
+    def indexed(res: RunResult, name: str) -> list[tuple[float, int]]:
         reps = [r for r in res.repetitions if not r.warmup and r.baseline_path is None
                 and (r.completed or metric_def(name).all_repetitions)]
-        return [v[name] for v in map(repetition_metrics, reps) if name in v]
+        return [(v[name], r.index) for v, r in zip(map(repetition_metrics, reps), reps) if name in v]
+
+    def values(res: RunResult, name: str) -> list[float]:
+        return [v for v, _ in indexed(res, name)]
 
     rows = []
     first: dict[str, RunResult] = {}
@@ -252,9 +255,11 @@ def table_rows(cells: list[Cell], metric: str | None = None) -> list[dict[str, A
                                "change": None, "verdict": None, "conditions": []}
         if base is not res:
             base_values, cand_values = values(base, judged), values(res, judged)
-            if base_values and cand_values:
+            if base_values and cand_values:  # paired when both kernels ran deterministically with one seed base
                 cmp = compare_samples(base_values, cand_values, scenario=cell.scenario, metric=judged,
-                                      better=metric_def(judged).better)
+                                      better=metric_def(judged).better,
+                                      baseline_draws=result_draws(base.environment, [i for _, i in indexed(base, judged)]),
+                                      candidate_draws=result_draws(res.environment, [i for _, i in indexed(res, judged)]))
                 row["change"], row["verdict"] = cmp.change, cmp.verdict
             row["conditions"] = differing_lines([conditions(base.environment, base.backend)],
                                                 [conditions(res.environment, res.backend)],

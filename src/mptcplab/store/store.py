@@ -78,6 +78,9 @@ class Sample:
     values: list[float] = field(default_factory=list)
     versions: set[str] = field(default_factory=set)
     runs: set[str] = field(default_factory=set)
+    #: per value: its repetition's index and its run's id (what pairs deterministic repetitions across sides)
+    indices: list[int] = field(default_factory=list)
+    value_runs: list[str] = field(default_factory=list)
 
 
 class Store:
@@ -390,7 +393,7 @@ class Store:
         out: dict[str, Sample] = {}
         name = metric
         with self._session("read measurements") as s:
-            q = (select(ScenarioVersion.name, ScenarioVersion.content_hash, Run.uid, Measurement.value)
+            q = (select(ScenarioVersion.name, ScenarioVersion.content_hash, Run.uid, Measurement.value, RepetitionRow.index)
                  .join(Run, Run.scenario_id == ScenarioVersion.id)
                  .join(RepetitionRow, RepetitionRow.run_id == Run.id)
                  .join(Measurement, Measurement.repetition_id == RepetitionRow.id)
@@ -399,9 +402,11 @@ class Store:
             if not metric_def(name).all_repetitions:
                 q = q.where(RepetitionRow.status == "completed")
             rows = s.execute(q.order_by(Run.started_at, RepetitionRow.index))
-            for scenario_name, content_hash, uid, value in rows:
+            for scenario_name, content_hash, uid, value, index in rows:
                 sample = out.setdefault(uid if per_run else scenario_name, Sample())
                 sample.values.append(value)
+                sample.indices.append(index)
+                sample.value_runs.append(uid)
                 sample.versions.add(content_hash)
                 sample.runs.add(uid)
         return out

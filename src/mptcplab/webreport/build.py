@@ -29,8 +29,8 @@ import jinja2
 import numpy as np
 from markupsafe import Markup
 
-from ..analysis.compare import (DEFAULT_ALPHA, DEFAULT_THRESHOLD, Report, change_ci, compare_samples, compare_stored, decide,
-                                directional_p, min_p_value)
+from ..analysis.compare import (DEFAULT_ALPHA, DEFAULT_THRESHOLD, Draw, Report, change_ci, compare_samples, compare_stored,
+                                decide, directional_p, pair_up, too_few_note)
 from ..analysis.changepoints import SeriesPoint, change_points as find_change_points, propose, segment_pairs
 from ..analysis.compare import Comparison
 from ..analysis.conditions import differing
@@ -227,16 +227,32 @@ class _Site:
         self.written += 1
 
     def verdict(self, base: list[float], cand: list[float], metric: str, threshold: float, alpha: float,
-                with_ci: bool = True) -> dict[str, Any]:
+                with_ci: bool = True, base_draws: list[Draw] | None = None,
+                cand_draws: list[Draw] | None = None) -> dict[str, Any]:
         """The verdict of `compare` on two samples (what `compare_samples` decides), remembered across builds.
 
         Without `with_ci` the bootstrap CI of the change is skipped; the
-        verdict, change and p-value do not depend on it.
+        verdict, change and p-value do not depend on it. With the draws of
+        both sides, paired sides (analysis.compare.pair_up) are judged paired.
         """
-        k = _key(base, cand, metric, threshold, alpha, with_ci)
+        pairs, pair_notes = (None, []) if metric_def(metric).proportion else pair_up(base, cand, base_draws, cand_draws)
+        if pairs is not None:  # the key holds what pairs them: the indices and the seed base
+            k = _key(base, cand, metric, threshold, alpha, with_ci, "paired", [(d.index, d.seed) for d in base_draws or []],
+                     [(d.index, d.seed) for d in cand_draws or []])
+        else:
+            k = _key(base, cand, metric, threshold, alpha, with_ci)
         found = self.used_verdicts.get(k) or self.verdicts.get(k)
         if found is None:
-            found = _judge(base, cand, metric, threshold, alpha, with_ci)
+            if pairs is not None:
+                c = compare_samples(base, cand, metric=metric, better=metric_def(metric).better, threshold=threshold,
+                                    alpha=alpha, baseline_draws=base_draws, candidate_draws=cand_draws)
+                found = {"change": c.change if math.isfinite(c.change) else None, "p": c.p_value, "verdict": c.verdict,
+                         "ci95": [x if math.isfinite(x) else None for x in c.ci95] if with_ci else None,
+                         "notes": c.notes, "test": c.test}
+            else:
+                found = _judge(base, cand, metric, threshold, alpha, with_ci)
+        if pair_notes:
+            found = dict(found, notes=list(dict.fromkeys([*found["notes"], *pair_notes])))
         self.used_verdicts[k] = found
         return found
 
@@ -329,14 +345,13 @@ def _judge(base: list[float], cand: list[float], metric: str, threshold: float, 
     if metric_def(metric).proportion:
         c = compare_samples(base, cand, metric=metric, better=better, threshold=threshold, alpha=alpha)
         return {"change": c.change, "p": c.p_value, "verdict": c.verdict, "ci95": list(c.ci95) if with_ci else None,
-                "notes": c.notes}
+                "notes": c.notes, "test": c.test}
     change = _median_change(base, cand)
     p = _p_value(base, cand, change)
-    notes = [f"{len(base)} vs {len(cand)} repetitions can never reach p < {alpha:g}: the verdict can only be unchanged "
-             f"(5 per side are enough for alpha = 0.01)"] if min_p_value(len(base), len(cand)) >= alpha else []
+    few = too_few_note(len(base), len(cand), alpha)
     ci = [x if math.isfinite(x) else None for x in change_ci(base, cand)] if with_ci else None
     return {"change": change if math.isfinite(change) else None, "p": p, "verdict": decide(change, p, better, threshold, alpha),
-            "ci95": ci, "notes": notes}
+            "ci95": ci, "notes": [few] if few else [], "test": "mann-whitney"}
 
 
 def _prepare_out(out: Path) -> None:
@@ -397,6 +412,11 @@ def _columns(runs: Iterable[RunInfo]) -> tuple[str, list[str]]:
     if len(kernels) > 1:
         return "kernel", kernels
     return "label", list(dict.fromkeys(r.label or NO_LABEL for r in sorted(runs, key=lambda r: r.started_at)))
+
+
+def _draws_key(metric: str, column: str | None, values: list[float]) -> tuple[Any, ...]:
+    """Where an index cell's draws are kept: its metric, column and values (a row's series names cells by these)."""
+    return (metric, column, tuple(values))
 
 
 def _row_series(row: dict[str, Any]) -> list[list[tuple[str, list[float]]]]:
@@ -492,6 +512,8 @@ class _Builder:
         self.kinds = store.workload_kinds(self.scenarios)
         self.mains = store.main_metrics(self.scenarios)
         self.measured = store.metrics_by_scenario()
+        #: _draws_key(metric, column, values) -> the draws of an index cell's values (analysis.compare.Draw, one per value)
+        self._series_draws: dict[tuple[Any, ...], list[Draw]] = {}
 
     def render(self, template: str, rel: str, **values: Any) -> str:
         tpl = self.templates.get(template) or self.templates.setdefault(template, self.env.get_template(template))
@@ -600,7 +622,7 @@ class _Builder:
             est = self.estimate(r, metric)
             hist.points.append(Point(run_id=r.uid, started_at=r.started_at, kernel=r.kernel, label=r.label,
                                      scenario_hash=r.scenario_hash, status=r.status, n=est.n, median=est.median,
-                                     ci95=est.ci95, values=list(values)))
+                                     ci95=est.ci95, values=list(values), draws=r.draws(metric)))
             kept.append(r)
         conds = [self.by_uid[p.run_id].conditions for p in hist.points]
         notes: list[str] = assign_series(hist.points, conds, self.options.mix)
@@ -611,8 +633,9 @@ class _Builder:
                 pairs.append((last[cur.series], cur))
             last[cur.series] = cur
         for prev, cur in pairs:  # verdicts cached across builds
-            v = self.site.verdict(prev.values, cur.values, metric, self.options.threshold, self.options.alpha, with_ci=False)
-            cur.change, cur.p_value, cur.verdict = v["change"], v["p"], v["verdict"]
+            v = self.site.verdict(prev.values, cur.values, metric, self.options.threshold, self.options.alpha, with_ci=False,
+                                  base_draws=prev.draws or None, cand_draws=cur.draws or None)
+            cur.change, cur.p_value, cur.verdict, cur.test = v["change"], v["p"], v["verdict"], v.get("test")
             cur.version_changed = cur.scenario_hash != prev.scenario_hash
             # analysis.history marks conditions the same way (analysis.conditions)
             for name, before, after in differing([self.by_uid[prev.run_id].conditions], [self.by_uid[cur.run_id].conditions]):
@@ -686,24 +709,30 @@ class _Builder:
             self._grids[metric] = self.grid(self.runs, metric)
         return self._grids[metric]
 
-    def _points(self, series: list[tuple[str, list[float]]]) -> list[SeriesPoint]:
-        return [SeriesPoint(name=col, version=col, values=list(v), n=len(v), median=statistics.median(v)) for col, v in series]
+    def _points(self, series: list[tuple[str, list[float]]], metric: str) -> list[SeriesPoint]:
+        return [SeriesPoint(name=col, version=col, values=list(v), n=len(v), median=statistics.median(v),
+                            draws=list(self._series_draws.get(_draws_key(metric, col, v), [])))
+                for col, v in series]
 
-    def _segment_judge(self, metric: str) -> Callable[[list[float], list[float]], Comparison]:
+    def _segment_judge(self, metric: str) -> Callable[[list[float], list[float], Any, Any], Comparison]:
         """compare_samples' decision on two pooled segments, through the report's memoized verdicts (no bootstrap CI)."""
         better, proportion = metric_def(metric).better, metric_def(metric).proportion
 
-        def judge(base: list[float], cand: list[float]) -> Comparison:
-            v = self.site.verdict(base, cand, metric, self.options.threshold, self.options.alpha, with_ci=False)
+        def judge(base: list[float], cand: list[float], base_draws: list[Draw] | None = None,
+                  cand_draws: list[Draw] | None = None) -> Comparison:
+            v = self.site.verdict(base, cand, metric, self.options.threshold, self.options.alpha, with_ci=False,
+                                  base_draws=base_draws, cand_draws=cand_draws)
             centre = statistics.fmean if proportion else statistics.median
             change = v["change"] if v["change"] is not None else math.inf
             return Comparison(scenario="", metric=metric, better=better, baseline_median=centre(base),
                               candidate_median=centre(cand), n_baseline=len(base), n_candidate=len(cand), change=change,
-                              ci95=(math.nan, math.nan), p_value=v["p"], verdict=v["verdict"])
+                              ci95=(math.nan, math.nan), p_value=v["p"], verdict=v["verdict"], test=v.get("test", "mann-whitney"))
         return judge
 
     def _change_key(self, metric: str, series: list[tuple[str, list[float]]]) -> str:
-        return _key("change-points", metric, self.options.threshold, self.options.alpha, series)
+        draws = [[(d.index, d.seed) for d in self._series_draws.get(_draws_key(metric, col, v), []) if d.seed is not None]
+                 for col, v in series]
+        return _key("change-points", metric, self.options.threshold, self.options.alpha, series, *([draws] if any(draws) else []))
 
     def prefetch_changes(self, jobs: list[tuple[str, list[tuple[str, list[float]]]]]) -> None:
         """The p-values the first judging round of many rows' change points needs, on every CPU at once."""
@@ -711,7 +740,7 @@ class _Builder:
         for metric, series in jobs:
             if len(series) < 2 or metric_def(metric).proportion or self._change_key(metric, series) in self.site.changes:
                 continue
-            points = self._points(series)
+            points = self._points(series, metric)
             pairs += [(a, b) for a, b in segment_pairs(points, propose(points))
                       if _key(a, b, metric, self.options.threshold, self.options.alpha, False) not in self.site.verdicts]
         prefetch_p_values(pairs)
@@ -725,10 +754,10 @@ class _Builder:
         if found is None:
             found = self.site.changes.get(k)
         if found is None:
-            cps = find_change_points(self._points(series), metric=metric, better=metric_def(metric).better,
+            cps = find_change_points(self._points(series, metric), metric=metric, better=metric_def(metric).better,
                                      threshold=self.options.threshold, alpha=self.options.alpha,
                                      judge=self._segment_judge(metric))
-            found = [{"before": c.before, "after": c.after, "verdict": c.verdict,
+            found = [{"before": c.before, "after": c.after, "verdict": c.verdict, "test": c.test,
                       "change": c.change if math.isfinite(c.change) else None, "p": c.p_value,
                       "median_before": c.median_before, "median_after": c.median_after,
                       "n_before": c.n_before, "n_after": c.n_after} for c in cps]
@@ -784,12 +813,15 @@ class _Builder:
                     unmeasured.setdefault(col, r)
 
             def newest(col: str | None) -> tuple[list[RunInfo], list[float]]:
-                members, values = [], []
+                members, values, draws = [], [], []
                 for r in pools.get(col, []) if col is not None else []:
                     members.append(r)
                     values.extend(r.values[m])
+                    draws.extend(r.draws(m))
                     if len(values) >= CELL_VALUES:
                         break
+                if col is not None and len(draws) == len(values):  # the cell's draws, for paired verdicts and change points
+                    self._series_draws[_draws_key(m, col, values)] = draws
                 return members, values
 
             ref_members, ref_values = newest(reference)
@@ -809,7 +841,9 @@ class _Builder:
                     cell["other_series"] = "; ".join(f"{name}: {', '.join(b)} → {', '.join(c)}" for name, b, c in differing(
                         [r.conditions for r in ref_members], [r.conditions for r in members]))
                 elif values and ref_values and col != reference:
-                    v = self.site.verdict(ref_values, values, m, self.options.threshold, self.options.alpha)
+                    v = self.site.verdict(ref_values, values, m, self.options.threshold, self.options.alpha,
+                                          base_draws=self._series_draws.get(_draws_key(m, reference, ref_values)),
+                                          cand_draws=self._series_draws.get(_draws_key(m, col, values)))
                     cell.update(verdict=v["verdict"], change=v["change"], p=v["p"], ci95=v["ci95"], notes=list(v["notes"]))
                     cell["conditions"] = [f"{name}: {', '.join(b)} → {', '.join(c)}" for name, b, c in differing(
                         [r.conditions for r in ref_members], [r.conditions for r in members])]

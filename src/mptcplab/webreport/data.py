@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from ..analysis.compare import Draw, draw_of
 from ..analysis.conditions import conditions
 from ..analysis.kernel_history import run_version
 from ..result import RunResult
@@ -49,6 +50,13 @@ class RunInfo:
     fingerprint: str = ""
     #: what the run measured under (analysis.conditions): congestion control, buffers, backend, accelerator, machine
     conditions: dict[str, str] = field(default_factory=dict)
+    #: per metric the repetition index of each value, and the environment's executor, time mode and seed (what pairs runs)
+    indices: dict[str, list[int]] = field(default_factory=dict)
+    determinism: dict[str, Any] = field(default_factory=dict)
+
+    def draws(self, metric: str) -> list[Draw]:
+        """The random draws behind `values[metric]` (analysis.compare.Draw, one per value)."""
+        return [draw_of(self.determinism, i) for i in self.indices.get(metric, [])]
     #: the upstream version of its kernel ('6.12.43' for 6.12.43+deb12-cloud-amd64; analysis.kernel_history.run_version)
     version: str = ""
 
@@ -80,14 +88,18 @@ def read_runs(store: Store, flt: RunFilter, metrics: list[str]) -> list[RunInfo]
         ended = {uid: end for uid, end in s.execute(select(Run.uid, Run.ended_at).where(Run.uid.in_(uids)))}
     for uid, (backend, env) in store.run_environments(uids).items():
         by_uid[uid].conditions = conditions(env, backend)
+        by_uid[uid].determinism = {"executor": env.get("executor"), "time_mode": env.get("time_mode"), "seed": env.get("seed"),
+                                   "guest": bool(env.get("guest"))}
         by_uid[uid].version = run_version(by_uid[uid].kernel, env)
     for metric in metrics:
         for uid, sample in store.samples(uids, metric, per_run=True).items():
             if uid in by_uid:
                 by_uid[uid].values[metric] = list(sample.values)
+                by_uid[uid].indices[metric] = list(sample.indices)
     for r in runs:
         blob = json.dumps([r.scenario, r.scenario_hash, r.label, r.kernel, r.status, r.started_at, ended.get(r.uid),
-                           r.repetitions, sorted(r.tags.items()), sorted(r.values.items()), sorted(r.conditions.items())],
+                           r.repetitions, sorted(r.tags.items()), sorted(r.values.items()), sorted(r.conditions.items()),
+                           r.determinism.get("seed"), sorted(r.indices.items())],
                           sort_keys=True)
         r.fingerprint = hashlib.sha256(blob.encode()).hexdigest()[:20]
     return runs
