@@ -422,3 +422,26 @@ def test_bisect_over_own_builds_by_name_order(tmp_path):
     assert added["version"] == "custom" and added["origin"].startswith("added from")
     bad = cli_in_process("bisect", "two-paths", "--kernels-from", str(builds), "--good", "02-build", "--bad", "00-build", "--db", str(db), env=env)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+@light
+def test_kernel_history_pairs_kernels_by_repetition(tmp_path):
+    """bench/kernel_history.py --flavour uml compares kernels repetition by repetition: a 5% step in every
+    repetition is +5.00% paired with 5/5 repetitions differing, and a kernel identical to its predecessor in every
+    repetition says so instead of a p-value."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
+    from kernel_history import paired_rows
+
+    base = [18.0, 18.3, 17.9, 18.6, 18.1]
+    runs = [synthetic("two-paths", k, v, g) for (k, v), g in
+            zip(KERNELS, [base, [round(x * 1.05, 4) for x in base], [round(x * 1.05, 4) for x in base]])]
+    for r in runs:
+        r.label = "kh"
+    store_runs(tmp_path / "kh.db", runs)
+    rows = paired_rows(open_store(str(tmp_path / "kh.db")), "two-paths", "goodput_mbps", "kh")
+    assert len(rows) == 3, rows  # 6.1 -> 6.12, 6.12 -> 6.18, 6.1 -> 6.18
+    step, same, first_last = rows
+    assert "6.1.176 -> 6.12.117" in step and "+5.00%" in step and "| 5/5 |" in step, step
+    assert "6.12.117 -> 6.18.15" in same and "| 0/5 | identical |" in same and "+0.00%" in same, same
+    assert "6.1.176 -> 6.18.15" in first_last and "+5.00%" in first_last, first_last
