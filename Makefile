@@ -18,6 +18,9 @@ VIRTIOFSD_BINARIES := /usr/libexec/virtiofsd /usr/lib/qemu/virtiofsd
 LOCK := requirements.lock
 # the report's browser tests (tests/test_report.py): headless Chromium driven by Selenium through chromedriver
 DEB_PACKAGES += chromium chromium-driver
+# the kernel selftests (mptcplab selftest): make generates the uapi headers (make headers) their programs compile
+# against
+DEB_PACKAGES += make
 # the command workload (tests/test_command.py): mptcpd's mptcpize forces MPTCP on the programs it runs,
 # iperf3 is the program the test (and bench/bulk_overhead.py) runs; bench/rr_latency.py also wants sockperf
 DEB_PACKAGES += mptcpd iperf3

@@ -117,7 +117,9 @@ def test_a_baseline_run_is_stored_and_compared(equal_paths, tmp_path):
     assert len(samples["t-baseline"].values) == 2  # the baseline repetitions are data, not samples
     assert len(store.samples([result.run_id], "mptcp_vs_best_path")["t-baseline"].values) == 2
     assert len(store.samples([result.run_id], "a.idle_queued_share")["t-baseline"].values) == 2
-    proc = cli("compare", "--baseline", f"run:{result.run_id}", "--candidate", f"run:{result.run_id}",
+    twin = result.model_copy(update={"run_id": result.run_id[:-1] + ("0" if result.run_id[-1] != "0" else "1")})
+    store.save_result(twin, None)  # the same numbers as another run: compare refuses a selection against itself
+    proc = cli("compare", "--baseline", f"run:{result.run_id}", "--candidate", f"run:{twin.run_id}",
                "--metric", "mptcp_vs_best_path", "--metric", "b.cwnd_median", "--format", "json", "--db", db)
     assert proc.returncode == 0, proc.stderr
     assert [c["metric"] for c in json.loads(proc.stdout)["comparisons"]] == ["mptcp_vs_best_path", "b.cwnd_median"]
@@ -144,6 +146,11 @@ def test_a_fast_and_a_slow_path_give_less_than_the_fast_path_alone(tmp_path):
     mptcp = by_path[None]
     caps = {s.path: s.metrics["capacity_share"] for s in mptcp.subflows}
     assert caps["fast"] == pytest.approx(100 / 102, abs=1e-4)
+    # the emulator's counters (wire backend) name the repetition they belong to, baseline ones interleaved
+    pairs = result.link_stats()
+    assert all(rep is not None and entry.get("repetition") == rep.index for rep, entry in pairs)
+    assert [result.repetition_label(r) for r in result.repetitions if r.baseline_path] == [
+        "TCP on fast (round 1)", "TCP on slow (round 1)"]
 
 
 @requires_root

@@ -308,14 +308,16 @@ def test_brackets_in_stored_names_are_printed_as_they_are(results_store):
     """Labels, scenario names and path names are data, never Rich markup ("[v1]" must not vanish)."""
     r = run([10.0, 10.5, 11.0], label="[v1] fix", scenario="s[run]")
     open_store(str(results_store)).save_result(r, {"name": "s[run]"})
+    base = run([10.0, 10.5, 11.0], label="[v0] base", scenario="s[run]", started_at=r.started_at - 100)
+    open_store(str(results_store)).save_result(base, {"name": "s[run]"})
     listed = cli("runs")
     assert listed.returncode == 0 and "[v1] fix" in listed.stdout and "s[run]" in listed.stdout, listed.stdout
     shown = cli_in_process("show", r.run_id)
     assert shown.returncode == 0 and "label [v1] fix" in " ".join(shown.stdout.split()), shown.stdout
     hist = cli_in_process("history", "s[run]")
     assert hist.returncode == 0 and "s[run]: goodput_mbps" in hist.stdout and "[v1] fix" in hist.stdout, hist.stdout
-    cmp = cli_in_process("compare", "--baseline", "label:[v1] fix", "--candidate", "label:[v1] fix")
-    assert cmp.returncode == 0 and "baseline label:[v1] fix vs candidate" in " ".join(cmp.stdout.split()), cmp.stdout
+    cmp = cli_in_process("compare", "--baseline", "label:[v0] base", "--candidate", "label:[v1] fix")
+    assert cmp.returncode == 0 and "baseline label:[v0] base vs candidate label:[v1] fix" in " ".join(cmp.stdout.split()), cmp.stdout
 
 
 # -- what a command loads ---------------------------------------------------------------------------

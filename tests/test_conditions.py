@@ -49,7 +49,7 @@ rate = "10mbit"
 name = "b"
 rate = "10mbit"
 [workload]
-size = "8MiB"
+size = "4MiB"
 [run]
 repeat = 1
 timeout = "3s"

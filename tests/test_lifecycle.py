@@ -120,13 +120,18 @@ def test_two_runs_at_once_both_succeed(two_paths):
 
 
 def test_run_past_its_timeout_fails_cleanly(tmp_path):
+    # the path goes down mid-transfer: a timeout the scenario's rates do not predict (those are refused, exit 2)
     path = write_scenario(tmp_path, """
         name = "slow"
         [[path]]
         name = "a"
         rate = "2mbit"
         [workload]
-        size = "40MiB"
+        size = "512KiB"
+        [[event]]
+        at = "0.5s"
+        path = "a"
+        action = "down"
         [run]
         timeout = "3s"
         link_backend = "tbf"

@@ -54,7 +54,7 @@ rate = "10mbit"
 name = "b"
 rate = "10mbit"
 [workload]
-size = "64MiB"
+size = "4MiB"
 [[event]]
 at = "0.5s"
 path = "a"

@@ -279,12 +279,22 @@ def test_compare_says_regressed_on_a_degraded_candidate(compared):
     assert cli_in_process("compare", "--baseline", worse, "--candidate", base, "--db", db).returncode == 0
 
 
+def _twin(db: str, run_id: str) -> str:
+    """The stored run `run_id` again under another id: identical data that is not the same selection."""
+    store = open_store(db)
+    twin = store.load_result(run_id).model_copy(update={"run_id": f"{run_id}-twin"})
+    store.save_result(twin, store.scenario_content(run_id))
+    return twin.run_id
+
+
 def test_compare_says_unchanged_on_identical_data(compared):
     db, base, _ = compared
-    proc = cli("compare", "--baseline", base, "--candidate", base, "--format", "json", "--db", db)
+    proc = cli("compare", "--baseline", base, "--candidate", _twin(db, base), "--format", "json", "--db", db)
     assert proc.returncode == 0, proc.stderr
     (c,) = json.loads(proc.stdout)["comparisons"]
     assert c["verdict"] == "unchanged" and c["change"] == 0.0
+    same = cli_in_process("compare", "--baseline", base, "--candidate", base, "--db", db)  # a selection against itself
+    assert same.returncode == 2 and same.stderr.count("\n") == 1 and "compared with itself" in same.stderr
 
 
 def _has_colour(img, hex_colour: str) -> bool:
@@ -305,7 +315,7 @@ def test_compare_plot_shows_every_repetition_and_the_verdict(compared, tmp_path)
     proc = cli("compare", "--baseline", base, "--candidate", worse, "--metric", "goodput_mbps",
                "--metric", "completion_s", "--plot", str(regressed), "--db", db)
     assert proc.returncode == 1 and f"plot written to {regressed}" in proc.stderr, proc.stderr
-    assert cli_in_process("compare", "--baseline", base, "--candidate", base, "--plot", str(same), "--db", db).returncode == 0
+    assert cli_in_process("compare", "--baseline", base, "--candidate", _twin(db, base), "--plot", str(same), "--db", db).returncode == 0
     two, one = matplotlib.image.imread(regressed), matplotlib.image.imread(same)
     assert two.shape[1] > 1.6 * one.shape[1]  # one panel per metric
     assert _has_colour(two, VERDICT_COLOURS["regressed"]) and not _has_colour(one, VERDICT_COLOURS["regressed"])
@@ -374,8 +384,9 @@ def test_compare_usage_errors_are_one_line_and_exit_2(compared, args):
 def test_reading_a_missing_database_is_an_error_and_creates_nothing(tmp_path, command):
     missing = tmp_path / "typo" / "results.db"
     proc = cli(*command, "--db", str(missing))
-    assert proc.returncode == 2 and proc.stderr == f"error: no results database at {missing} — runs are stored there by " \
-        "mptcplab run; pass --db or set MPTCPLAB_DB to where your runs are\n", proc.stderr
+    assert proc.returncode == 2 and proc.stderr == f"error: no results database at {missing}: the directory " \
+        f"{missing.parent} does not exist — create it (mkdir -p {missing.parent}) or pass --db (or set MPTCPLAB_DB) to " \
+        "where your runs are\n", proc.stderr
     assert not missing.parent.exists()
 
 

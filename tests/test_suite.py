@@ -216,9 +216,11 @@ def test_a_kernel_history_travels_as_an_export(tmp_path):
     packed.write_bytes(gzip.compress(exported.read_bytes()))
     dst = tmp_path / "dst.db"
     first = cli_in_process("import", str(packed), "--db", str(dst))
-    assert first.returncode == 0 and first.stdout.count("imported run") == 3, first.stdout
-    again = cli_in_process("import", str(packed), "--db", str(dst))
+    assert first.returncode == 0 and first.stdout == f"imported 3 runs from 1 file: 15 new repetitions into {dst}\n", first.stdout
+    again = cli_in_process("import", str(packed), "--db", str(dst), "--verbose")  # one line per run, then the summary
     assert again.returncode == 0 and again.stdout.count(": 0 new of 5 repetitions") == 3, again.stdout
+    assert again.stdout.splitlines()[-1] == f"imported 3 runs from 1 file: 0 new repetitions (3 of the runs were stored " \
+        f"in full already) into {dst}", again.stdout
     a, b = (json.loads(cli_in_process("history", "two-paths", "--by", "kernel", "--db", str(d), "--format", "json").stdout)
             for d in (src, dst))
     assert [(p["version"], p["values"]) for p in a["points"]] == [(p["version"], p["values"]) for p in b["points"]]

@@ -1,4 +1,11 @@
-"""Bisect kernel releases: the first release between a good and a bad one where a scenario got worse.
+"""Bisect kernels: the first release, or the first commit of a kernel tree, where a scenario got worse.
+
+One search over an ordered list of probes, from two sources: the Debian
+releases between two kernels (:func:`releases_between`, each measured in a
+QEMU guest), a directory of your builds (:func:`releases_from_dir`), or the
+commits between two refs of a git kernel tree (:func:`commits_between`, each
+built incrementally in the lab's own worktree by ``kernel build`` and run in
+UML with deterministic time, :func:`commit_measure`).
 
 The releases are the runnable Debian kernels between the two ends (the
 archive's and the cache's), in upstream version order. Both ends are
@@ -31,11 +38,15 @@ from .scenario import Scenario
 
 @dataclass(frozen=True)
 class Release:
-    """One kernel the bisect may test: its release (uname -r), upstream version and how to fetch it."""
+    """One probe the bisect may test: its kernel name in the cache (a release, or the name a commit's build gets),
+    a short label (upstream version, or the commit's short hash), whether it is ready without fetching or
+    building, and for a commit of a tree its full hash and subject."""
 
     release: str
     upstream: str
     cached: bool
+    commit: str | None = None
+    subject: str | None = None
 
 
 @dataclass
@@ -56,6 +67,10 @@ class Step:
     classified: str = ""  # good, bad, or unclear-good / unclear-bad
     #: the values themselves when too few for a 95% interval (analysis.stats.MIN_INTERVAL_N), else []
     values: list[float] = field(default_factory=list)
+    commit: str | None = None  # a commit probe: its full hash and subject
+    subject: str | None = None
+    build_s: float | None = None  # a commit probe built now: the build's wall time (s); None when reused
+    run_s: float | None = None  # wall time (s) of the repetitions measured now
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,11 +89,20 @@ class BisectReport:
     last_good: str | None = None
     outcome: str = ""  # found, no-regression
     notes: list[str] = field(default_factory=list)
+    source: str = "releases"  # releases, or commits (of `tree`)
+    tree: str | None = None
+    first_bad_commit: str | None = None
+    first_bad_subject: str | None = None
+    commits: list[str] | None = None  # commits: the full hashes, good end to bad end (releases holds their kernel names)
 
     def to_json(self) -> dict[str, Any]:
-        return {"bisect": self.bisect_id, "scenario": self.scenario, "metric": self.metric, "good": self.good, "bad": self.bad,
-                "releases": self.releases, "outcome": self.outcome, "first_bad": self.first_bad, "last_good": self.last_good,
-                "notes": self.notes, "steps": [s.to_json() for s in self.steps]}
+        doc = {"bisect": self.bisect_id, "scenario": self.scenario, "metric": self.metric, "good": self.good, "bad": self.bad,
+               "releases": self.releases, "outcome": self.outcome, "first_bad": self.first_bad, "last_good": self.last_good,
+               "notes": self.notes, "steps": [s.to_json() for s in self.steps], "source": self.source}
+        if self.source == "commits":
+            doc.update(tree=self.tree, commits=self.commits, first_bad_commit=self.first_bad_commit,
+                       first_bad_subject=self.first_bad_subject)
+        return doc
 
 
 def bisect_id(scenario: Scenario, good: str, bad: str, metric: str) -> str:
@@ -187,10 +211,15 @@ def releases_from_dir(directory: Path, good: str, bad: str) -> list[Release]:
 
 
 class Bisector:
-    """The search, with measuring and reading the store as callables (the CLI passes guests and the store)."""
+    """The search, with measuring and reading the store as callables (the CLI passes guests and the store).
+
+    `measure(probe, n, bid, start)` runs `n` more repetitions of the scenario on `probe` (the store already holds
+    `start` of them: a deterministic executor continues at seed base + start), stores them tagged bisect=`bid`,
+    and may return a dict of what it cost (``build_s``: seconds spent building the probe).
+    """
 
     def __init__(self, scenario: Scenario, releases: list[Release], *, metric: str = "goodput_mbps", repeat: int = 5,
-                 store: Any, measure: Callable[[Release, int, str], None], threshold: float = DEFAULT_THRESHOLD,
+                 store: Any, measure: Callable[..., Any], threshold: float = DEFAULT_THRESHOLD,
                  alpha: float = DEFAULT_ALPHA, bid: str | None = None, progress: Callable[[str], None] | None = None) -> None:
         self.scenario, self.releases, self.metric, self.repeat = scenario, releases, metric, repeat
         self.store, self.measure, self.threshold, self.alpha = store, measure, threshold, alpha
@@ -203,7 +232,8 @@ class Bisector:
         """(values of the metric, repetitions stored, run ids) of this bisect's runs on `release`."""
         from .store import RunFilter
 
-        runs = [r.uid for r in self.store.list_runs(RunFilter(scenario=self.scenario.name, kernel=release, tags={"bisect": self.bid}))]
+        found = self.store.list_runs(RunFilter(scenario=self.scenario.name, kernel=release, tags={"bisect": self.bid}))
+        runs = [r.uid for r in sorted(found, key=lambda r: r.started_at)]  # repetition order (seed base + i) for pairing
         if not runs:
             return [], 0, []
         values = [v for s in self.store.samples(runs, self.metric, per_run=True).values() for v in s.values]
@@ -214,20 +244,26 @@ class Bisector:
         """Measure `rel` (only the repetitions the store does not have yet) and return its step."""
         if rel.release in self.steps:
             return self.steps[rel.release]
+        import time
+
         values, done, runs = self.stored(rel.release)
-        measured = 0
+        measured, cost, run_s = 0, None, None
+        name = rel.release + (f" ({rel.upstream}: {rel.subject})" if rel.subject else "")
         if done < self.repeat:
             missing = self.repeat - done
-            self.progress(f"bisect {self.bid}: {rel.release} ({role}): {done} stored, running {missing} more")
-            self.measure(rel, missing, self.bid)
-            measured = missing
-            values, done, runs = self.stored(rel.release)
+            self.progress(f"bisect {self.bid}: {name} ({role}): {done} stored, running {missing} more")
+            t0 = time.monotonic()
+            cost = self.measure(rel, missing, self.bid, done)
+            run_s = time.monotonic() - t0 - float((cost or {}).get("build_s") or 0.0)
+            values, new_done, runs = self.stored(rel.release)
+            measured, done = new_done - done, new_done
         else:
-            self.progress(f"bisect {self.bid}: {rel.release} ({role}): {done} repetitions stored, not run again")
+            self.progress(f"bisect {self.bid}: {name} ({role}): {done} repetitions stored, not run again")
         est = median_ci(values) if values else None
         step = Step(release=rel.release, upstream=rel.upstream, role=role, n=len(values), median=est.median if est else None,
                     ci95=est.ci95 if est else None, runs=runs, reused=done - measured, measured=measured,
-                    values=est.values if est else [])
+                    values=est.values if est else [], commit=rel.commit, subject=rel.subject,
+                    build_s=(cost or {}).get("build_s"), run_s=None if run_s is None else round(run_s, 1))
         self.steps[rel.release] = step
         return step
 
@@ -239,6 +275,8 @@ class Bisector:
         rels = self.releases
         report = BisectReport(bisect_id=self.bid, scenario=self.scenario.name, metric=self.metric, good=rels[0].release,
                               bad=rels[-1].release, releases=[r.release for r in rels])
+        if rels[0].commit is not None:
+            report.source, report.commits = "commits", [r.commit or "" for r in rels]
         good = self.point(rels[0], "good end")
         bad = self.point(rels[-1], "bad end")
         gv, bv = self._values(good), self._values(bad)
@@ -290,10 +328,12 @@ class Bisector:
             else:
                 lo = mid
         report.first_bad, report.last_good = rels[hi].release, rels[lo].release
+        report.first_bad_commit, report.first_bad_subject = rels[hi].commit, rels[hi].subject
         report.outcome = "found"
-        untested = [r.release for r in rels[1:-1] if r.release not in self.steps]
+        untested = [r.upstream if r.commit else r.release for r in rels[1:-1] if r.release not in self.steps]
         if untested:
-            report.notes.append(f"{len(untested)} release(s) in the range were not needed: {', '.join(untested)}")
+            what = "commit(s)" if report.source == "commits" else "release(s)"
+            report.notes.append(f"{len(untested)} {what} in the range were not needed: {', '.join(untested)}")
         report.steps = self._ordered()
         return report
 
@@ -312,7 +352,7 @@ def _brief(c: Comparison) -> dict[str, Any]:
 def guest_measure(scenario: Scenario, options: Any, backend: str) -> Callable[[Release, int, str], None]:
     """A `measure` callable: fetch the release if needed and run `n` repetitions in one guest, stored via options.sinks."""
 
-    def measure(rel: Release, n: int, bid: str) -> None:
+    def measure(rel: Release, n: int, bid: str, start: int = 0) -> None:
         from .kernels.fetch import fetch
         from .kernels.matrix import run_matrix
 
@@ -321,5 +361,132 @@ def guest_measure(scenario: Scenario, options: Any, backend: str) -> Callable[[R
         kernel, _ = fetch(rel.release)
         opts = replace(options, tags={**options.tags, "bisect": bid}, link_backend=backend)
         run_matrix([scenario], [kernel], n, opts, timeseries=False)
+
+    return measure
+
+
+# -- commits of a kernel tree ------------------------------------------------------
+
+def _git(repo: Path, *args: str) -> tuple[int, str]:
+    import subprocess
+
+    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+    return proc.returncode, (proc.stdout if proc.returncode == 0 else proc.stderr).strip()
+
+
+def _makefile_version(text: str) -> str:
+    fields: dict[str, str] = {}
+    for line in text.splitlines()[:12]:
+        for key in ("VERSION", "PATCHLEVEL", "SUBLEVEL", "EXTRAVERSION"):
+            if line.startswith(f"{key} =") and key not in fields:
+                fields[key] = line.split("=", 1)[1].strip()
+    if not fields.get("VERSION"):
+        return ""
+    return f"{fields['VERSION']}.{fields.get('PATCHLEVEL', '0')}.{fields.get('SUBLEVEL', '0')}{fields.get('EXTRAVERSION', '')}"
+
+
+def commit_kernel_name(version: str, commit: str, flavour: str) -> str:
+    """The kernel-cache name of `commit`'s build: what ``kernel build TREE --ref COMMIT`` calls it by default."""
+    return f"{version}-{commit[:12]}-{flavour}"
+
+
+def commits_between(tree: Path, good: str, bad: str, flavour: str = "uml") -> list[Release]:
+    """The probes of a commit bisect: `good`, then every commit of ``git rev-list --first-parent good..bad``
+    oldest first (so `bad` last), each named as its build is in the kernel cache.
+
+    `tree` is a git checkout of a kernel tree (it is only read: builds happen in the lab's worktree). A probe is
+    `cached` when the kernel cache holds a build of that very commit and flavour. Raises UsageError (exit 2)
+    for a directory that is no git kernel tree, a ref that names no commit, `good` not an ancestor of `bad`,
+    or the same commit at both ends; EnvironmentProblem (exit 3) when git is not installed.
+    """
+    import json
+    import shutil
+
+    from .errors import EnvironmentProblem
+    from .kernels.catalog import kernels_dir
+
+    tree = Path(tree).expanduser()
+    if shutil.which("git") is None:
+        raise EnvironmentProblem("git is not installed: --tree walks a git repository's commits", "apt-get install git")
+    if not tree.is_dir():
+        raise UsageError(f"--tree {tree}: no such directory", "give a git checkout of a kernel tree")
+    if not (tree / "Makefile").is_file() or not (tree / "Kconfig").is_file():
+        raise UsageError(f"--tree {tree}: not a kernel tree (no Makefile and Kconfig at its top)", "give the top of a Linux git checkout")
+    rc, top = _git(tree, "rev-parse", "--show-toplevel")
+    if rc != 0:
+        raise UsageError(f"--tree {tree}: not a git repository", "git init and commit the tree, or give a git checkout")
+    commits: dict[str, str] = {}
+    for opt, ref in (("--good", good), ("--bad", bad)):
+        rc, out = _git(tree, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+        if rc != 0 or not out:
+            raise UsageError(f"{opt} {ref}: no such commit in {top}",
+                             "--tree takes git refs (branch, tag, commit), not kernel releases")
+        commits[opt] = out
+    if commits["--good"] == commits["--bad"]:
+        raise UsageError(f"--good {good} and --bad {bad} are the same commit ({commits['--good'][:12]})",
+                         "the good end is an older commit than the bad end")
+    rc, _ = _git(tree, "merge-base", "--is-ancestor", commits["--good"], commits["--bad"])
+    if rc != 0:
+        raise UsageError(f"--good {good} is not an ancestor of --bad {bad} in {top}",
+                         "the good end is an older commit on the bad end's history (swap them?)")
+    rc, out = _git(tree, "rev-list", "--first-parent", "--reverse", f"{commits['--good']}..{commits['--bad']}")
+    if rc != 0:
+        raise UsageError(f"git rev-list {good}..{bad} in {top}: {out.splitlines()[-1] if out else 'failed'}")
+    hashes = [commits["--good"], *out.split()]
+    if hashes[-1] != commits["--bad"]:
+        raise UsageError(f"--bad {bad} is not on the first-parent history from --good {good}",
+                         "bisect along one line of history: give a bad end whose first parents lead to the good end")
+    rc, log = _git(tree, "log", "--no-walk=unsorted", "--format=%H%x00%s", *hashes)
+    subjects = dict(line.split("\0", 1) for line in log.splitlines() if "\0" in line) if rc == 0 else {}
+    out_list: list[Release] = []
+    versions: dict[str, str] = {}
+    for h in hashes:
+        rc, makefile = _git(tree, "show", f"{h}:Makefile")
+        version = versions.setdefault(makefile, _makefile_version(makefile)) if rc == 0 else ""
+        name = commit_kernel_name(version or "linux", h, flavour)
+        meta = kernels_dir() / name / "build.json"
+        cached = False
+        if meta.is_file():
+            try:
+                info = json.loads(meta.read_text())
+                cached = info.get("commit") == h and info.get("flavour") == flavour
+            except (OSError, ValueError):
+                cached = False
+        out_list.append(Release(name, h[:12], cached, h, subjects.get(h, "")))
+    return out_list
+
+
+def commit_measure(scenario: Scenario, tree: Path, flavour: str, options: Any, backend: str | None,
+                   progress: Any = None) -> Callable[..., dict[str, Any]]:
+    """A `measure` callable for commit probes: build the commit (``kernel build TREE --ref COMMIT``, incremental in
+    the lab's one worktree and build directory of `tree`) unless the cache has that build, then run `n`
+    repetitions in it (UML: seeds continue at base + `start`, so the stored repetitions stay paired by index).
+    Returns {"build_s": the build's wall time, or None when the build was reused}."""
+
+    def measure(rel: Release, n: int, bid: str, start: int = 0) -> dict[str, Any]:
+        import json
+
+        from .kernels.build import build
+        from .kernels.catalog import Kernel, kernels_dir
+        from .kernels.matrix import run_matrix
+
+        build_s = None
+        meta = kernels_dir() / rel.release / "kernel.json"
+        info_path = kernels_dir() / rel.release / "build.json"
+        kernel = None
+        if meta.is_file() and info_path.is_file():
+            info = json.loads(info_path.read_text())
+            if info.get("commit") == rel.commit and info.get("flavour") == flavour:
+                kernel = Kernel.model_validate_json(meta.read_text())
+        if kernel is None:
+            kernel = build(str(tree), flavour, name=rel.release, ref=rel.commit, progress=progress)
+            build_s = json.loads(info_path.read_text()).get("wall_s")
+        scn = scenario
+        seed = scenario.run.seed
+        if start and isinstance(seed, int):
+            scn = scenario.model_copy(update={"run": scenario.run.model_copy(update={"seed": seed + start})})
+        opts = replace(options, tags={**options.tags, "bisect": bid}, link_backend=backend)
+        run_matrix([scn], [kernel], n, opts, timeseries=False)
+        return {"build_s": build_s}
 
     return measure

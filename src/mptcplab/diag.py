@@ -278,7 +278,8 @@ class NamespaceSampler(SubflowSampler):
         )
         if subflows:
             self.samples.append((t, sample))
-        self.max_subflows = max([self.max_subflows, *(len(sfs) for sfs in d.connections.values())])
+        for token, sfs in d.connections.items():
+            self.note(tuple(sfs), connection=token)
         if self.on_sample and subflows:
             self.on_sample(sample)
         return sample

@@ -2,66 +2,42 @@
 
 The store records every metric of every repetition under these names, and
 `compare`, `history`, the tables and the report read their units and
-direction from here. A workload that measures something new adds a row.
-This module imports nothing of the engine, so the store and the analysis
-can use it without loading pyroute2.
+direction from here. What every workload measures (goodput, completion time,
+the scheduler's per-path and per-connection metrics) is `COMMON`; what only
+one workload kind measures, and the kind's main and baseline metric, each
+spec class in `workload_specs.py` declares (`MEASURES`), and the tables below
+are built from those declarations. A name in neither is an UnknownMetric: a
+verdict never guesses a direction. This module imports nothing of the engine,
+so the store and the analysis can use it without loading pyroute2.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any, Literal
+from dataclasses import replace
+from typing import Any
 
-from .result import Repetition
+from .errors import UsageError
+from .measures import Better, Measures, Metric, Scope
+from .result import Repetition, RunResult
+from .workload_specs import SPECS
 
-Better = Literal["higher", "lower"]
-#: "repetition": a key of Repetition.metrics; "subflow": a key of SubflowResult.metrics, one value per path,
-#: stored and compared as "<path>.<name>" (e.g. "wifi.idle_queued_share")
-Scope = Literal["repetition", "subflow"]
+__all__ = ["Better", "Scope", "Metric", "Measures", "KindMetrics", "UnknownMetric", "COMMON", "METRIC_TABLE", "METRICS",
+           "METRICS_BY_KIND", "MAIN_METRIC_BY_KIND", "BASELINE_METRICS", "metric", "find_metric", "main_metric",
+           "baseline_metric", "kind_measures", "own_metrics", "infer_kind", "series_label", "result_main_metric", "repetition_metrics",
+           "subflow_metrics"]
 
+#: the old name of what a workload kind declares (its main and baseline metric)
+KindMetrics = Measures
 
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    unit: str
-    better: Better
-    description: str
-    #: a proportion over repetitions (each repetition contributes 0 or 1), compared with Fisher's exact test
-    proportion: bool = False
-    #: taken from every non-warm-up repetition, not only completed ones
-    all_repetitions: bool = False
-    scope: Scope = "repetition"
-
-
-METRIC_TABLE: dict[str, Metric] = {m.name: m for m in (
+#: what every workload kind measures of its transfer (listed first in tables and the report)
+TRANSFER: tuple[Metric, ...] = (
     Metric("goodput_mbps", "mbit/s", "higher", "application bytes delivered over the transfer time"),
     Metric("completion_s", "s", "lower", "time from connect() to the last byte received"),
     Metric("retransmits", "segments", "lower", "TCP retransmissions summed over the subflows"),
     Metric("bytes_retrans", "bytes", "lower", "bytes retransmitted summed over the subflows"),
     Metric("rtt_ms", "ms", "lower", "median smoothed RTT of the subflows, weighted by their byte share"),
-    # bulk, direction = "both": each direction's goodput over its own transfer time
-    Metric("upload_goodput_mbps", "mbit/s", "higher", "bulk both: the upload connection's goodput"),
-    Metric("download_goodput_mbps", "mbit/s", "higher", "bulk both: the download connection's goodput"),
-    # rr: every transaction's latency, request send() to the response's last byte read
-    Metric("latency_p50_ms", "ms", "lower", "rr: median transaction latency (request send() to the response's last byte)"),
-    Metric("latency_p90_ms", "ms", "lower", "rr: 90th percentile transaction latency"),
-    Metric("latency_p99_ms", "ms", "lower", "rr: 99th percentile transaction latency"),
-    Metric("latency_p999_ms", "ms", "lower", "rr: 99.9th percentile transaction latency"),
-    Metric("latency_max_ms", "ms", "lower", "rr: slowest transaction"),
-    Metric("transactions", "", "higher", "rr: transactions answered"),
-    Metric("transactions_per_s", "1/s", "higher", "rr: transactions answered per second, first request to last answer"),
-    # stream: application-limited chunks at a rate
-    Metric("chunk_delay_p50_ms", "ms", "lower", "stream: median chunk delay (due at the sender to last byte read)"),
-    Metric("chunk_delay_p99_ms", "ms", "lower", "stream: 99th percentile chunk delay"),
-    Metric("chunk_delay_max_ms", "ms", "lower", "stream: largest chunk delay"),
-    Metric("chunks", "", "higher", "stream: chunks read whole by the receiving application"),
-    Metric("late_chunks", "chunks", "lower", "stream: chunks whose delay exceeded the deadline"),
-    Metric("stall_s", "s", "lower", "stream: time the receiving application waited in recv() with a chunk outstanding"),
-    # flows: many short connections
-    Metric("fct_p50_ms", "ms", "lower", "flows: median flow completion time (connect() to the last byte read)"),
-    Metric("fct_p99_ms", "ms", "lower", "flows: 99th percentile flow completion time"),
-    Metric("fct_max_ms", "ms", "lower", "flows: slowest flow"),
-    Metric("flows_completed", "flows", "higher", "flows: connections that delivered their whole size"),
-    Metric("multi_subflow_flows", "flows", "higher", "flows: connections that had more than one subflow at their end"),
+)
+#: what any kind may measure beyond its transfer: conditional metrics and the scheduler's (listed after the kinds' own)
+OTHER: tuple[Metric, ...] = (
     # path-manager topologies: a scenario with a backup endpoint
     Metric("backup_share", "", "lower", "share of the bytes sent that went over subflows of backup endpoints "
            "(only in scenarios with one; a backup path is meant to idle while another path works)"),
@@ -71,7 +47,7 @@ METRIC_TABLE: dict[str, Metric] = {m.name: m for m in (
     # [run] baseline = "best-path": the workload as plain TCP on each path alone, in the same run
     Metric("mptcp_vs_best_path", "x", "higher",
            "MPTCP against the best single path as plain TCP, > 1 when MPTCP is better: bulk goodput MPTCP / best path; "
-           "rr, stream, flows: the best path's p50 latency / MPTCP's (see BASELINE_METRICS)"),
+           "rr, stream, flows: the best path's p50 latency / MPTCP's (each kind's baseline metric)"),
     # scheduler-visible, connection level: MIB deltas of the client and server namespaces (summed) and MPTCP_INFO
     Metric("reinjected_bytes", "bytes", "lower", "bytes the MPTCP sender reinjected on another subflow (mptcpi_bytes_retrans)"),
     Metric("reinjections", "segments", "lower", "MPTCP-level retransmissions, data reinjected on another subflow (MPTcpExtMPTCPRetrans)"),
@@ -80,6 +56,12 @@ METRIC_TABLE: dict[str, Metric] = {m.name: m for m in (
     Metric("ofo_merge", "segments", "lower", "out-of-order segments merged into one already queued (MPTcpExtOFOMerge)"),
     Metric("rcv_pruned", "events", "lower", "receive queues pruned for memory, data dropped (TcpExtRcvPruned)"),
     Metric("beyond_window", "packets", "lower", "packets dropped for lying beyond the receive window (TcpExtBeyondWindow, 6.16+)"),
+    Metric("mp_rst_tx", "resets", "lower", "MP_RST sent by client and server: subflows reset by MPTCP (MPTcpExtMPRstTx)"),
+    Metric("mp_rst_rx", "resets", "lower", "MP_RST received by client and server (MPTcpExtMPRstRx)"),
+    Metric("join_failures", "joins", "lower", "MP_JOINs started and never completed: SYN with MP_JOIN received without its "
+           "third ACK (MPJoinSynRx - MPJoinAckRx, per namespace), bad HMACs, unknown tokens"),
+    Metric("subflows_reset_empty", "subflows", "lower", "subflows the sender listed that closed without carrying a byte "
+           "(a join reset during its handshake): they do not count as paths that came up"),
     # scheduler-visible, per subflow (SubflowResult.metrics; "<path>.<name>" in stored measurements and summaries)
     Metric("capacity_share", "", "higher", "the path's share of the configured capacity in the sending direction "
            "(its rate / all paths' rates; compare with `share`, its share of the data delivered)", scope="subflow"),
@@ -98,31 +80,38 @@ METRIC_TABLE: dict[str, Metric] = {m.name: m for m in (
            scope="subflow"),
     Metric("sndbuf_limited_ms", "ms", "lower", "time the path's subflows were limited by the send buffer (tcpi_sndbuf_limited)",
            scope="subflow"),
-)}
+)
+#: what every workload kind measures (kind-specific metrics are declared on the spec classes)
+COMMON: tuple[Metric, ...] = (*TRANSFER, *OTHER)
 
-@dataclass(frozen=True)
-class KindMetrics:
-    """The two metrics that speak for a workload kind, for different questions."""
-
-    #: what `suite run` summarises and judges a case by (unless --metric): the tail (p99) for latency kinds,
-    #: where a scheduler's mistakes show first
-    main: str
-    #: what `mptcp_vs_best_path` compares: the median (p50) for latency kinds, the typical transaction against
-    #: the best path alone, which a few slow tail transactions must not decide
-    baseline: str
-
-
-#: workload kind -> its main and baseline metrics (a kind not listed: goodput_mbps for both)
-METRICS_BY_KIND: dict[str, KindMetrics] = {
-    "bulk": KindMetrics("goodput_mbps", "goodput_mbps"),
-    "rr": KindMetrics("latency_p99_ms", "latency_p50_ms"),
-    "stream": KindMetrics("chunk_delay_p99_ms", "chunk_delay_p50_ms"),
-    "flows": KindMetrics("fct_p99_ms", "fct_p50_ms"),
-    "command": KindMetrics("goodput_mbps", "goodput_mbps"),
+#: kinds of stored runs that no scenario workload makes: a kernel selftest case stored as a run
+#: (mptcplab.selftests.results), judged by the script's own measured time
+RESULT_KINDS: dict[str, Measures] = {
+    "selftest": Measures(main="completion_s", baseline="completion_s", metrics=(
+        Metric("selftest_max_ms", "ms", "higher", "a kernel selftest's budget for the transfer (simult_flows.sh's max)"),)),
 }
-_DEFAULT_KIND = KindMetrics("goodput_mbps", "goodput_mbps")
+#: workload kind -> what it declares it measures (its spec class's MEASURES), and the RESULT_KINDS
+METRICS_BY_KIND: dict[str, Measures] = {**{spec.model_fields["kind"].default: spec.MEASURES  # type: ignore[attr-defined]
+                                           for spec in SPECS}, **RESULT_KINDS}
 
-def _latency_columns(kind: KindMetrics) -> tuple[str, str, str] | None:
+
+def _table() -> dict[str, Metric]:
+    table: dict[str, Metric] = {}
+    for row in (*TRANSFER, *(m for measures in METRICS_BY_KIND.values() for m in measures.metrics), *OTHER):
+        if table.get(row.name, row) != row:
+            raise RuntimeError(f"metric {row.name} is declared twice, differently")  # a programming error, caught at import
+        table[row.name] = row
+    for kind, measures in METRICS_BY_KIND.items():
+        for name in (measures.main, measures.baseline):
+            if name not in table:
+                raise RuntimeError(f"workload kind {kind}: its main or baseline metric {name} is declared nowhere")
+    return table
+
+
+METRIC_TABLE: dict[str, Metric] = _table()
+
+
+def _latency_columns(kind: Measures) -> tuple[str, str, str] | None:
     """(p50, p99, max) of a kind whose main metric is a latency (unit ms): its baseline, its main, and the
     table's row named as the main with max for p99 (latency_p99_ms -> latency_max_ms); None for other kinds."""
     main = METRIC_TABLE.get(kind.main)
@@ -151,13 +140,61 @@ def latency_label(name: str) -> str:
     return name.replace("_", " ")
 
 
-#: workload kind -> the metric `mptcp_vs_best_path` compares (METRICS_BY_KIND's baseline column)
+#: workload kind -> the metric `mptcp_vs_best_path` compares (each kind's declared baseline metric)
 BASELINE_METRICS: dict[str, str] = {kind: m.baseline for kind, m in METRICS_BY_KIND.items() if kind != "command"}
+#: workload kind -> its main metric: what every verdict judges a case by unless --metric names another
+MAIN_METRIC_BY_KIND: dict[str, str] = {kind: m.main for kind, m in METRICS_BY_KIND.items()}
+
+
+class UnknownMetric(UsageError):
+    """A metric name the table does not hold, or a workload kind that declares no metrics: one line, exit 2."""
+
+
+def kind_measures(kind: str) -> Measures:
+    """What workload `kind` declares it measures; UnknownMetric for a kind no spec class declares."""
+    try:
+        return METRICS_BY_KIND[kind]
+    except KeyError:
+        raise UnknownMetric(f"workload kind {kind!r} declares no metrics",
+                            f"known kinds: {', '.join(METRICS_BY_KIND)}") from None
 
 
 def baseline_metric(kind: str) -> str:
-    """The metric the best-path baseline of workload `kind` compares (METRICS_BY_KIND)."""
-    return METRICS_BY_KIND.get(kind, _DEFAULT_KIND).baseline
+    """The metric the best-path baseline of workload `kind` compares (its spec's MEASURES.baseline)."""
+    return kind_measures(kind).baseline
+
+
+def main_metric(kind: str) -> str:
+    """The main metric of workload `kind` (its spec's MEASURES.main): what a case is judged by unless --metric."""
+    return kind_measures(kind).main
+
+
+def own_metrics(kind: str) -> set[str]:
+    """The metrics only workload `kind` measures (beyond COMMON)."""
+    return {m.name for m in kind_measures(kind).metrics}
+
+
+def infer_kind(measured: set[str]) -> str:
+    """The workload kind of a run whose scenario is unknown (an imported `run --json`), from the metrics it stored.
+
+    The kind with the most of its own metrics among `measured`; a run with
+    none of any kind's own metrics measured only what every kind measures,
+    as a bulk transfer does (bulk's own metrics exist only for direction = both).
+    """
+    best, hits = "bulk", 0
+    for kind, measures in METRICS_BY_KIND.items():
+        n = sum(m.name in measured for m in measures.metrics)
+        if n > hits:
+            best, hits = kind, n
+    return best
+
+
+def series_label(key: str) -> tuple[str, str] | None:
+    """(what one value is, unit) of a workload's per-event series key (Repetition.series), as its kind declares it."""
+    for measures in METRICS_BY_KIND.values():
+        if key in measures.series:
+            return measures.series[key]
+    return None
 
 
 def _subflow_metric(name: str) -> Metric | None:
@@ -192,19 +229,29 @@ class _Directions(dict):  # type: ignore[type-arg]
 METRICS: dict[str, str] = _Directions({name: m.better for name, m in METRIC_TABLE.items() if m.scope == "repetition"})
 
 
-#: the metric that says most about each workload kind: what `suite run` summarises a case by (unless --metric;
-#: METRICS_BY_KIND's main column)
-MAIN_METRIC_BY_KIND: dict[str, str] = {kind: m.main for kind, m in METRICS_BY_KIND.items()}
-
-
-def main_metric(kind: str) -> str:
-    """The main metric of workload `kind` (METRICS_BY_KIND); goodput_mbps for a kind it does not name."""
-    return METRICS_BY_KIND.get(kind, _DEFAULT_KIND).main
+def find_metric(name: str) -> Metric | None:
+    """The definition of `name` ('<path>.<name>' for a subflow metric), or None when the table does not hold it."""
+    return METRIC_TABLE.get(name) or _subflow_metric(name)
 
 
 def metric(name: str) -> Metric:
-    """The definition of `name` ('<path>.<name>' for a subflow metric); unknown: 'higher is better', unitless."""
-    return METRIC_TABLE.get(name) or _subflow_metric(name) or Metric(name, "", "higher", "")
+    """The definition of `name` ('<path>.<name>' for a subflow metric); UnknownMetric when the table does not hold it
+    (a verdict on it would have to guess whether higher is better)."""
+    row = find_metric(name)
+    if row is None:
+        raise UnknownMetric(f"unknown metric {name!r}",
+                            "choose one of " + ", ".join(n for n, m in METRIC_TABLE.items() if m.scope == "repetition"))
+    return row
+
+
+def result_main_metric(result: RunResult) -> str:
+    """The main metric of a result's workload: from its environment's `workload` kind (recorded by the runner),
+    else inferred from what its repetitions measured (infer_kind). A stored run's is Store.main_metrics' answer,
+    which reads its stored scenario first."""
+    kind = result.environment.get("workload")
+    if not kind:
+        kind = infer_kind({k for rep in result.repetitions for k in repetition_metrics(rep)})
+    return main_metric(str(kind))
 
 
 def repetition_metrics(rep: Repetition) -> dict[str, float]:

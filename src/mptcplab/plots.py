@@ -216,9 +216,11 @@ def run_figure(result: RunResult, repetition: int | None = None, scenario: Mappi
                     vline = ax.axvline(e.at, color=colours.get(e.path, "grey"), linestyle="--", linewidth=0.9,
                                        label=f"{e.text} at {e.at:g} s")
                 handles.setdefault(f"{e.text} at {e.at:g} s", vline)
-        title = f"rep {rep.index + 1}{' (warm-up)' if rep.warmup else ''}: {rep.goodput_mbps:.2f} mbit/s, {rep.completion_s:.2f} s"
+        name = result.repetition_label(rep)  # 'TCP on fast (round 2)' for a best-path baseline repetition
+        name = name if rep.baseline_path else f"rep {name}"
+        title = f"{name}: {rep.goodput_mbps:.2f} mbit/s, {rep.completion_s:.2f} s"
         if not rep.completed:
-            title = _wrap(f"rep {rep.index + 1} {rep.status}: {rep.error or ''}", 4.4, 9)
+            title = _wrap(f"{name} {rep.status}: {rep.error or ''}", 4.4, 9)
         top.set_title(title, fontsize=9.5, color="#c0392b" if not rep.completed else "black")
         for ax in panels:
             ax.grid(alpha=0.3)
@@ -331,8 +333,11 @@ def history_figure(history: Any) -> Any:
                         ha="left", va="center", fontsize=7, color=colour)
         if p.version_changed:
             ax.axvline(x - 0.5, color="#7f8c8d", linestyle=":", linewidth=1)
-    ax.set_xticks(xs, [f"{p.label or p.kernel}\n{p.run_id[:6]}" for p in points], fontsize=7,
-                  rotation=30 if len(points) > 6 else 0, ha="right" if len(points) > 6 else "center")
+    # the kernel names the point (its upstream version when known), then the label and the run
+    ax.set_xticks(xs, [f"{getattr(p, 'version', '') or p.kernel}\n{(p.label + ' · ') if p.label else ''}{p.run_id[:6]}"
+                       for p in points], fontsize=7, rotation=30 if len(points) > 6 else 0,
+                  ha="right" if len(points) > 6 else "center")
+    ax.set_xlabel("kernel (upstream version) · label · run, oldest first", fontsize=8)
     ax.set_xlim(-0.6, len(points) - 0.2)  # room on the right for the last point's annotation
     ax.set_ylabel(f"{history.metric} (median, 95% CI)")
     ax.grid(axis="y", alpha=0.3)
@@ -340,4 +345,53 @@ def history_figure(history: Any) -> Any:
     ax.set_title(_wrap(f"{history.scenario}: {plural(len(points), 'run')}, {plural(steps['regressed'], 'step')} regressed, {steps['improved']} improved\n"
                        f"each run vs the one before: threshold {history.threshold * 100:g}%, alpha {history.alpha:g}; "
                        f"dotted: scenario changed", fig.get_figwidth() - 0.8, 9), fontsize=9)
+    return fig
+
+
+def plot_kernel_history(histories: list[Any], out: Path) -> Path:
+    """Write `kernel_history_figure(histories)` to the PNG `out`."""
+    return _save(kernel_history_figure(histories), out)
+
+
+def kernel_history_figure(histories: list[Any]) -> Any:
+    """`history --by kernel|run`: one panel per series (analysis.kernel_history.KernelHistory), its points in series
+    order with every repetition, the median and its 95% CI, and each change point as a vertical line coloured by its
+    verdict (red regressed, green improved) with the change written beside it, above the plot area.
+
+    The x labels are the kernels' upstream versions (or the run ids); the legend sits under the panels, clear of the
+    change-point labels. Raises ValueError when no series has a point.
+    """
+    drawn = [h for h in histories if h.points]
+    if not drawn:
+        raise ValueError("the history holds no point to plot")
+    width = max(7.5, 0.62 * max(len(h.points) for h in drawn) + 2.8)
+    fig, axes = plt.subplots(len(drawn), 1, figsize=(width, 4.4 * len(drawn) + 0.6), squeeze=False, layout="constrained")
+    for ax, h in zip(axes[:, 0], drawn):
+        xs = list(range(len(h.points)))
+        for x, p in zip(xs, h.points):
+            k = len(p.values)
+            ax.scatter([x - 0.15 + (0.3 * j / (k - 1) if k > 1 else 0.15) for j in range(k)], p.values, s=10,
+                       color="#85c1e9", alpha=0.8, zorder=2, label="repetitions" if x == 0 else None)
+            ax.errorbar([x], [p.median], yerr=[[p.median - p.ci95[0]], [p.ci95[1] - p.median]], fmt="o", color="#2c3e50",
+                        capsize=3, markersize=5, zorder=3, label="median, 95% CI" if x == 0 else None)
+        ax.plot(xs, [p.median for p in h.points], color="#aab7b8", linewidth=1, zorder=1)
+        for c in h.change_points:
+            colour = VERDICT_COLOURS.get(c.verdict, "#555555")
+            ax.axvline(c.index - 0.5, color=colour, linewidth=1.8, zorder=1)
+            ax.annotate(f"{c.verdict} {c.change * 100:+.1f}%\np {c.p_value:.1e}", (c.index - 0.5, 1.0),
+                        xycoords=("data", "axes fraction"), xytext=(0, 3), textcoords="offset points", ha="center",
+                        va="bottom", fontsize=7.5, color=colour)
+        labels = [p.version or p.name for p in h.points] if h.by == "kernel" else [p.name[:8] for p in h.points]
+        ax.set_xticks(xs, labels, fontsize=7.5, rotation=30 if len(xs) > 8 else 0, ha="right" if len(xs) > 8 else "center")
+        ax.set_xlim(-0.6, len(xs) - 0.4)
+        unit = metric(h.metric).unit
+        ax.set_ylabel(f"{h.metric} ({unit})" if unit else h.metric)
+        ax.set_xlabel("kernel (upstream version, in version order)" if h.by == "kernel" else "run, oldest first", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        n_cp = len(h.change_points)
+        ax.set_title(_wrap(f"{h.scenario}: {h.metric} per {h.by}" + (f" — {h.series}" if h.series else "")
+                           + f"; {plural(n_cp, 'change point')} (threshold {h.threshold * 100:g}%, alpha {h.alpha:g})",
+                           width - 0.8, 9), fontsize=9, pad=26 if n_cp else 6)
+        ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.22 if len(xs) > 8 else -0.14), ncol=2,
+                  frameon=False)
     return fig

@@ -58,7 +58,13 @@ class SubflowSampler:
     interval: float = SAMPLE_INTERVAL_S
     on_sample: Callable[[ConnectionSample], None] | None = None
     samples: list[tuple[float, ConnectionSample]] = field(default_factory=list)
+    #: the most subflows one connection listed at one sample (joins still in their handshake included)
     max_subflows: int = 0
+    #: per connection: the subflows that carried data (bytes sent or received) at some sample, those listed
+    #: at its last sample, and every one ever listed (`subflows_up`, `subflows_reset_empty`)
+    carried: dict[object, set[SubflowKey]] = field(default_factory=dict)
+    last_keys: dict[object, set[SubflowKey]] = field(default_factory=dict)
+    seen: dict[object, set[SubflowKey]] = field(default_factory=dict)
     #: congestion control per subflow (read with the final sample by the transfer)
     congestion: dict[SubflowKey, str] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -81,10 +87,40 @@ class SubflowSampler:
         except OSError:
             return None  # closed or fell back: the caller checks MPTCP status itself
         self.samples.append((time.monotonic() - self.t0, s))
-        self.max_subflows = max(self.max_subflows, len(s.subflows))
+        self.note(s.subflows)
         if self.on_sample:
             self.on_sample(s)
         return s
+
+    def note(self, subflows: tuple[SubflowSample, ...], connection: object = 0) -> None:
+        """Count what one sample of `connection` lists: its subflows, which carried data, which are up now."""
+        keys = {_key(sf) for sf in subflows}
+        self.max_subflows = max(self.max_subflows, len(keys))
+        self.seen.setdefault(connection, set()).update(keys)
+        self.carried.setdefault(connection, set()).update(
+            _key(sf) for sf in subflows if sf.bytes_sent or sf.bytes_received)  # not bytes_acked: 1 for the SYN alone
+        self.last_keys[connection] = keys
+
+    def subflows_up(self, resets: int = 0) -> int:
+        """The most subflows of one connection that came up: those that carried data at some sample, and those
+        still listed empty at its last sample beyond `resets` (how many joins the MIB says failed:
+        `subflow_resets`). A join listed while it was set up and gone
+        without a byte never counts; one that stayed listed without carrying a byte until MPTCP reset it at the
+        end (a join whose third ACK was never acknowledged) counts only when no reset explains it, so an idle
+        backup subflow still counts."""
+        best = 0
+        for c in self.seen:
+            carried = self.carried.get(c, set())
+            idle = self.last_keys.get(c, set()) - carried
+            best = max(best, len(carried) + max(0, len(idle) - resets))
+        return best
+
+    def subflows_reset_empty(self, resets: int = 0) -> int:
+        """Subflows (over all connections) that never carried a byte and were reset: gone by their connection's
+        last sample, or still listed there empty and explained by `resets` (see `subflows_up`)."""
+        gone = sum(len(keys - self.carried.get(c, set()) - self.last_keys.get(c, set())) for c, keys in self.seen.items())
+        idle = sum(len(self.last_keys.get(c, set()) - self.carried.get(c, set())) for c in self.seen)
+        return gone + min(resets, idle)
 
     def _loop(self) -> None:
         next_t = time.monotonic()
@@ -288,7 +324,11 @@ MIB_METRICS: dict[str, str] = {
     "ofo_merge": "MPTcpExtOFOMerge",
     "rcv_pruned": "TcpExtRcvPruned",
     "beyond_window": "TcpExtBeyondWindow",
+    "mp_rst_tx": "MPTcpExtMPRstTx",
+    "mp_rst_rx": "MPTcpExtMPRstRx",
 }
+#: MIB counters of a join that was refused: a bad HMAC either way, a token no connection has
+JOIN_FAILURE_COUNTERS = ("MPTcpExtMPJoinSynAckHMacFailure", "MPTcpExtMPJoinAckHMacFailure", "MPTcpExtMPJoinNoTokenFound")
 #: the TcpExt counters read next to the MPTcpExt ones
 TCPEXT_COUNTERS = ("TcpExtRcvPruned", "TcpExtBeyondWindow")
 
@@ -312,9 +352,26 @@ def connection_metrics(samples: list[tuple[float, ConnectionSample]], deltas: li
     for name, counter in MIB_METRICS.items():
         if any(counter in d for d in deltas):
             out[name] = float(sum(d.get(counter, 0) for d in deltas))
+    if any("MPTcpExtMPJoinSynRx" in d for d in deltas):
+        out["join_failures"] = float(join_failures(deltas))
     if mptcp and samples:
         out["reinjected_bytes"] = float(samples[-1][1].mptcp_bytes_retrans)
     return out
+
+
+def subflow_resets(metrics: dict[str, float]) -> int:
+    """How many joins of a repetition the MIB says failed (`join_failures` of `connection_metrics`): what may
+    explain a subflow listed empty to the end. MP_RST counts are no such evidence: a subflow that carried data,
+    or an idle backup one, may be reset when the connection closes."""
+    return int(metrics.get("join_failures", 0))
+
+
+def join_failures(deltas: list[dict[str, int]]) -> int:
+    """MP_JOINs that were started and never completed, from MIB deltas (one dict per namespace and counter
+    table): per namespace, the joins it received (MPJoinSynRx) without their third ACK (MPJoinAckRx), plus the
+    joins refused for a bad HMAC or an unknown token (JOIN_FAILURE_COUNTERS)."""
+    return sum(max(0, d.get("MPTcpExtMPJoinSynRx", 0) - d.get("MPTcpExtMPJoinAckRx", 0))
+               + sum(d.get(c, 0) for c in JOIN_FAILURE_COUNTERS) for d in deltas)
 
 
 def mib_snapshot(ns: str) -> dict[str, int]:

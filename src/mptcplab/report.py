@@ -62,8 +62,7 @@ def run_table(result: RunResult) -> Table:
         table.add_column(escape(f"{p} retx"), justify="right")
         table.add_column(escape(f"{p} rtt ms"), justify="right")
     for rep in result.repetitions:
-        row = [str(rep.index + 1) + (" (warm-up)" if rep.warmup else "")
-               + (escape(f" (TCP on {rep.baseline_path})") if rep.baseline_path else "")]
+        row = [escape(result.repetition_label(rep))]
         if with_status:
             row.append(escape(_status_cell(rep)))
         if latency:
@@ -78,21 +77,26 @@ def run_table(result: RunResult) -> Table:
     return table
 
 
-def print_run(result: RunResult, console: Console | None = None) -> None:
+def print_run(result: RunResult, console: Console | None = None, main: str | None = None) -> None:
+    """The repetitions' table, then the main metric (`main`, default result_main_metric: what every verdict judges
+    the scenario by unless --metric), goodput and completion, a latency workload's p99 and p50, the guest's CPU,
+    mptcp_vs_best_path and pass_rate."""
     console = console or Console()
     console.print(run_table(result))
-    from .metrics import latency_columns, metric as metric_def
+    from .metrics import latency_columns, metric as metric_def, result_main_metric
 
-    # a latency workload's p50, p99 and max latency; any other's goodput and completion
+    main = main or result_main_metric(result)
+    # the main metric first, then a latency workload's p50, p99 and max latency, any other's goodput and completion
     latency = latency_columns(result.summary)
-    for metric in (latency or ("goodput_mbps", "completion_s")):
+    for metric in dict.fromkeys((main, *(latency or ("goodput_mbps", "completion_s")))):
         est = result.summary.get(metric)
         if est:
             unit = metric_def(metric).unit
+            tail = " (the main metric: what compare, history, runs and the report judge it by)" if metric == main else ""
             if est.small_sample:
-                console.print(f"{metric}: median {estimate_text(est, 3, unit)}")
+                console.print(f"{metric}: median {estimate_text(est, 3, unit)}{tail}")
             else:
-                console.print(f"{metric}: median {est.median:.3f} {unit}, 95% CI [{est.ci95[0]:.3f}, {est.ci95[1]:.3f}] over {plural(est.n, 'repetition')}")
+                console.print(f"{metric}: median {est.median:.3f} {unit}, 95% CI [{est.ci95[0]:.3f}, {est.ci95[1]:.3f}] over {plural(est.n, 'repetition')}{tail}")
     cpu = result.environment.get("guest_cpu") or {}
     per_rep = cpu.get("per_repetition") or []
     if per_rep:  # a guest run: how busy the emulated CPUs and QEMU itself were, so an emulator limit is not read as the kernel's
@@ -112,7 +116,10 @@ def print_run(result: RunResult, console: Console | None = None) -> None:
     if rate and (rate.median < 1 or budget):
         console.print(f"pass_rate: {pass_rate_text(rate.median, rate.n, budget)}, "
                       f"95% CI [{rate.ci95[0] * 100:.0f}%, {rate.ci95[1] * 100:.0f}%] (Wilson)")
-    for err in result.errors:
+    errors, notes = result.failures()
+    for note in notes:  # a best-path baseline timing out on a slow path: designed, fails nothing
+        console.print(f"note: {escape(note)}")
+    for err in errors:
         console.print(f"[red]error:[/red] {escape(err)}")
 
 
@@ -228,7 +235,7 @@ def mib_table(result: RunResult) -> Table | None:
     table.add_column("counter")
     table.add_column("namespace")
     for r in reps:
-        table.add_column(f"rep {r.index + 1}", justify="right")
+        table.add_column(escape(result.repetition_label(r) if r.baseline_path else f"rep {r.index + 1}"), justify="right")
     for (name, side), values in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         table.add_row(name, side, *(f"{v:,}".replace(",", " ") for v in values))
     return table
@@ -237,17 +244,15 @@ def mib_table(result: RunResult) -> Table | None:
 def link_stats_table(result: RunResult) -> Table | None:
     """The emulator's own counters per repetition, path and direction: frames, drops by cause, frames still in
     flight when they were read (in = out + drops + in flight), lateness."""
-    stats = result.environment.get("link_stats") or []
+    stats = result.link_stats()
     if not stats:
         return None
-    # one entry per repetition that ran its emulator, in order
-    labels = [f"{r.index + 1}" for r in result.repetitions] if len(stats) == len(result.repetitions) else \
-        [f"#{i + 1}" for i in range(len(stats))]
     table = Table(title="link emulator counters", title_justify="left")
     for col in ("rep", "path", "direction", "frames in", "frames out", "drops by cause", "in flight at end",
                 "lateness p50 / p99 / max µs"):
         table.add_column(col, justify="right" if col.startswith(("frames", "lateness", "in flight")) else "left")
-    for label, entry in zip(labels, stats):
+    for i, (rep, entry) in enumerate(stats):
+        label = result.repetition_label(rep) if rep is not None else f"#{i + 1}"
         for path, directions in (entry.get("paths") or {}).items() if isinstance(entry, dict) else []:
             for direction, d in directions.items():
                 drops = ", ".join(f"{cause} {n}" for cause, n in (d.get("drops") or {}).items() if n) or "none"
@@ -259,7 +264,7 @@ def link_stats_table(result: RunResult) -> Table | None:
     return table
 
 
-def print_details(result: RunResult, console: Console) -> None:
+def print_details(result: RunResult, console: Console, main: str | None = None) -> None:
     """What `mptcplab show` prints after the run's header: link settings, sysctls, repetitions (with why any
     failed), the run's errors, the MIB counters that changed and the emulator's counters."""
     plain = dict(highlight=False, markup=False, soft_wrap=True)
@@ -280,10 +285,17 @@ def print_details(result: RunResult, console: Console) -> None:
                       + (f"; the subflows used {', '.join(used)}" if used else "")
                       + (f" — warning: {tcp['not_applied']}" if tcp.get("not_applied") else ""), **plain)
     if result.repetitions:
-        print_run(result, console)
+        print_run(result, console, main)
+        from .analysis.diagnosis import diagnose
+
+        for line in diagnose(result).lines():  # the scheduler's evidence: why the numbers above are what they are
+            console.print(line, **plain)
     else:
         console.print(f"no repetition finished (the run {result.status})", **plain)
-        for err in result.errors:
+        errors, notes = result.failures()
+        for note in notes:
+            console.print(f"note: {note}", **plain)
+        for err in errors:
             console.print(f"error: {err}", **plain)
     for table in (mib_table(result), link_stats_table(result)):
         if table is not None:

@@ -210,6 +210,47 @@ class RunResult(BaseModel):
     started_at: float = 0.0
     ended_at: float | None = None
 
+    def repetition_label(self, rep: Repetition) -> str:
+        """How tables, pages and plots name a repetition: '2' (MPTCP), '2 (warm-up)', or for a best-path
+        baseline repetition 'TCP on fast (round 2)' (baseline indices follow the MPTCP ones, round by round)."""
+        if rep.baseline_path is None:
+            return f"{rep.index + 1}" + (" (warm-up)" if rep.warmup else "")
+        mptcp = sum(r.baseline_path is None for r in self.repetitions)
+        paths = len({r.baseline_path for r in self.repetitions if r.baseline_path is not None}) or 1
+        round_ = (rep.index - mptcp) // paths + 1 if rep.index >= mptcp else None
+        return f"TCP on {rep.baseline_path}" + (f" (round {round_})" if round_ else "") + (" (warm-up)" if rep.warmup else "")
+
+    def failures(self) -> tuple[list[str], list[str]]:
+        """(errors, notes): the run's errors that are failures, and those that are a best-path baseline
+        repetition timing out on a path too slow for the workload alone, which the design expects (it fails
+        no run: Repetition.fails_run) and is said as a note, not an error."""
+        errors, notes = [], []
+        for line in self.errors:
+            if line.startswith("baseline on ") and ": timeout: " in line:
+                what, _, why = line.partition(": timeout: ")
+                notes.append(f"TCP on {what.removeprefix('baseline on ')} timed out as expected: {why}")
+            else:
+                errors.append(line)
+        return errors, notes
+
+    def link_stats(self) -> list[tuple[Repetition | None, dict[str, Any]]]:
+        """The emulator's counters (environment.link_stats, one entry per repetition that ran one) with the
+        repetition each belongs to (None when that cannot be told).
+
+        An entry names its repetition's index; entries stored before they did
+        are in the order the repetitions ran, which is not index order when a
+        best-path baseline was interleaved (MPTCP 1, TCP on each path, MPTCP 2,
+        ...): they are paired with the repetitions in the order they started.
+        """
+        entries = [e for e in self.environment.get("link_stats") or [] if isinstance(e, dict)]
+        by_index = {r.index: r for r in self.repetitions}
+        if entries and all("repetition" in e for e in entries):
+            return [(by_index.get(e["repetition"]), e) for e in entries]
+        ran = sorted(self.repetitions, key=lambda r: (r.started_at, r.index))
+        if len(ran) == len(entries):
+            return list(zip(ran, entries))
+        return [(None, e) for e in entries]
+
     def to_json(self, timeseries: bool = True) -> dict[str, Any]:
         exclude: Any = {"repetitions": {"__all__": {"timeseries"}}} if not timeseries else None
         return self.model_dump(mode="json", exclude=exclude)

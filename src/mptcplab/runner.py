@@ -24,7 +24,7 @@ from .links import select_backend
 from .links.base import LinkBackend
 from .mptcp import ConnectionSample
 from .pathmanager import EventListener, open_subflows
-from .probes import connection_metrics, counter_snapshot, mib_delta, summarize
+from .probes import connection_metrics, counter_snapshot, mib_delta, subflow_resets, summarize
 from .protocols import Progress, RunSink
 from .result import Repetition, RunResult, SubflowResult, run_status
 from .scenario import HOST_ACTIONS, SYSCTL_ROLES, Event, Scenario
@@ -182,20 +182,28 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
         stop_events.set()
         link_stats = backend.stats()  # the emulator's own counters, while it still runs
         if link_stats:
-            env.setdefault("link_stats", []).append(link_stats)
+            env.setdefault("link_stats", []).append({**link_stats, "repetition": index})  # whose counters these are
         after = [counter_snapshot(ns) for ns in (topo.client, topo.server)]
         subflows, series = summarize(out.sampler.samples, topo, sender_is_client=transfer.upload,
                                      congestion=out.sampler.congestion,
                                      capacities=_capacities(scenario, "up" if transfer.upload else "down"))
         deltas = [mib_delta(b[k], a[k]) for b, a in zip(before, after) for k in (0, 1)]
         metrics = connection_metrics(out.sampler.samples, deltas, mptcp=baseline_path is None)
+        resets = subflow_resets(metrics)
+        if baseline_path is None:
+            metrics["subflows_reset_empty"] = float(out.sampler.subflows_reset_empty(resets))
         metrics.update(out.metrics)
         expected = scenario.expected_subflows() if baseline_path is None else 1
         if status == "completed" and event_errors:
             status, error = "failed", event_errors[0]
-        elif status == "completed" and out.sampler.max_subflows < expected and not scenario.events:
-            status, error = "failed", (f"only {out.sampler.max_subflows} of {expected} subflows came up: the path manager "
-                                       "did not use every path (check the MPTCP endpoints and limits: mptcplab doctor)")
+        elif status == "completed" and out.sampler.subflows_up(resets) < expected and not scenario.events:
+            reset = out.sampler.subflows_reset_empty(resets)
+            status, error = "failed", (f"only {out.sampler.subflows_up(resets)} of {expected} subflows came up"
+                                       + (f": {reset} join{'s' if reset != 1 else ''} refused or reset before carrying "
+                                          f"a byte (join failures {int(metrics.get('join_failures', 0))}, MP_RST sent "
+                                          f"{int(metrics.get('mp_rst_tx', 0))}; the MIB counters say which side)" if reset else
+                                          ": the path manager did not use every path (check the MPTCP endpoints and "
+                                          "limits: mptcplab doctor)"))
     warning = congestion_not_applied(scenario.tcp.congestion_control, subflows)
     tcp = env.get("tcp")
     if warning and isinstance(tcp, dict) and not tcp.get("not_applied"):
@@ -313,6 +321,7 @@ def run_scenarios(scenarios: list[Scenario], options: RunOptions | None = None) 
 def _new_result(scenario: Scenario, backend_cls: type[LinkBackend], options: RunOptions, env: dict[str, Any]) -> RunResult:
     env.update(scheduler=scenario.mptcp.scheduler, path_manager=scenario.mptcp.path_manager,
                link_backend=backend_cls.name, label=options.label, budget_s=scenario.run.budget,
+               workload=scenario.workload.kind,  # what the run is judged by when its scenario is not stored with it
                sysctls_set={role: scenario.sysctls_for(role) for role in SYSCTL_ROLES})
     env.update(baseline_environment(scenario))
     result = RunResult(
@@ -430,7 +439,7 @@ def _one_repetition(scenario: Scenario, backend_cls: type[LinkBackend], result: 
         options.cancel.check()
     if options.progress:
         options.progress.scenario_started(scenario.name if baseline_path is None
-                                          else f"{scenario.name} [plain TCP on {baseline_path}]")
+                                          else f"{scenario.name}: TCP on {baseline_path}")
         options.progress.repetition_started(index if round_index is None else round_index, total)
     rep = run_repetition(scenario, backend_cls, index, options, result.environment, baseline_path=baseline_path)
     rep.warmup = (index if round_index is None else round_index) < options.warmup

@@ -25,14 +25,15 @@ from pydantic import (
 )
 
 from .errors import ScenarioError
-from .units import format_time, parse_percent, parse_rate, parse_size, parse_time, rate_note
+from .units import format_rate, format_time, parse_percent, parse_rate, parse_size, parse_time, rate_note
 
 MAX_PATHS = 8  # the in-kernel path manager's hard limit on subflows
 
-from .fields import Duration, Fraction, PositiveDuration, Rate, Size, _Strict  # noqa: F401  (re-exported)
+from .fields import Duration, Fraction, PositiveDuration, Rate, Size, _Strict, validation_problem  # noqa: F401  (re-exported)
 from .workload_specs import SPECS as WORKLOAD_SPECS
 from .workload_specs import WorkloadSpec
 from .scenario_files import builtin_dir, builtin_scenarios  # noqa: F401  (re-exported: where they always were)
+from .selftests.simult_flows import selftest_budget_ms
 
 
 class GilbertElliott(_Strict):
@@ -268,6 +269,11 @@ class RunSettings(_Strict):
     link_backend: Annotated[str, BeforeValidator(_link_backend)] = "auto"
     #: a completed repetition slower than this is `over_budget` (the kernel selftests' completion budget)
     budget: PositiveDuration | None = None
+    #: where the budget comes from when the file gives none: "selftest" is simult_flows.sh's formula over the
+    #: paths' rates and the workload size (mptcplab.selftests.simult_flows.selftest_budget_ms: 16 MiB over 10+10
+    #: mbit is 7.906 s), "selftest-strict" the same minus the 200 ms pause inside the interval the script times
+    #: (which the lab's transfer does not have: 7.706 s); None: `budget` as written
+    budget_rule: Literal["selftest", "selftest-strict"] | None = None
     #: "best-path": also run the workload as plain TCP on each path alone, interleaved with the MPTCP
     #: repetitions, and report mptcp_vs_best_path; "none": MPTCP only
     baseline: Literal["none", "best-path"] = "none"
@@ -395,7 +401,7 @@ LATER_DEFAULTS: dict[str, dict[str, Any]] = {
     "path": {"endpoint": "subflow", "subflows": 1},
     "event": {"jitter": None, "queue": None},
     "mptcp": {"limits": None},
-    "run": {"seed": 1},
+    "run": {"seed": 1, "budget_rule": None},
 }
 
 
@@ -452,7 +458,25 @@ class Scenario(_Strict):
                 what = "the workload's duration" if duration else "the run's timeout"
                 raise ValueError(f"event[{i}] at {event.at:g}s is after the run ends ({what} is {end:g}s)")
         self._check_endpoints()
+        self._check_within_timeout()
+        self._apply_budget_rule()
         return self
+
+    def _apply_budget_rule(self) -> None:
+        """Fill run.budget from run.budget_rule (the selftest's formula); refuse a written budget that disagrees."""
+        rule = self.run.budget_rule
+        if rule is None:
+            return
+        size = getattr(self.workload, "size", None)
+        rates = [p.link("up").rate_bps for p in self.paths]
+        if size is None or any(r is None for r in rates):
+            raise ValueError(f"run.budget_rule = \"{rule}\" computes the budget from a workload size and every path's "
+                             "rate: give [workload] size and each path a rate, or set run.budget instead")
+        budget = selftest_budget_ms(int(size), [int(r) for r in rates if r is not None], strict=rule.endswith("strict")) / 1000
+        if self.run.budget is not None and abs(self.run.budget - budget) > 1e-9:
+            raise ValueError(f"run.budget {format_time(self.run.budget)} disagrees with run.budget_rule = \"{rule}\" "
+                             f"({budget:g}s): leave run.budget out, the rule sets it")
+        object.__setattr__(self.run, "budget", budget)  # frozen model: filled once, while it is validated
 
     def _check_endpoints(self) -> None:
         """Endpoints, subflows and endpoint/carrier events the path manager can do, in the order they happen."""
@@ -494,6 +518,66 @@ class Scenario(_Strict):
                     raise ValueError(f"event[{i}] {e.action} at {e.at:g}s: path {e.path!r}'s carrier is {state} then; "
                                      "carrier_down and carrier_up alternate, starting with carrier_down")
                 carrier_up[e.path] = e.action == "carrier_up"
+
+    def _check_within_timeout(self) -> None:
+        """Refuse what cannot finish within [run] timeout at the scenario's own delays and rates.
+
+        A path whose round trip (its up plus down delay, at the lowest an event sets) is not shorter than the
+        timeout completes no handshake before it. A workload that moves `size` (times `count` for flows) takes at
+        least bytes x 8 / the sum of the paths' rates in its direction (each at the highest it is ever asked for,
+        peak_rates; a direction replaying a trace makes no bound), so one that needs the timeout or more can only
+        time out. As for duration, the key is named and what to change is said.
+        """
+        timeout = self.run.timeout
+        for i, p in enumerate(self.paths):
+            rtt = 0.0
+            for way in ("up", "down"):
+                delays = [p.link(way).delay_s] + [e.delay for e in self.events if e.path == p.name and e.action == "set"
+                                                  and e.delay is not None and e.direction in ("both", way)]
+                rtt += min(delays)
+            if rtt >= timeout:
+                over = [w for w in ("up", "down") if getattr(p, w) is not None and getattr(p, w).delay is not None]
+                key = f"path[{i}].{over[0]}.delay" if over else f"path[{i}].delay"
+                raise ValueError(f"{key}: a round trip over path {p.name!r} takes {format_time(rtt)}, not shorter than "
+                                 f"run.timeout {format_time(timeout)}, so nothing completes over it; lower the delay "
+                                 f"or raise [run] timeout")
+        size = getattr(self.workload, "size", None)
+        if size is None:
+            return
+        count = getattr(self.workload, "count", None) or 1
+        direction = getattr(self.workload, "direction", "upload")
+        peak = self.peak_rates()
+        for way in ("up", "down") if direction == "both" else ("up",) if direction == "upload" else ("down",):
+            if any(p.link(way).trace is not None or (p.name, way) not in peak for p in self.paths):
+                return
+            total = sum(peak[(p.name, way)] for p in self.paths)
+            need = size * count * 8 / total
+            if need >= timeout:
+                what = f"workload.size {_size_text(size)}" + (f" x count {count}" if count > 1 else "")
+                takes = format_time(round(need, 1)) if need < 86400 else f"{need / 86400:.3g} days"
+                fix = f" (e.g. timeout = \"{format_time(round(need * 1.5 + 10))}\")" if need < 86400 else ""
+                raise ValueError(f"{what} takes at least {takes} at the paths' {way}link rates ({format_rate(total)} "
+                                 f"in all), not shorter than run.timeout {format_time(timeout)}, so it can only time out; "
+                                 f"lower the size or raise [run] timeout{fix}")
+
+    def peak_rates(self) -> dict[tuple[str, str], float]:
+        """(path, direction) -> the highest fixed rate (bit/s) it is ever asked for, its own or a `set` event's.
+
+        Directions replaying a trace without any fixed rate are left out. Used by the timeout check above and by
+        the link backends' ceilings (links.base.peak_rates).
+        """
+        out: dict[tuple[str, str], float] = {}
+        for p in self.paths:
+            for direction in ("up", "down"):
+                rate = p.link(direction).rate_bps
+                if rate is not None:
+                    out[(p.name, direction)] = rate
+        for event in self.events:
+            if event.action == "set" and event.rate is not None:
+                for direction in ("up", "down") if event.direction == "both" else (event.direction,):
+                    key = (event.path, direction)
+                    out[key] = max(out.get(key, 0.0), event.rate)
+        return out
 
     def has_backup_endpoint(self) -> bool:
         """Whether a path's client endpoint carries the backup flag (its runs then report backup_share)."""
@@ -600,6 +684,14 @@ class Scenario(_Strict):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def _size_text(n: float) -> str:
+    """Bytes as the scenario format writes them: 900000GiB, 1.5MiB, 512B."""
+    for unit, k in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= k:
+            return f"{n / k:g}{unit}"
+    return f"{n:g}B"
+
+
 def _loc(loc: tuple[Any, ...]) -> str:
     out = ""
     kinds = {spec.model_fields["kind"].default for spec in WORKLOAD_SPECS}
@@ -612,22 +704,13 @@ def _loc(loc: tuple[Any, ...]) -> str:
             continue
         else:
             out += ("." if out else "") + str(part)
-    return out or "(top level)"
+    return out  # "": a check of the whole scenario, whose message names its keys
 
 
 def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    msg = err["msg"]
-    for prefix in ("Value error, ", "Assertion failed, "):
-        msg = msg.removeprefix(prefix)
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key (check its spelling against the scenario format in docs/scenario.md)"
-    elif err["type"] == "missing":
-        msg = "required key is missing"
-    elif err["type"] == "literal_error":
-        msg = f"got {err.get('input')!r}; {msg[0].lower() + msg[1:]}"
-    more = len(exc.errors()) - 1
-    return f"{_loc(err['loc'])}: {msg}" + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
+    """The first problem, in the lab's words (fields.validation_problem), at the key the user wrote."""
+    return validation_problem(exc, _loc, unknown_key="unknown key (check its spelling against the scenario format in "
+                                                    "docs/scenario.md)")
 
 
 def _override_value(text: str) -> Any:

@@ -40,6 +40,18 @@ class SuiteCase:
     path: Path
     #: what the summary judges it by unless --metric says otherwise (its workload's main metric)
     metric: str = MAIN_METRIC
+    #: where budget_s comes from: "selftest" (simult_flows.sh's formula), "selftest-strict" (the same without its
+    #: 200 ms pause) or None (the number the file writes)
+    budget_rule: str | None = None
+
+    @property
+    def budget_text(self) -> str:
+        """'budget 7.906 s: simult_flows.sh's formula, ...', '' without a budget."""
+        if not self.budget_s:
+            return ""
+        why = {"selftest": ": simult_flows.sh's formula, its 200 ms join pause included",
+               "selftest-strict": ": simult_flows.sh's formula minus its 200 ms join pause"}.get(self.budget_rule or "", "")
+        return f"budget {self.budget_s:g} s{why}"
 
 
 def suite_cases(tag: str | None = None) -> list[SuiteCase]:
@@ -55,7 +67,8 @@ def suite_cases(tag: str | None = None) -> list[SuiteCase]:
         if tier is None:
             continue
         cases.append(SuiteCase(name=name, tier=tier, tags=list(s.tags), description=s.description,
-                               budget_s=s.run.budget, path=path, metric=case_metric(s)))
+                               budget_s=s.run.budget, path=path, metric=case_metric(s),
+                               budget_rule=s.run.budget_rule))
     cases.sort(key=lambda c: (TIERS.index(c.tier), c.name))
     if tag is None:
         return cases

@@ -1,20 +1,23 @@
 """The `[workload]` table: one model per workload kind, chosen by `kind`.
 
 Pure data, like the rest of the scenario: a new kind adds its model here
-(and to `SPECS`) and its engine in `mptcplab/workloads/` (registered in
-`workloads.base.WORKLOADS`). A table without `kind` is a bulk transfer, as in
-the first wave's files.
+(and to `SPECS`), with `MEASURES` declaring what it measures (its own
+metrics, units and directions, its main and baseline metric, its per-event
+series: `metrics.py` and the report read them from there), and its engine in
+`mptcplab/workloads/` (registered in `workloads.base.WORKLOADS`). A table
+without `kind` is a bulk transfer, as in the first wave's files.
 """
 from __future__ import annotations
 
 import re
 import shlex
 import string
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BeforeValidator, Field, model_validator
 
 from .fields import PositiveDuration, Rate, Size, _Strict
+from .measures import Measures, Metric
 from .units import format_rate
 
 
@@ -43,6 +46,11 @@ class BulkSpec(_Strict):
     """
 
     kind: Literal["bulk"] = "bulk"
+    MEASURES: ClassVar[Measures] = Measures(main="goodput_mbps", baseline="goodput_mbps", metrics=(
+        # direction = "both": each direction's goodput over its own transfer time
+        Metric("upload_goodput_mbps", "mbit/s", "higher", "bulk both: the upload connection's goodput"),
+        Metric("download_goodput_mbps", "mbit/s", "higher", "bulk both: the download connection's goodput"),
+    ))
     direction: Literal["upload", "download", "both"] = "upload"
     size: Size | None = None
     duration: PositiveDuration | None = None
@@ -63,6 +71,16 @@ class RRSpec(_Strict):
     """
 
     kind: Literal["rr"] = "rr"
+    # every transaction's latency, request send() to the response's last byte read
+    MEASURES: ClassVar[Measures] = Measures(main="latency_p99_ms", baseline="latency_p50_ms", metrics=(
+        Metric("latency_p50_ms", "ms", "lower", "rr: median transaction latency (request send() to the response's last byte)"),
+        Metric("latency_p90_ms", "ms", "lower", "rr: 90th percentile transaction latency"),
+        Metric("latency_p99_ms", "ms", "lower", "rr: 99th percentile transaction latency"),
+        Metric("latency_p999_ms", "ms", "lower", "rr: 99.9th percentile transaction latency"),
+        Metric("latency_max_ms", "ms", "lower", "rr: slowest transaction"),
+        Metric("transactions", "", "higher", "rr: transactions answered"),
+        Metric("transactions_per_s", "1/s", "higher", "rr: transactions answered per second, first request to last answer"),
+    ), series={"latency_ms": ("transaction latency", "ms")})
     request: Size = 200
     response: Size = 2048
     concurrency: Annotated[int, Field(ge=1, le=1024)] | None = None
@@ -95,6 +113,14 @@ class StreamSpec(_Strict):
     """
 
     kind: Literal["stream"] = "stream"
+    MEASURES: ClassVar[Measures] = Measures(main="chunk_delay_p99_ms", baseline="chunk_delay_p50_ms", metrics=(
+        Metric("chunk_delay_p50_ms", "ms", "lower", "stream: median chunk delay (due at the sender to last byte read)"),
+        Metric("chunk_delay_p99_ms", "ms", "lower", "stream: 99th percentile chunk delay"),
+        Metric("chunk_delay_max_ms", "ms", "lower", "stream: largest chunk delay"),
+        Metric("chunks", "", "higher", "stream: chunks read whole by the receiving application"),
+        Metric("late_chunks", "chunks", "lower", "stream: chunks whose delay exceeded the deadline"),
+        Metric("stall_s", "s", "lower", "stream: time the receiving application waited in recv() with a chunk outstanding"),
+    ), series={"delay_ms": ("chunk delay", "ms")})
     rate: Rate
     chunk: Size = 64 * 1024
     deadline: PositiveDuration | None = None
@@ -118,6 +144,13 @@ class FlowsSpec(_Strict):
     """`kind = "flows"`: `count` short connections of `size` bytes each, sequential or arriving at `rate`."""
 
     kind: Literal["flows"] = "flows"
+    MEASURES: ClassVar[Measures] = Measures(main="fct_p99_ms", baseline="fct_p50_ms", metrics=(
+        Metric("fct_p50_ms", "ms", "lower", "flows: median flow completion time (connect() to the last byte read)"),
+        Metric("fct_p99_ms", "ms", "lower", "flows: 99th percentile flow completion time"),
+        Metric("fct_max_ms", "ms", "lower", "flows: slowest flow"),
+        Metric("flows_completed", "flows", "higher", "flows: connections that delivered their whole size"),
+        Metric("multi_subflow_flows", "flows", "higher", "flows: connections that had more than one subflow at their end"),
+    ), series={"fct_ms": ("flow completion time", "ms")})
     count: Annotated[int, Field(ge=1, le=100_000)]
     size: Size
     rate: PerSecond | None = None
@@ -177,6 +210,8 @@ class CommandSpec(_Strict):
     """
 
     kind: Literal["command"] = "command"
+    # the programs' own output is not parsed: what the probes see of their subflows (goodput from the bytes sent)
+    MEASURES: ClassVar[Measures] = Measures(main="goodput_mbps", baseline="goodput_mbps")
     client: CommandLine
     server: CommandLine | None = None
     mptcp: Literal["mptcpize", "native"] = "mptcpize"

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from .compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, Comparison, compare_samples
+from .compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, Comparison, compare_samples, min_repetitions
 from .stats import median_ci
 
 
@@ -192,7 +192,8 @@ def segment_pairs(points: Sequence[SeriesPoint], bkps: list[int]) -> list[tuple[
 def change_points(points: Sequence[SeriesPoint], metric: str = "goodput_mbps", better: str = "higher",
                   threshold: float = DEFAULT_THRESHOLD, alpha: float = DEFAULT_ALPHA,
                   penalty: float | None = None, judge: SegmentJudge | None = None,
-                  candidates: list[int] | None = None) -> list[ChangePoint]:
+                  candidates: list[int] | None = None, too_small: list[tuple[str, str, int, int]] | None = None
+                  ) -> list[ChangePoint]:
     """The change points of an ordered series that pass the compare rule, in series order.
 
     `points` are ordered (by kernel version, or by time); each needs at least
@@ -200,12 +201,23 @@ def change_points(points: Sequence[SeriesPoint], metric: str = "goodput_mbps", b
     repetitions of its two neighbouring segments, the least significant
     failing candidate is dropped and the rest judged again, until all pass.
     `judge` replaces `compare_samples` for the segments (the report's memoized rule); `candidates` are
-    `propose(points, penalty)` when the caller already has them.
+    `propose(points, penalty)` when the caller already has them. A candidate with fewer than
+    `min_repetitions(alpha)` repetitions on a side fails whatever its p-value (pooled unequal sides can reach
+    p < alpha with 2 against 30, which is no evidence about the side of 2); each such candidate is appended to
+    `too_small` as (before, after, n before, n after) when a list is given.
     """
     points = [p for p in points if p.values]
     bkps = list(candidates) if candidates is not None else propose(points, penalty)
+    least = min_repetitions(alpha)
     while bkps:
         comps = _judge(points, bkps, metric, better, threshold, alpha, judge)
+        small = [i for i, c in enumerate(comps) if min(c.n_baseline, c.n_candidate) < least]
+        if small:  # judged only on sides the rule can decide: the smallest such candidate goes first
+            i = min(small, key=lambda j: min(comps[j].n_baseline, comps[j].n_candidate))
+            if too_small is not None:
+                too_small.append((points[bkps[i] - 1].name, points[bkps[i]].name, comps[i].n_baseline, comps[i].n_candidate))
+            bkps.pop(i)
+            continue
         failing = [(c.p_value, -abs(c.change), i) for i, c in enumerate(comps) if c.verdict == "unchanged"]
         if not failing:
             break

@@ -58,6 +58,15 @@ def min_p_value(n1: int, n2: int) -> float:
     return 1 / comb(n1 + n2, n1)
 
 
+def min_repetitions(alpha: float) -> int:
+    """The fewest repetitions per side with which the one-sided exact Mann-Whitney test can reach p < alpha
+    (n vs n: p >= 1 / C(2n, n)): 5 at alpha 0.01 (1/252), 4 at 0.05 (1/70). Fewer can only be judged unchanged."""
+    n = 1
+    while min_p_value(n, n) >= alpha:
+        n += 1
+    return n
+
+
 def change_ci(baseline: Sequence[float], candidate: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap CI of median(candidate)/median(baseline) - 1, sides resampled independently."""
     b, c = np.asarray(baseline, float), np.asarray(candidate, float)
@@ -234,11 +243,16 @@ def to_junit(report: Report, report_url: str | None = None) -> str:
     return ET.tostring(suite, encoding="unicode", xml_declaration=True)
 
 
-def compare_stored(store: Any, baseline: str, candidate: str, metrics: Sequence[str] = ("goodput_mbps",),
+def compare_stored(store: Any, baseline: str, candidate: str, metrics: Sequence[str] | None = None,
                    threshold: float = DEFAULT_THRESHOLD, alpha: float = DEFAULT_ALPHA) -> Report:
-    """Compare the runs two selectors name in `store`, paired by scenario name (UsageError if they pair nothing)."""
+    """Compare the runs two selectors name in `store`, paired by scenario name (UsageError if they pair nothing).
+
+    `metrics` None: each scenario by its main metric (`Store.main_metrics`: p99 latency for rr, goodput for
+    bulk, ...), the metric history, runs and the report judge it by too; else each scenario by every metric given.
+    UsageError when both selectors select the same runs (a selection compared with itself is never a question).
+    """
     from ..errors import UsageError
-    from ..store import METRICS
+    from ..metrics import metric as metric_def
 
     sides = {}
     for side, selector in (("baseline", baseline), ("candidate", candidate)):
@@ -247,26 +261,46 @@ def compare_stored(store: Any, baseline: str, candidate: str, metrics: Sequence[
             raise UsageError(f"--{side} {selector!r} matches no run in {store.where}",
                              "a selector is a run id, a label, a kernel release or a tag key=value; list runs with: mptcplab runs")
         sides[side] = runs
+    if set(sides["baseline"]) == set(sides["candidate"]):
+        n = len(sides["baseline"])
+        raise UsageError(f"--baseline {baseline!r} and --candidate {candidate!r} select the same {n} run{'s' if n != 1 else ''}: "
+                         "a selection compared with itself is always unchanged",
+                         "give two different selections, e.g. --baseline kernel:6.1 --candidate kernel:6.12")
     report = Report(baseline=baseline, candidate=candidate, threshold=threshold, alpha=alpha)
-    for metric in metrics:
+    if metrics is None:  # each scenario by its own main metric: one pass per distinct main metric
+        mains = store.main_metrics()
+        plan = [(m, {n for n, x in mains.items() if x == m}) for m in dict.fromkeys(sorted(set(mains.values())))]
+    else:
+        plan = [(m, None) for m in metrics]
+    pending: list[Comparison] = []
+    for metric, only in plan:
         b_samples = store.samples(sides["baseline"], metric)
         c_samples = store.samples(sides["candidate"], metric)
+        if only is not None:
+            b_samples = {n: v for n, v in b_samples.items() if n in only}
+            c_samples = {n: v for n, v in c_samples.items() if n in only}
         common = sorted(set(b_samples) & set(c_samples))
-        if not common:
+        if not common and only is None:
             raise UsageError(f"the baseline ({', '.join(sorted(b_samples)) or 'no measured repetitions'}) and the candidate "
                              f"({', '.join(sorted(c_samples)) or 'no measured repetitions'}) share no scenario to compare",
                              "runs are paired by scenario name")
         for name in sorted(set(b_samples) ^ set(c_samples)):
             side = "baseline" if name in b_samples else "candidate"
             report.notes.append(f"scenario {name} ran only in the {side}: not compared")
+        if not common:
+            continue
         for name in common:
             b, c = b_samples[name], c_samples[name]
             if b.versions != c.versions:
                 report.notes.append(f"scenario {name}: the sides ran different versions of the scenario file "
                                     f"(baseline {', '.join(sorted(b.versions))}; candidate {', '.join(sorted(c.versions))}); compared anyway")
             report.notes.extend(_condition_notes(store, name, b.runs, c.runs))
-            report.comparisons.append(compare_samples(b.values, c.values, scenario=name, metric=metric,
-                                                      better=METRICS.get(metric, "higher"), threshold=threshold, alpha=alpha))
+            pending.append(compare_samples(b.values, c.values, scenario=name, metric=metric,
+                                           better=metric_def(metric).better, threshold=threshold, alpha=alpha))
+    if not pending:
+        raise UsageError(f"the baseline {baseline!r} and the candidate {candidate!r} share no scenario with measured "
+                         "repetitions of its main metric to compare", "runs are paired by scenario name; list them with: mptcplab runs")
+    report.comparisons = sorted(pending, key=lambda c: c.scenario) if metrics is None else pending
     report.notes = list(dict.fromkeys(report.notes))
     return report
 

@@ -14,6 +14,20 @@ CONGESTION_KEY = "net.ipv4.tcp_congestion_control"
 PINNED_KEYS = (CONGESTION_KEY, "net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem")
 UNRECORDED = "unrecorded"
 
+#: the conditions that make runs separate series: a history (`history`, `history --by kernel`, `--suite`, the
+#: report's rows) never judges a step between runs that differ in one of these (unless --mix): a host run on the
+#: wire backend beside guests under netem and TCG measures the emulator, not the kernel. The one list of them.
+SERIES_CONDITIONS = ("link backend", "guest accelerator", "executor", "time mode", "machine")
+#: what a series condition is when a run does not record it (conditions() names 'time mode' only for UML runs)
+SERIES_DEFAULTS = {"time mode": "real"}
+
+#: conditions a kernel sizes itself when the scenario does not set them ([tcp] rmem/wmem): each kernel computes
+#: tcp_rmem's maximum from its memory (6.1 and 6.12: 6291456, 6.16 on: about 7.25 MB for the same 1 GiB guest).
+#: A difference in them alone is one quiet footnote, not a "conditions differ" mark (see `kernel_sized`).
+KERNEL_SIZED = ("tcp_rmem", "tcp_wmem")
+#: how conditions() marks a KERNEL_SIZED value the scenario did not set
+SIZED_MARK = " (kernel's own)"
+
 
 def conditions(env: Mapping[str, Any], backend: str = "") -> dict[str, str]:
     """Condition name -> value of one run, from its environment document.
@@ -28,11 +42,12 @@ def conditions(env: Mapping[str, Any], backend: str = "") -> dict[str, str]:
     """
     client = env.get("sysctls_client") or {}
     tcp = env.get("tcp") or {}
-    out = {
-        "congestion control": str(tcp.get("congestion_control") or client.get(CONGESTION_KEY) or UNRECORDED),
-        "tcp_rmem": str(client.get("net.ipv4.tcp_rmem", UNRECORDED)),
-        "tcp_wmem": str(client.get("net.ipv4.tcp_wmem", UNRECORDED)),
-    }
+    set_client = (env.get("sysctls_set") or {}).get("client") or {}
+    out = {"congestion control": str(tcp.get("congestion_control") or client.get(CONGESTION_KEY) or UNRECORDED)}
+    for name in KERNEL_SIZED:
+        key = f"net.ipv4.{name}"
+        value = str(client.get(key, UNRECORDED))
+        out[name] = value + (SIZED_MARK if key not in set_client and value != UNRECORDED else "")
     for role, keys in (env.get("sysctls_set") or {}).items():
         effective = env.get(f"sysctls_{role}") or {}
         for key, value in keys.items():
@@ -58,11 +73,54 @@ def conditions(env: Mapping[str, Any], backend: str = "") -> dict[str, str]:
     return out
 
 
+def series_key(conds: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The SERIES_CONDITIONS of one run (its conditions()), as a hashable key: runs with the same key form a series."""
+    return tuple((name, conds.get(name, SERIES_DEFAULTS.get(name, UNRECORDED))) for name in SERIES_CONDITIONS)
+
+
+def series_label(key: tuple[tuple[str, str], ...], among: Iterable[tuple[tuple[str, str], ...]] = ()) -> str:
+    """A series key as words ('link backend netem, guest accelerator tcg'): only the conditions in which the keys
+    `among` differ (all of them when `among` is empty or they do not differ)."""
+    others = list(among)
+    varying = {name for name, value in key if any(dict(o).get(name) != value for o in others)}
+    shown = [(n, v) for n, v in key if n in varying] or list(key)
+    return ", ".join(f"{n} {v}" for n, v in shown)
+
+
+def kernel_sized(name: str, values: Iterable[str]) -> bool:
+    """Whether condition `name` with these values differs only by each kernel's own sizing: a KERNEL_SIZED buffer
+    no run set (each value marked SIZED_MARK by conditions()) whose minimum and default agree, only the maximum
+    (sized from the kernel's memory) differing."""
+    vals = list(values)
+    if name not in KERNEL_SIZED or not all(v.endswith(SIZED_MARK) for v in vals):
+        return False
+    return len({" ".join(v.split()[:2]) for v in vals}) == 1
+
+
+def sizing_note(runs: Iterable[Mapping[str, str]]) -> str | None:
+    """One footnote for the KERNEL_SIZED conditions that differ among `runs` (their conditions()) only by the
+    kernel's sizing, e.g. 'tcp_rmem maximum 6291456 to 7298144: each kernel sizes it from its memory ...'; None
+    when there is none. Such a difference is left out of differing() (no "conditions differ" mark)."""
+    rows = list(runs)
+    parts = []
+    for name in KERNEL_SIZED:
+        values = {r[name] for r in rows if name in r}
+        if len(values) > 1 and kernel_sized(name, values):
+            maxima = sorted({int(v.split()[2]) for v in values if len(v.split()) > 2 and v.split()[2].isdigit()})
+            parts.append(f"{name} maximum {maxima[0]} to {maxima[-1]}" if maxima else name)
+    if not parts:
+        return None
+    return (f"{' and '.join(parts)}: each kernel sizes it from its memory (the scenario did not set [tcp] "
+            "rmem/wmem); minimum and default agree, so it is not marked as a differing condition")
+
+
 def differing(baseline: Iterable[Mapping[str, str]], candidate: Iterable[Mapping[str, str]]) -> list[tuple[str, list[str], list[str]]]:
     """(condition, baseline values, candidate values) for every condition whose values differ between the sides.
 
     Each side is the conditions() of its runs; a condition one side lacks (a
-    sysctl only its scenario set) counts as 'not set'.
+    sysctl only its scenario set) counts as 'not set'. A buffer that differs
+    only by each kernel's own sizing (kernel_sized) is left out: sizing_note
+    says it once.
     """
     base, cand = list(baseline), list(candidate)
     names = list(dict.fromkeys(k for c in base + cand for k in c))
@@ -70,7 +128,7 @@ def differing(baseline: Iterable[Mapping[str, str]], candidate: Iterable[Mapping
     for name in names:
         b = sorted({c.get(name, "not set") for c in base})
         c = sorted({x.get(name, "not set") for x in cand})
-        if b != c:
+        if b != c and not kernel_sized(name, b + c):  # a kernel's own buffer sizing: sizing_note's footnote
             out.append((name, b, c))
     return out
 

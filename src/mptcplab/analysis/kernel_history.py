@@ -31,10 +31,13 @@ class KernelHistory:
     points: list[SeriesPoint] = field(default_factory=list)
     change_points: list[ChangePoint] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: the conditions of this series in words where the scenario's series differ (SERIES_CONDITIONS: backend,
+    #: accelerator, executor, time mode, machine); '' when it has one series or --mix joined them
+    series: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {"scenario": self.scenario, "metric": self.metric, "better": self.better, "by": self.by,
-                "threshold": self.threshold, "alpha": self.alpha, "notes": self.notes,
+                "series": self.series, "threshold": self.threshold, "alpha": self.alpha, "notes": self.notes,
                 "points": [p.to_json() for p in self.points], "change_points": [c.to_json() for c in self.change_points]}
 
 
@@ -87,14 +90,31 @@ def kernel_series(runs: list[Any], samples: dict[str, Any], envs: dict[str, tupl
     return points, notes
 
 
-def history_by_kernel(store: Any, scenario: str, metric: str = "goodput_mbps", flt: Any = None, by: str = "kernel",
-                      threshold: float = DEFAULT_THRESHOLD, alpha: float = DEFAULT_ALPHA) -> KernelHistory:
-    """The series of `scenario` in `store` (runs also matching `flt`, a RunFilter) and its change points.
+def history_by_kernel(store: Any, scenario: str, metric: str | None = None, flt: Any = None, by: str = "kernel",
+                      threshold: float = DEFAULT_THRESHOLD, alpha: float = DEFAULT_ALPHA, mix: bool = False) -> KernelHistory:
+    """The series of `scenario` in `store` with the most runs (see histories_by_kernel), a note naming the others."""
+    hists = histories_by_kernel(store, scenario, metric, flt, by, threshold, alpha, mix)
+    first = hists[0]
+    if len(hists) > 1:
+        first.notes.append("other series left out: " + "; ".join(f"{h.series} ({len(h.points)} {by}s)" for h in hists[1:]))
+    return first
 
-    UsageError when the store has no run of the scenario, or `by` is not kernel or run.
+
+def histories_by_kernel(store: Any, scenario: str, metric: str | None = None, flt: Any = None, by: str = "kernel",
+                        threshold: float = DEFAULT_THRESHOLD, alpha: float = DEFAULT_ALPHA,
+                        mix: bool = False) -> list[KernelHistory]:
+    """The series of `scenario` in `store` (runs also matching `flt`, a RunFilter) and their change points.
+
+    `metric` None: the scenario's main metric (Store.main_metrics), as compare, runs and the report judge it.
+    Runs that differ in a SERIES_CONDITIONS condition (link backend, accelerator, executor, time mode,
+    machine) are separate series, each with its own points and change points, the one with the most runs
+    first; `mix` makes one series of them all (noted). UsageError when the store has no run of the scenario,
+    or `by` is not kernel or run; MetricMissing when none of its runs has the metric.
     """
     from ..metrics import metric as metric_def
     from ..store import RunFilter
+    from .conditions import conditions, series_key, series_label, sizing_note
+    from .compare import min_repetitions
 
     if by not in BY:
         raise UsageError(f"--by {by!r}: choose kernel or run")
@@ -103,6 +123,7 @@ def history_by_kernel(store: Any, scenario: str, metric: str = "goodput_mbps", f
         given = (flt or RunFilter()).describe()
         raise UsageError(f"no stored run of scenario {scenario!r} in {store.where} matches" + (f" {given}" if given else ""),
                          f"list the stored runs with: mptcplab runs --db {store.where}")
+    metric = metric or store.main_metrics([scenario])[scenario]
     better = metric_def(metric).better
     samples = store.samples([r.uid for r in runs], metric, per_run=True)
     if not any(s.values for s in samples.values()) and any(r.repetitions for r in runs):
@@ -110,31 +131,56 @@ def history_by_kernel(store: Any, scenario: str, metric: str = "goodput_mbps", f
         if metric not in available:  # otherwise its runs have the metric but no completed repetition: noted below
             raise MetricMissing(scenario, metric, available)
     envs = store.run_environments(r.uid for r in runs)
-    points, notes = kernel_series(runs, samples, envs, by)
-    hist = KernelHistory(scenario=scenario, metric=metric, better=better, by=by, threshold=threshold, alpha=alpha,
-                         points=points, notes=notes)
-    hist.change_points = change_points(points, metric=metric, better=better, threshold=threshold, alpha=alpha)
-    hashes = {h for p in points for u in p.runs if u in samples for h in samples[u].versions}
-    if len(hashes) > 1:
-        hist.notes.append(f"the runs used {len(hashes)} versions of the scenario file: a step may be the scenario's, not the kernel's")
-    hist.notes.extend(_condition_notes(envs, points))
-    if len(points) < 2:
-        hist.notes.append(f"only {len(points)} {by}{'s' if len(points) != 1 else ''} with measured repetitions: no series to look for steps in")
-    small = [p.name for p in points if p.n < 5]
-    if small and len(points) >= 2:
-        hist.notes.append(f"{len(small)} point(s) have fewer than 5 repetitions ({', '.join(small[:3])}{', ...' if len(small) > 3 else ''}): "
-                          "a step next to them can only be found against a pooled segment")
-    return hist
+    conds = {r.uid: conditions(envs[r.uid][1], envs[r.uid][0]) if r.uid in envs else {} for r in runs}
+    groups: dict[Any, list[Any]] = {}
+    for r in runs:
+        groups.setdefault(() if mix else series_key(conds[r.uid]), []).append(r)
+    keys = sorted(groups, key=lambda k: -len(groups[k]))
+    least = min_repetitions(alpha)
+    out = []
+    for key in keys:
+        members = groups[key]
+        points, notes = kernel_series(members, samples, envs, by)
+        hist = KernelHistory(scenario=scenario, metric=metric, better=better, by=by, threshold=threshold, alpha=alpha,
+                             points=points, notes=notes, series=series_label(key, keys) if len(keys) > 1 else "")
+        too_small: list[tuple[str, str, int, int]] = []
+        hist.change_points = change_points(points, metric=metric, better=better, threshold=threshold, alpha=alpha,
+                                           too_small=too_small)
+        for before, after, nb, na in too_small:
+            hist.notes.append(f"no change point between {before} and {after}: a side has {min(nb, na)} repetition"
+                              f"{'s' if min(nb, na) != 1 else ''}, fewer than the {least} the rule needs at alpha {alpha:g}")
+        hashes = {h for p in points for u in p.runs if u in samples for h in samples[u].versions}
+        if len(hashes) > 1:
+            hist.notes.append(f"the runs used {len(hashes)} versions of the scenario file: a step may be the scenario's, not the kernel's")
+        hist.notes.extend(_condition_notes(envs, points))
+        note = sizing_note([conds[u] for p in points for u in p.runs])
+        if note:
+            hist.notes.append(note)
+        if len(points) < 2:
+            hist.notes.append(f"only {len(points)} {by}{'s' if len(points) != 1 else ''} with measured repetitions: no series to look for steps in")
+        small = [p.name for p in points if p.n < least]
+        if small and len(points) >= 2:
+            hist.notes.append(f"{len(small)} point(s) have fewer than {least} repetitions ({', '.join(small[:3])}"
+                              f"{', ...' if len(small) > 3 else ''}): a step next to them can only be found against a pooled segment")
+        out.append(hist)
+    if mix and len({series_key(c) for c in conds.values()}) > 1:
+        labels = list(dict.fromkeys(series_key(c) for c in conds.values()))
+        out[0].notes.append("--mix: runs under different conditions are in one series (" + "; ".join(series_label(k, labels)
+                            for k in labels) + "): a step may be the conditions', not the kernel's")
+    elif len(keys) > 1:
+        for h in out:
+            h.notes.append(f"one of {len(keys)} series of {scenario}, each judged on its own (--mix to join them)")
+    return out
 
 
 def _metrics_of(store: Any, runs: list[Any]) -> list[str]:
     """The metrics the newest run with repetitions has stored (subflow ones as <path>.<name> left out)."""
-    from ..metrics import metric as metric_def, repetition_metrics
+    from ..metrics import find_metric, repetition_metrics
 
     run = next(r for r in runs if r.repetitions)
     reps = [rep for rep in store.load_result(run.uid).repetitions if not rep.warmup]
     names = {name for rep in reps for name in repetition_metrics(rep)}
-    return sorted(n for n in names if metric_def(n).scope == "repetition" and "." not in n)
+    return sorted(n for n in names if (row := find_metric(n)) is not None and row.scope == "repetition")
 
 
 def _condition_notes(envs: dict[str, tuple[str, dict[str, Any]]], points: list[SeriesPoint]) -> list[str]:

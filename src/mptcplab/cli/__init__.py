@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from typing import Any
 
 import typer
@@ -48,15 +49,68 @@ from . import kernel  # noqa: E402,F401  (registers kernel fetch/list/add and ma
 from . import report  # noqa: E402,F401  (registers report on `app`)
 from . import suite  # noqa: E402,F401  (registers suite list/run and bisect on `app`)
 from . import fleet  # noqa: E402,F401  (registers submit, worker and campaign on `app`)
+from . import selftest  # noqa: E402,F401  (registers selftest build and simult_flows on `app`)
 
 __all__ = ["app", "main"]
 
 
+def option_error(e: Any) -> str:
+    """A usage error of the CLI framework (a bad option value, a missing or unknown option, an extra argument) as the
+    lab's one line, `what is wrong — see 'mptcplab CMD --help'` (the framework's own is four lines with the usage)."""
+    from pydantic import ValidationError
+    from typer._click.exceptions import BadParameter, MissingParameter, NoSuchOption
+
+    from ..fields import problem_words
+
+    ctx = getattr(e, "ctx", None)
+    fix = f"see '{ctx.command_path} --help'" if ctx is not None else "see 'mptcplab --help'"
+    param = getattr(e, "param", None)
+    name = None
+    if param is not None:
+        longs = [o for o in getattr(param, "opts", []) if o.startswith("--")]
+        name = longs[0] if longs and param.param_type_name == "option" else (param.metavar or param.name or "").upper()
+    cause = e.__cause__
+    if isinstance(e, MissingParameter):
+        what = f"missing {param.param_type_name if param is not None else 'value'} {name or ''}".rstrip()
+    elif isinstance(e, BadParameter) and isinstance(cause, ValidationError) and name:  # typer checks values with pydantic
+        first = cause.errors()[0]
+        what = problem_words(first, name, got=str(first.get("input")))
+    elif isinstance(e, BadParameter):
+        what = f"{name or 'a value'}: {e.message.rstrip('.')}"
+    elif isinstance(e, NoSuchOption):
+        what = f"no such option {e.option_name}" + (f" (did you mean {', '.join(sorted(e.possibilities))}?)"
+                                                    if e.possibilities else "")
+    else:
+        message = e.format_message().rstrip(".")
+        what = message[:1].lower() + message[1:]
+    return f"{what} — {fix}"
+
+
 def main() -> None:
+    """The mptcplab command: every error one line on stderr with the README's exit code, never a traceback."""
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+
+    from ..errors import LabError
+    from .common import error_line
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     command = typer.main.get_command(app)
     _plain_metavars(command)
-    command(prog_name="mptcplab")
+    try:
+        code = command.main(prog_name="mptcplab", standalone_mode=False)
+    except NoArgsIsHelpError as e:  # `mptcplab` or `mptcplab kernel` alone: the help, exit 2, as always
+        e.show()
+        sys.exit(e.exit_code)
+    except ClickException as e:
+        error_line(option_error(e))
+        sys.exit(e.exit_code)
+    except LabError as e:  # raised while the options are read: --db checked before any work
+        error_line(e.message + (f" — {e.hint}" if e.hint else ""))
+        sys.exit(e.exit_code)
+    except typer.Abort:  # Ctrl-C while the framework reads the options (inside a command, `handled` says it)
+        error_line("interrupted by Ctrl-C")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

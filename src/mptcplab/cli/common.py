@@ -12,7 +12,8 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional, ParamSpec, TypeVar
@@ -40,13 +41,41 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="A performance lab for the Linux MPTCP packet scheduler.")
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
+
+
+def _check_db(value: Optional[str]) -> Optional[str]:
+    """--db is checked as the options are read, before any work: an unsupported URL or a SQLite file in a directory
+    that does not exist is one line, exit 2 (store.location.resolve_db), for every command that takes it."""
+    if value is not None:
+        from ..store.location import resolve_db
+
+        resolve_db(value)
+    return value
+
+
 DbOption = Annotated[Optional[str], typer.Option(
-    "--db", help="results database: a SQLite path or a URL (default: $MPTCPLAB_DB, else ~/.local/share/mptcplab/results.db)")]
+    "--db", callback=_check_db, help="results database: a SQLite path or a URL (default: $MPTCPLAB_DB, else ~/.local/share/mptcplab/results.db)")]
+
+
+def error_line(message: str) -> None:
+    """`error: message` on stderr, one line however long."""
+    err.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    err.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
+    error_line(message)
     raise typer.Exit(code)
+
+
+@contextmanager
+def working(what: str) -> Iterator[Callable[[str], None]]:
+    """Progress of a read that may pass a second (report, compare, export, history --suite) on stderr: a spinner
+    on a terminal, else one line `what …` once a second has passed. Yields a function that updates the detail
+    shown on a terminal (e.g. "37/154 runs")."""
+    from ..waits import ConsoleWaits
+
+    with ConsoleWaits(err).waiting(what) as detail:
+        yield detail
 
 
 def handled(fn: Callable[P, R]) -> Callable[P, R]:
@@ -72,36 +101,32 @@ SetOption = Annotated[Optional[list[str]], typer.Option(
 FailFastOption = Annotated[bool, typer.Option("--fail-fast", help="stop at the first repetition that does not complete (default: record it and go on)")]
 
 
-def _set_accel(value: Optional[str]) -> Optional[str]:
-    """--accel sets MPTCPLAB_ACCEL for this process and its children (a worker's, a bisect's guests): one rule, executors/qemu/accel.py."""
-    if value is not None:
-        from ..executors.qemu.accel import ACCELERATORS, ENV
-        import os
+def _sets_env(module: str, env: str, choices: str, what: str) -> Callable[[Optional[str]], Optional[str]]:
+    """The callback of an option that sets an environment variable for this process and its children (a worker's, a
+    bisect's guests): --accel (executors/qemu/accel.py), --time (executors/uml). `module` (relative to this package)
+    names the variable (`env`) and the accepted values (`choices`), so the rule stays where the executor is."""
 
-        if value.strip().lower() not in ACCELERATORS:
-            raise typer.BadParameter(f"{value!r} is not an accelerator: use one of {', '.join(ACCELERATORS)}")
-        os.environ[ENV] = value.strip().lower()
-    return value
+    def callback(value: Optional[str]) -> Optional[str]:
+        if value is not None:
+            import importlib
+
+            owner = importlib.import_module(module, __package__)
+            accepted, name = getattr(owner, choices), getattr(owner, env)
+            if value.strip().lower() not in accepted:
+                raise typer.BadParameter(f"{value!r} is not {what}: use one of {', '.join(accepted)}")
+            os.environ[name] = value.strip().lower()
+        return value
+
+    return callback
+
+
+_set_accel = _sets_env("..executors.qemu.accel", "ENV", "ACCELERATORS", "an accelerator")
+_set_time = _sets_env("..executors.uml", "TIME_ENV", "TIME_MODES", "a time mode")
 
 
 AccelOption = Annotated[Optional[str], typer.Option(
     "--accel", callback=_set_accel, metavar="auto|kvm|tcg",
     help="QEMU guests' accelerator: auto (KVM where it proves itself on the kernel, else TCG), kvm, or tcg (default: $MPTCPLAB_ACCEL, else auto)")]
-
-
-def _set_time(value: Optional[str]) -> Optional[str]:
-    """--time sets MPTCPLAB_TIME for this process and its children: the clock of UML kernels (executors/uml)."""
-    if value is not None:
-        import os
-
-        from ..executors.uml import TIME_ENV, TIME_MODES
-
-        if value.strip().lower() not in TIME_MODES:
-            raise typer.BadParameter(f"{value!r} is not a time mode: use one of {', '.join(TIME_MODES)}")
-        os.environ[TIME_ENV] = value.strip().lower()
-    return value
-
-
 TimeOption = Annotated[Optional[str], typer.Option(
     "--time", callback=_set_time, metavar="travel|real",
     help="UML kernels' clock: travel (simulated time, deterministic, the default) or real (default: $MPTCPLAB_TIME, else travel)")]
@@ -157,8 +182,12 @@ class RichProgress(RunProgress):
 
     def repetition_finished(self, rep: Repetition) -> None:
         if self.task is not None:
-            text = f"{self.scenario} rep {rep.index + 1}: {rep.goodput_mbps:.2f} mbit/s in {rep.completion_s:.2f}s"
-            if not rep.completed:
+            # a best-path baseline repetition: the scenario line already says "TCP on <path>"
+            who = self.scenario if rep.baseline_path else f"{self.scenario} rep {rep.index + 1}"
+            text = f"{who}: {rep.goodput_mbps:.2f} mbit/s in {rep.completion_s:.2f}s"
+            if not rep.completed and not rep.fails_run:  # a baseline timing out on a path too slow alone: designed
+                text += f" — stopped as expected: {rep.error}"
+            elif not rep.completed:
                 text += f" — {rep.status.upper()}: {rep.error}"
             elif rep.over_budget:
                 text += " (over budget)"

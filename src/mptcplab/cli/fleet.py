@@ -127,7 +127,7 @@ def worker(
 @handled
 def campaign(
     campaign_id: Annotated[Optional[str], typer.Argument(metavar="ID", help="a campaign id as submit printed it (default: list every campaign)")] = None,
-    metric: Annotated[str, typer.Option("--metric", help="the metric of the summary table")] = "goodput_mbps",
+    metric: Annotated[Optional[str], typer.Option("--metric", help="the metric of the summary table (default: each case's main metric, as suite run, compare and history judge it)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON document: progress per worker (and the summary rows when complete)")] = False,
     db: DbOption = None,
 ) -> None:
@@ -166,7 +166,9 @@ def campaign(
     if complete:
         from ..suite import summary_rows
 
-        doc["rows"] = summary_rows(results, metric)
+        from ..metrics import result_main_metric
+
+        doc["rows"] = summary_rows(results, metric or {r.scenario: result_main_metric(r) for r in results})
     if as_json:
         sys.stdout.write(json.dumps(doc, default=str) + "\n")
     else:
@@ -180,9 +182,10 @@ def campaign(
         for line in doc["errors"]:
             out.print(line, highlight=False, markup=False, soft_wrap=True)
         if complete:
-            print_case_rows(campaign_id, doc["rows"], metric, what=f"campaign {campaign_id} (runs tagged campaign={campaign_id})")
+            print_case_rows(campaign_id, doc["rows"], metric or (doc["rows"][0]["metric"] if doc["rows"] else "goodput_mbps"), what=f"campaign {campaign_id} (runs tagged campaign={campaign_id})")
             for res in results:
-                for e in res.errors:
+                errors, notes = res.failures()  # a best-path baseline timing out as designed is a note
+                for e in errors + [f"note: {n}" for n in notes]:
                     out.print(f"{res.scenario} @ {res.kernel}: {e}", highlight=False, markup=False, soft_wrap=True)
     incomplete_reps = any(not r.completed for res in results for r in res.repetitions)
     if complete and (failed or incomplete_reps):

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from ..errors import UsageError
 from .common import (AlphaOption, DbOption, ThresholdOption, app, err, handled, known_metrics, listing_store, nothing_stored,
-                     out, parse_threshold, run_filter, store_at)
+                     out, parse_threshold, run_filter, store_at, working)
 from ..outputs import FIGURE_SUFFIXES, check_output, writing
 
 
@@ -37,35 +37,43 @@ def runs(
     since: Annotated[Optional[str], typer.Option("--since", help="only runs started since a date/time or an age (12h, 7d)")] = None,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="only runs with this key=value tag (repeatable)")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="at most this many, newest first")] = 50,
+    metric: Annotated[Optional[str], typer.Option("--metric", help="the metric whose median is listed (default: each run's main metric, the one compare and history judge it by)")] = None,
     db: DbOption = None,
 ) -> None:
-    """List stored runs, newest first."""
+    """List stored runs, newest first, each with the median of its main metric."""
+    if metric is not None:
+        known_metrics([metric])
     flt = run_filter(scenario, label, kernel, since, tag)
     store, where = listing_store(db)
     if store is None or not store.count_runs():
         nothing_stored(where, out)
         return
-    found = store.list_runs(flt, limit=limit)
+    found = store.list_runs(flt, limit=limit, metric=metric, with_medians=True)
     if not found:
         out.print(f"no runs in {store.where} match", highlight=False)
         return
-    from ..metrics import latency_columns
+    from ..metrics import latency_columns, metric as metric_def
 
     table = Table(title=f"runs in {store.where}", title_justify="left")
-    # a latency workload's run shows its latency (p50 / p99 / max), not goodput
+    # each run by its main metric (what every verdict judges it by); a latency workload's run also by its p50 / p99 / max
     with_latency = any(latency_columns(r.medians) for r in found)
-    for col in ("run", "started", "scenario", "version", "label", "kernel", "status", "reps", "goodput mbit/s",
+    for col in ("run", "started", "scenario", "version", "label", "kernel", "status", "reps", "metric", "median",
                 *(["latency p50 / p99 / max ms"] if with_latency else [])):
-        table.add_column(col, justify="right" if col in ("reps", "goodput mbit/s") or col.startswith("latency") else "left")
+        table.add_column(col, justify="right" if col in ("reps", "median") or col.startswith("latency") else "left",
+                         no_wrap=col.startswith("latency") or col in ("median", "run"))
     for r in found:
+        unit = metric_def(r.metric).unit
         latency = latency_columns(r.medians)
-        row = [r.uid, _when(r.started_at), escape(r.scenario), r.scenario_hash[:8], escape(r.label or ""), escape(r.kernel),
-               r.status, str(r.repetitions),
-               f"{r.goodput_median:.2f}" if r.goodput_median is not None and not latency else ""]
+        row = [r.uid, _when(r.started_at), escape(r.scenario), r.scenario_hash[:8], escape(r.label or ""), escape(r.kernel), r.status,
+               str(r.repetitions), r.metric, f"{r.median:.3f}{' ' + unit if unit else ''}" if r.median is not None else ""]
         if with_latency:
             row.append(" / ".join(f"{r.medians[m]:.1f}" if m in r.medians else "-" for m in latency) if latency else "")
         table.add_row(*row)
     out.print(table)
+    if len(found) == limit:
+        total = store.count_runs(flt)
+        if total > limit:
+            out.print(f"{limit} of {total} (--limit)", highlight=False)
 
 
 @app.command()
@@ -73,11 +81,14 @@ def runs(
 def show(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="a run id (or an unambiguous prefix of at least 4 characters)")],
     as_json: Annotated[bool, typer.Option("--json", help="the run as one JSON document (the `run --json` format)")] = False,
+    metric: Annotated[Optional[str], typer.Option("--metric", help="the metric printed first (default: the run's main metric, the one compare and history judge it by)")] = None,
     db: DbOption = None,
 ) -> None:
-    """Show one stored run in full: environment, scenario, repetitions and summary."""
+    """Show one stored run in full: environment, scenario, repetitions, summary and why (the scheduler's evidence)."""
     from ..report import print_details
 
+    if metric is not None:
+        known_metrics([metric])
     store = store_at(db)
     uid = store.resolve_run(run_id)
     result = store.load_result(uid)
@@ -99,7 +110,7 @@ def show(
     ]
     for line in lines:
         out.print(line, highlight=False, markup=False, soft_wrap=True)
-    print_details(result, out)
+    print_details(result, out, metric or store.main_metrics([result.scenario]).get(result.scenario))
 
 
 EXPORT_COLUMNS = ["run_id", "scenario", "scenario_hash", "label", "kernel", "scheduler", "path_manager", "backend",
@@ -153,6 +164,7 @@ def export(
     kernel: Annotated[Optional[str], typer.Option("--kernel", help="only runs on this kernel: a release or version prefix (6.1 is 6.1.0-50-cloud-amd64 = 6.1.176, not 6.12)")] = None,
     since: Annotated[Optional[str], typer.Option("--since", help="only runs started since a date/time or an age (12h, 7d)")] = None,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="only runs with this key=value tag (repeatable)")] = None,
+    timeseries: Annotated[bool, typer.Option("--timeseries/--no-timeseries", help="json: keep each repetition's per-path time series, as stored (default), or leave them out for a smaller file")] = True,
     db: DbOption = None,
 ) -> None:
     """Export stored runs for other tools (pandas, spreadsheets): CSV or JSON."""
@@ -169,18 +181,22 @@ def export(
         results = []
     else:
         flt.run_ids = [store.resolve_run(r) for r in run_ids or []]
-        found = store.list_runs(flt)
-        results = [store.load_result(r.uid) for r in reversed(found)]  # oldest first
+        with working(f"export: reading the runs from {store.where}") as detail:
+            found = store.list_runs(flt)
+            results = []
+            for r in reversed(found):  # oldest first
+                results.append(store.load_result(r.uid))
+                detail(f"{len(results)}/{len(found)} runs")
     if output is None:
-        _write_export(sys.stdout, fmt, results)
+        _write_export(sys.stdout, fmt, results, timeseries)
         return
     with writing(output, "--output"), output.open("w", newline="") as stream:
-        _write_export(stream, fmt, results)
+        _write_export(stream, fmt, results, timeseries)
 
 
-def _write_export(stream: Any, fmt: str, results: list[Any]) -> None:
+def _write_export(stream: Any, fmt: str, results: list[Any], timeseries: bool = True) -> None:
     if fmt == "json":
-        json.dump([r.to_json() for r in results], stream)
+        json.dump([r.to_json(timeseries=timeseries) for r in results], stream)
         stream.write("\n")
     else:
         columns, rows = _csv_rows(results)
@@ -194,7 +210,7 @@ def _write_export(stream: Any, fmt: str, results: list[Any]) -> None:
 def compare(
     baseline: Annotated[str, typer.Option("--baseline", help="selector: a run id, label, kernel (release or version prefix) or tag key=value")],
     candidate: Annotated[str, typer.Option("--candidate", help="selector: a run id, label, kernel (release or version prefix) or tag key=value")],
-    metric: Annotated[Optional[list[str]], typer.Option("--metric", help="goodput_mbps (default), completion_s, retransmits, bytes_retrans, rtt_ms (repeatable)")] = None,
+    metric: Annotated[Optional[list[str]], typer.Option("--metric", help="judge every scenario by this metric (repeatable; default: each scenario's main metric, goodput_mbps for bulk, latency_p99_ms for rr, ...)")] = None,
     threshold: ThresholdOption = "5%",
     alpha: AlphaOption = 0.01,
     fmt: Annotated[str, typer.Option("--format", help="table, markdown, json or junit (one test case per scenario and metric)")] = "table",
@@ -210,13 +226,14 @@ def compare(
         raise UsageError(f"--format {fmt!r}: choose table, markdown, json or junit")
     if output is not None and fmt == "table":
         raise UsageError("--output writes the markdown, json or junit formats", "add --format markdown, json or junit")
-    metrics = known_metrics(metric or ["goodput_mbps"])
+    metrics = known_metrics(metric) if metric else None  # None: each scenario by its main metric
     if output is not None:
         check_output(output, "--output")
     if plot is not None:
         check_output(plot, "--plot", FIGURE_SUFFIXES)
     store = store_at(db)
-    report = compare_stored(store, baseline, candidate, metrics, threshold=parse_threshold(threshold), alpha=alpha)
+    with working(f"compare: reading and judging {baseline} vs {candidate} in {store.where}"):
+        report = compare_stored(store, baseline, candidate, metrics, threshold=parse_threshold(threshold), alpha=alpha)
     if plot is not None:
         from ..plots import plot_comparison
 
@@ -251,7 +268,7 @@ def compare(
 @handled
 def history(
     scenario: Annotated[Optional[str], typer.Argument(metavar="SCENARIO", help="a scenario name, as `mptcplab runs` lists it")] = None,
-    metric: Annotated[Optional[str], typer.Option("--metric", help="goodput_mbps (default; with --suite each case's main metric, as suite run judges it), completion_s, retransmits, bytes_retrans, rtt_ms, latency_p99_ms, ...")] = None,
+    metric: Annotated[Optional[str], typer.Option("--metric", help="the metric judged (default: the scenario's main metric, as compare, runs and suite run judge it: goodput_mbps for bulk, latency_p99_ms for rr, ...)")] = None,
     label: Annotated[Optional[str], typer.Option("--label", help="only runs with this label")] = None,
     kernel: Annotated[Optional[str], typer.Option("--kernel", help="only runs on this kernel: a release or version prefix (6.1 is 6.1.0-50-cloud-amd64 = 6.1.176, not 6.12)")] = None,
     since: Annotated[Optional[str], typer.Option("--since", help="only runs started since a date/time or an age (12h, 7d)")] = None,
@@ -259,16 +276,19 @@ def history(
     threshold: ThresholdOption = "5%",
     alpha: AlphaOption = 0.01,
     fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="also draw the medians and CIs per run, judged steps in colour, to this PNG")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="also draw the medians and CIs per run (with --by: per kernel or run, every repetition and the change points), judged steps in colour, to this PNG")] = None,
     by: Annotated[Optional[str], typer.Option("--by", help="kernel: one point per kernel in version order, with change points; run: one point per run, with change points")] = None,
     suite: Annotated[bool, typer.Option("--suite", help="every suite case at once; prints only the change points (implies --by kernel)")] = False,
+    mix: Annotated[bool, typer.Option("--mix", help="judge runs under different link backends, accelerators, executors, time modes or machines as one series (default: each its own series)")] = False,
     db: DbOption = None,
 ) -> None:
-    """One scenario's metric over its stored runs, oldest first; each run judged against the one before it.
+    """One scenario's metric over its stored runs, oldest first; each run judged against the one before it in its series.
 
     With --by kernel: one point per kernel (all its repetitions), ordered by
-    kernel version, and the change points of the whole series. --suite does
-    that for every suite case and prints only the change points.
+    kernel version, and the change points of each series. --suite does
+    that for every suite case and prints only the change points. Runs under
+    other conditions (backend, accelerator, executor, time mode, machine) are
+    a series of their own unless --mix.
     """
     from ..analysis.history import history_stored
 
@@ -279,32 +299,34 @@ def history(
     if suite or by is not None:
         if by is not None and by not in ("kernel", "run"):
             raise UsageError(f"--by {by!r}: choose kernel or run")
-        if plot is not None:
-            raise UsageError("--plot draws the pairwise history: leave out --by/--suite to use it")
         if suite == (scenario is not None):
             raise UsageError("give a SCENARIO or --suite, not both" if suite else "give a SCENARIO (or --suite)")
+        if plot is not None and suite:
+            raise UsageError("--plot draws one scenario's series: give a SCENARIO instead of --suite")
+        if plot is not None:
+            check_output(plot, "--plot", FIGURE_SUFFIXES)
         _history_series(scenario, metric, run_filter(None, label, kernel, since, tag), by or "kernel", suite,
-                        parse_threshold(threshold), alpha, fmt, db)
+                        parse_threshold(threshold), alpha, fmt, db, mix, plot)
         return
     if scenario is None:
         raise UsageError("give a SCENARIO (or --suite)", "mptcplab history two-paths")
-    metric = metric or "goodput_mbps"
     if plot is not None:
         check_output(plot, "--plot", FIGURE_SUFFIXES)
     flt = run_filter(None, label, kernel, since, tag)
     store, where = listing_store(db)
     if store is None:
         from ..analysis.history import History
-        from ..store import METRICS
+        from ..metrics import metric as metric_def
 
         nothing_stored(where, err if fmt == "json" else out)
-        if fmt == "json":
-            empty = History(scenario=scenario, metric=metric, better=METRICS.get(metric, "higher"),
+        if fmt == "json":  # nothing stored: no kind to take a main metric from
+            empty = History(scenario=scenario, metric=metric or "", better=metric_def(metric).better if metric else "",
                             threshold=parse_threshold(threshold), alpha=alpha)
             sys.stdout.write(json.dumps(empty.to_json()) + "\n")
         return
     hist = history_stored(store, scenario, metric, flt,
-                          threshold=parse_threshold(threshold), alpha=alpha)
+                          threshold=parse_threshold(threshold), alpha=alpha, mix=mix)
+    metric = hist.metric
     if plot is not None:
         from ..plots import plot_history
 
@@ -319,7 +341,8 @@ def history(
     for p in hist.points:
         verdict = p.verdict or ""
         style = {"regressed": "red", "improved": "green"}.get(verdict)
-        table.add_row(p.run_id, _when(p.started_at), escape(p.kernel), escape(p.label or ""), str(p.n), f"{p.median:.3f}",
+        table.add_row(p.run_id, _when(p.started_at), escape(p.kernel), escape(p.label or "") + (f" [{escape(p.series)}]" if p.series else ""),
+                      str(p.n), f"{p.median:.3f}",
                       f"[{p.ci95[0]:.3f}, {p.ci95[1]:.3f}]", "" if p.change is None else f"{p.change * 100:+.1f}%",
                       "" if p.p_value is None else f"{p.p_value:.4f}",
                       (f"[{style}]{verdict}[/{style}]" if style else verdict) + (" (scenario changed)" if p.version_changed else "")
@@ -348,12 +371,13 @@ CHANGE_POINT_HEADER = ["scenario", "metric", "before", "after", "median before",
 
 
 def _history_series(scenario: str | None, metric: str | None, flt: Any, by: str, suite: bool, threshold: float, alpha: float,
-                    fmt: str, db: str | None) -> None:
-    """`history --by kernel|run` for one scenario (`metric` None: goodput_mbps), or `--suite` for every suite case
-    that has stored runs (`metric` None: each case's main metric, SuiteCase.metric)."""
+                    fmt: str, db: str | None, mix: bool = False, plot: Path | None = None) -> None:
+    """`history --by kernel|run` for one scenario, or `--suite` for every suite case that has stored runs; `metric`
+    None: each scenario's main metric (Store.main_metrics). Each series (runs under the same backend, accelerator,
+    executor, time mode and machine; one with `mix`) is judged on its own; `plot` draws the scenario's series."""
     from dataclasses import replace as dc_replace
 
-    from ..analysis.kernel_history import MetricMissing, history_by_kernel
+    from ..analysis.kernel_history import MetricMissing, histories_by_kernel
     from ..store import RunFilter
 
     store = store_at(db)
@@ -361,14 +385,16 @@ def _history_series(scenario: str | None, metric: str | None, flt: Any, by: str,
     if suite:
         from ..suite import suite_cases
 
-        stored = {r.scenario for r in store.list_runs(dc_replace(flt or RunFilter()))}
         hists = []
-        for c in suite_cases():
-            if c.name in stored:
-                try:
-                    hists.append(history_by_kernel(store, c.name, metric or c.metric, flt, by, threshold, alpha))
-                except MetricMissing:  # --metric names what this case's workload does not measure
-                    lacking.append(c.name)
+        with working(f"history: every suite case's series in {store.where}") as detail:
+            stored = {r.scenario for r in store.list_runs(dc_replace(flt or RunFilter()))}
+            for c in suite_cases():
+                if c.name in stored:
+                    detail(c.name)
+                    try:
+                        hists.extend(histories_by_kernel(store, c.name, metric, flt, by, threshold, alpha, mix))
+                    except MetricMissing:  # --metric names what this case's workload does not measure
+                        lacking.append(c.name)
         if lacking and not hists:
             raise UsageError(f"no stored suite case has the metric {metric}", f"leave out --metric: each case is then "
                              "judged by its own main metric")
@@ -378,51 +404,59 @@ def _history_series(scenario: str | None, metric: str | None, flt: Any, by: str,
                              f"list the stored runs with: mptcplab runs --db {store.where}" if given
                              else "run the suite first: mptcplab suite run")
     else:
-        metric = metric or "goodput_mbps"
-        hists = [history_by_kernel(store, scenario or "", metric, flt, by, threshold, alpha)]
-    if fmt == "json":
-        doc: Any = [h.to_json() for h in hists] if suite else hists[0].to_json()
+        hists = histories_by_kernel(store, scenario or "", metric, flt, by, threshold, alpha, mix)
+    if plot is not None:
+        from ..plots import plot_kernel_history
+
+        _write_plot(lambda: plot_kernel_history(hists, plot), plot)
+    if fmt == "json":  # one scenario: its main series, the others (other conditions) under "other_series"
+        doc: Any = [h.to_json() for h in hists] if suite else \
+            dict(hists[0].to_json(), other_series=[h.to_json() for h in hists[1:]])
         sys.stdout.write(json.dumps(doc) + "\n")
         return
     what = "kernel" if by == "kernel" else "run"
     if not suite:
-        h = hists[0]
-        table = Table(title=f"{h.scenario}: {metric} per {what}" + (", in kernel version order" if by == "kernel" else ", oldest first")
-                      + f" (change points: threshold {threshold * 100:g}%, alpha {alpha:g})", title_justify="left")
-        for col in (what, "version", "runs", "n", "median", "95% CI", "change point"):
-            table.add_column(col, justify="right" if col in ("runs", "n", "median", "95% CI") else "left")
-        starts = {c.index: c for c in h.change_points}
-        for i, p in enumerate(h.points):
-            c = starts.get(i)
-            mark = ""
-            if c is not None:
-                style = "red" if c.verdict == "regressed" else "green"
-                mark = f"[{style}]{c.verdict} {_pct(c.change)} [{_pct(c.ci95[0])}, {_pct(c.ci95[1])}], p {_p(c.p_value)}[/{style}]"
-            table.add_row(p.name, p.version, str(len(p.runs)), str(p.n), f"{p.median:.3f}", f"[{p.ci95[0]:.3f}, {p.ci95[1]:.3f}]", mark)
-        out.print(table)
+        for h in hists:
+            table = Table(title=f"{h.scenario}: {h.metric} per {what}" + (", in kernel version order" if by == "kernel" else ", oldest first")
+                          + (f"; series {h.series}" if h.series else "")
+                          + f" (change points: threshold {threshold * 100:g}%, alpha {alpha:g})", title_justify="left")
+            for col in (what, "version", "runs", "n", "median", "95% CI", "change point"):
+                table.add_column(col, justify="right" if col in ("runs", "n", "median", "95% CI") else "left")
+            starts = {c.index: c for c in h.change_points}
+            for i, p in enumerate(h.points):
+                c = starts.get(i)
+                mark = ""
+                if c is not None:
+                    style = "red" if c.verdict == "regressed" else "green"
+                    mark = f"[{style}]{c.verdict} {_pct(c.change)} [{_pct(c.ci95[0])}, {_pct(c.ci95[1])}], p {_p(c.p_value)}[/{style}]"
+                table.add_row(p.name, p.version, str(len(p.runs)), str(p.n), f"{p.median:.3f}", f"[{p.ci95[0]:.3f}, {p.ci95[1]:.3f}]", mark)
+            out.print(table)
     cps = [(h, c) for h in hists for c in h.change_points]
+    cases = len({h.scenario for h in hists})
     if cps:
-        table = Table(title=f"change points ({len(cps)} in {len(hists)} case{'s' if len(hists) != 1 else ''}; the segments either side "
+        table = Table(title=f"change points ({len(cps)} in {cases} case{'s' if cases != 1 else ''}; the segments either side "
                             f"pooled, threshold {threshold * 100:g}%, alpha {alpha:g}, one-sided Mann-Whitney U)", title_justify="left")
         for col in CHANGE_POINT_HEADER:
             table.add_column(col, justify="left" if col in ("scenario", "metric", "before", "after", "verdict") else "right",
                              overflow="fold")
         for h in hists:
-            for row in change_point_rows(h.scenario, h.metric, h.change_points):
+            name = h.scenario + (f" [{h.series}]" if h.series else "")
+            for row in change_point_rows(name, h.metric, h.change_points):
                 style = {"regressed": "red", "improved": "green"}.get(row[-1])
-                table.add_row(*row[:-1], f"[{style}]{row[-1]}[/{style}]" if style else row[-1])
+                table.add_row(*map(escape, row[:-1]), f"[{style}]{row[-1]}[/{style}]" if style else row[-1])
         out.print(table)
     else:
-        out.print(f"no change point in {len(hists)} case{'s' if len(hists) != 1 else ''} "
+        out.print(f"no change point in {cases} case{'s' if cases != 1 else ''} "
                   f"({', '.join(f'{h.scenario}: {len(h.points)} {what}s' for h in hists[:6])}{', ...' if len(hists) > 6 else ''})",
-                  highlight=False, soft_wrap=True)
+                  highlight=False, markup=False, soft_wrap=True)
     # a note about the kernels (their tcp_rmem differs, ...) holds for every case that ran on them: said once
     cases_of: dict[str, list[str]] = {}
     for h in hists:
         for note in h.notes:
             cases_of.setdefault(note, []).append(h.scenario)
-    for note, cases in cases_of.items():
-        where = "" if not suite else ("every case: " if len(cases) == len(hists) > 1 else f"{', '.join(cases)}: ")
+    for note, named in cases_of.items():
+        named = list(dict.fromkeys(named))
+        where = "" if not suite else ("every case: " if len(named) == cases > 1 else f"{', '.join(named)}: ")
         out.print(f"note: {where}{note}", highlight=False, markup=False, soft_wrap=True)
     if lacking:
         out.print(f"note: {len(lacking)} case(s) do not measure {metric}, left out: {', '.join(lacking)}",
@@ -443,6 +477,7 @@ def _write_plot(draw: Callable[[], object], path: Path) -> None:
 def import_cmd(
     files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="spool files, `run --json` documents or `export --format json` files (also .gz) to load")],
     db: DbOption = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="one line per run (default: one line in all)")] = False,
 ) -> None:
     """Load spooled results (written when the database was unavailable), `run --json` documents or another
     store's `export --format json` into the store; importing twice adds nothing."""
@@ -452,14 +487,20 @@ def import_cmd(
 
     loaded = [(path, *run) for path in files for run in spool.read_all(path)]  # every file is read before the store is touched:
     store = store_at(db, create=True)                          # a failed import creates no empty database
-    total = 0
-    for path, result, scenario in loaded:
-        added = store.save_result(result, scenario)
-        total += added
-        out.print(f"imported run {result.run_id} ({result.scenario}): {added} new of "
-                  f"{plural(len(result.repetitions), 'repetition')} into {store.where}", highlight=False, markup=False)
-        if path.resolve().parent == spool_dir().resolve():
-            path.unlink(missing_ok=True)  # the lab's own spool file: its content is now in the store
-    if len(loaded) > 1:
-        out.print(f"imported {plural(len(loaded), 'run')} from {plural(len(files), 'file')}: "
-                  f"{plural(total, 'new repetition')} into {store.where}", highlight=False, markup=False)
+    total = complete = 0
+    with working(f"import: {plural(len(loaded), 'run')} into {store.where}") as detail:
+        for i, (path, result, scenario) in enumerate(loaded, 1):
+            added = store.save_result(result, scenario)
+            total += added
+            complete += added == 0
+            detail(f"{i}/{len(loaded)} runs")
+            if verbose or len(loaded) == 1:  # one run: its line is the summary
+                out.print(f"imported run {result.run_id} ({result.scenario}): {added} new of "
+                          f"{plural(len(result.repetitions), 'repetition')} into {store.where}", highlight=False, markup=False,
+                          soft_wrap=True)
+            if path.resolve().parent == spool_dir().resolve():
+                path.unlink(missing_ok=True)  # the lab's own spool file: its content is now in the store
+    if len(loaded) != 1:
+        out.print(f"imported {plural(len(loaded), 'run')} from {plural(len(files), 'file')}: {plural(total, 'new repetition')}"
+                  + (f" ({complete} of the runs were stored in full already)" if complete else "") + f" into {store.where}",
+                  highlight=False, markup=False, soft_wrap=True)

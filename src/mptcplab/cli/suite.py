@@ -34,7 +34,8 @@ def list_cmd(
     cases = suite_cases(tag)
     if as_json:
         sys.stdout.write(json.dumps([{"name": c.name, "tier": c.tier, "tags": c.tags, "description": c.description,
-                                      "budget_s": c.budget_s, "metric": c.metric} for c in cases]) + "\n")
+                                      "budget_s": c.budget_s, "budget_rule": c.budget_rule, "metric": c.metric}
+                                     for c in cases]) + "\n")
         return
     table = Table(title=f"scheduler suite: {len(cases)} case{'s' if len(cases) != 1 else ''}" + (f" tagged {tag}" if tag else ""),
                   title_justify="left")
@@ -42,7 +43,7 @@ def list_cmd(
         table.add_column(col, overflow="fold")
     for c in cases:
         table.add_row(c.name, c.tier, ", ".join(t for t in c.tags if t != c.tier), c.metric, c.description
-                      + (f" (budget {c.budget_s:g} s)" if c.budget_s else ""))
+                      + (f" ({c.budget_text})" if c.budget_s else ""))
     out.print(table)
 
 
@@ -138,10 +139,12 @@ def bisect(
     scenario: Annotated[str, typer.Argument(metavar="SCENARIO", help="a TOML file or a built-in scenario name")],
     good: Annotated[str, typer.Option("--good", help="the older kernel, where the scenario was fine (release, version or prefix)")],
     bad: Annotated[str, typer.Option("--bad", help="the newer kernel, where it got worse")],
-    metric: Annotated[str, typer.Option("--metric", help="the metric judged (goodput_mbps, completion_s, ...)")] = "goodput_mbps",
+    metric: Annotated[Optional[str], typer.Option("--metric", help="the metric judged (default: the scenario's main metric, as compare and history judge it: goodput_mbps for bulk, latency_p99_ms for rr, ...)")] = None,
     repeat: Annotated[int, typer.Option("--repeat", "-n", min=1, help="repetitions per kernel (5 or more can reach p < 0.01)")] = 5,
     cached_only: Annotated[bool, typer.Option("--cached", help="bisect only over kernels already in the cache (do not ask the archive)")] = False,
     kernels_from: Annotated[Optional[Path], typer.Option("--kernels-from", help="bisect your own builds in this directory (bzImages, or directories with one), by name order; --good/--bad name entries")] = None,
+    tree: Annotated[Optional[Path], typer.Option("--tree", help="bisect the commits of this git kernel tree: --good/--bad are refs; each probe is built incrementally (kernel build --ref) and run deterministically")] = None,
+    flavour: Annotated[Optional[str], typer.Option("--flavour", help="with --tree: how each commit is built and run: uml (default; User-Mode Linux, deterministic time) or qemu (a QEMU guest)")] = None,
     overrides: SetOption = None,
     link_backend: Annotated[Optional[str], typer.Option("--link-backend", help="auto, tbf, netem or wire (one for every kernel)")] = None,
     label: Annotated[Optional[str], typer.Option("--label", help="a free-form label stored with every run")] = None,
@@ -150,20 +153,40 @@ def bisect(
     accel: AccelOption = None,
     time_mode: TimeOption = None,
 ) -> None:
-    """Find the first kernel release between --good and --bad where SCENARIO got worse (each probe in a QEMU guest).
+    """Find the first kernel release (or, with --tree, the first commit) between --good and --bad where SCENARIO got worse.
 
-    Every measurement is stored, tagged bisect=ID: the same command again
-    resumes, running only what the store does not have. Exit 0 when the first
-    bad release is found, 1 when --bad is not worse than --good, 2 on bad input.
+    Releases run in QEMU guests; commits of --tree are built incrementally in
+    the lab's worktree and run in UML (deterministic, paired by seed). Every
+    measurement is stored, tagged bisect=ID: the same command again resumes,
+    running only what the store does not have and reusing every build. Exit 0
+    when the first bad one is found, 1 when --bad is not worse than --good, 2 on bad input.
     """
     from ..bisect import Bisector, bisect_id, guest_measure, releases_between
     from ..runner import RunOptions
     from ..store.recorder import recorder_for
     from ..scenario import load_scenario
 
-    known_metrics([metric])
+    if metric is not None:
+        known_metrics([metric])
     check_link_backend(link_backend)
+    if tree is None and flavour is not None:
+        raise UsageError("--flavour applies to --tree only (releases run as Debian built them)", "add --tree DIR or drop --flavour")
+    if tree is not None and (kernels_from is not None or cached_only):
+        raise UsageError(f"--tree cannot go with {'--kernels-from' if kernels_from is not None else '--cached'}: "
+                         "it bisects a tree's commits, not kernels", "give one source of kernels")
+    if tree is not None:
+        from ..kernels.build import FLAVOURS
+
+        flavour = flavour or "uml"
+        if flavour not in FLAVOURS:
+            raise UsageError(f"--flavour {flavour!r}: choose {' or '.join(FLAVOURS)}")
     scn = load_scenario(scenario, overrides or [])
+    from ..metrics import main_metric
+
+    metric = metric or main_metric(scn.workload.kind)
+    if tree is not None:
+        _bisect_commits(scn, tree, good, bad, flavour or "uml", metric, repeat, link_backend, label, db, as_json)
+        return
     if kernels_from is not None:
         from ..bisect import releases_from_dir
 
@@ -180,7 +203,7 @@ def bisect(
             options = RunOptions(label=label, link_backend=link_backend, sinks=[recorder], progress=progress)
             backend: dict[str, Any] = {}
 
-            def measure(rel: Any, n: int, b: str) -> None:
+            def measure(rel: Any, n: int, b: str, start: int = 0) -> None:
                 if "name" not in backend:  # one emulator for every kernel, chosen from the ends as matrix does
                     from ..kernels.fetch import fetch
                     from ..kernels.matrix import resolve_backend
@@ -195,6 +218,40 @@ def bisect(
     finally:
         for line in recorder.report_lines():
             err.print(line, highlight=False, markup=False, soft_wrap=True)
+    _end_bisect(report, as_json)
+
+
+def _bisect_commits(scn: Any, tree: Path, good: str, bad: str, flavour: str, metric: str, repeat: int,
+                    link_backend: Optional[str], label: Optional[str], db: Optional[str], as_json: bool) -> None:
+    """`bisect --tree`: the commit walk (bisect.commits_between) measured by bisect.commit_measure."""
+    from ..bisect import Bisector, bisect_id, commit_measure, commits_between
+    from ..runner import RunOptions
+    from ..store.recorder import recorder_for
+
+    rels = commits_between(tree, good, bad, flavour)
+    store = store_at(db, create=True)
+    recorder = recorder_for(db, warn)
+    bid = bisect_id(scn, rels[0].release, rels[-1].release, metric)
+    built = sum(r.cached for r in rels)
+    err.print(f"bisect {bid}: {scn.name}, {metric}, {len(rels)} commits of {tree} from {rels[0].upstream} to {rels[-1].upstream} "
+              f"(at most {max(1, (len(rels) - 2).bit_length())} probes; {built} already built, {flavour}); runs tagged bisect={bid}",
+              highlight=False)
+    try:
+        with RichProgress(scn.name) as progress:
+            options = RunOptions(label=label, link_backend=link_backend, sinks=[recorder], progress=progress)
+            measure = commit_measure(scn, tree, flavour, options, link_backend,  # auto: wire under UML (the executor says so)
+                                     progress=progress.status)
+            report = Bisector(scn, rels, metric=metric, repeat=repeat, store=store, measure=measure, bid=bid,
+                              progress=progress.status).run()
+            report.tree = str(tree)
+    finally:
+        for line in recorder.report_lines():
+            err.print(line, highlight=False, markup=False, soft_wrap=True)
+    _end_bisect(report, as_json)
+
+
+def _end_bisect(report: Any, as_json: bool) -> None:
+    """The report as JSON or the evidence table; exit 1 unless the first bad one was found."""
     if as_json:
         sys.stdout.write(json.dumps(report.to_json()) + "\n")
     else:
@@ -209,18 +266,27 @@ def _print_bisect(report: Any) -> None:
             return ""
         return f"{d['change'] * 100:+.1f}% [{d['ci95'][0] * 100:+.1f}, {d['ci95'][1] * 100:+.1f}] p {d['p_value']:.4f} {d['verdict']}"
 
-    table = Table(title=f"bisect {report.bisect_id}: {report.scenario}, {report.metric} per kernel (every release tested, version order)",
+    commits = report.source == "commits"
+    table = Table(title=f"bisect {report.bisect_id}: {report.scenario}, {report.metric} per "
+                        + ("commit (every commit tested, history order)" if commits else "kernel (every release tested, version order)"),
                   title_justify="left")
-    for col in ("kernel", "version", "role", "n", "median [95% CI]", "vs good end", "bad end vs it", "judged", "stored/run now"):
-        table.add_column(col, justify="right" if col in ("n",) else "left")
+    for col in (("commit", "subject") if commits else ("kernel", "version")) + \
+            ("role", "n", "median [95% CI]", "vs good end", "bad end vs it", "judged", "stored/run now") + \
+            (("build s", "run s") if commits else ()):
+        table.add_column(col, justify="right" if col in ("n", "build s", "run s") else "left")
     for s in report.steps:
         style = {"bad": "red", "good": "green"}.get(s.classified.removeprefix("unclear-"))
-        table.add_row(s.release, s.upstream, s.role, str(s.n),
+        table.add_row(*((s.upstream, (s.subject or "")[:50]) if commits else (s.release, s.upstream)), s.role, str(s.n),
                       "-" if s.median is None else fmt_ci(s.median, s.ci95, 3, getattr(s, "values", None)),
                       judged(s.vs_good), judged(s.vs_bad), f"[{style}]{s.classified}[/{style}]" if style else s.classified,
-                      f"{s.reused}/{s.measured}")
+                      f"{s.reused}/{s.measured}",
+                      *((("reused" if s.build_s is None else f"{s.build_s:.0f}"),
+                         ("-" if s.run_s is None else f"{s.run_s:.0f}")) if commits else ()))
     out.print(table)
-    if report.outcome == "found":
+    if report.outcome == "found" and commits:
+        out.print(f"first bad commit: {report.first_bad_commit} {report.first_bad_subject} "
+                  f"(kernel {report.first_bad}; last good: {report.last_good})", highlight=False, markup=False, soft_wrap=True)
+    elif report.outcome == "found":
         out.print(f"first bad release: {report.first_bad} (last good: {report.last_good})", highlight=False)
     for note in report.notes:
         out.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)

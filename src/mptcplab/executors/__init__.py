@@ -40,4 +40,26 @@ def executor_for(kernel: Any = None, cfg: Any = None) -> Executor:
     return cls() if kernel is None else cls(kernel, cfg)
 
 
-__all__ = ["EXECUTORS", "Executor", "executor_for", "executors", "kind_for"]
+__all__ = ["EXECUTORS", "Executor", "executor_for", "executors", "kind_for", "run_command"]
+
+
+def run_command(kernel: Any, argv: list[str], timeout_s: float, on_output: Any = None, progress: Any = None,
+                cfg: Any = None) -> tuple[int, bool]:
+    """Boot an executor for `kernel`, run command line `argv` there (Executor.exec) and stop it: (the command's
+    exit code, whether `timeout_s` killed it). SIGTERM and SIGHUP arrive as Interrupted, like Ctrl-C: the guest
+    and everything it started are removed on the way out."""
+    import signal
+
+    from ..errors import Interrupted
+
+    def stop(signum: int, _frame: object) -> None:
+        raise Interrupted(signum)
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        with executor_for(kernel, cfg) as ex:
+            ex.ready(progress)
+            return ex.exec(argv, timeout_s, on_output)
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)

@@ -103,6 +103,15 @@ class Executor(ABC):
         result and the sinks) and Interrupted/KeyboardInterrupt.
         """
 
+    def exec(self, argv: list[str], timeout_s: float, on_output: Any = None) -> tuple[int, bool]:
+        """Run command line `argv` on this executor's kernel, in its root network namespace, with a fresh scratch
+        directory as its /tmp and working directory and NO_COLOR=1 (a command job, executors/job.py); its output
+        goes to `on_output(stream, text)` as it is written. Returns (its exit code, whether `timeout_s` killed it).
+        Raises UnsupportedError (exit 3) on an executor that cannot run commands."""
+        from ..errors import UnsupportedError
+
+        raise UnsupportedError(f"the {self.kind} executor cannot run a command", "use a QEMU guest: mptcplab kernel exec --kernel K")
+
     def run_all(self, scenarios: list[Scenario], options: Any = None, timeseries: bool = True) -> list[RunResult]:
         """Every scenario, one RunResult each, as `mptcplab run` runs them here (default: one after another)."""
         results = []
@@ -112,6 +121,21 @@ class Executor(ABC):
             results.append(self.run(scenario, options, timeseries=timeseries))
         return results
 
+
+
+class KernelExecutor(Executor):
+    """An executor that boots a kernel of the catalog (a QEMU guest, a UML kernel): it knows its kernel and release."""
+
+    def __init__(self, kernel: Any) -> None:
+        self._kernel = kernel
+
+    @property
+    def release(self) -> str:
+        return self._kernel.release
+
+    @property
+    def kernel(self) -> Any:
+        return self._kernel
 
 class Relay(RunSink):
     """Passes a run's sink calls on, the one place that knows `into` and `finish` (see the module docstring).

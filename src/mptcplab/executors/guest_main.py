@@ -66,7 +66,11 @@ def lazy_package(name: str) -> None:
 if __name__ == "__main__":  # the guest's own process: nothing else there imports pyroute2
     lazy_package("pyroute2")
 
+import codecs  # noqa: E402
 import json  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import threading  # noqa: E402
 import traceback  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -85,9 +89,14 @@ SATURATED_ALL, SATURATED_ONE = 0.9, 0.7
 SAMPLE_EVERY_S = 0.5
 
 
+_EMIT = threading.Lock()
+
+
 def emit(doc: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(doc, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
+    line = json.dumps(doc, separators=(",", ":")) + "\n"
+    with _EMIT:  # a command job's two output streams emit from their own threads
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 def cpu_times() -> list[tuple[int, int]]:
@@ -177,10 +186,59 @@ def run_job(job: dict[str, Any]) -> None:
     emit({"type": "result", "result": doc})
 
 
-def answer(msg: dict[str, Any]) -> None:
-    """Run one job and answer with its `result`, or an `error` (never an exception: the host must hear back)."""
+#: how a command job runs its command: in a mount namespace of its own whose /tmp is a fresh tmpfs (the host's
+#: files stay read-only; its network namespace is the guest's root one), from there, with NO_COLOR=1
+EXEC_WRAPPER = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                'mount -t tmpfs -o mode=1777 mptcplab-scratch /tmp && cd /tmp && exec "$@"', "mptcplab-exec"]
+
+
+def _pump(stream: Any, name: str) -> None:
+    """Forward one output stream of a command as `output` lines, as it writes (UTF-8, bad bytes replaced)."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    fd = stream.fileno()
+    while True:
+        chunk = os.read(fd, 16384)
+        text = decoder.decode(chunk, final=not chunk)
+        if text:
+            emit({"type": "output", "stream": name, "data": text})
+        if not chunk:
+            return
+
+
+def run_exec(job: dict[str, Any]) -> None:
+    """A command job: run `argv` (EXEC_WRAPPER), stream its output, kill its process group at `timeout_s`, answer
+    with its exit code (a shell's 127 when it is not found, -N when signal N killed it)."""
+    env = {**os.environ, "NO_COLOR": "1", "TMPDIR": "/tmp"}
+    t0 = time.monotonic()
+    proc = subprocess.Popen([*EXEC_WRAPPER, *job["argv"]], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, start_new_session=True)
+    pumps = [threading.Thread(target=_pump, args=(s, n), daemon=True) for s, n in ((proc.stdout, "stdout"), (proc.stderr, "stderr"))]
+    for t in pumps:
+        t.start()
+    timed_out = False
     try:
-        run_job(msg)
+        proc.wait(timeout=float(job.get("timeout_s") or 0) or None)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    for t in pumps:
+        t.join(timeout=5)
+    emit({"type": "exec_result", "exit_code": proc.returncode, "timed_out": timed_out,
+          "wall_s": round(time.monotonic() - t0, 3)})
+
+
+def answer(msg: dict[str, Any]) -> None:
+    """Run one job and answer with its `result` (`exec_result` for a command job), or an `error` (never an
+    exception: the host must hear back)."""
+    try:
+        if msg.get("type") == "exec":
+            run_exec(msg)
+        else:
+            run_job(msg)
     except LabError as e:
         emit({"type": "error", "kind": type(e).__name__, "exit_code": e.exit_code, "message": e.message, "hint": e.hint})
     except Exception as e:  # the traceback goes to the console

@@ -7,6 +7,15 @@ hostfs written before a UML boot), made by `encode` and read back by
     {"type": "job", "scenario_pickle": ..., "repeat": N, "label": ..., "link_backend": ...,
      "fail_fast": bool, "tags": {...}, "timeseries": bool, "warmup": N, "executor": kind, ...}
 
+A command job (`encode_exec`, `mptcplab kernel exec`) runs one command line
+instead of a scenario:
+
+    {"type": "exec", "argv": [...], "timeout_s": T}
+
+and is answered by ``output`` lines (``{"stream": "stdout"|"stderr", "data":
+text}``, as the command writes) and exactly one ``exec_result``
+(``exit_code``, ``timed_out``, ``wall_s``) or ``error``.
+
 Guest → host, JSON lines (guest_main.py emits them, `parse` reads them back):
 ``ready`` once (booted), then per job ``run_started``, ``progress`` (a
 repetition started / sampled / finished), ``repetition`` (one finished, with
@@ -35,6 +44,12 @@ def encode(scenario: Scenario, options: Any, timeseries: bool, repeat: int, exec
     return {"type": "job", "scenario_pickle": base64.b64encode(pickle.dumps(scenario)).decode(),  # units already resolved
             "repeat": repeat, "label": options.label, "link_backend": options.link_backend, "fail_fast": options.fail_fast,
             "tags": options.tags, "timeseries": timeseries, "warmup": options.warmup, "executor": executor, **extra}
+
+
+def encode_exec(argv: list[str], timeout_s: float) -> dict[str, Any]:
+    """The job that runs command line `argv` in the guest's root network namespace, at most `timeout_s` seconds
+    (guest_main.run_exec: a fresh tmpfs as its /tmp, cwd and TMPDIR, NO_COLOR=1, the host's files read-only)."""
+    return {"type": "exec", "argv": [str(a) for a in argv], "timeout_s": float(timeout_s)}
 
 
 def decode_scenario(job: dict[str, Any]) -> Scenario:
@@ -125,7 +140,7 @@ class JobFollower:
         if self.own and self.finish:
             from ..analysis.stats import conclude_run
 
-            conclude_run(result)  # a best-path round streams its MPTCP repetition last
+            conclude_run(result)  # index order: a best-path round streams its MPTCP repetition last
         self.relay.run_finished(result)
 
 

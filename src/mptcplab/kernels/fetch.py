@@ -19,13 +19,13 @@ import os
 import re
 import shutil
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
+from ..waits import ConsoleWaits, Waits  # noqa: F401  (re-exported: they were defined here)
 from .catalog import (FLAVOUR, IMAGE_RE, Candidate, Kernel, KernelError, Resolution, SourceRelease, UnknownKernel,
                       cache_root, cached, kernels_dir, matches, parse_packages, parse_sources, resolve, resolve_name)
 
@@ -43,46 +43,6 @@ APT_HELPER = "/usr/lib/apt/apt-helper"
 _KERNEL_STANZA = re.compile(rb"Package: linux-(?:image|binary|modules|base)-[0-9][^\n]*-" + FLAVOUR.encode()
                             + rb"\n.*?(?=\n\n|\Z)", re.S)
 _SOURCE_STANZA = re.compile(rb"Package: linux-source-[0-9]+\.[0-9]+\n.*?(?=\n\n|\Z)", re.S)
-
-
-class Waits:
-    """Where a long wait says what it waits for. This base says nothing (for library use)."""
-
-    def say(self, line: str) -> None:
-        """One line of information (which kernel a name resolved to)."""
-
-    @contextmanager
-    def waiting(self, what: str) -> Iterator[Callable[[str], None]]:
-        """Around a wait; yields a function that updates the detail (e.g. bytes downloaded so far)."""
-        yield lambda detail: None
-
-
-class ConsoleWaits(Waits):
-    """On a rich Console (the CLI's stderr): a spinner on a terminal, else one line once a wait passes `after_s`."""
-
-    def __init__(self, console: object, after_s: float = 1.0) -> None:
-        self.console = console
-        self.after_s = after_s
-
-    def say(self, line: str) -> None:
-        self.console.print(line, highlight=False, markup=False, soft_wrap=True)  # type: ignore[attr-defined]
-
-    @contextmanager
-    def waiting(self, what: str) -> Iterator[Callable[[str], None]]:
-        t0 = time.monotonic()
-        if getattr(self.console, "is_terminal", False):
-            with self.console.status(what) as status:  # type: ignore[attr-defined]
-                yield lambda detail: status.update(f"{what} {detail}")
-            if time.monotonic() - t0 >= self.after_s:
-                self.say(f"{what}: {time.monotonic() - t0:.1f} s")
-            return
-        timer = threading.Timer(self.after_s, self.say, args=(f"{what} …",))
-        timer.daemon = True
-        timer.start()
-        try:
-            yield lambda detail: None
-        finally:
-            timer.cancel()
 
 
 def host_mirror() -> str:

@@ -225,26 +225,36 @@ def _new_cell(scenario: Scenario, ex: Executor, backend: str, options: RunOption
                      backend=backend, status="running", started_at=round(time.time(), 6), environment=env)
 
 
-def table_rows(cells: list[Cell], metric: str = "goodput_mbps") -> list[dict[str, Any]]:
-    """One row per cell: medians with CIs and the change relative to the first kernel of its scenario."""
+def table_rows(cells: list[Cell], metric: str | None = None) -> list[dict[str, Any]]:
+    """One row per cell: medians with CIs and the change relative to the first kernel of its scenario, judged by
+    `metric` (None: each scenario's main metric, metrics.result_main_metric, as compare and history judge it)."""
+    from ..metrics import metric as metric_def, repetition_metrics, result_main_metric
+
+    def values(res: RunResult, name: str) -> list[float]:
+        reps = [r for r in res.repetitions if not r.warmup and r.baseline_path is None
+                and (r.completed or metric_def(name).all_repetitions)]
+        return [v[name] for v in map(repetition_metrics, reps) if name in v]
+
     rows = []
     first: dict[str, RunResult] = {}
     for cell in cells:
         res = cell.result
         base = first.setdefault(cell.scenario, res)
+        judged = metric or result_main_metric(res)
         good = [r.goodput_mbps for r in res.repetitions if not r.warmup and r.completed and r.baseline_path is None]
         failed = sum(1 for r in res.repetitions if not r.warmup and r.fails_run)
         row: dict[str, Any] = {"scenario": cell.scenario, "kernel": cell.kernel, "n": len(good), "failed": failed,
                                "goodput": res.summary.get("goodput_mbps"), "completion": res.summary.get("completion_s"),
-                               "pass_rate": res.summary.get("pass_rate"),
+                               "pass_rate": res.summary.get("pass_rate"), "metric": judged, "median": res.summary.get(judged),
                                "cpu_saturated": bool(res.environment.get("guest_cpu", {}).get("saturated")),
                                # UML under time travel: computation takes no simulated time, so no CPU can saturate
                                "cpu_applicable": res.environment.get("time_mode") != "travel",
                                "change": None, "verdict": None, "conditions": []}
         if base is not res:
-            base_good = [r.goodput_mbps for r in base.repetitions if not r.warmup and r.completed and r.baseline_path is None]
-            if base_good and good:
-                cmp = compare_samples(base_good, good, scenario=cell.scenario)
+            base_values, cand_values = values(base, judged), values(res, judged)
+            if base_values and cand_values:
+                cmp = compare_samples(base_values, cand_values, scenario=cell.scenario, metric=judged,
+                                      better=metric_def(judged).better)
                 row["change"], row["verdict"] = cmp.change, cmp.verdict
             row["conditions"] = differing_lines([conditions(base.environment, base.backend)],
                                                 [conditions(res.environment, res.backend)],

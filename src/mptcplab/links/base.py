@@ -122,18 +122,9 @@ class LinkBackend(ABC):
 def peak_rates(scenario: Scenario) -> dict[tuple[str, str], float]:
     """(path, direction) -> the highest fixed rate (bit/s) it is ever asked for, its own or a `set` event's.
 
-    Directions replaying a trace without any fixed rate are left out.
+    Directions replaying a trace without any fixed rate are left out (Scenario.peak_rates).
     """
-    out: dict[tuple[str, str], float] = {}
-    for path, direction, spec in specs(scenario):
-        if spec.rate_bps is not None:
-            out[(path, direction)] = spec.rate_bps
-    for event in scenario.events:
-        if event.action == "set" and event.rate is not None:
-            for direction in ("up", "down") if event.direction == "both" else (event.direction,):
-                key = (event.path, direction)
-                out[key] = max(out.get(key, 0.0), event.rate)
-    return out
+    return scenario.peak_rates()
 
 
 def specs(scenario: Scenario) -> list[tuple[str, str, LinkSpec]]:

@@ -34,7 +34,9 @@ def resolve_db(db: str | None = None) -> URL:
     """A SQLAlchemy URL from --db, $MPTCPLAB_DB or the default file; a plain path is a SQLite file."""
     ref = db or os.environ.get(ENV_VAR) or str(default_db_path())
     if "://" not in ref:
-        return URL.create("sqlite", database=str(Path(ref).expanduser().resolve()))
+        url = URL.create("sqlite", database=str(Path(ref).expanduser().resolve()))
+        _check_directory(url, given="--db" if db else ENV_VAR if os.environ.get(ENV_VAR) else None)
+        return url
     try:
         url = make_url(ref)
     except ArgumentError:
@@ -45,7 +47,19 @@ def resolve_db(db: str | None = None) -> URL:
                          "use a path, sqlite:///PATH or postgresql+psycopg://user@host/db")
     if url.get_backend_name() == "postgresql" and url.get_driver_name() != "psycopg":
         url = url.set(drivername="postgresql+psycopg")
+    _check_directory(url, given="--db" if db else ENV_VAR)
     return url
+
+
+def _check_directory(url: URL, given: str | None) -> None:
+    """A SQLite file the user named (`given`: --db or MPTCPLAB_DB) must be in a directory that exists: a mistyped
+    path is a usage error (exit 2), never a new directory tree. The default location's directory is created."""
+    if given is None or url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return
+    parent = Path(url.database).parent
+    if not parent.is_dir():
+        raise UsageError(f"no results database at {url.database}: the directory {parent} does not exist",
+                         f"create it (mkdir -p {parent}) or pass --db (or set {ENV_VAR}) to where your runs are")
 
 
 def display(url: URL) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..errors import UsageError
+from ..fields import validation_problem
 from ..result import RunResult
 
 FORMAT = "mptcplab-spool"
@@ -81,8 +82,7 @@ def _run(path: Path, body: Any, scenario: dict[str, Any] | None, where: str = ""
     try:
         result = RunResult.model_validate(body)
     except ValidationError as e:
-        raise UsageError(f"{path}{where}: not a spool file or run JSON document ({e.errors()[0]['loc']}: "
-                         f"{e.errors()[0]['msg']})") from None
+        raise UsageError(f"{path}{where}: not a spool file or run JSON document ({validation_problem(e)})") from None
     if not result.run_id:
         raise UsageError(f"{path}{where}: the result has no run_id, so it cannot be imported idempotently",
                          "it was written by an mptcplab older than the results store")

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, lazyload, selectinload
 
 from ..errors import StoreError, UsageError
-from ..metrics import METRICS, repetition_metrics
+from ..metrics import METRICS, find_metric, repetition_metrics
 from ..metrics import metric as metric_def
 
 #: the metrics a Repetition holds as fields of its own (everything else stored is a workload metric)
@@ -65,6 +65,10 @@ class RunSummary:
     #: medians over the completed, non-warm-up MPTCP repetitions of goodput_mbps and every latency metric the
     #: run has (metrics.LATENCY_COLUMNS), by name
     medians: dict[str, float] = field(default_factory=dict)
+    #: what the run is listed by: its scenario's main metric (Store.main_metrics), or the metric asked for
+    metric: str = "goodput_mbps"
+    #: the median of `metric` over the run's measured (non-warm-up, completed, MPTCP) repetitions
+    median: float | None = None
 
 
 @dataclass
@@ -240,9 +244,15 @@ class Store:
         with self._session("read the run") as s:
             return s.scalars(select(ScenarioVersion.content).join(Run).where(Run.uid == run_id)).one()
 
-    def list_runs(self, flt: RunFilter, limit: int | None = None) -> list[RunSummary]:
+    def list_runs(self, flt: RunFilter, limit: int | None = None, metric: str | None = None,
+                  with_medians: bool = False) -> list[RunSummary]:
         """Runs matching `flt`, newest first, with their number of repetitions, median goodput and median
-        latencies (RunSummary.medians)."""
+        latencies (RunSummary.medians).
+
+        `with_medians`: also each run's `metric` and its median over the measured repetitions (as `samples`
+        takes them), `metric` None meaning each run's scenario's main metric (`main_metrics`), the metric
+        every verdict judges it by.
+        """
         import statistics
 
         from ..metrics import LATENCY_COLUMNS
@@ -262,19 +272,86 @@ class Store:
                     .join(Measurement, Measurement.repetition_id == RepetitionRow.id)
                     .where(RepetitionRow.run_id.in_([r.id for r in runs]), Measurement.metric.in_(wanted),
                            RepetitionRow.baseline_path.is_(None)))
-                for run_pk, warmup, status, metric, value in rows:
-                    if metric == "goodput_mbps":  # every repetition has it: the count
+                for run_pk, warmup, status, measured, value in rows:
+                    if measured == "goodput_mbps":  # every repetition has it: the count
                         counts[run_pk] = counts.get(run_pk, 0) + 1
                     if not warmup and status == "completed":
-                        values.setdefault(run_pk, {}).setdefault(metric, []).append(value)
-            out = []
+                        values.setdefault(run_pk, {}).setdefault(measured, []).append(value)
+            found = []
             for r in runs:
                 medians = {m: statistics.median(v) for m, v in values.get(r.id, {}).items()}
-                out.append(RunSummary(uid=r.uid, scenario=r.scenario.name, scenario_hash=r.scenario.content_hash,
+                found.append(RunSummary(uid=r.uid, scenario=r.scenario.name, scenario_hash=r.scenario.content_hash,
                                       label=r.label, kernel=r.kernel, status=r.status, started_at=r.started_at,
                                       repetitions=counts.get(r.id, 0), goodput_median=medians.get("goodput_mbps"),
                                       medians=medians))
-            return out
+        if with_medians and found:
+            chosen = {r.uid: metric for r in found} if metric else \
+                {r.uid: m for mains in [self.main_metrics({r.scenario for r in found})] for r in found
+                 for m in [mains[r.scenario]]}
+            for name in set(chosen.values()):
+                samples = self.samples([u for u, m in chosen.items() if m == name], name, per_run=True)
+                for r in found:
+                    if chosen[r.uid] == name:
+                        r.metric = name
+                        chosen_values = samples[r.uid].values if r.uid in samples else []
+                        r.median = statistics.median(chosen_values) if chosen_values else None
+        return found
+
+    def workload_kinds(self, scenarios: Iterable[str] | None = None) -> dict[str, str]:
+        """Scenario name -> the workload kind of its newest stored version (every stored scenario when None).
+
+        From the stored scenario's `[workload] kind`; for a run imported without
+        its scenario, the `workload` of its environment; for one stored before
+        that was recorded, inferred from the metrics its repetitions stored
+        (metrics.infer_kind: an rr run stored latency percentiles).
+        """
+        from ..metrics import infer_kind
+
+        wanted = set(scenarios) if scenarios is not None else None
+        kinds: dict[str, str] = {}
+        with self._session("read scenarios") as s:
+            rows = s.execute(select(ScenarioVersion.name, ScenarioVersion.content).order_by(ScenarioVersion.first_seen))
+            for name, content in rows:
+                if wanted is not None and name not in wanted:
+                    continue
+                kind = ((content or {}).get("workload") or {}).get("kind") if isinstance(content, dict) else None
+                if kind:
+                    kinds[name] = str(kind)  # newest version last: it wins
+                else:
+                    kinds.setdefault(name, "")
+            missing = [n for n, k in kinds.items() if not k]
+            if missing:
+                newest: dict[str, str] = {}
+                for name, uid in s.execute(select(ScenarioVersion.name, Run.uid).join(Run, Run.scenario_id == ScenarioVersion.id)
+                                           .where(ScenarioVersion.name.in_(missing)).order_by(Run.started_at)):
+                    newest[name] = uid
+                docs = {uid: doc for uid, doc in s.execute(select(Run.uid, Environment.document)
+                                                           .join(Environment, Environment.run_id == Run.id)
+                                                           .where(Run.uid.in_(list(newest.values()))))}
+                for name, uid in newest.items():
+                    kind = (docs.get(uid) or {}).get("workload")
+                    if kind:
+                        kinds[name] = str(kind)
+                missing = [n for n in missing if not kinds[n]]
+            if missing:
+                measured: dict[str, set[str]] = {n: set() for n in missing}
+                for name, metric in s.execute(
+                        select(ScenarioVersion.name, Measurement.metric).distinct()
+                        .join(Run, Run.scenario_id == ScenarioVersion.id)
+                        .join(RepetitionRow, RepetitionRow.run_id == Run.id)
+                        .join(Measurement, Measurement.repetition_id == RepetitionRow.id)
+                        .where(ScenarioVersion.name.in_(missing))):
+                    measured[name].add(metric)
+                for name in missing:
+                    kinds[name] = infer_kind(measured[name])
+        return kinds
+
+    def main_metrics(self, scenarios: Iterable[str] | None = None) -> dict[str, str]:
+        """Scenario name -> its main metric: what compare, history, runs, show and the report judge it by
+        unless --metric names another (metrics.main_metric of its workload kind, `workload_kinds`)."""
+        from ..metrics import main_metric
+
+        return {name: main_metric(kind) for name, kind in self.workload_kinds(scenarios).items()}
 
     def select_runs(self, selector: str) -> list[str]:
         """Run ids a compare selector names: `run:ID`, `label:L`, `kernel:K`, `tag:K=V` or `K=V`; a bare
@@ -337,13 +414,26 @@ class Store:
                              .join(Environment, Environment.run_id == Run.id).where(Run.uid.in_(ids)))
             return {uid: (backend, dict(doc or {})) for uid, backend, doc in rows}
 
+    def metrics_by_scenario(self) -> dict[str, set[str]]:
+        """Scenario name -> every metric any repetition of any of its runs stored (failed ones included)."""
+        out: dict[str, set[str]] = {}
+        with self._session("read measurements") as s:
+            for name, metric in s.execute(select(ScenarioVersion.name, Measurement.metric).distinct()
+                                          .join(Run, Run.scenario_id == ScenarioVersion.id)
+                                          .join(RepetitionRow, RepetitionRow.run_id == Run.id)
+                                          .join(Measurement, Measurement.repetition_id == RepetitionRow.id)):
+                out.setdefault(name, set()).add(metric)
+        return out
+
     def stored_metrics(self) -> list[str]:
         with self._session("read measurements") as s:
             return sorted(s.scalars(select(Measurement.metric).distinct()))
 
-    def count_runs(self) -> int:
+    def count_runs(self, flt: RunFilter | None = None) -> int:
+        """How many runs are stored (that `flt` matches, when given): what `runs --limit` cut a listing from."""
         with self._session("read runs") as s:
-            return s.scalar(select(func.count(Run.id))) or 0
+            q = select(func.count(Run.id))
+            return s.scalar(_filtered(q.select_from(Run), flt, s) if flt is not None else q) or 0
 
 
 def _filtered(q: Any, flt: RunFilter, s: Session) -> Any:
@@ -419,7 +509,7 @@ def _repetition(row: RepetitionRow) -> Repetition:
     per_path: dict[tuple[str, str], float] = {}  # (path, subflow metric) -> value, from "<path>.<name>"
     for key, value in metrics.items():
         path, dot, name = key.rpartition(".")
-        if dot and path in paths and metric_def(name).scope == "subflow":
+        if dot and path in paths and (known := find_metric(name)) is not None and known.scope == "subflow":
             per_path[(path, name)] = value
     per_path_keys = {f"{p}.{n}" for p, n in per_path}
     ts = None

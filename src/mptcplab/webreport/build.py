@@ -34,10 +34,11 @@ from ..analysis.compare import (DEFAULT_ALPHA, DEFAULT_THRESHOLD, Report, change
 from ..analysis.changepoints import SeriesPoint, change_points as find_change_points, propose, segment_pairs
 from ..analysis.compare import Comparison
 from ..analysis.conditions import differing
-from ..analysis.history import History, Point
+from ..analysis.history import History, Point, assign_series
+from ..analysis.diagnosis import diagnose
 from ..analysis.stats import median_ci
 from ..errors import UsageError
-from ..metrics import METRIC_TABLE, metric as metric_def
+from ..metrics import METRIC_TABLE, find_metric, metric as metric_def
 from ..result import Estimate, RunResult
 from ..store import RunFilter, Store
 from . import figures
@@ -62,11 +63,16 @@ ChangePointDetector = Callable[[History], list[int]]
 class ReportOptions:
     """What the report shows: the index's metric, the compare pages, the verdict rule."""
 
-    metric: str = "goodput_mbps"
+    #: the metric of the index page opened first (index.html) and of the list of runs; None: each scenario's main
+    #: metric (Store.main_metrics), the one compare, history and runs judge it by
+    metric: str | None = None
     #: (baseline selector, candidate selector) per compare page
     compares: list[tuple[str, str]] = field(default_factory=list)
-    #: the metrics compare pages judge (default: the index's metric)
+    #: the metrics compare pages judge (default: the index's metric; with none, each scenario's main metric)
     compare_metrics: list[str] | None = None
+    #: join runs under different SERIES_CONDITIONS (backend, accelerator, executor, time mode, machine) into one
+    #: series in each index row's change-point search and on the history pages (default: each its own series)
+    mix: bool = False
     threshold: float = DEFAULT_THRESHOLD
     alpha: float = DEFAULT_ALPHA
     #: the index column every other column is compared with (default: the first, oldest kernel or label)
@@ -370,13 +376,16 @@ def _write_assets(out: Path) -> str:
     return name
 
 
-def _metrics(store: Store, chosen: str) -> list[str]:
+def _metrics(store: Store, chosen: str | None) -> list[str]:
     # every path's subflow metrics ("wifi.idle_queued_share", ...) would be a page each per scenario: only when chosen
-    stored = [m for m in store.stored_metrics() if metric_def(m).scope != "subflow" or m == chosen]
+    """The metrics the report has pages for: every stored one the metric table defines (a name it does not, stored by
+    another version of the lab, has no direction to judge by and is left out), in table order; `chosen` first if
+    the store has none of it (its pages then say so). UnknownMetric for a `chosen` the table does not define."""
+    if chosen is not None:
+        metric_def(chosen)
+    stored = [m for m in store.stored_metrics() if (row := find_metric(m)) is not None and (row.scope != "subflow" or m == chosen)]
     names = [m for m in METRIC_TABLE if m in stored] + [m for m in stored if m not in METRIC_TABLE]
-    if chosen not in names:
-        if chosen not in METRIC_TABLE and stored:
-            raise UsageError(f"--metric {chosen!r}: choose one of {', '.join(names)}")
+    if chosen is not None and chosen not in names:
         names.insert(0, chosen)
     return names
 
@@ -390,9 +399,19 @@ def _columns(runs: Iterable[RunInfo]) -> tuple[str, list[str]]:
     return "label", list(dict.fromkeys(r.label or NO_LABEL for r in sorted(runs, key=lambda r: r.started_at)))
 
 
-def _row_series(row: dict[str, Any]) -> list[tuple[str, list[float]]]:
-    """An index row as the series its change points are searched in: (column, the cell's values), measured cells."""
-    return [(cell["column"], list(cell["values"])) for cell in row["cells"] if cell.get("values")]
+def _row_series(row: dict[str, Any]) -> list[list[tuple[str, list[float]]]]:
+    """An index row as the series its change points are searched in, each [(column, the cell's values)] over its
+    measured cells in column order: one per SERIES_CONDITIONS group of the cells' newest runs (one with --mix)."""
+    groups: dict[Any, list[tuple[str, list[float]]]] = {}
+    for cell in row["cells"]:
+        if cell.get("values"):
+            groups.setdefault(cell.get("series", ()), []).append((cell["column"], list(cell["values"])))
+    return list(groups.values())
+
+
+def _row_changes(builder: "_Builder", metric: str, row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every change point of an index row, over each of its series."""
+    return [cp for series in _row_series(row) for cp in builder.row_changes(metric, series)]
 
 
 def run_page(uid: str) -> str:
@@ -403,10 +422,16 @@ def history_page(scenario: str, metric: str) -> str:
     return f"history/{slug(scenario)}/{slug(metric)}.html"
 
 
-def index_page(metric: str, tag: tuple[str, str] | None = None, default: str | None = None) -> str:
+#: the index of each scenario by its own main metric, in page names and links
+MAIN = "main metric"
+
+
+def index_page(metric: str | None, tag: tuple[str, str] | None = None, default: str | None = None) -> str:
+    """The index page of `metric` (None: each scenario's main metric) for runs tagged `tag`; index.html for the
+    default metric (None unless --metric) without a tag."""
     if tag is None and metric == default:
         return "index.html"
-    return f"index-{slug(metric)}" + (f"--{slug(tag[0] + '=' + tag[1])}" if tag else "") + ".html"
+    return f"index-{slug(metric or 'main')}" + (f"--{slug(tag[0] + '=' + tag[1])}" if tag else "") + ".html"
 
 
 def compare_page(base: str, cand: str) -> str:
@@ -461,7 +486,12 @@ class _Builder:
         for r in runs:
             self.scenarios.setdefault(r.scenario, []).append(r)
         self.templates: dict[str, jinja2.Template] = {}
-        self._grids: dict[str, dict[str, Any]] = {}
+        self._grids: dict[str | None, dict[str, Any]] = {}
+        #: scenario -> its workload kind, its main metric (what a verdict judges it by unless --metric), and every
+        #: metric any of its runs stored (a metric outside that and its kind's own is "n/a" for it)
+        self.kinds = store.workload_kinds(self.scenarios)
+        self.mains = store.main_metrics(self.scenarios)
+        self.measured = store.metrics_by_scenario()
 
     def render(self, template: str, rel: str, **values: Any) -> str:
         tpl = self.templates.get(template) or self.templates.setdefault(template, self.env.get_template(template))
@@ -489,7 +519,7 @@ class _Builder:
         events = list((content or {}).get("event") or [])
         figs = []
         for rep in result.repetitions:
-            fig = figures.repetition_figure(rep, events)
+            fig = figures.repetition_figure(rep, events, result.repetition_label(rep))
             if fig is not None:
                 figs.append((rep, f"rep-{rep.index}", fig))
         workload = [(None, f"workload-{slug(key)}", fig) for key, fig in figures.workload_figures(result.repetitions, events)]
@@ -500,14 +530,16 @@ class _Builder:
             with_cwnd=any(rep.timeseries and rep.timeseries.cwnd for rep in result.repetitions),
             conditions=_conditions(result), sysctls=_sysctl_rows(env), link=env.get("link"),
             link_stats=_link_rows(result), scenario_toml=_scenario_toml(content),
-            failed=[rep for rep in result.repetitions if rep.status != "completed"],
+            failed=[rep for rep in result.repetitions if rep.fails_run],
+            run_errors=result.failures()[0], run_notes=result.failures()[1], diagnosis=diagnose(result),
             paths=[s.path for s in result.repetitions[0].subflows] if result.repetitions else [],
             summary=self._run_summary(info),
             history_links=[(m, history_page(info.scenario, m)) for m in self.metrics if info.values.get(m)],
         )
 
     def _run_summary(self, info: RunInfo) -> list[tuple[str, str, Any]]:
-        return [(m, metric_def(m).unit, self.estimate(info, m)) for m in self.metrics if info.values.get(m)]
+        order = dict.fromkeys([self.mains[info.scenario], *self.metrics])  # its main metric first
+        return [(m, metric_def(m).unit, self.estimate(info, m)) for m in order if info.values.get(m)]
 
     def estimate(self, run: RunInfo, metric: str) -> Estimate:
         """median_ci of a run's metric, remembered across builds by the run's fingerprint."""
@@ -524,7 +556,8 @@ class _Builder:
         threshold, alpha = self.options.threshold, self.options.alpha
         stale = []
         if self.options.detect_change_points:  # the index rows' change points (marked on the history pages too)
-            self.prefetch_changes([(m, _row_series(row)) for m in self.metrics for row in self.full_grid(m)["rows"]])
+            self.prefetch_changes([(m, series) for m in self.metrics for row in self.full_grid(m)["rows"]
+                                   for series in _row_series(row)])
         for scenario, runs in self.scenarios.items():
             # kernel-version order when the kernels differ (what changed from one release to the next), else time
             orders = ["kernel"] if len({r.kernel for r in runs}) > 1 else ["time"]
@@ -533,7 +566,8 @@ class _Builder:
                     rel = history_page(scenario, m)
                     key = _key("history", scenario, m, order, threshold, alpha, [r.fingerprint for r in runs],
                                self.metrics, self.ctx["compares"],
-                               getattr(self.options.change_points, "__qualname__", None), self.history_steps(scenario, m))
+                               getattr(self.options.change_points, "__qualname__", None), self.history_steps(scenario, m),
+                               self.options.mix)
                     if not self.site.fresh(rel, key):
                         stale.append((rel, key, scenario, m, order, orders, runs))
         # the step verdicts' p-values of every stale page at once, on every CPU (the slow part of a full build)
@@ -568,8 +602,15 @@ class _Builder:
                                      scenario_hash=r.scenario_hash, status=r.status, n=est.n, median=est.median,
                                      ci95=est.ci95, values=list(values)))
             kept.append(r)
-        notes: list[str] = []
-        for prev, cur in zip(hist.points, hist.points[1:]):  # analysis.history.judge_steps, verdicts cached across builds
+        conds = [self.by_uid[p.run_id].conditions for p in hist.points]
+        notes: list[str] = assign_series(hist.points, conds, self.options.mix)
+        last: dict[str, Point] = {}
+        pairs = []
+        for cur in hist.points:  # each point against the one before it in its series (analysis.history.judge_steps)
+            if cur.series in last:
+                pairs.append((last[cur.series], cur))
+            last[cur.series] = cur
+        for prev, cur in pairs:  # verdicts cached across builds
             v = self.site.verdict(prev.values, cur.values, metric, self.options.threshold, self.options.alpha, with_ci=False)
             cur.change, cur.p_value, cur.verdict = v["change"], v["p"], v["verdict"]
             cur.version_changed = cur.scenario_hash != prev.scenario_hash
@@ -597,11 +638,13 @@ class _Builder:
             change_points = sorted(set(change_points))
         root = "../" * rel.count("/")
         urls = [root + run_page(p.run_id) for p in hist.points]
-        ticks = [f"{p.kernel}" if order == "kernel" else datetime.fromtimestamp(p.started_at, timezone.utc).strftime("%m-%d %H:%M")
-                 for p in hist.points]
+        # a kernel by its upstream version (6.12.43; the release is in the hover text and the table)
+        ticks = [(self.by_uid[p.run_id].version or p.kernel) if order == "kernel"
+                 else datetime.fromtimestamp(p.started_at, timezone.utc).strftime("%m-%d %H:%M") for p in hist.points]
         ticks = [f"{t} · {p.run_id[:6]}" for t, p in zip(ticks, hist.points)]
         unit = metric_def(metric).unit
-        fig = figures.history_figure(hist.points, metric, unit, urls, ticks, change_points) if hist.points else None
+        verdicts = {s["at"]: s["verdict"] for s in steps}
+        fig = figures.history_figure(hist.points, metric, unit, urls, ticks, change_points, verdicts) if hist.points else None
         return self.render("history.html.j2", rel, title=f"{scenario} · {metric}", scenario=scenario, metric=metric,
                            unit=unit, better=metric_def(metric).better, hist=hist, order=order,
                            figures=[(None, "history", fig)] if fig else [], change_points=change_points, steps=steps,
@@ -621,21 +664,23 @@ class _Builder:
         tags = self._tag_filters()
         default = self.options.metric
         stale = []
-        for m in self.metrics:
+        for m in [None, *self.metrics]:  # None: each scenario by its main metric
             for tag in [None, *tags]:
                 rel = index_page(m, tag, default)
                 runs = self.runs if tag is None else [r for r in self.runs if r.tags.get(tag[0]) == tag[1]]
                 key = _key("index", m, tag, reference, self.options.threshold, self.options.alpha, tags, self.metrics,
-                           self.ctx["compares"], [r.fingerprint for r in self.runs], self.options.detect_change_points)
+                           self.ctx["compares"], [r.fingerprint for r in self.runs], self.options.detect_change_points,
+                           self.options.mix, sorted(self.mains.items()), default)
                 if not self.site.fresh(rel, key):
                     stale.append((rel, key, m, tag, self.grid(runs, m) if tag is not None else self.full_grid(m)))
         if self.options.detect_change_points:
-            self.prefetch_changes([(m, _row_series(row)) for _, _, m, _, grid in stale for row in grid["rows"]])
+            self.prefetch_changes([(row["metric"], series) for _, _, _, _, grid in stale for row in grid["rows"]
+                                   for series in _row_series(row)])
         for rel, key, m, tag, grid in stale:
             self.site.write(rel, key, self._index_html(rel, m, tag, tags, grid, default))
 
     # -- change points ------------------------------------------------------------
-    def full_grid(self, metric: str) -> dict[str, Any]:
+    def full_grid(self, metric: str | None) -> dict[str, Any]:
         """The index grid of every run for `metric` (computed once per build: history pages mark its steps)."""
         if metric not in self._grids:
             self._grids[metric] = self.grid(self.runs, metric)
@@ -696,71 +741,98 @@ class _Builder:
             return []
         grid = self.full_grid(metric)
         row = next((r for r in grid["rows"] if r["scenario"] == scenario), None)
-        return [dict(cp, axis=grid["axis"]) for cp in self.row_changes(metric, _row_series(row))] if row else []
+        return [dict(cp, axis=grid["axis"]) for cp in _row_changes(self, metric, row)] if row else []
 
     def columns(self, runs: Iterable[RunInfo]) -> tuple[str, list[str]]:
         return _columns(runs)
 
-    def grid(self, runs: list[RunInfo], metric: str) -> dict[str, Any]:
+    def grid(self, runs: list[RunInfo], metric: str | None) -> dict[str, Any]:
         """Scenario × column cells: median of the newest runs' repetitions, change and verdict against the reference.
 
-        A cell holds the newest run of its scenario and column, and older ones
-        until it has CELL_VALUES measured repetitions (a matrix cell of 3
-        repetitions takes two runs): the state of that kernel or label now,
-        judged like `compare` judges two selections. Pooling every run ever
-        made would mix old scenario versions and make the exact tests slow.
+        `metric` None: each row by its scenario's main metric (self.mains), as
+        compare and history judge it. A cell holds the newest run of its
+        scenario and column, and older ones until it has CELL_VALUES measured
+        repetitions (a matrix cell of 3 repetitions takes two runs): the state
+        of that kernel or label now, judged like `compare` judges two
+        selections. Pooling every run ever made would mix old scenario
+        versions and make the exact tests slow. A metric the scenario does not
+        measure (no run of it stored it, and it is not its kind's own) is "n/a"
+        in every cell; a cell whose newest run ran under other SERIES_CONDITIONS
+        than the reference cell's (another backend, accelerator, executor, time
+        mode or machine) is not judged against it, unless --mix.
         """
+        from ..analysis.conditions import series_key
+        from ..metrics import own_metrics
+
         axis, columns = self.columns(runs)
         reference = self.options.reference if self.options.reference in columns else (columns[0] if columns else None)
-        better = metric_def(metric).better
-        pools: dict[tuple[str, str], list[RunInfo]] = {}
-        unmeasured: dict[tuple[str, str], RunInfo] = {}  # the newest run of a cell that measured nothing (all failed)
+        by_scenario: dict[str, list[RunInfo]] = {}
         for r in sorted(runs, key=lambda r: r.started_at, reverse=True):
-            col = r.kernel if axis == "kernel" else (r.label or NO_LABEL)
-            if r.values.get(metric):
-                pools.setdefault((r.scenario, col), []).append(r)
-            else:
-                unmeasured.setdefault((r.scenario, col), r)
-
-        def newest(scenario: str, col: str | None) -> tuple[list[RunInfo], list[float]]:
-            members, values = [], []
-            for r in pools.get((scenario, col), []) if col is not None else []:
-                members.append(r)
-                values.extend(r.values[metric])
-                if len(values) >= CELL_VALUES:
-                    break
-            return members, values
+            by_scenario.setdefault(r.scenario, []).append(r)
 
         rows = []
-        for scenario in sorted({r.scenario for r in runs}):
-            ref_members, ref_values = newest(scenario, reference)
+        for scenario in sorted(by_scenario):
+            m = metric or self.mains[scenario]
+            applies = m in self.measured.get(scenario, set()) or m in own_metrics(self.kinds[scenario])
+            pools: dict[str, list[RunInfo]] = {}
+            unmeasured: dict[str, RunInfo] = {}  # the newest run of a cell that measured nothing (all failed)
+            for r in by_scenario[scenario]:
+                col = r.kernel if axis == "kernel" else (r.label or NO_LABEL)
+                if r.values.get(m):
+                    pools.setdefault(col, []).append(r)
+                else:
+                    unmeasured.setdefault(col, r)
+
+            def newest(col: str | None) -> tuple[list[RunInfo], list[float]]:
+                members, values = [], []
+                for r in pools.get(col, []) if col is not None else []:
+                    members.append(r)
+                    values.extend(r.values[m])
+                    if len(values) >= CELL_VALUES:
+                        break
+                return members, values
+
+            ref_members, ref_values = newest(reference)
+            ref_series = series_key(ref_members[0].conditions) if ref_members and not self.options.mix else ()
             cells = []
             for col in columns:
-                members, values = newest(scenario, col)
+                members, values = newest(col)
+                series = series_key(members[0].conditions) if members and not self.options.mix else ()
                 cell: dict[str, Any] = {"column": col, "n": len(values), "runs": [r.uid for r in members], "values": values,
                                         "median": statistics.median(values) if values else None,
                                         "latest": members[0].uid if members else None, "p": None,
-                                        "unmeasured": unmeasured.get((scenario, col)) if not members else None,
+                                        "unmeasured": unmeasured.get(col) if not members and applies else None,
+                                        "not_measured": not applies and col in unmeasured,
                                         "verdict": None, "change": None, "reference": col == reference, "notes": [],
-                                        "conditions": [], "change_point": None}
-                if values and ref_values and col != reference:
-                    v = self.site.verdict(ref_values, values, metric, self.options.threshold, self.options.alpha)
+                                        "conditions": [], "change_point": None, "series": series, "other_series": None}
+                if values and ref_values and col != reference and series != ref_series:
+                    cell["other_series"] = "; ".join(f"{name}: {', '.join(b)} → {', '.join(c)}" for name, b, c in differing(
+                        [r.conditions for r in ref_members], [r.conditions for r in members]))
+                elif values and ref_values and col != reference:
+                    v = self.site.verdict(ref_values, values, m, self.options.threshold, self.options.alpha)
                     cell.update(verdict=v["verdict"], change=v["change"], p=v["p"], ci95=v["ci95"], notes=list(v["notes"]))
                     cell["conditions"] = [f"{name}: {', '.join(b)} → {', '.join(c)}" for name, b, c in differing(
                         [r.conditions for r in ref_members], [r.conditions for r in members])]
                 cells.append(cell)
-            rows.append({"scenario": scenario, "cells": cells})
-        return {"axis": axis, "columns": columns, "reference": reference, "rows": rows}
+            rows.append({"scenario": scenario, "metric": m, "unit": metric_def(m).unit, "better": metric_def(m).better,
+                         "cells": cells})
+        # a kernel column is headed by its upstream version (6.12.43), the release (6.12.43+deb12-cloud-amd64) on hover
+        versions = {r.kernel: r.version for r in runs if r.version} if axis == "kernel" else {}
+        return {"axis": axis, "columns": columns, "reference": reference, "rows": rows,
+                "headers": {c: versions.get(c) or c for c in columns}}
 
-    def _index_html(self, rel: str, metric: str, tag: tuple[str, str] | None, tags: list[tuple[str, str]],
-                    grid: dict[str, Any], default: str) -> str:
-        n_runs = len(self.runs) if tag is None else sum(1 for r in self.runs if r.tags.get(tag[0]) == tag[1])
+    def _index_html(self, rel: str, metric: str | None, tag: tuple[str, str] | None, tags: list[tuple[str, str]],
+                    grid: dict[str, Any], default: str | None) -> str:
+        from ..analysis.conditions import sizing_note
+
+        runs = self.runs if tag is None else [r for r in self.runs if r.tags.get(tag[0]) == tag[1]]
+        n_runs = len(runs)
         n_steps = 0
         for row in grid["rows"]:
-            row["history"] = history_page(row["scenario"], metric)
+            row["history"] = history_page(row["scenario"], row["metric"])
             if self.options.detect_change_points:
                 by_column = {cell["column"]: cell for cell in row["cells"]}
-                for cp in self.row_changes(metric, _row_series(row)):
+                for cp in _row_changes(self, row["metric"], row):
                     by_column[cp["after"]]["change_point"] = cp
                     n_steps += 1
             for cell in row["cells"]:
@@ -768,11 +840,12 @@ class _Builder:
                 if cell["unmeasured"] is not None:
                     cell["unmeasured_page"] = run_page(cell["unmeasured"].uid)
         return self.render(
-            "index.html.j2", rel, title=f"{metric} by scenario and {grid['axis']}", metric=metric,
-            unit=metric_def(metric).unit, better=metric_def(metric).better, grid=grid, tag=tag,
-            n_runs=n_runs, threshold=self.options.threshold, alpha=self.options.alpha,
+            "index.html.j2", rel, title=f"{metric or 'each scenario by its ' + MAIN} by scenario and {grid['axis']}",
+            metric=metric, unit=metric_def(metric).unit if metric else "", better=metric_def(metric).better if metric else "",
+            grid=grid, tag=tag, n_runs=n_runs, threshold=self.options.threshold, alpha=self.options.alpha,
             detect_change_points=self.options.detect_change_points, n_steps=n_steps,
-            metric_links=[(m, index_page(m, tag, default)) for m in self.metrics],
+            sizing_note=sizing_note([r.conditions for r in runs]),
+            metric_links=[(MAIN, index_page(None, tag, default))] + [(m, index_page(m, tag, default)) for m in self.metrics],
             tag_links=[(None, index_page(metric, None, default))] + [(t, index_page(metric, t, default)) for t in tags],
             figures=[])
 
@@ -782,14 +855,17 @@ class _Builder:
         key = _key("runs", self.metrics, self.ctx["compares"], [r.fingerprint for r in self.runs])
         if self.site.fresh(rel, key):
             return
-        rows = [{"r": r, "page": run_page(r.uid), "median": statistics.median(r.values[self.options.metric])
-                 if r.values.get(self.options.metric) else None} for r in reversed(self.runs)]
+        rows = []
+        for r in reversed(self.runs):
+            m = self.options.metric or self.mains[r.scenario]
+            rows.append({"r": r, "page": run_page(r.uid), "metric": m, "unit": metric_def(m).unit,
+                         "median": statistics.median(r.values[m]) if r.values.get(m) else None})
         self.site.write(rel, key, self.render("runs.html.j2", rel, title="runs", rows=rows, metric=self.options.metric,
-                                              unit=metric_def(self.options.metric).unit, figures=[]))
+                                              figures=[]))
 
     # -- compare pages ------------------------------------------------------------
     def compare_pages(self) -> None:
-        metrics = self.options.compare_metrics or [self.options.metric]
+        metrics = self.options.compare_metrics or ([self.options.metric] if self.options.metric else None)
         for base, cand in self.options.compares:
             rel = compare_page(base, cand)
             selected = [self.store.select_runs(base), self.store.select_runs(cand)]
@@ -862,17 +938,15 @@ def _changed_mib(result: RunResult, side: str) -> dict[str, Any]:
     """The MIB counters that moved in any repetition: {"reps": [...], "rows": [(counter, [delta per rep])]}."""
     reps = result.repetitions
     counters = sorted({k for rep in reps for k, v in (getattr(rep, side) or {}).items() if v})
-    return {"reps": [rep.index + 1 for rep in reps],
+    return {"reps": [result.repetition_label(rep) for rep in reps],
             "rows": [(k, [(getattr(rep, side) or {}).get(k, 0) for rep in reps]) for k in counters]}
 
 
 def _link_rows(result: RunResult) -> list[dict[str, Any]]:
     """The emulator's counters per repetition, path and direction (environment.link_stats, one entry per repetition)."""
     rows = []
-    for i, entry in enumerate(result.environment.get("link_stats") or []):
-        if not isinstance(entry, dict):
-            continue
-        rep = result.repetitions[i].index + 1 if i < len(result.repetitions) else i + 1
+    for i, (owner, entry) in enumerate(result.link_stats()):  # paired by the repetition's index, or the order they ran
+        rep = result.repetition_label(owner) if owner is not None else f"#{i + 1}"
         for path, dirs in (entry.get("paths") or {}).items():
             for direction, st in (dirs or {}).items():
                 if not isinstance(st, dict):

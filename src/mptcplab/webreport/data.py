@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from ..analysis.conditions import conditions
+from ..analysis.kernel_history import run_version
 from ..result import RunResult
 from ..store import RunFilter, Store
 from ..store.models import RepetitionRow, Run, Tag
@@ -48,6 +49,8 @@ class RunInfo:
     fingerprint: str = ""
     #: what the run measured under (analysis.conditions): congestion control, buffers, backend, accelerator, machine
     conditions: dict[str, str] = field(default_factory=dict)
+    #: the upstream version of its kernel ('6.12.43' for 6.12.43+deb12-cloud-amd64; analysis.kernel_history.run_version)
+    version: str = ""
 
 
 def kernel_order(release: str) -> list[Any]:
@@ -77,6 +80,7 @@ def read_runs(store: Store, flt: RunFilter, metrics: list[str]) -> list[RunInfo]
         ended = {uid: end for uid, end in s.execute(select(Run.uid, Run.ended_at).where(Run.uid.in_(uids)))}
     for uid, (backend, env) in store.run_environments(uids).items():
         by_uid[uid].conditions = conditions(env, backend)
+        by_uid[uid].version = run_version(by_uid[uid].kernel, env)
     for metric in metrics:
         for uid, sample in store.samples(uids, metric, per_run=True).items():
             if uid in by_uid:

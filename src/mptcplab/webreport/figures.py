@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..metrics import series_label
 from ..result import Repetition
 from ..series import fresh_rtt, plotted_rate
 
@@ -46,7 +47,7 @@ def _event_marks(events: list[dict[str, Any]], yref: str = "paper") -> tuple[lis
     return shapes, annotations
 
 
-def repetition_figure(rep: Repetition, events: list[dict[str, Any]]) -> dict[str, Any] | None:
+def repetition_figure(rep: Repetition, events: list[dict[str, Any]], label: str | None = None) -> dict[str, Any] | None:
     """Per-path throughput (top), smoothed RTT and, when the result has it, cwnd (bottom) over time of one
     repetition; path events as lines.
 
@@ -81,7 +82,7 @@ def repetition_figure(rep: Repetition, events: list[dict[str, Any]]) -> dict[str
     # three panels (rate, RTT, cwnd) or two (results from before cwnd was kept)
     domains = [[0.68, 1.0], [0.35, 0.63], [0.0, 0.3]] if with_cwnd else [[0.55, 1.0], [0.0, 0.45]]
     layout = {
-        "title": {"text": f"repetition {rep.index + 1}{' (warm-up)' if rep.warmup else ''}: "
+        "title": {"text": f"{'repetition ' + (label or str(rep.index + 1)) if not rep.baseline_path else label or rep.baseline_path}: "
                           f"{rep.goodput_mbps:.2f} mbit/s in {rep.completion_s:.2f} s{status}", "font": {"size": 13},
                   "x": 0.01, "xanchor": "left"},
         "font": FONT, "height": 620 if with_cwnd else 420, "margin": {"l": 60, "r": 20, "t": 50, "b": 45},
@@ -98,12 +99,16 @@ def repetition_figure(rep: Repetition, events: list[dict[str, Any]]) -> dict[str
 
 
 def history_figure(points: list[Any], metric: str, unit: str, urls: list[str], tick_labels: list[str],
-                   change_points: list[int]) -> dict[str, Any]:
+                   change_points: list[int], verdicts: dict[int, str] | None = None,
+                   tick_hover: list[str] | None = None) -> dict[str, Any]:
     """Median and 95% CI per run, every repetition as a point, version changes and change points as lines.
 
     `points` are `analysis.history.Point`s in display order, `urls` their run
     pages (a click on a point opens its run), `change_points` indices of
-    points where a detector found a change (drawn as solid red lines).
+    points where a detector found a change (solid lines: red for a regression,
+    green for an improvement, by `verdicts` (index -> verdict); red when not
+    given). Labels of the lines sit inside the plot's top, staggered so that
+    neighbours never overlap; the legend is above the plot, left.
     """
     xs = list(range(len(points)))
     medians = {"type": "scatter", "mode": "markers+lines", "name": "median, 95% CI", "x": xs,
@@ -129,31 +134,38 @@ def history_figure(points: list[Any], metric: str, unit: str, urls: list[str], t
             "text": rtext, "hovertemplate": "%{text}<extra></extra>",
             "marker": {"size": 6, "color": "rgba(52, 152, 219, 0.55)"}}
     shapes, annotations = [], []
+    marks: list[tuple[float, str, str, str, str]] = []  # (x, text, colour, dash, hover)
     for i, p in enumerate(points):
         if i and p.version_changed:
-            shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": i - 0.5, "x1": i - 0.5, "y0": 0, "y1": 1,
-                           "line": {"color": "#8e44ad", "width": 1.5, "dash": "dot"}})
-            annotations.append({"xref": "x", "yref": "paper", "x": i - 0.5, "y": 1.04, "showarrow": False,
-                                "text": "scenario changed", "font": {"size": 10, "color": "#8e44ad"}})
-    for i, p in enumerate(points):
+            marks.append((i - 0.5, "scenario changed", "#8e44ad", "dot", ""))
         if i and getattr(p, "conditions_changed", None):
-            shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": i - 0.5, "x1": i - 0.5, "y0": 0, "y1": 1,
-                           "line": {"color": "#d35400", "width": 1.5, "dash": "dashdot"}})
-            annotations.append({"xref": "x", "yref": "paper", "x": i - 0.5, "y": 0.98, "showarrow": False,
-                                "text": "conditions changed", "font": {"size": 10, "color": "#d35400"},
-                                "hovertext": ", ".join(p.conditions_changed)})
+            marks.append((i - 0.5, "conditions changed", "#d35400", "dashdot", ", ".join(p.conditions_changed)))
     for i in change_points:
-        shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": i - 0.5, "x1": i - 0.5, "y0": 0, "y1": 1,
-                       "line": {"color": "#c0392b", "width": 2}})
-        annotations.append({"xref": "x", "yref": "paper", "x": i - 0.5, "y": 1.09, "showarrow": False,
-                            "text": "change point", "font": {"size": 10, "color": "#c0392b"}})
+        verdict = (verdicts or {}).get(i, "regressed")
+        marks.append((i - 0.5, f"change point ({verdict})", VERDICT_COLOURS.get(verdict, "#c0392b"), "solid", ""))
+    rows: list[float] = []  # per label row, the x where its last label ends (labels take ~2.2 points of width)
+    for x, text, colour, dash, hover in sorted(marks, key=lambda m: m[0]):
+        shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": x, "x1": x, "y0": 0, "y1": 1,
+                       "line": {"color": colour, "width": 2 if dash == "solid" else 1.5, "dash": dash}})
+        row = next((k for k, end in enumerate(rows) if end <= x), len(rows))
+        if row == len(rows):
+            rows.append(x)
+        rows[row] = x + 0.25 + 0.11 * len(text) * max(1.0, len(points) / 12)
+        annotation = {"xref": "x", "yref": "paper", "x": x, "y": 0.99 - 0.075 * row, "xanchor": "left", "yanchor": "top",
+                      "xshift": 3, "showarrow": False, "text": text, "font": {"size": 10, "color": colour},
+                      "bgcolor": "rgba(255,255,255,0.8)"}
+        if hover:
+            annotation["hovertext"] = hover
+        annotations.append(annotation)
     step = max(1, math.ceil(len(points) / 30))  # at most ~30 labels: the others are in the hover text and the table
-    layout = {"font": FONT, "height": 440, "margin": {"l": 60, "r": 20, "t": 40, "b": 110},
-              "xaxis": {"tickmode": "array", "tickvals": xs[::step], "ticktext": tick_labels[::step], "tickangle": -35,
-                        "range": [-0.6, len(points) - 0.4], "zeroline": False, "automargin": True},
-              "yaxis": {"title": {"text": f"{metric} ({unit})" if unit else metric}},
-              "legend": {"orientation": "h", "y": 1.12}, "shapes": shapes, "annotations": annotations,
-              "hovermode": "closest"}
+    longest = max((len(t) for t in tick_labels), default=0)
+    layout = {"font": FONT, "height": 470 + 4 * min(longest, 40), "margin": {"l": 70, "r": 20, "t": 40, "b": 40},
+              "xaxis": {"tickmode": "array", "tickvals": xs[::step], "ticktext": tick_labels[::step],
+                        "tickangle": -35 if len(points) > 8 else 0, "range": [-0.6, len(points) - 0.4],
+                        "zeroline": False, "automargin": True},
+              "yaxis": {"title": {"text": f"{metric} ({unit})" if unit else metric}, "automargin": True},
+              "legend": {"orientation": "h", "x": 0, "xanchor": "left", "y": 1.02, "yanchor": "bottom"},
+              "shapes": shapes, "annotations": annotations, "hovermode": "closest"}
     return {"data": [reps, medians], "layout": layout}
 
 
@@ -182,9 +194,6 @@ def comparison_figure(c: Any, unit: str, threshold: float) -> dict[str, Any]:
     return {"data": data, "layout": layout}
 
 
-#: what a workload's per-event series (Repetition.series) holds, by key: (what one value is, its unit)
-WORKLOAD_SERIES = {"latency_ms": ("transaction latency", "ms"), "delay_ms": ("chunk delay", "ms"),
-                   "fct_ms": ("flow completion time", "ms")}
 #: points per repetition drawn over time on a page (evenly thinned beyond it, the largest value always kept)
 MAX_PAGE_POINTS = 4000
 #: points per repetition of a drawn CDF (order statistics evenly spaced in rank, the minimum and maximum kept)
@@ -192,8 +201,9 @@ CDF_POINTS = 500
 
 
 def _series_label(key: str) -> tuple[str, str]:
-    if key in WORKLOAD_SERIES:
-        return WORKLOAD_SERIES[key]
+    declared = series_label(key)  # what the workload kind's spec declares (workload_specs MEASURES.series)
+    if declared is not None:
+        return declared
     for suffix, unit in (("_ms", "ms"), ("_s", "s"), ("_bytes", "bytes")):
         if key.endswith(suffix):
             return key[: -len(suffix)].replace("_", " "), unit
@@ -229,7 +239,8 @@ def workload_figures(reps: list[Repetition], events: list[dict[str, Any]] | None
             if not values:
                 continue
             colour = PATH_COLOURS[i % len(PATH_COLOURS)]
-            name = f"rep {rep.index + 1}" + (" (warm-up)" if rep.warmup else "") + ("" if rep.completed else f" ({rep.status})")
+            name = (f"TCP on {rep.baseline_path}" if rep.baseline_path else f"rep {rep.index + 1}") \
+                + (" (warm-up)" if rep.warmup else "") + ("" if rep.completed else f" ({rep.status})")
             group = f"rep-{rep.index}"
             idx = _thin_keep_max(len(values), MAX_PAGE_POINTS, values)
             if len(t) == len(values):

@@ -69,7 +69,7 @@ class ShortFlows(SocketWorkload):
         with self._lock:
             assert self.sampler is not None
             self.sampler.samples.append((time.monotonic() - t0, sample))
-            self.sampler.max_subflows = max(self.sampler.max_subflows, len(sample.subflows))
+            self.sampler.note(sample.subflows, connection=id(sock))
             if len(sample.subflows) > 1:
                 self._multi += 1
         if self.hooks.on_sample:

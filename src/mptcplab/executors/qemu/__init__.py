@@ -11,11 +11,11 @@ from typing import Any
 from ...protocols import Progress
 from ...result import RunResult
 from ...scenario import Scenario
-from ..base import Executor, register
+from ..base import KernelExecutor, register
 
 
 @register
-class QemuExecutor(Executor):
+class QemuExecutor(KernelExecutor):
     """One guest booted with `kernel` and kept up for every run given to it (booting costs far more than a repetition).
 
     Entering starts QEMU without waiting for the boot, so several guests boot
@@ -27,7 +27,7 @@ class QemuExecutor(Executor):
     def __init__(self, kernel: Any, cfg: Any = None) -> None:
         from .session import GuestSession
 
-        self._kernel = kernel
+        super().__init__(kernel)
         self.session = GuestSession(kernel, cfg)
 
     def __enter__(self) -> "QemuExecutor":
@@ -44,16 +44,11 @@ class QemuExecutor(Executor):
     def alive(self) -> bool:
         return self.session.alive
 
-    @property
-    def release(self) -> str:
-        return self._kernel.release
-
-    @property
-    def kernel(self) -> Any:
-        return self._kernel
-
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "accelerator": self.session.accel}
+
+    def exec(self, argv: list[str], timeout_s: float, on_output: Any = None) -> tuple[int, bool]:
+        return self.session.exec(argv, timeout_s, on_output)
 
     def run(self, scenario: Scenario, options: Any = None, into: RunResult | None = None, finish: bool = True,
             timeseries: bool = True) -> RunResult:

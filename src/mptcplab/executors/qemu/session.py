@@ -25,6 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from ... import errors
@@ -323,6 +324,27 @@ class GuestSession:
         self._job.end(result)
         return result
 
+    def exec(self, argv: list[str], timeout_s: float, on_output: Callable[[str, str], None] | None = None) -> tuple[int, bool]:
+        """Run command line `argv` in the guest (a command job, executors/job.py): (its exit code, timed out).
+
+        Its output reaches `on_output(stream, text)` ("stdout"/"stderr") as it is written. At `timeout_s` the
+        guest kills it (timed out: True, its exit code the signal's, negative). Raises RunError when the guest
+        dies or does not answer within the timeout and a margin (the guest is then killed)."""
+        self.wait_ready(None)
+        assert self.qemu.stdin is not None
+        self._on_output = on_output
+        try:
+            try:
+                self.qemu.stdin.write(json.dumps(jobs.encode_exec(argv, timeout_s)).encode() + b"\n")
+                self.qemu.stdin.flush()
+            except OSError:
+                raise self._fail("the guest stopped before it took the command") from None
+            doc = self._until({"exec_result"}, time.monotonic() + timeout_s + PER_REPETITION_SLACK_S, None,
+                              f"did not answer within {timeout_s + PER_REPETITION_SLACK_S:.0f} s (guest killed)")
+        finally:
+            self._on_output = None
+        return int(doc.get("exit_code", 1)), bool(doc.get("timed_out"))
+
     def _stamp(self, result: RunResult, t0: float) -> None:
         """What the host knows about the guest run: accelerator, boot time, QEMU, its own view of the CPU."""
         cpu = result.environment.setdefault("guest_cpu", {})
@@ -418,6 +440,9 @@ class GuestSession:
             self.ready_info = msg
         elif kind == "run_started":
             self._job.started(msg)
+        elif kind == "output":
+            if getattr(self, "_on_output", None) is not None:
+                self._on_output(str(msg.get("stream")), str(msg.get("data", "")))
         elif kind == "repetition":
             self._account("finished")
             self._repetition(msg)

@@ -42,9 +42,9 @@ from typing import Any
 
 from ...errors import EnvironmentProblem, RunError, UsageError
 from ...protocols import Progress
-from ...result import RunResult
+from ...result import RunResult, run_status
 from ...scenario import Scenario
-from ..base import Executor, register
+from ..base import KernelExecutor, register
 
 #: the fixed path, the same in every boot and on every machine, where an instance finds its job (a bind mount)
 JOB_DIR = "/var/lib/mptcplab/uml-job"
@@ -170,7 +170,7 @@ class _Core:
 
 
 @register
-class UmlExecutor(Executor):
+class UmlExecutor(KernelExecutor):
     """A UML kernel: one boot per repetition, pinned to a free core, in simulated time by default."""
 
     kind = "uml"
@@ -179,7 +179,7 @@ class UmlExecutor(Executor):
     load_independent = True
 
     def __init__(self, kernel: Any, cfg: UmlConfig | None = None) -> None:
-        self._kernel = kernel
+        super().__init__(kernel)
         self.cfg = cfg if isinstance(cfg, UmlConfig) else UmlConfig.from_environment()
         self._dead = False
         self.boot_s: list[float] = []
@@ -213,14 +213,6 @@ class UmlExecutor(Executor):
     @property
     def alive(self) -> bool:
         return not self._dead
-
-    @property
-    def release(self) -> str:
-        return self._kernel.release
-
-    @property
-    def kernel(self) -> Any:
-        return self._kernel
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "accelerator": "none (UML)", "time_mode": self.cfg.time_mode}
@@ -264,7 +256,7 @@ class UmlExecutor(Executor):
                 raise failure
             raise RunError(f"kernel {self.release}: the UML guest never started the run")
         if failure is None:
-            result.status = "completed" if all(r.completed for r in result.repetitions) else "failed"
+            result.status = run_status(result.repetitions)  # the one rule: a best-path baseline's timeout fails no run
         else:
             result.status = "interrupted" if isinstance(failure, KeyboardInterrupt) else "failed"
             if not isinstance(failure, KeyboardInterrupt):
