@@ -462,3 +462,25 @@ def test_run_metric_names_a_known_metric_and_is_not_content(tmp_path):
     assert "metric" not in parse_scenario(base).normalized()["run"]  # stored content of older scenarios unchanged
     with pytest.raises(ScenarioError, match=r"run\.metric 'latency_max' is not a metric of a repetition; known: "):
         parse_scenario({**base, "run": {"metric": "latency_max"}})
+
+
+def test_kernel_history_pairs_kernels_by_repetition(tmp_path):
+    """bench/kernel_history.py --flavour uml compares kernels repetition by repetition: a 5% step in every
+    repetition is +5.00% paired with 5/5 repetitions differing, and a kernel identical to its predecessor in every
+    repetition says so instead of a p-value."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
+    from kernel_history import paired_rows
+
+    base = [18.0, 18.3, 17.9, 18.6, 18.1]
+    runs = [synthetic("two-paths", k, v, g) for (k, v), g in
+            zip(KERNELS, [base, [round(x * 1.05, 4) for x in base], [round(x * 1.05, 4) for x in base]])]
+    for r in runs:
+        r.label = "kh"
+    store_runs(tmp_path / "kh.db", runs)
+    rows = paired_rows(open_store(str(tmp_path / "kh.db")), "two-paths", "goodput_mbps", "kh")
+    assert len(rows) == 3, rows  # 6.1 -> 6.12, 6.12 -> 6.18, 6.1 -> 6.18
+    step, same, first_last = rows
+    assert "6.1.176 -> 6.12.117" in step and "+5.00%" in step and "| 5/5 |" in step, step
+    assert "6.12.117 -> 6.18.15" in same and "| 0/5 | identical |" in same and "+0.00%" in same, same
+    assert "6.1.176 -> 6.18.15" in first_last and "+5.00%" in first_last, first_last
