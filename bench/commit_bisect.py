@@ -10,7 +10,7 @@ stay), so every step is built again, incrementally from whatever commit the buil
 honest cost of a bisect on a warm tree. `--keep-builds` measures a rerun that reuses them. Each run uses a new
 results database (nothing resumed). Holds /tmp/mptcplab-heavy.lock while it builds and measures.
 
-Usage: python bench/commit_bisect.py [--scenario rtt-ratio-5] [--repeat 5] [--keep-builds] [--json FILE]
+Usage: python bench/commit_bisect.py [--scenario rtt-ratio-5] [--repeat 8] [--keep-builds] [--json FILE]
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ TOTAL_TARGET_S = 15 * 60.0
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenario", default="rtt-ratio-5")
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=8)  # paired: 1/2^n must be under alpha 0.01, so 7 or more
     ap.add_argument("--keep-builds", action="store_true", help="reuse the series' kernels already in the cache")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     a = ap.parse_args()

@@ -172,7 +172,12 @@ def test_resume_runs_only_the_missing_repetitions_and_continues_the_seeds(tmp_pa
 @heavy
 def test_commit_bisect_names_the_scheduler_commit_of_the_synthetic_series(tmp_path):
     """The real thing: the 16-commit series of Debian 6.12.117 (made once, cached), each probe built incrementally
-    in the lab's worktree and run in UML on rtt-ratio-5; the bisect must name the 11th commit."""
+    in the lab's worktree and run in UML on rtt-ratio-5; the bisect must name the 11th commit. 8 repetitions: the
+    paired rule's smallest p is 1/2^n, and 5 pairs (1/32) could never pass alpha 0.01."""
+    if os.environ.get("MPTCPLAB_BISECT_SERIES") != "1":
+        # about 6 min to make the series and 5-17 min for its first (cold) build on two cores: more than CI's budget
+        # allows beside the rest; run it on purpose (or bench/commit_bisect.py, which measures the same)
+        pytest.skip("the synthetic series bisect builds six kernels: set MPTCPLAB_BISECT_SERIES=1 to run it")
     if not (Path(os.environ.get("MPTCPLAB_CACHE", "/var/cache/mptcplab")) / "sources/6.12.117/tree/Makefile").is_file():
         pytest.skip("needs the unpacked Debian 6.12.117 source: mptcplab kernel build 6.12.117 --flavour uml")
     sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
@@ -181,7 +186,7 @@ def test_commit_bisect_names_the_scheduler_commit_of_the_synthetic_series(tmp_pa
     series = make_series()
     db = tmp_path / "bisect.db"
     proc = cli("bisect", "rtt-ratio-5", "--tree", series["repository"], "--good", "series-good", "--bad", "series-bad",
-               "--repeat", "5", "--db", str(db), "--json", timeout=3600)
+               "--repeat", "8", "--db", str(db), "--json", timeout=3600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(proc.stdout)
     assert doc["outcome"] == "found" and doc["first_bad_commit"] == series["culprit"], doc
@@ -190,7 +195,7 @@ def test_commit_bisect_names_the_scheduler_commit_of_the_synthetic_series(tmp_pa
     assert steps[series["bad"]]["vs_good"]["verdict"] == "regressed"
     # again: everything comes from the store, no build, no run
     again = cli("bisect", "rtt-ratio-5", "--tree", series["repository"], "--good", "series-good", "--bad", "series-bad",
-                "--repeat", "5", "--db", str(db), "--json", timeout=600)
+                "--repeat", "8", "--db", str(db), "--json", timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     redo = json.loads(again.stdout)
     assert redo["first_bad_commit"] == series["culprit"]
