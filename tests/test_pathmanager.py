@@ -159,7 +159,7 @@ def test_a_path_has_client_and_server_endpoints_and_several_server_addresses():
                        ({"server_endpoint": "signal fullmesh"}, "mustn't have both signal and fullmesh"),
                        ({"endpoint": "signal", "server_endpoint": "signal"}, "already makes this path the server's"),
                        ({"server_addresses": 2}, "need server_endpoint"),
-                       ({"server_endpoint": "signal", "server_addresses": 9}, "less than or equal to 8")):
+                       ({"server_endpoint": "signal", "server_addresses": 9}, "at most 8")):
         with pytest.raises(ScenarioError, match=words):
             parse_scenario(_with(bad), "bad.toml")
     with pytest.raises(ScenarioError, match=r"path\[1\]\.server_endpoint: .*in-kernel path manager"):

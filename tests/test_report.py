@@ -208,7 +208,8 @@ def test_index_grid_links_to_history_and_runs(site, browser):
     grid = browser.find_element("id", "grid")
     headers = [th.text.split("\n")[0] for th in grid.find_elements("css selector", "thead th")]
     assert headers[1:] == ["base", "cand", "broken"]  # one kernel: scenario × label, in order of first use
-    rows = {tr.find_element("tag name", "th").text: tr for tr in grid.find_elements("css selector", "tbody tr")}
+    # each row header: the scenario, then the metric it is judged by on a line of its own
+    rows = {tr.find_element("tag name", "th").text.split("\n")[0]: tr for tr in grid.find_elements("css selector", "tbody tr")}
     assert set(rows) == {"rp-two-paths", "rp-blackhole"}
     broken = rows["rp-blackhole"].find_element("css selector", "td.unmeasured a")  # measured nothing: links to the run
     assert broken.get_attribute("href").endswith(f"runs/{site['runs']['broken']}.html") and broken.text == "failed"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import os
 import signal
 import subprocess
@@ -279,17 +280,23 @@ def test_compare_says_regressed_on_a_degraded_candidate(compared):
     assert cli_in_process("compare", "--baseline", worse, "--candidate", base, "--db", db).returncode == 0
 
 
-def _twin(db: str, run_id: str) -> str:
-    """The stored run `run_id` again under another id: identical data that is not the same selection."""
-    store = open_store(db)
-    twin = store.load_result(run_id).model_copy(update={"run_id": f"{run_id}-twin"})
+def _twin(db: str, run_id: str, tmp_path: Path) -> tuple[str, str]:
+    """A copy of the store at `db` with the run `run_id` in it again under another id, and that id: identical data
+    that is not the same selection (in a copy, so the module's store keeps its two runs for the tests after)."""
+    import shutil
+
+    copy = tmp_path / "twin.db"
+    shutil.copyfile(db, copy)
+    store = open_store(str(copy))
+    twin = store.load_result(run_id).model_copy(update={"run_id": f"twin-{run_id}"})
     store.save_result(twin, store.scenario_content(run_id))
-    return twin.run_id
+    return str(copy), twin.run_id
 
 
-def test_compare_says_unchanged_on_identical_data(compared):
+def test_compare_says_unchanged_on_identical_data(compared, tmp_path):
     db, base, _ = compared
-    proc = cli("compare", "--baseline", base, "--candidate", _twin(db, base), "--format", "json", "--db", db)
+    db, twin = _twin(db, base, tmp_path)
+    proc = cli("compare", "--baseline", base, "--candidate", twin, "--format", "json", "--db", db)
     assert proc.returncode == 0, proc.stderr
     (c,) = json.loads(proc.stdout)["comparisons"]
     assert c["verdict"] == "unchanged" and c["change"] == 0.0
@@ -315,7 +322,8 @@ def test_compare_plot_shows_every_repetition_and_the_verdict(compared, tmp_path)
     proc = cli("compare", "--baseline", base, "--candidate", worse, "--metric", "goodput_mbps",
                "--metric", "completion_s", "--plot", str(regressed), "--db", db)
     assert proc.returncode == 1 and f"plot written to {regressed}" in proc.stderr, proc.stderr
-    assert cli_in_process("compare", "--baseline", base, "--candidate", _twin(db, base), "--plot", str(same), "--db", db).returncode == 0
+    twin_db, twin = _twin(db, base, tmp_path)
+    assert cli_in_process("compare", "--baseline", base, "--candidate", twin, "--plot", str(same), "--db", twin_db).returncode == 0
     two, one = matplotlib.image.imread(regressed), matplotlib.image.imread(same)
     assert two.shape[1] > 1.6 * one.shape[1]  # one panel per metric
     assert _has_colour(two, VERDICT_COLOURS["regressed"]) and not _has_colour(one, VERDICT_COLOURS["regressed"])
