@@ -18,13 +18,11 @@ VIRTIOFSD_BINARIES := /usr/libexec/virtiofsd /usr/lib/qemu/virtiofsd
 LOCK := requirements.lock
 # the report's browser tests (tests/test_report.py): headless Chromium driven by Selenium through chromedriver
 DEB_PACKAGES += chromium chromium-driver
-# the kernel selftests (mptcplab selftest): make generates the uapi headers (make headers) their programs compile
-# against
-DEB_PACKAGES += make
 # the command workload (tests/test_command.py): mptcpd's mptcpize forces MPTCP on the programs it runs,
 # iperf3 is the program the test (and bench/bulk_overhead.py) runs; bench/rr_latency.py also wants sockperf
 DEB_PACKAGES += mptcpd iperf3
-# kernels built from source (mptcplab kernel build): the kernel's build needs make, gcc, flex and bison (Kconfig's
+# kernels built from source (mptcplab kernel build), and the kernel selftests (mptcplab selftest: make generates the
+# uapi headers their programs compile against): the kernel's build needs make, gcc, flex and bison (Kconfig's
 # parser), bc (timeconst), libelf-dev (objtool, for the qemu flavour's x86 kernel), libssl-dev (x86's certificate
 # tools) and xz-utils (the linux-source tarballs); ccache is used when installed, not required
 DEB_PACKAGES += make flex bison bc libelf-dev libssl-dev xz-utils
