@@ -484,3 +484,23 @@ def test_kernel_history_pairs_kernels_by_repetition(tmp_path):
     assert "6.1.176 -> 6.12.117" in step and "+5.00%" in step and "| 5/5 |" in step, step
     assert "6.12.117 -> 6.18.15" in same and "| 0/5 | identical |" in same and "+0.00%" in same, same
     assert "6.1.176 -> 6.18.15" in first_last and "+5.00%" in first_last, first_last
+
+
+@light
+def test_a_scenarios_run_metric_is_its_main_metric_for_every_verdict(tmp_path):
+    """`[run] metric` (report 554's stall judged by latency_max_ms) is what the store's commands judge by too, not
+    only `suite run`: Store.main_metrics and a result's own main metric both name it."""
+    from mptcplab.metrics import result_main_metric
+    from mptcplab.scenario import load_scenario
+    from mptcplab.store import open_store
+
+    from .synthetic import run as synthetic_run
+
+    store = open_store(str(tmp_path / "m.db"))
+    scn = load_scenario("report-554-rr-failover-signal")
+    store.save_result(synthetic_run([1.0, 1.0, 1.0], scenario=scn.name), scn.normalized())
+    store.save_result(synthetic_run([1.0], scenario="rr-asymmetric-rtt"), load_scenario("rr-asymmetric-rtt").normalized())
+    assert store.main_metrics(None) == {scn.name: "latency_max_ms", "rr-asymmetric-rtt": "latency_p99_ms"}
+    result = synthetic_run([1.0], scenario=scn.name)
+    result.environment.update(workload="rr", main_metric=scn.run.metric)
+    assert result_main_metric(result) == "latency_max_ms"

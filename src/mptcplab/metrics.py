@@ -248,6 +248,8 @@ def result_main_metric(result: RunResult) -> str:
     """The main metric of a result's workload: from its environment's `workload` kind (recorded by the runner),
     else inferred from what its repetitions measured (infer_kind). A stored run's is Store.main_metrics' answer,
     which reads its stored scenario first."""
+    if result.environment.get("main_metric"):  # the scenario's own `[run] metric`
+        return str(result.environment["main_metric"])
     kind = result.environment.get("workload")
     if not kind:
         kind = infer_kind({k for rep in result.repetitions for k in repetition_metrics(rep)})

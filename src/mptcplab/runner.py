@@ -322,6 +322,7 @@ def _new_result(scenario: Scenario, backend_cls: type[LinkBackend], options: Run
     env.update(scheduler=scenario.mptcp.scheduler, path_manager=scenario.mptcp.path_manager,
                link_backend=backend_cls.name, label=options.label, budget_s=scenario.run.budget,
                workload=scenario.workload.kind,  # what the run is judged by when its scenario is not stored with it
+               **({"main_metric": scenario.run.metric} if getattr(scenario.run, "metric", None) else {}),  # [run] metric
                sysctls_set={role: scenario.sysctls_for(role) for role in SYSCTL_ROLES})
     env.update(baseline_environment(scenario))
     result = RunResult(

@@ -351,10 +351,18 @@ class Store:
 
     def main_metrics(self, scenarios: Iterable[str] | None = None) -> dict[str, str]:
         """Scenario name -> its main metric: what compare, history, runs, show and the report judge it by
-        unless --metric names another (metrics.main_metric of its workload kind, `workload_kinds`)."""
+        unless --metric names another: the scenario's `[run] metric` when it sets one, else metrics.main_metric of
+        its workload kind (`workload_kinds`)."""
         from ..metrics import main_metric
 
-        return {name: main_metric(kind) for name, kind in self.workload_kinds(scenarios).items()}
+        mains = {name: main_metric(kind) for name, kind in self.workload_kinds(scenarios).items()}
+        with self._session("read scenarios") as s:  # a scenario's own `[run] metric` (its newest version) wins
+            for name, content in s.execute(select(ScenarioVersion.name, ScenarioVersion.content)
+                                           .where(ScenarioVersion.name.in_(list(mains))).order_by(ScenarioVersion.first_seen)):
+                chosen = ((content or {}).get("run") or {}).get("metric") if isinstance(content, dict) else None
+                if chosen:
+                    mains[name] = str(chosen)
+        return mains
 
     def select_runs(self, selector: str) -> list[str]:
         """Run ids a compare selector names: `run:ID`, `label:L`, `kernel:K`, `tag:K=V` or `K=V`; a bare
