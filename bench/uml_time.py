@@ -49,7 +49,8 @@ def main() -> int:
     boot = docs[0]["environment"]["guest"]["boot_s"]
     print(f"## {args.kernel}: {args.scenario}, {args.repeat} repetitions (one boot each), twice")
     print(f"- byte-identical repetitions in both runs: {'yes' if same else 'NO'}")
-    print(f"- goodput per repetition: {', '.join(f'{r['goodput_mbps']:.4f}' for r in docs[0]['repetitions'])} mbit/s")
+    goodputs = ", ".join(f"{r['goodput_mbps']:.4f}" for r in docs[0]["repetitions"])
+    print(f"- goodput per repetition: {goodputs} mbit/s")
     print(f"- boot to lab ready (median of the boots): {boot:.2f} s = {boot / BOOT_TARGET_S:.2f} x the 1 s target")
     print(f"- wall {walls[0]:.1f} s and {walls[1]:.1f} s for {simulated:.1f} s of simulated transfers: "
           f"{simulated / min(walls):.1f} x faster than real time (whole command, Python's start included)")
