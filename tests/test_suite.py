@@ -504,3 +504,17 @@ def test_a_scenarios_run_metric_is_its_main_metric_for_every_verdict(tmp_path):
     result = synthetic_run([1.0], scenario=scn.name)
     result.environment.update(workload="rr", main_metric=scn.run.metric)
     assert result_main_metric(result) == "latency_max_ms"
+
+
+@light
+def test_the_suite_table_of_cases_judged_by_different_metrics_prints(capsys):
+    """A suite whose cases have different main metrics (bulk and rr) prints one table with a metric column: the
+    document's metric is then "per-case", which is no metric of the table (it failed with exit 2 after measuring)."""
+    from mptcplab.cli.common import print_case_rows
+
+    row = {"kernel": "6.12.117-uml", "n": 3, "failed": 0, "median": 1.0, "ci95": (1.0, 1.0), "pass_rate": None,
+           "passed": 3, "pass_ci95": (0.0, 1.0), "change": None, "verdict": None}
+    rows = [{**row, "case": "simult-balanced", "metric": "goodput_mbps"}, {**row, "case": "rr-asymmetric-rtt", "metric": "latency_p99_ms"}]
+    print_case_rows("s1", rows, "per-case")
+    text = capsys.readouterr().out
+    assert "each case's metric" in text and "latency_p99_ms (ms)" in text and "goodput_mbps (mbit/s)" in text

@@ -331,7 +331,7 @@ def print_case_rows(suite_id: str, rows: list[dict[str, Any]], metric: str, what
     from ..metrics import metric as metric_def
 
     per_case = len({r["metric"] for r in rows}) > 1
-    unit = metric_def(metric).unit
+    unit = "" if per_case else metric_def(metric).unit  # per case: `metric` is "per-case", each row names its own
     measure = ("each case's metric (its workload's main one)" if per_case else f"{metric}{f' ({unit})' if unit else ''}")
     multi = len({r["kernel"] for r in rows}) > 1
     table = Table(title=f"{what or f'suite {suite_id} (runs tagged suite={suite_id})'}: {measure}, median [95% CI] "
