@@ -77,6 +77,17 @@ def parse(raw: bytes) -> dict[str, Any] | None:
         return None
 
 
+def guest_error(msg: dict[str, Any], where: str) -> Exception:
+    """A guest's `error` line as the LabError it was in the guest (RunError for a kind that is none), its message
+    prefixed with `where` (e.g. "in the guest (kernel 6.12.117)")."""
+    from .. import errors
+
+    cls = getattr(errors, str(msg.get("kind")), errors.RunError)
+    if not (isinstance(cls, type) and issubclass(cls, errors.LabError)):
+        cls = errors.RunError
+    return cls(f"{where}: {msg.get('message')}", msg.get("hint"))
+
+
 def forward_progress(progress: Progress, msg: dict[str, Any]) -> None:
     """A guest's `progress` line, told to the host's progress display."""
     event = msg.get("event")

@@ -452,10 +452,7 @@ class GuestSession:
             if progress is not None:
                 jobs.forward_progress(progress, msg)
         elif kind == "error":
-            cls = getattr(errors, str(msg.get("kind")), RunError)
-            if not (isinstance(cls, type) and issubclass(cls, errors.LabError)):
-                cls = RunError
-            raise cls(f"in the guest (kernel {self.kernel.release}): {msg.get('message')}", msg.get("hint"))
+            raise jobs.guest_error(msg, f"in the guest (kernel {self.kernel.release})")
         return kind
 
 

@@ -345,7 +345,6 @@ class UmlExecutor(KernelExecutor):
     def _follow(self, proc: subprocess.Popen, out: Path, follower: Any, offset: int, index: int, deadline: float,
                 watchdog: float, progress: Progress | None, work: Path) -> None:
         """Follow the guest's lines until its result, an error, its end or the wall-clock watchdog."""
-        from ... import errors
         from .. import job as jobs
 
         pos, buf, t0 = 0, b"", time.monotonic()
@@ -387,10 +386,7 @@ class UmlExecutor(KernelExecutor):
                             result.errors.extend(e for e in final.errors if e not in result.errors)
                         return
                     elif kind == "error":
-                        cls = getattr(errors, str(msg.get("kind")), RunError)
-                        if not (isinstance(cls, type) and issubclass(cls, errors.LabError)):
-                            cls = RunError
-                        raise cls(f"in the UML guest (kernel {self.release}): {msg.get('message')}", msg.get("hint"))
+                        raise jobs.guest_error(msg, f"in the UML guest (kernel {self.release})")
                 if proc.poll() is not None and not chunk:
                     raise RunError(f"kernel {self.release}: the UML guest stopped without a result; last console lines: "
                                    f"{_tail(work / 'console.log', work / 'stderr.log')}")
