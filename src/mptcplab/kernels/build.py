@@ -271,19 +271,38 @@ def check_tools(flavour: str) -> None:
                                  f"apt-get install {' '.join(missing)} (or make install)")
 
 
+CCACHE_MASQUERADE = Path("/usr/lib/ccache")  # Debian's ccache package: `gcc` there is ccache posing as gcc
+
+
+def ccache_dir() -> Path | None:
+    """The directory of ccache's compiler links when ccache is installed, else None.
+
+    ccache goes in front of PATH rather than into ``CC=``: Kbuild records every
+    object's command line, so ``CC=ccache gcc`` in one build and ``gcc`` in the
+    next (ccache installed or removed in between) would rebuild the whole tree.
+    """
+    return CCACHE_MASQUERADE if (CCACHE_MASQUERADE / "gcc").exists() and shutil.which("ccache") else None
+
+
 def _make_env() -> dict[str, str]:
-    """make's environment: a fixed build identity (the same tree gives the same `uname -v`), no "+" suffix."""
+    """make's environment: a fixed build identity (the same tree gives the same `uname -v`), no "+" suffix,
+    and ccache (when installed) with its cache in the lab's cache, where CI keeps it between runs; paths under
+    the cache are hashed relative to it, so two trees of the cache share objects where their files agree."""
     env = dict(os.environ)
     env.update(KBUILD_BUILD_USER="mptcplab", KBUILD_BUILD_HOST="mptcplab", KBUILD_BUILD_VERSION="1",
                KBUILD_BUILD_TIMESTAMP="2026-01-01", LOCALVERSION="", LC_ALL="C")
+    masquerade = ccache_dir()
+    if masquerade is not None:
+        env["PATH"] = f"{masquerade}:{env.get('PATH', '/usr/bin:/bin')}"
+        env.setdefault("CCACHE_DIR", str(cache_root() / "ccache"))
+        env.setdefault("CCACHE_BASEDIR", str(cache_root()))
+        env.setdefault("CCACHE_NOHASHDIR", "1")
+        env.setdefault("CCACHE_MAXSIZE", "4G")
     return env
 
 
 def _make_args(tree: Path, build_dir: Path, flav: Flavour) -> list[str]:
-    args = ["make", "-C", str(tree), f"O={build_dir}", f"ARCH={flav.arch}"]
-    if shutil.which("ccache"):
-        args.append("CC=ccache gcc")
-    return args
+    return ["make", "-C", str(tree), f"O={build_dir}", f"ARCH={flav.arch}"]
 
 
 def _run_quiet(args: list[str], log: Path, what: str) -> None:
@@ -470,7 +489,7 @@ def build(source: str | Path, flavour: str = "uml", config_extra: Path | None = 
             "commit": tree.commit, **tree.info, "uname_release": release,
             "config_hash": _config_hash(build_dir / ".config"), "fragment": wanted, "config_extra":
             str(Path(config_extra).resolve()) if config_extra else None, "patches": applied, "patches_skipped": skipped,
-            "build_dir": str(build_dir), "log": str(log), "jobs": jobs, "ccache": bool(shutil.which("ccache")),
+            "build_dir": str(build_dir), "log": str(log), "jobs": jobs, "ccache": ccache_dir() is not None,
             "reconfigured": reconfigured, "compiled": compiled, "make_s": round(make_s, 1),
             "wall_s": round(time.monotonic() - t0, 1), "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
