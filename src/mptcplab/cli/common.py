@@ -130,6 +130,19 @@ AccelOption = Annotated[Optional[str], typer.Option(
 TimeOption = Annotated[Optional[str], typer.Option(
     "--time", callback=_set_time, metavar="travel|real",
     help="UML kernels' clock: travel (simulated time, deterministic, the default) or real (default: $MPTCPLAB_TIME, else travel)")]
+SeedOption = Annotated[str, typer.Option(
+    "--seed", metavar="N|random",
+    help="UML kernels under time travel: the seed of the kernel's randomness (the same seed, the same run), or random")]
+
+
+def seed_value(text: str) -> int | str:
+    """A --seed value: a non-negative integer, or "random". Raises UsageError (exit 2) for anything else."""
+    value = text.strip().lower()
+    if value == "random":
+        return value
+    if not value.isdigit():
+        raise UsageError(f"--seed {text!r} is not a seed", "give a non-negative integer or random")
+    return int(value)
 
 
 def print_json_results(results: list[RunResult], timeseries: bool) -> None:

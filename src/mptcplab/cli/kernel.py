@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from ..errors import UsageError
-from .common import (AccelOption, TimeOption, DbOption, FailFastOption, RichProgress, SetOption, app, check_link_backend, err,
+from .common import (AccelOption, SeedOption, TimeOption, seed_value, DbOption, FailFastOption, RichProgress, SetOption, app, check_link_backend, err,
                      handled, load_scenarios, out, warn)
 
 kernel_app = typer.Typer(no_args_is_help=True, help="Other kernels: fetch Debian kernels, build from source, add your own, list them.")
@@ -162,9 +162,11 @@ class _Say:
 def exec_cmd(
     command: Annotated[list[str], typer.Argument(help="the command line, after --: mptcplab kernel exec --kernel 6.12 -- uname -a")],
     kernel: Annotated[str, typer.Option("--kernel", "-k", help="the kernel to boot: a cached kernel or a name kernel fetch takes")],
-    timeout: Annotated[float, typer.Option("--timeout", min=1, help="seconds the command may run before it is killed")] = 600.0,
+    timeout: Annotated[float, typer.Option("--timeout", min=1, help="seconds of wall time the command may run before it is killed")] = 600.0,
+    time_mode: TimeOption = None,
+    seed: SeedOption = "1",
 ) -> None:
-    """Boot KERNEL in a guest and run a command there, in its root network namespace.
+    """Boot KERNEL (a QEMU guest, or a UML kernel) and run a command there, in its root network namespace.
 
     The host's files are visible read-only; the command runs from a fresh
     scratch directory that is also its /tmp (TMPDIR), with NO_COLOR=1. Its
@@ -180,7 +182,7 @@ def exec_cmd(
         f.write(text)
         f.flush()
 
-    code, timed_out = run_command(use_kernel(kernel, ConsoleWaits(err)), command, timeout, write, _Say())
+    code, timed_out = run_command(use_kernel(kernel, ConsoleWaits(err)), command, timeout, write, _Say(), seed=seed_value(seed))
     if timed_out:
         raise RunError(f"{command[0]} did not exit within {timeout:g} s on kernel {kernel}: killed", "raise --timeout")
     raise typer.Exit(code if 0 <= code < 256 else 128 - code if code < 0 else 1)

@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import DbOption, app, err, handled, out, store_at
+from .common import DbOption, SeedOption, TimeOption, app, err, handled, out, seed_value, store_at
 
-selftest_app = typer.Typer(no_args_is_help=True, help="The kernel's own MPTCP selftests (simult_flows.sh), built and run in a guest.")
+selftest_app = typer.Typer(no_args_is_help=True, help="The kernel's own MPTCP selftests (simult_flows.sh), built and run in a guest (QEMU or UML).")
 app.add_typer(selftest_app, name="selftest")
 
 KernelOption = Annotated[Optional[str], typer.Option("--kernel", "-k", help="the kernel whose selftests to use: a cached kernel or a release (6.12.117)")]
@@ -39,11 +39,13 @@ def simult_flows_cmd(
     label: Annotated[Optional[str], typer.Option("--label", help="a free-form label stored with every run")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON document: {\"runs\": [a run --json document per case and direction]}")] = False,
     db: DbOption = None,
+    time_mode: TimeOption = None,
+    seed: SeedOption = "1",
 ) -> None:
-    """Run the kernel's own simult_flows.sh in a guest booted with KERNEL and store its ten results.
+    """Run the kernel's own simult_flows.sh on KERNEL (a QEMU guest, or a UML kernel) and store its ten results.
 
     The script comes from the kernel's Debian linux-source package (or --tree), compiled once per release
-    (selftest build). Each case and direction is stored as a run of `selftest-SCENARIO-DIRECTION` (the lab scenario of the same transfer); a
+    (selftest build). Under UML each script run is one boot in simulated time, run i seeded with --seed + i. Each case and direction is stored as a run of `selftest-SCENARIO-DIRECTION` (the lab scenario of the same transfer); a
     table shows the script's times and verdicts. Exit 1 when the script failed a transfer (IGNO, the flaky
     case it ignores, does not count).
     """
@@ -61,7 +63,7 @@ def simult_flows_cmd(
     def say(line: str) -> None:
         err.print(line, highlight=False, markup=False, soft_wrap=True)
 
-    results = selftest_on_kernel(k, built, repeat, store, say, label)
+    results = selftest_on_kernel(k, built, repeat, store, say, label, seed_value(seed))
     failed = [r for r in results for rep in r.repetitions if rep.error and "said FAIL" in rep.error]  # type: ignore[attr-defined]
     if as_json:
         sys.stdout.write(json.dumps({"runs": [r.to_json(timeseries=False) for r in results]}) + "\n")  # type: ignore[attr-defined]

@@ -2,7 +2,7 @@
 
 - ``host`` (host.py): this machine's kernel, the runner in this process;
 - ``qemu`` (qemu/): a kernel booted in a QEMU guest (KVM where it proves itself, TCG otherwise);
-- ``uml`` (uml.py): a self-built User-Mode Linux kernel with time travel: simulated time, deterministic.
+- ``uml`` (uml/): a self-built User-Mode Linux kernel with time travel: simulated time, deterministic.
 
 Guests share one job protocol (job.py: a job in, JSON lines out, guest_main.py inside) and one sink relay
 (base.Relay). A new kind is one module with one `@register`ed class; nothing else names the kinds.
@@ -44,9 +44,9 @@ __all__ = ["EXECUTORS", "Executor", "executor_for", "executors", "kind_for", "ru
 
 
 def run_command(kernel: Any, argv: list[str], timeout_s: float, on_output: Any = None, progress: Any = None,
-                cfg: Any = None) -> tuple[int, bool]:
-    """Boot an executor for `kernel`, run command line `argv` there (Executor.exec) and stop it: (the command's
-    exit code, whether `timeout_s` killed it). SIGTERM and SIGHUP arrive as Interrupted, like Ctrl-C: the guest
+                cfg: Any = None, seed: int | str | None = 1) -> tuple[int, bool]:
+    """Boot an executor for `kernel`, run command line `argv` there (Executor.exec, `seed` for executors with
+    seeded randomness) and stop it: (the command's exit code, whether `timeout_s` killed it). SIGTERM and SIGHUP arrive as Interrupted, like Ctrl-C: the guest
     and everything it started are removed on the way out."""
     import signal
 
@@ -59,7 +59,7 @@ def run_command(kernel: Any, argv: list[str], timeout_s: float, on_output: Any =
     try:
         with executor_for(kernel, cfg) as ex:
             ex.ready(progress)
-            return ex.exec(argv, timeout_s, on_output)
+            return ex.exec(argv, timeout_s, on_output, seed)
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)

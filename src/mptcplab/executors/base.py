@@ -103,14 +103,16 @@ class Executor(ABC):
         result and the sinks) and Interrupted/KeyboardInterrupt.
         """
 
-    def exec(self, argv: list[str], timeout_s: float, on_output: Any = None) -> tuple[int, bool]:
+    def exec(self, argv: list[str], timeout_s: float, on_output: Any = None, seed: int | str | None = 1) -> tuple[int, bool]:
         """Run command line `argv` on this executor's kernel, in its root network namespace, with a fresh scratch
         directory as its /tmp and working directory and NO_COLOR=1 (a command job, executors/job.py); its output
-        goes to `on_output(stream, text)` as it is written. Returns (its exit code, whether `timeout_s` killed it).
+        goes to `on_output(stream, text)` as it is written. Returns (its exit code, whether `timeout_s`, seconds
+        of the host's wall clock, killed it). `seed` seeds an executor's randomness where runs are seeded (UML
+        under time travel: an integer, or "random"/None for the host's); others ignore it.
         Raises UnsupportedError (exit 3) on an executor that cannot run commands."""
         from ..errors import UnsupportedError
 
-        raise UnsupportedError(f"the {self.kind} executor cannot run a command", "use a QEMU guest: mptcplab kernel exec --kernel K")
+        raise UnsupportedError(f"the {self.kind} executor cannot run a command", "boot a kernel: mptcplab kernel exec --kernel K")
 
     def run_all(self, scenarios: list[Scenario], options: Any = None, timeseries: bool = True) -> list[RunResult]:
         """Every scenario, one RunResult each, as `mptcplab run` runs them here (default: one after another)."""

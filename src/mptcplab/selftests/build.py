@@ -242,5 +242,28 @@ def build_for_kernel(name: str | None = None, tree: Path | None = None, waits: W
             if kernel.version == "custom":
                 raise UsageError(f"kernel {kernel.release} was added from your own build: the lab has no source package "
                                  "for it", "give the tree it was built from: --tree DIR")
-            version = kernel.version
+            built = _built_from(kernel)
+            if isinstance(built, Path):
+                return build_for_tree(built, waits)
+            version = built or kernel.version
     return build_for_release(version, waits)
+
+
+def _built_from(kernel: object) -> str | Path | None:
+    """Where a kernel of `kernel build` (a UML or QEMU flavour) came from, as its build.json names it: the Debian
+    package version of its linux-source release ("6.12.117-1"), the directory of a user's tree, or None for a
+    kernel that is no build. A commit of a git tree (built in the lab's worktree, which moves on to other commits)
+    or a tarball: UsageError (exit 2) asking for the tree."""
+    path = getattr(kernel, "build", None)
+    if not path:
+        return None
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    if (doc.get("debian") or {}).get("version"):
+        return str(doc["debian"]["version"])
+    if doc.get("directory"):
+        return Path(doc["directory"])
+    raise UsageError(f"kernel {getattr(kernel, 'release', '')} was built from {doc.get('source') or 'a tree'}: say which tree's "
+                     "selftests to use", "give the kernel tree at that commit: --tree DIR")

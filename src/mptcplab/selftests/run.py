@@ -86,10 +86,13 @@ def run_simult_flows(build: SelftestBuild, execute: Execute, repeat: int = 1,
 
 
 def selftest_on_kernel(kernel: object, build: SelftestBuild, repeat: int, store: object | None = None,
-                       say: Callable[[str], None] | None = None, label: str | None = None) -> list[object]:
-    """`mptcplab selftest simult_flows`: boot `kernel` (a kernels.catalog.Kernel) once, run the script `repeat`
-    times there (a command job per run), and store each case and direction as a run (selftests/results.py),
-    after every script run so an interrupted session keeps what finished. Returns the RunResults.
+                       say: Callable[[str], None] | None = None, label: str | None = None,
+                       seed: int | str | None = 1) -> list[object]:
+    """`mptcplab selftest simult_flows`: run the script `repeat` times on `kernel` (a kernels.catalog.Kernel,
+    through its executor: one QEMU guest for every run, or one UML boot per run) as command jobs, and store each
+    case and direction as a run (selftests/results.py), after every script run so an interrupted session keeps
+    what finished. Script run i of a seeded executor (UML under time travel) draws seed `seed + i`, as
+    repetition i of a run does; "random" or None: the host's randomness. Returns the RunResults.
 
     Raises SelftestError (exit 1) when a script run reports no transfer, what the executor raises otherwise.
     """
@@ -107,15 +110,24 @@ def selftest_on_kernel(kernel: object, build: SelftestBuild, repeat: int, store:
     lines: list[list[SelftestLine]] = []
     ids: dict[str, str] = {}
     results: list[object] = []
+    base = None if seed in (None, "random") else int(seed)
     with executor_for(kernel) as ex:
         ex.ready(_Say())
         release = ex.release
-        environment = {**ex.describe(), "kernel_release": release,
+        described = ex.describe()
+        environment = {**described, "kernel_release": release,
                        "kernel_version": getattr(kernel, "version", ""), "selftest_build": str(build.dir)}
+        if described.get("executor") == "uml":  # seeded: recorded as a UML run's are (its conditions keep it apart)
+            environment["seed"] = base
+            environment["guest"] = {**described.get("guest", {}), "seed_base": base,
+                                    "seeds": "base + script run index" if base is not None else "host randomness"}
+        runs_done = [0]
 
         def execute(argv: list[str], timeout_s: float) -> tuple[int, str]:
             chunks: list[str] = []
-            code, timed_out = ex.exec(argv, timeout_s, lambda _stream, text: chunks.append(text))
+            run_seed = None if base is None else base + runs_done[0]
+            runs_done[0] += 1
+            code, timed_out = ex.exec(argv, timeout_s, lambda _stream, text: chunks.append(text), seed=run_seed)
             if timed_out:
                 chunks.append(f"\n(killed after {timeout_s:g} s)\n")
             return code, "".join(chunks)

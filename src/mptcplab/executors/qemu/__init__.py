@@ -47,7 +47,8 @@ class QemuExecutor(KernelExecutor):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "accelerator": self.session.accel}
 
-    def exec(self, argv: list[str], timeout_s: float, on_output: Any = None) -> tuple[int, bool]:
+    def exec(self, argv: list[str], timeout_s: float, on_output: Any = None, seed: int | str | None = 1) -> tuple[int, bool]:
+        """See Executor.exec; a QEMU guest's randomness is its own (`seed` is ignored)."""
         return self.session.exec(argv, timeout_s, on_output)
 
     def run(self, scenario: Scenario, options: Any = None, into: RunResult | None = None, finish: bool = True,

@@ -27,6 +27,7 @@ core), so several kernels run at once, one per core.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -38,6 +39,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from ...errors import EnvironmentProblem, RunError, UsageError
@@ -215,7 +217,17 @@ class UmlExecutor(KernelExecutor):
         return not self._dead
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "accelerator": "none (UML)", "time_mode": self.cfg.time_mode}
+        """Kind, release, accelerator and time mode, and the `guest` block a run records (its conditions: a UML run
+        never joins a host or QEMU series), without what only a run knows (seed, boot and wall times)."""
+        meta = _build_meta(self._kernel)
+        return {**super().describe(), "accelerator": "none (UML)", "time_mode": self.cfg.time_mode,
+                "host_kernel_release": os.uname().release, "guest": {
+                    "accelerator": "none (UML)", "executor": self.kind, "time_mode": self.cfg.time_mode,
+                    "cpus": 1, "hz": 100, "memory_mb": self.cfg.memory_mb,
+                    "guest_cpu": "not applicable: under time travel computation takes no simulated time",
+                    "kernel_version": getattr(self._kernel, "version", ""), "kernel_origin": getattr(self._kernel, "origin", ""),
+                    "kernel_source": meta.get("source") or getattr(self._kernel, "origin", ""),
+                    "config_hash": meta.get("config_hash", ""), "cmdline": " ".join(kernel_command_line(self.cfg))}}
 
     def run(self, scenario: Scenario, options: Any = None, into: RunResult | None = None, finish: bool = True,
             timeseries: bool = True) -> RunResult:
@@ -269,7 +281,6 @@ class UmlExecutor(KernelExecutor):
         return result
 
     def _stamp(self, result: RunResult, t0: float, base: int | None) -> None:
-        meta = _build_meta(self._kernel)
         result.environment.pop("guest_cpu", None)
         result.environment.update({
             "executor": self.kind, "time_mode": self.cfg.time_mode, "seed": base, "host_kernel_release": os.uname().release,
@@ -279,30 +290,24 @@ class UmlExecutor(KernelExecutor):
             if NETEM_NOTE not in notes:
                 notes.append(NETEM_NOTE)
         result.environment["guest"] = {
-            "accelerator": "none (UML)", "executor": self.kind, "time_mode": self.cfg.time_mode,
+            **self.describe()["guest"],
             "seed_base": base, "seeds": "base + repetition index" if base is not None else "host randomness",
-            "cpus": 1, "hz": 100, "memory_mb": self.cfg.memory_mb,
-            "guest_cpu": "not applicable: under time travel computation takes no simulated time",
             "boot_s": round(sorted(self.boot_s)[len(self.boot_s) // 2], 3) if self.boot_s else None,
             "run_wall_s": round(time.monotonic() - t0, 3),
-            "kernel_version": getattr(self._kernel, "version", ""), "kernel_origin": getattr(self._kernel, "origin", ""),
-            "kernel_source": meta.get("source") or getattr(self._kernel, "origin", ""),
-            "config_hash": meta.get("config_hash", ""), "cmdline": " ".join(kernel_command_line(self.cfg)),
         }
 
-    def _boot(self, job: dict[str, Any], scenario: Scenario, follower: Any, index: int, total: int, seed: int | None,
-              progress: Progress | None) -> None:
-        """One boot running one repetition's job; its lines go to `follower`, renumbered as repetition `index`."""
-        per_round = 1 + (len(scenario.paths) if scenario.run.baseline != "none" else 0)
-        watchdog = per_round * scenario.run.timeout + BOOT_SLACK_S
-        offset = len(follower.result.repetitions) if follower.result is not None and follower.own else 0
+    @contextlib.contextmanager
+    def _instance(self, job: dict[str, Any], seed: int | None, what: str,
+                  progress: Progress | None) -> Iterator[tuple[subprocess.Popen, Path]]:
+        """One UML boot running `job` (executors/job.py) with randomness seeded by `seed` (None: the host's), pinned
+        to a free core: yields (its process, its job directory, whose out.jsonl the guest writes). However the
+        block is left, the instance and everything it started are killed and the job directory is removed."""
         run_id = self._lab.run_id if getattr(self, "_lab", None) is not None else "nolab"
         work = Path(tempfile.mkdtemp(prefix=f"mptcplab-uml-{run_id}-", dir=work_root()))
         core = _Core()
         proc: subprocess.Popen | None = None
         try:
             self._write_job(work, job)
-            out = work / "out.jsonl"
             env = {k: v for k, v in os.environ.items() if not k.startswith(("LD_", "MPTCPLAB_UML"))}
             env["TMPDIR"] = str(work / "tmp")
             if self.cfg.time_mode == "travel" and seed is not None:
@@ -314,19 +319,31 @@ class UmlExecutor(KernelExecutor):
             Path(JOB_DIR).mkdir(parents=True, exist_ok=True)
             if progress is not None:
                 progress.status(f"kernel {self.release}: booting UML ({'time travel' if self.cfg.time_mode == 'travel' else 'real time'}, "
-                                f"core {core.cpu}{'' if seed is None else f', seed {seed}'}) for repetition {index + 1} of {total} ...")
-            t0 = time.monotonic()
+                                f"core {core.cpu}{'' if seed is None else f', seed {seed}'}) for {what} ...")
             with open(work / "console.log", "wb") as console:
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, env=env,
                                         preexec_fn=_die_with_parent)
             self._live.add(proc)
-            self._follow(proc, out, follower, offset, index, t0 + watchdog, watchdog, progress, work)
+            yield proc, work
         finally:
             if proc is not None:
                 _stop(proc)
                 self._live.discard(proc)
             core.release()
             shutil.rmtree(work, ignore_errors=True)
+
+    def _boot(self, job: dict[str, Any], scenario: Scenario, follower: Any, index: int, total: int, seed: int | None,
+              progress: Progress | None) -> None:
+        """One boot running one repetition's job; its lines go to `follower`, renumbered as repetition `index`."""
+        per_round = 1 + (len(scenario.paths) if scenario.run.baseline != "none" else 0)
+        watchdog = per_round * scenario.run.timeout + BOOT_SLACK_S
+        offset = len(follower.result.repetitions) if follower.result is not None and follower.own else 0
+        with self._instance(job, seed, f"repetition {index + 1} of {total}", progress) as (proc, work):
+            try:
+                self._follow(proc, work, follower, offset, index, time.monotonic() + watchdog, progress)
+            except _Late:
+                raise RunError(f"kernel {self.release}: repetition {index + 1} did not finish within {watchdog:.0f} s of "
+                               f"wall time (UML killed); last console lines: {_tail(work / 'console.log', work / 'stderr.log')}") from None
 
     def _write_job(self, work: Path, job: dict[str, Any]) -> None:
         import mptcplab
@@ -342,15 +359,17 @@ class UmlExecutor(KernelExecutor):
         init.chmod(0o755)
         (work / "out.jsonl").touch()
 
-    def _follow(self, proc: subprocess.Popen, out: Path, follower: Any, offset: int, index: int, deadline: float,
-                watchdog: float, progress: Progress | None, work: Path) -> None:
-        """Follow the guest's lines until its result, an error, its end or the wall-clock watchdog."""
+    def _messages(self, proc: subprocess.Popen, work: Path, deadline: float) -> Iterator[dict[str, Any]]:
+        """The guest's JSON lines (executors/job.py) as it writes them to out.jsonl, in order; the first `ready`
+        records the boot time. Raises the guest's `error` line as its LabError, RunError when UML stops before
+        the caller stops reading, _Late past `deadline` (host monotonic clock, wall time)."""
         from .. import job as jobs
 
         pos, buf, t0 = 0, b"", time.monotonic()
         booted = False
-        with open(out, "rb") as f:
+        with open(work / "out.jsonl", "rb") as f:
             while True:
+                ended = proc.poll() is not None  # before the read: what it wrote before it ended is read below
                 f.seek(pos)
                 chunk = f.read()
                 pos += len(chunk)
@@ -360,41 +379,80 @@ class UmlExecutor(KernelExecutor):
                     msg = jobs.parse(raw)
                     if msg is None:
                         continue
-                    kind = msg.get("type")
-                    if kind == "ready" and not booted:
+                    if msg.get("type") == "ready" and not booted:
                         booted = True
                         self.boot_s.append(time.monotonic() - t0)
-                    elif kind == "run_started":
-                        follower.started(msg)
-                    elif kind == "progress":
-                        if progress is not None:
-                            if msg.get("event") in ("started", "sample"):
-                                msg = {**msg, "index": index}
-                            if msg.get("event") != "finished":
-                                jobs.forward_progress(progress, msg)
-                    elif kind == "repetition":
-                        rep = msg["repetition"]
-                        rep["index"] = rep.get("index", 0) + offset if follower.own else rep.get("index", 0)
-                        if progress is not None:
-                            jobs.forward_progress(progress, {"event": "finished", "repetition": rep})
-                        follower.repetition(msg)
-                    elif kind == "result":
-                        result = follower.result
-                        final = RunResult.model_validate(msg["result"])
-                        if result is not None:
-                            result.environment.update({k: v for k, v in final.environment.items() if k != "guest_cpu"})
-                            result.errors.extend(e for e in final.errors if e not in result.errors)
-                        return
-                    elif kind == "error":
+                    if msg.get("type") == "error":
                         raise jobs.guest_error(msg, f"in the UML guest (kernel {self.release})")
-                if proc.poll() is not None and not chunk:
+                    yield msg
+                if ended and not chunk:
                     raise RunError(f"kernel {self.release}: the UML guest stopped without a result; last console lines: "
                                    f"{_tail(work / 'console.log', work / 'stderr.log')}")
                 if time.monotonic() > deadline:
-                    raise RunError(f"kernel {self.release}: repetition {index + 1} did not finish within {watchdog:.0f} s of "
-                                   f"wall time (UML killed); last console lines: {_tail(work / 'console.log', work / 'stderr.log')}")
+                    raise _Late()
                 if not chunk:
                     time.sleep(POLL_S)
+
+    def _follow(self, proc: subprocess.Popen, work: Path, follower: Any, offset: int, index: int, deadline: float,
+                progress: Progress | None) -> None:
+        """Follow a repetition's lines until its result: progress to `progress`, the repetition to `follower`."""
+        from .. import job as jobs
+
+        for msg in self._messages(proc, work, deadline):
+            kind = msg.get("type")
+            if kind == "run_started":
+                follower.started(msg)
+            elif kind == "progress":
+                if progress is not None:
+                    if msg.get("event") in ("started", "sample"):
+                        msg = {**msg, "index": index}
+                    if msg.get("event") != "finished":
+                        jobs.forward_progress(progress, msg)
+            elif kind == "repetition":
+                rep = msg["repetition"]
+                rep["index"] = rep.get("index", 0) + offset if follower.own else rep.get("index", 0)
+                if progress is not None:
+                    jobs.forward_progress(progress, {"event": "finished", "repetition": rep})
+                follower.repetition(msg)
+            elif kind == "result":
+                result = follower.result
+                final = RunResult.model_validate(msg["result"])
+                if result is not None:
+                    result.environment.update({k: v for k, v in final.environment.items() if k != "guest_cpu"})
+                    result.errors.extend(e for e in final.errors if e not in result.errors)
+                return
+
+    def ready(self, progress: Progress | None = None) -> None:
+        """Nothing to wait for (each job boots its own instance); `progress` hears of the boots of `exec`."""
+        self._progress = progress
+
+    def exec(self, argv: list[str], timeout_s: float, on_output: Any = None, seed: int | str | None = 1) -> tuple[int, bool]:
+        """Run command line `argv` in one UML boot (a command job written before the boot, as every UML job):
+        (its exit code, whether `timeout_s` killed it).
+
+        `timeout_s` is the host's wall clock (a watchdog that kills the instance): under time travel the guest's
+        clock is simulated (a `sleep 600` there ends in well under a second of wall time, a busy loop stops it),
+        so the guest sets no limit of its own. `seed` seeds the kernel's randomness under time travel (an
+        integer: the same command gives the same run; "random" or None: the host's). Output reaches
+        `on_output(stream, text)` as the guest writes it. Raises RunError when UML stops without an answer."""
+        from .. import job as jobs
+
+        seed_value = None if seed in (None, "random") else int(seed)
+        job = jobs.encode_exec(argv, 0)  # 0: no limit in simulated time
+        with self._instance(job, seed_value, f"command {argv[0]}", getattr(self, "_progress", None)) as (proc, work):
+            try:
+                for msg in self._messages(proc, work, time.monotonic() + timeout_s):
+                    if msg.get("type") == "output" and on_output is not None:
+                        on_output(str(msg.get("stream")), str(msg.get("data", "")))
+                    elif msg.get("type") == "exec_result":
+                        return int(msg.get("exit_code", 1)), bool(msg.get("timed_out"))
+            except _Late:
+                return -9, True  # UML and the command with it killed by the watchdog (SIGKILL)
+        raise RunError(f"kernel {self.release}: the UML guest stopped without answering the command")
+
+
+class _Late(Exception):
+    """The wall-clock watchdog of one UML instance passed."""
 
 
 def _build_meta(kernel: Any) -> dict[str, Any]:
