@@ -127,14 +127,21 @@ def measure(args: argparse.Namespace, kernels: list[str], label: str) -> float:
     """Run every missing (case, kernel) chunk; returns the wall time spent measuring (s)."""
     releases = {k: release_of(k) for k in kernels}
     spent = 0.0
-    step = args.batch or len(kernels)  # 0: every kernel at once
-    for i in range(0, len(kernels), step):
-        batch = kernels[i:i + step]
-        have = stored_runs(args.db, label)
-        cases = [c for c in args.case if any(have.get((c, releases[k]), 0) < args.repeat for k in batch)]
-        if not cases:
-            print(f"# {label}: {', '.join(batch)}: every case stored, skipped", file=sys.stderr)
-            continue
+    have = stored_runs(args.db, label)
+    missing = {k: tuple(c for c in args.case if have.get((c, releases[k]), 0) < args.repeat) for k in kernels}
+    done = [k for k in kernels if not missing[k]]
+    if done:
+        print(f"# {label}: {', '.join(done)}: every case stored, skipped", file=sys.stderr)
+    # kernels missing the same cases measure together, so a kernel already measured is never measured twice
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for k in kernels:
+        if missing[k]:
+            groups.setdefault(missing[k], []).append(k)
+    work = []
+    for cases_missing, group in groups.items():
+        step = args.batch or len(group)  # 0: every kernel at once
+        work += [(group[i:i + step], list(cases_missing)) for i in range(0, len(group), step)]
+    for batch, cases in work:
         per_chunk = args.cases_per_chunk or len(cases)  # 0: every case in one chunk
         for j in range(0, len(cases), per_chunk):
             chunk = cases[j:j + per_chunk]
