@@ -12,9 +12,20 @@ from pathlib import Path
 import pytest
 
 from .conftest import CLI, cli, requires_root, wait_for
-from .test_uml import KERNEL, _job_dirs, _uml_processes, uml_kernel  # noqa: F401 (uml_kernel: the fixture)
+from .test_uml import KERNEL, _job_dirs, _uml_processes
 
 pytestmark = requires_root
+
+
+@pytest.fixture(scope="module")
+def uml_kernel() -> str:
+    """The UML kernel test_uml.py builds once per machine; built here the same way when the cache lacks it."""
+    from mptcplab.kernels.catalog import cache_root
+
+    if not (cache_root() / "kernels" / KERNEL / "linux").is_file():
+        proc = cli("kernel", "build", "6.12.117", "--flavour", "uml", timeout=3600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    return KERNEL
 
 #: prints, then lets the guest idle once (its output relay runs), then holds the one CPU: under time travel a busy
 #: loop stops simulated time, so only the host's wall-clock watchdog ends it

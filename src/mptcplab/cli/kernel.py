@@ -177,12 +177,14 @@ def exec_cmd(
     from ..executors import run_command
     from ..kernels.fetch import ConsoleWaits, use_kernel
 
+    seed_of = seed_value(seed)  # refused before anything is fetched or booted
+
     def write(stream: str, text: str) -> None:
         f = sys.stderr if stream == "stderr" else sys.stdout
         f.write(text)
         f.flush()
 
-    code, timed_out = run_command(use_kernel(kernel, ConsoleWaits(err)), command, timeout, write, _Say(), seed=seed_value(seed))
+    code, timed_out = run_command(use_kernel(kernel, ConsoleWaits(err)), command, timeout, write, _Say(), seed=seed_of)
     if timed_out:
         raise RunError(f"{command[0]} did not exit within {timeout:g} s on kernel {kernel}: killed", "raise --timeout")
     raise typer.Exit(code if 0 <= code < 256 else 128 - code if code < 0 else 1)

@@ -56,6 +56,7 @@ def simult_flows_cmd(
     from ..selftests.build import build_for_kernel
     from ..selftests.run import selftest_on_kernel
 
+    seed_of = seed_value(seed)  # refused before anything is fetched or booted
     store = store_at(db, create=True)
     k = use_kernel(kernel, ConsoleWaits(err))
     built = build_for_kernel(kernel, tree, ConsoleWaits(err))
@@ -63,7 +64,7 @@ def simult_flows_cmd(
     def say(line: str) -> None:
         err.print(line, highlight=False, markup=False, soft_wrap=True)
 
-    results = selftest_on_kernel(k, built, repeat, store, say, label, seed_value(seed))
+    results = selftest_on_kernel(k, built, repeat, store, say, label, seed_of)
     failed = [r for r in results for rep in r.repetitions if rep.error and "said FAIL" in rep.error]  # type: ignore[attr-defined]
     if as_json:
         sys.stdout.write(json.dumps({"runs": [r.to_json(timeseries=False) for r in results]}) + "\n")  # type: ignore[attr-defined]
