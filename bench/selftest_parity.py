@@ -27,11 +27,17 @@ one table per backend) measures that difference as well.
 Rounds and seeds: round r (0-based) runs both sides with seed `--seed + r`
 (`selftest simult_flows --seed`, the lab's `--set run.seed`). Under UML's
 deterministic time a repetition with the same seed is the same to the
-nanosecond, so rounds differ only by their seeds (each round is a different
-draw of the kernel's randomness: ports, keys, ISNs, the data the script
-sends), and the same command gives the same table again; in a QEMU guest the
-seed is ignored and rounds differ by the host's noise. Under UML interleaving
-changes nothing (results do not depend on load); it is kept for QEMU.
+nanosecond, so rounds differ only by their seeds, and the same command gives
+the same table again; in a QEMU guest the seed is ignored and rounds differ by
+the host's noise. What a seed changes differs between the sides: the
+script's `mptcp_connect` draws every write and read size with rand() (up to
+64 KiB, do_rnd_write/do_rnd_read), seeded from getrandom(), so each round is
+another draw and the script's median is over those draws; the lab's sender
+writes fixed-size chunks, and on these lossless paths nothing random (ports,
+MPTCP keys, ISNs) changes its timing, so every round gives the lab the same
+time to the nanosecond (measured: 8 seeds, one value per case and backend).
+Under UML interleaving changes nothing (results do not depend on load); it is
+kept for QEMU.
 
 Everything is stored in --db (a fresh SQLite file by default), so the table
 can be re-read with `--table-only` or `mptcplab compare`/`history`. Holds

@@ -31,6 +31,16 @@ def test_parse_output_reads_every_case_of_a_run_including_case_10_and_an_ignored
 
 
 @pytest.mark.light
+def test_parse_output_skips_nstats_warnings_inside_a_result_line():
+    """simult_flows-7.3.4-uml.txt: 7.3.4's script in a UML kernel (kernel exec, seed 1), where nstat's "history is
+    aged out" warnings land between case 1's title and its time ("7419nstat: ..."); all ten are read."""
+    lines = parse_output((DATA / "simult_flows-7.3.4-uml.txt").read_text())
+    assert [r.number for r in lines] == list(range(1, 11))
+    assert (lines[0].title, lines[0].measured_ms, lines[0].max_ms, lines[0].verdict) == ("balanced bwidth", 7419, 7906, "ok")
+    assert [r.measured_ms for r in lines[1:]] == [7370, 7477, 7441, 11291, 11224, 11403, 11295, 11875, 11530]
+
+
+@pytest.mark.light
 def test_parse_output_reads_colours_a_failure_without_a_time_and_scripts_before_the_counter():
     text = ("\x1b[32m03 balanced bwidth with unbalanced delay                       7467 max 7906       [ OK ]\x1b[0m\r\n"
             "04 balanced bwidth with unbalanced delay - reverse direction   \n"

@@ -32,6 +32,10 @@ SLACK_MS = 50
 VERDICTS = {"OK": "ok", "FAIL": "fail", "IGNO": "ignored", "SKIP": "skip"}
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+#: a helper's warning written into a result line (stderr merged): 7.x scripts read counters with nstat, which in a
+#: UML kernel's simulated clock says "nstat: history is aged out, resetting" in the first case, between the title
+#: and the measured time ("01 balanced bwidth   nstat: history ...\n7419nstat: history ...\n max 7906 [ OK ]")
+_NOISE = re.compile(r"nstat: [^\n]*(?:\n|$)")
 _REVERSE = re.compile(r"\s*-\s*reverse direction$")
 #: a case's first line on 6.6+ scripts: its two-digit counter, then its title
 _HEAD = re.compile(r"^(?P<number>\d{2,}) (?P<rest>\S.*)$")
@@ -118,12 +122,12 @@ def parse_output(text: str) -> list[SelftestLine]:
     writes the measured time on its standard error, between the title and " max". A case is its counter line
     up to the line that holds its verdict (`[ OK ]` on the same line; on failure mptcp_connect's "transfer
     slower than expected! runtime N ms, expected M ms" and then `[FAIL]` or `[IGNO]` on a later line). Colour
-    codes and carriage returns are ignored. A case whose verdict never came (the script was killed) is left
-    out.
+    codes, carriage returns and nstat's warnings (_NOISE) are ignored. A case whose verdict never came (the
+    script was killed) is left out.
     """
     out: list[SelftestLine] = []
     pending: tuple[int, str] | None = None
-    for raw in text.splitlines():
+    for raw in _NOISE.sub("", text).splitlines():
         line = _ANSI.sub("", raw).replace("\r", "").rstrip()
         head = _HEAD.match(line)
         if head:
