@@ -116,8 +116,9 @@ def test_selftest_simult_flows_on_uml_stores_ten_seeded_runs_apart_from_qemu_ser
         for rep in run["repetitions"]:
             budget = rep["metrics"]["selftest_max_ms"]
             assert budget in (7906, 11921), budget
-            if rep["status"] == "completed":  # 16 MiB over 20 or 13 mbit take at least 6.7 / 10.3 s
-                assert (budget - 450) / 1000 < rep["completion_s"] < 2 * budget / 1000, rep
+            if rep["status"] == "completed":  # 16 MiB over 20 or 13 mbit take at least 6.71 / 10.32 s (the payload at
+                # the paths' rates: the budget's transfer part without its 10% header overhead)
+                assert 0.9 * (budget - 450) / 1000 < rep["completion_s"] < 2 * budget / 1000, rep
     assert sum(rep["status"] == "completed" for run in runs for rep in run["repetitions"]) >= 18
     listed = cli("runs", "--db", str(db))
     assert listed.returncode == 0 and listed.stdout.count("selftest-simult-") == 10, listed.stdout
