@@ -57,6 +57,9 @@ class RunOptions:
     #: fill result.summary at the end; a guest leaves it to the host, which summarizes what it stored
     #: (numpy and scipy.stats would cost the guest seconds of import under TCG)
     summarize: bool = True
+    #: the index this run's first repetition has in the run it belongs to (a fleet job runs repetition r of its
+    #: cell alone: r); a deterministic executor (UML) seeds repetition i with `[run] seed` + first_repetition + i
+    first_repetition: int = 0
 
 
 def preflight(scenario: Scenario, link_backend: str | None = None) -> type[LinkBackend]:

@@ -33,7 +33,7 @@ def submit(
     scenario: Annotated[Optional[list[str]], typer.Argument(help="TOML files or built-in scenario names (or --suite)")] = None,
     suite: Annotated[bool, typer.Option("--suite", help="the built-in scheduler suite's cases (with --tag, only those carrying it)")] = False,
     tag: Annotated[Optional[str], typer.Option("--tag", help="with --suite: only cases with this tag, e.g. quick")] = None,
-    kernels: Annotated[Optional[str], typer.Option("--kernels", help="comma-separated kernels, each run in a QEMU guest on the worker, fetched there when missing (default: each worker's own kernel)")] = None,
+    kernels: Annotated[Optional[str], typer.Option("--kernels", help="comma-separated kernels, each run in a guest on the worker (QEMU; UML for a kernel built with --flavour uml), a Debian kernel fetched there when missing (default: each worker's own kernel)")] = None,
     repeat: Annotated[Optional[int], typer.Option("--repeat", "-n", min=1, help="repetitions per scenario and kernel (default: each scenario's [run] repeat)")] = None,
     overrides: SetOption = None,
     label: Annotated[Optional[str], typer.Option("--label", help="a free-form label stored with every run")] = None,

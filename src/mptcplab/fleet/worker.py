@@ -195,7 +195,7 @@ class FleetWorker:
             else:
                 drop = None
             options = RunOptions(repeat=1, label=job["label"], link_backend=backend, tags=dict(job["tags"]),
-                                 cancel=cancel, summarize=False)
+                                 cancel=cancel, summarize=False, first_repetition=job["repetition"])
             self.say(f"worker {self.name}: job {job_id}: {what}")
             t0 = time.monotonic()
             try:
@@ -208,7 +208,10 @@ class FleetWorker:
                 raise Interrupted(cancel.signum)
             rep = result.repetitions[-1]
             rep.index = job["repetition"]
-            me = {**self.machine, "accelerator": ex.describe().get("accelerator")}  # None on the host: no guest
+            where = ex.describe()
+            me = {**self.machine, "accelerator": where.get("accelerator")}  # None on the host: no guest
+            if where.get("time_mode"):  # UML: simulated or real time, a condition of every repetition this worker runs
+                me["time_mode"] = where["time_mode"]
             env = {**result.environment, "worker": me,
                    "fleet": {"campaign": job["campaign"], "workers": {self.name: me},
                              "repetitions": {str(rep.index): self.name}}}

@@ -239,8 +239,9 @@ class UmlExecutor(KernelExecutor):
         follower = jobs.JobFollower(scenario=scenario, sinks=list(options.sinks), into=into, progress=options.progress, finish=finish)
         t0 = time.monotonic()
         failure: BaseException | None = None
-        # a matrix cell (`into`) gets one repetition per call: its seed follows the cell's MPTCP repetitions so far
-        first = sum(1 for r in into.repetitions if r.baseline_path is None) if into is not None else 0
+        # a matrix cell (`into`) gets one repetition per call: its seed follows the cell's MPTCP repetitions so far;
+        # a fleet job runs repetition options.first_repetition of its cell alone: its seed is the same as in a run
+        first = sum(1 for r in into.repetitions if r.baseline_path is None) if into is not None else options.first_repetition
         try:
             for i in range(total):
                 seed = None if base is None else base + first + i
