@@ -127,14 +127,21 @@ def measure(args: argparse.Namespace, kernels: list[str], label: str) -> float:
     """Run every missing (case, kernel) chunk; returns the wall time spent measuring (s)."""
     releases = {k: release_of(k) for k in kernels}
     spent = 0.0
-    step = args.batch or len(kernels)  # 0: every kernel at once
-    for i in range(0, len(kernels), step):
-        batch = kernels[i:i + step]
-        have = stored_runs(args.db, label)
-        cases = [c for c in args.case if any(have.get((c, releases[k]), 0) < args.repeat for k in batch)]
-        if not cases:
-            print(f"# {label}: {', '.join(batch)}: every case stored, skipped", file=sys.stderr)
-            continue
+    have = stored_runs(args.db, label)
+    missing = {k: tuple(c for c in args.case if have.get((c, releases[k]), 0) < args.repeat) for k in kernels}
+    done = [k for k in kernels if not missing[k]]
+    if done:
+        print(f"# {label}: {', '.join(done)}: every case stored, skipped", file=sys.stderr)
+    # kernels missing the same cases measure together, so a kernel already measured is never measured twice
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for k in kernels:
+        if missing[k]:
+            groups.setdefault(missing[k], []).append(k)
+    work = []
+    for cases_missing, group in groups.items():
+        step = args.batch or len(group)  # 0: every kernel at once
+        work += [(group[i:i + step], list(cases_missing)) for i in range(0, len(group), step)]
+    for batch, cases in work:
         per_chunk = args.cases_per_chunk or len(cases)  # 0: every case in one chunk
         for j in range(0, len(cases), per_chunk):
             chunk = cases[j:j + per_chunk]
@@ -207,6 +214,8 @@ def main() -> int:
     ap.add_argument("--label", default="kernel-history")
     ap.add_argument("--again", help="a kernel to run a second time, as separate runs, for the false-alarm check")
     ap.add_argument("--analyse-only", action="store_true")
+    ap.add_argument("--beside", type=Path, help="an exported TCG history (docs/data/kernel-history-*.json.gz): print "
+                                                "each case's medians by version from both, side by side")
     ap.add_argument("--nice", type=int, default=-15,
                     help="raise the measurement's CPU priority (QEMU's vCPU threads inherit it): under TCG a guest's "
                          "packets wait whenever another process takes its core, so other work on a shared machine "
@@ -241,6 +250,8 @@ def main() -> int:
         print(analyse_paired(args.db, args.case, args.label))
     if args.again:
         print(analyse_again(args.db, args.case, f"{args.label}-again"))
+    if args.beside:
+        print(analyse_beside(args.db, args.case, args.label, args.beside))
     if args.flavour == "uml":
         where = "UML kernels in simulated time (time travel, inf-cpu)"
     else:
@@ -249,6 +260,57 @@ def main() -> int:
     print(f"\nMeasuring took {spent / 60:.1f} min of {(time.monotonic() - t0) / 60:.1f} min wall "
           f"({os.cpu_count()} cores, {where}).")
     return 0
+
+
+def tcg_medians(export: Path, case: str, metric: str, label: str = "kernel-history") -> dict[str, tuple[float, int]]:
+    """upstream version -> (median, n) of `metric` over the completed repetitions of `case` in an exported history
+    (`mptcplab export --format json`, gzipped or not), runs labelled `label` only."""
+    import gzip
+    import statistics
+
+    from mptcplab.analysis.kernel_history import run_version
+
+    opener = gzip.open if export.suffix == ".gz" else open
+    with opener(export, "rt") as f:
+        runs = json.load(f)
+    values: dict[str, list[float]] = {}
+    for r in runs:
+        if r["scenario"] != case or r.get("label") != label:
+            continue
+        version = run_version(r["kernel"], r.get("environment") or {})
+        for rep in r["repetitions"]:  # a metric is a repetition's field or in its `metrics` mapping
+            value = rep.get(metric, (rep.get("metrics") or {}).get(metric))
+            if rep.get("status") == "completed" and value is not None:
+                values.setdefault(version, []).append(value)
+    return {v: (statistics.median(x), len(x)) for v, x in values.items() if x}
+
+
+def analyse_beside(db: str, cases: list[str], label: str, export: Path) -> str:
+    """Markdown: per case, its main metric by upstream version in the UML history (`db`, `label`) and in an
+    exported TCG history, each also relative to its side's first (oldest) version, and UML / TCG."""
+    from mptcplab.analysis.changepoints import version_key
+
+    store = open_store(db)
+    out = ["", "## Beside the TCG history", "",
+           "| case | metric | version | TCG median (n) | TCG vs its first | UML median (n) | UML vs its first | UML / TCG |",
+           "|---|---|---|---|---|---|---|---|"]
+    for case in cases:
+        metric = metrics_for(case)[0]
+        tcg = tcg_medians(export, case, metric)
+        try:
+            uml = {p.version: (p.median, p.n) for p in history_by_kernel(store, case, metric, RunFilter(label=label)).points}
+        except UsageError:
+            uml = {}
+        versions = sorted(set(tcg) | set(uml), key=version_key)
+        t0 = next((tcg[v][0] for v in versions if v in tcg), None)
+        u0 = next((uml[v][0] for v in versions if v in uml), None)
+        for v in versions:
+            t, u = tcg.get(v), uml.get(v)
+            cells = [f"{t[0]:.4g} ({t[1]})" if t else "", f"{t[0] / t0 - 1:+.1%}" if t and t0 else "",
+                     f"{u[0]:.4g} ({u[1]})" if u else "", f"{u[0] / u0 - 1:+.1%}" if u and u0 else "",
+                     f"{u[0] / t[0]:.3f}" if t and u else ""]
+            out.append(f"| {case} | {metric} | {v} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
 
 
 def analyse_again(db: str, cases: list[str], prefix: str) -> str:

@@ -261,3 +261,28 @@ def test_kernel_list_sources_lists_the_buildable_releases():
     r = next(r for r in rows if r["upstream"] == "6.12.117")
     assert r["package"] == "linux-source-6.12" and r["suite"] == "trixie" and r["size_bytes"] > 100e6
     assert isinstance(r["cached"], bool)
+
+
+@light
+def test_an_unpacked_release_builds_beside_its_tree_and_an_old_build_directory_moves_there(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every release reaches its sources by the same relative path (../tree), which is what lets ccache share
+    objects across releases; a build directory in the old place is moved, keeping its objects."""
+    from mptcplab.kernels.build import FLAVOURS, Tree, build_dir_for
+
+    monkeypatch.setenv("MPTCPLAB_CACHE", str(tmp_path))
+    uml = FLAVOURS["uml"]
+    trees = []
+    for release in ("6.1.170", "6.1.176"):
+        (tmp_path / "sources" / release / "tree").mkdir(parents=True)
+        trees.append(Tree(tmp_path / "sources" / release / "tree", f"debian-{release}", release, "debian", release, True))
+    old = tmp_path / "builds" / "debian-6.1.176-uml"
+    old.mkdir(parents=True)
+    (old / "vmlinux.o").write_text("kept")
+    first, second = (build_dir_for(t, uml) for t in trees)
+    assert first == tmp_path / "sources" / "6.1.170" / "build-uml"
+    assert second == tmp_path / "sources" / "6.1.176" / "build-uml"
+    assert os.path.relpath(trees[0].path, first) == os.path.relpath(trees[1].path, second) == "../tree"
+    assert (second / "vmlinux.o").read_text() == "kept" and not old.exists()
+    worktree = Tree(tmp_path / "worktrees" / "linux-abc", "linux-abc", "6.12.117", "directory", "x", True)
+    assert build_dir_for(worktree, uml) == tmp_path / "builds" / "linux-abc-uml"

@@ -115,14 +115,17 @@ def test_a_scenario_in_uml_is_stored_like_any_run(tmp_path: Path, uml_kernel: st
 
 
 def test_same_seed_same_numbers_across_boots_and_under_load(tmp_path: Path, uml_kernel: str) -> None:
-    """Two runs (3 boots each) give byte-identical repetitions; the second with every core busy."""
-    first = _run(tmp_path, LOSSY)
+    """Two runs (3 boots each) give byte-identical repetitions; the second with every core busy. Both are stored
+    as two runs, named and dated by the host (the seeded guest would give both the same id and date)."""
+    db = str(tmp_path / "same.db")
+    began = time.time()
+    first = _run(tmp_path, LOSSY, "--db", db)
     stop = multiprocessing.Event()
     hogs = [multiprocessing.Process(target=_hog, args=(stop,)) for _ in range(os.cpu_count() or 2)]
     for h in hogs:
         h.start()
     try:
-        second = _run(tmp_path, LOSSY)
+        second = _run(tmp_path, LOSSY, "--db", db)
     finally:
         stop.set()
         for h in hogs:
@@ -130,6 +133,10 @@ def test_same_seed_same_numbers_across_boots_and_under_load(tmp_path: Path, uml_
     reps1 = json.dumps(first["repetitions"], sort_keys=True)
     reps2 = json.dumps(second["repetitions"], sort_keys=True)
     assert reps1 == reps2
+    assert first["run_id"] != second["run_id"]
+    stored = json.loads(cli("export", "--db", db, "--format", "json").stdout)
+    assert sorted(r["run_id"] for r in stored) == sorted([first["run_id"], second["run_id"]])
+    assert all(began <= r["started_at"] <= time.time() and len(r["repetitions"]) == 3 for r in stored)
     goodputs = [r["goodput_mbps"] for r in first["repetitions"]]
     assert len(set(goodputs)) > 1, goodputs  # the seeds differ per repetition, so do the losses
     # another seed base draws other losses

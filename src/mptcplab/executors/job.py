@@ -29,6 +29,8 @@ from __future__ import annotations
 import base64
 import json
 import pickle
+import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,6 +130,10 @@ class JobFollower:
         if self.result is not None:
             return
         self.result = RunResult.model_validate(msg["result"])
+        # the host names the run and dates it: a guest's randomness may be seeded and its clock simulated (UML in
+        # deterministic time gives every run of a seed the same id and date, and the store would merge them)
+        self.result.run_id = secrets.token_hex(5)
+        self.result.started_at = round(time.time(), 6)
         self.result.repetitions = []
         self.relay.run_started(self.result, self.scenario)
 

@@ -8,9 +8,10 @@ config fragment (``configs/common.config`` + ``configs/<flavour>.config`` + the
 user's ``--config-extra``) applied on top of ``defconfig``. After ``olddefconfig``
 every option the fragment asks for is checked in ``.config``.
 
-The build is out of tree (``make O=``) in ``<cache>/builds/<tree>-<flavour>/``,
+The build is out of tree (``make O=``) in ``<cache>/sources/<release>/build-<flavour>/``
+for an unpacked source and ``<cache>/builds/<tree>-<flavour>/`` for other trees (:func:`build_dir_for`),
 which a repeated build of the same tree reuses (incremental; ccache when it is
-installed); ``build.log`` there keeps make's whole output. The result is copied
+installed, shared across releases); ``build.log`` there keeps make's whole output. The result is copied
 into ``<cache>/kernels/<name>/`` (``linux`` or ``vmlinuz``, ``config``,
 ``build.json`` with the source, commit or version, config hash, patches and wall
 time, and ``kernel.json``), so later builds of the same tree never change a
@@ -37,7 +38,7 @@ from pathlib import Path
 from ..errors import EnvironmentProblem, UsageError
 from .catalog import Kernel, KernelError, cache_root, kernels_dir
 from .fetch import Waits, file_lock
-from .source import _waits, extract, fetch_source, tree_version
+from .source import _waits, extract, fetch_source, sources_dir, tree_version
 
 CONFIGS = Path(__file__).parent / "configs"
 PATCHES_DIR = Path(__file__).parent / "patches"
@@ -261,6 +262,27 @@ def resolve_tree(source: str, ref: str | None, waits: Waits) -> Tree:
 
 # -- the build -----------------------------------------------------------------
 
+
+def build_dir_for(tree: Tree, flav: Flavour) -> Path:
+    """Where `tree` is built for `flav` (make O=).
+
+    A tree unpacked in the cache (``sources/<release>/tree``) builds beside it, in
+    ``sources/<release>/build-<flavour>``: every release's build then reaches its sources by the same relative
+    path (``../tree/...``), and ccache, which hashes paths relative to the cache (CCACHE_BASEDIR), reuses one
+    release's objects for the next wherever their files agree (measured: 6.1.176 after 6.1.170 built in the old
+    layout, ``builds/debian-<release>-<flavour>``, hit ccache for 4 of ~960 files). Any other tree (a worktree
+    at a ref, a user's directory) builds in ``builds/<key>-<flavour>``. A build directory an earlier version of
+    the lab left in ``builds/`` is moved beside its tree (same filesystem; Kbuild names the source tree by its
+    absolute path, so the move keeps the build incremental).
+    """
+    old = cache_root() / "builds" / f"{tree.key}-{flav.name}"
+    if tree.path.parent.parent.resolve() != sources_dir().resolve():
+        return old
+    new = tree.path.parent / f"build-{flav.name}"
+    if old.is_dir() and not new.exists():
+        old.rename(new)
+    return new
+
 def check_tools(flavour: str) -> None:
     """Raise EnvironmentProblem (exit 3) naming the Debian packages a build of `flavour` lacks."""
     missing = [pkg for tool, pkg in BUILD_TOOLS.items() if shutil.which(tool) is None]
@@ -460,7 +482,7 @@ def build(source: str | Path, flavour: str = "uml", config_extra: Path | None = 
         existing = Kernel.model_validate_json((dest / "kernel.json").read_text())
         if existing.flavour not in FLAVOURS:
             raise UsageError(f"kernel {name} is already in the cache as a {existing.flavour} kernel", "choose another --name")
-    build_dir = cache_root() / "builds" / f"{tree.key}-{flav.name}"
+    build_dir = build_dir_for(tree, flav)
     log = build_dir / "build.log"
     with file_lock(build_dir.parent / f".{build_dir.name}.lock", waits, f"building in {build_dir}"):
         build_dir.mkdir(parents=True, exist_ok=True)
