@@ -19,7 +19,7 @@ import pytest
 from mptcplab.result import Repetition, RunResult
 from mptcplab.store import RunFilter, open_store
 
-from .conftest import CLI, cli, leftovers, requires_root, wait_for, write_scenario
+from .conftest import CLI, cli, leftovers, light, requires_root, wait_for, write_scenario
 from .pg import create_database, postgres_server  # noqa: F401  (a fixture)
 from .test_uml import LOSSY as UML_SCENARIO
 
@@ -260,6 +260,10 @@ def test_a_uml_campaign_gives_the_same_numbers_on_two_workers(db, tmp_path):
         for w in workers.values():
             w.wait(timeout=60)
     assert all(w.returncode == 143 for w in workers.values()), {n: log.read_text()[-2000:] for n, log in logs.items()}
+    with psycopg.connect(conninfo(db)) as conn:  # the jobs carried which build of the kernel the workers must run
+        carried = conn.execute("SELECT DISTINCT args->'kernel_build'->>'flavour', args->'kernel_build'->>'config_hash' "
+                               "FROM procrastinate_jobs WHERE args->>'campaign' = %s", (cid,)).fetchall()
+    assert [f for f, _ in carried] == ["uml"] and carried[0][1], carried
     cells = sorted(campaign_runs(db, cid), key=lambda r: r.run_id)
     assert len(cells) == 2
     by_index = []
@@ -293,3 +297,47 @@ def test_a_uml_campaign_gives_the_same_numbers_on_two_workers(db, tmp_path):
     assert [(r["goodput_mbps"], r["completion_s"], r["bytes"]) for r in ran] == \
         [(by_index[0][i].goodput_mbps, by_index[0][i].completion_s, by_index[0][i].bytes) for i in range(3)]
     assert set(leftovers()) <= before
+
+
+@light
+def test_a_job_names_the_kernel_build_a_worker_must_have(tmp_path, monkeypatch):
+    """A kernel from `kernel build` travels with its jobs as its flavour and build identity; a worker without it
+    says how to build it, one with another build refuses the job (exit 3), the same build passes."""
+    from mptcplab.errors import LabError
+    from mptcplab.fleet.queue import ScenarioSource, built_kernel, plan
+    from mptcplab.fleet.worker import check_build, missing_build
+    from mptcplab.kernels.catalog import Kernel, cached
+
+    monkeypatch.setenv("MPTCPLAB_CACHE", str(tmp_path))
+
+    def register(name: str, config_hash: str) -> Kernel:
+        d = tmp_path / "kernels" / name
+        d.mkdir(parents=True)
+        info = {"source": "debian trixie linux-source-6.12 6.12.117-1", "commit": None, "config_hash": config_hash,
+                "patches": ["uml-host-fp-size"]}
+        (d / "build.json").write_text(json.dumps(info))
+        k = Kernel(release=name, version="6.12.117", origin=f"built from {info['source']}", image=str(d / "linux"),
+                   flavour="uml", source=info["source"], build=str(d / "build.json"))
+        k.save()
+        return k
+
+    mine = register("6.12.117-uml", "aaa")
+    assert [k.release for k in cached()] == ["6.12.117-uml"]  # the test's own cache
+    build = built_kernel("6.12.117-uml")
+    assert build == {"flavour": "uml", "version": "6.12.117", "source": "debian trixie linux-source-6.12 6.12.117-1",
+                     "commit": None, "config_hash": "aaa", "patches": ["uml-host-fp-size"]}
+    assert built_kernel("6.12") is None and built_kernel("6.12.117+deb13-cloud-amd64") is None
+    src = ScenarioSource("s", "h" * 16, "", "/s.toml")
+    jobs_ = plan([src], [2], ["6.12.117-uml", "6.1"], builds={"6.12.117-uml": build, "6.1": None}).jobs
+    assert [j["kernel_build"] for j in jobs_] == [build, None, build, None]
+    check_build("6.12.117-uml", build, mine, "w1")  # the same build: taken
+    check_build("6.1", None, None, "w1")
+    other = register("6.12.117-uml-other", "bbb")
+    with pytest.raises(LabError) as refused:
+        check_build("6.12.117-uml", build, other, "w2")
+    assert refused.value.exit_code == 3 and "config_hash 'bbb' here, 'aaa' in the campaign" in refused.value.message
+    missing = missing_build("6.12.117-uml", build, "w2")
+    assert missing.exit_code == 3 and missing.message.startswith("kernel 6.12.117-uml (uml, built from debian trixie")
+    assert missing.hint == "build it on this worker: mptcplab kernel build 6.12.117 --flavour uml"
+    assert missing_build("mine", {**build, "source": "tarball /x.tar.xz"}, "w2").hint == \
+        "build it on this worker: mptcplab kernel build SOURCE --flavour uml --name mine (SOURCE: tarball /x.tar.xz)"

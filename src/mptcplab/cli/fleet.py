@@ -46,7 +46,7 @@ def submit(
     campaign stopped half-way is still balanced. Submitting the same campaign
     again adds nothing but queues its failed jobs again. Workers (mptcplab worker) take the jobs.
     """
-    from ..fleet.queue import database, plan, scenario_source, submit as do_submit
+    from ..fleet.queue import built_kernel, database, plan, scenario_source, submit as do_submit
 
     dbase = database(db)  # a URL that is not PostgreSQL is refused before anything else
     check_link_backend(link_backend)
@@ -71,7 +71,9 @@ def submit(
     if names and len(set(names)) < len(names):
         raise UsageError(f"--kernels {kernels}: names the same kernel twice")
     sources = [scenario_source(ref, s, list(overrides or [])) for ref, s in zip(refs, scns)]
-    campaign = plan(sources, [repeat or s.run.repeat for s in scns], names, link_backend, label, suite=suite, tier=tier)
+    builds = {n: built_kernel(n) for n in names or []}  # a kernel from `kernel build`: its jobs say which build
+    campaign = plan(sources, [repeat or s.run.repeat for s in scns], names, link_backend, label, suite=suite, tier=tier,
+                    builds=builds)
     added, retried = do_submit(dbase, campaign)
     jobs = len(campaign.jobs)
     from ..units import plural
