@@ -87,7 +87,15 @@ def pattern(seed):
         drops.append(q["drops"])
     s.close()
     return {"seeded": seeded, "drops": drops, "packets": q["packets"]}
-print("RESULT " + json.dumps([pattern(s) for s in (11, 11, 12)]))
+def kept(args):
+    subprocess.run(["tc", "qdisc", "del", "dev", "mpl-seed0", "root"], capture_output=True)
+    sh("tc", "qdisc", "add", "dev", "mpl-seed0", "root", "handle", "1:", "netem", *args)
+    before = sh("tc", "qdisc", "show", "dev", "mpl-seed0")
+    seed_netem(None, "mpl-seed0", 13)
+    return [before, sh("tc", "qdisc", "show", "dev", "mpl-seed0")]
+# what tc set survives the seeding: a jitter distribution (not dumped, kept by the kernel) and Gilbert-Elliott loss
+shown = kept(["limit", "5000", "delay", "10ms", "2ms", "distribution", "normal", "loss", "gemodel", "2%", "40%", "100%", "0%"])
+print("RESULT " + json.dumps({"patterns": [pattern(s) for s in (11, 11, 12)], "shown": shown}))
 '''
 
 
@@ -100,7 +108,11 @@ def test_seeded_netem_drops_the_same_frames_twice_and_others_with_another_seed()
     r = cli("kernel", "exec", "--kernel", QEMU_KERNEL, "--", sys.executable, "-c", GUEST, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     line = next(x for x in r.stdout.splitlines() if x.startswith("RESULT "))
-    first, again, other = json.loads(line[len("RESULT "):])
+    doc = json.loads(line[len("RESULT "):])
+    first, again, other = doc["patterns"]
+    before, after = doc["shown"]
+    assert "loss gemodel" in before and "delay 10" in before and "limit 5000" in before, before
+    assert after == before  # reading the options back and sending them with the seed changed nothing else
     assert first["seeded"] and again["seeded"] and other["seeded"]
     assert first["packets"] + first["drops"][-1] == 2000  # every frame crossed netem: sent or dropped
     assert 400 < first["drops"][-1] < 800  # 30% of 2000
