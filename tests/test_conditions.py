@@ -265,3 +265,18 @@ def test_guest_repetitions_are_stored_as_they_end_even_if_the_guest_is_killed(tm
     shown = json.loads(cli("show", doc["run_id"], "--json").stdout)
     assert len(shown["repetitions"]) == len(doc["repetitions"]) and shown["status"] == "failed"
     assert shown["kernel"].startswith("6.1")
+
+
+@light
+def test_a_fleet_cells_time_mode_names_every_workers_clock():
+    """A UML cell filled by several workers: each worker's time mode is a condition, so mixed clocks show."""
+    from mptcplab.analysis.conditions import conditions
+
+    def cell(*modes: str) -> dict:
+        workers = {f"w{i}": {"name": f"w{i}", "hostname": "lab", "cpu_model": "EPYC", "cpu_count": 2,
+                             "accelerator": "none (UML)", "time_mode": m} for i, m in enumerate(modes)}
+        return {"executor": "uml", "time_mode": modes[0], "fleet": {"campaign": "c", "workers": workers}}
+
+    assert conditions(cell("travel", "travel"))["time mode"] == "travel"
+    assert conditions(cell("travel", "real"))["time mode"] == "real, travel"
+    assert conditions(cell("travel", "real"))["guest accelerator"] == "none (UML)"

@@ -19,8 +19,9 @@ import pytest
 from mptcplab.result import Repetition, RunResult
 from mptcplab.store import RunFilter, open_store
 
-from .conftest import CLI, cli, leftovers, requires_root, wait_for, write_scenario
+from .conftest import CLI, cli, leftovers, light, requires_root, wait_for, write_scenario
 from .pg import create_database, postgres_server  # noqa: F401  (a fixture)
+from .test_uml import LOSSY as UML_SCENARIO
 
 pytestmark = requires_root
 
@@ -222,3 +223,121 @@ def test_sigterm_finishes_the_job_and_a_second_one_releases_it(db, tmp_path):
     [run] = campaign_runs(db, cid)
     assert [r.index for r in run.repetitions] == [0] and run.status == "running"
     assert set(leftovers()) <= before
+
+
+UML_KERNEL = "6.12.117-uml"
+# test_uml's lossy two-path scenario, smaller
+UML_LOSSY = UML_SCENARIO.replace('name = "uml-lossy"', 'name = "fl-uml"').replace('size = "2MiB"', 'size = "1MiB"')
+
+
+def _metrics(rep: Repetition) -> dict:
+    """What a repetition measured (its index and where it ran aside)."""
+    return rep.model_dump(mode="json", exclude={"index"})
+
+
+def test_a_uml_campaign_gives_the_same_numbers_on_two_workers(db, tmp_path):
+    """Deterministic time across a fleet: the same cell measured by two worker processes (each its own identity,
+    UML instances on their own cores) gives identical repetitions, repetition r seeded `[run] seed` + r as in `run`."""
+    built = cli("kernel", "build", "6.12.117", "--flavour", "uml", timeout=3600)  # once per machine; nothing to do when cached
+    assert built.returncode == 0, built.stderr[-2000:]
+    before = set(leftovers())
+    path = write_scenario(tmp_path, UML_LOSSY, "fl-uml.toml")
+    logs = {name: tmp_path / f"{name}.log" for name in ("w1", "w2")}
+    workers = {name: subprocess.Popen([CLI, "worker", "--db", db, "--name", name], stdout=subprocess.DEVNULL,
+                                      stderr=open(log, "w"), text=True) for name, log in logs.items()}
+    try:
+        # both take jobs from the first one on: each repetition index is then measured by both at once
+        assert wait_for(lambda: all("taking jobs" in log.read_text() for log in logs.values()), timeout=60), \
+            {n: log.read_text() for n, log in logs.items()}
+        sub = cli("submit", str(path), str(path), "--kernels", UML_KERNEL, "--db", db)  # the same cell twice: two cells
+        assert sub.returncode == 0, sub.stderr
+        cid = sub.stdout.strip()
+        assert wait_for(lambda: [s for _, s in jobs(db, cid)] == ["succeeded"] * 6, timeout=180, interval=0.5), \
+            (jobs(db, cid), {n: log.read_text()[-2000:] for n, log in logs.items()})
+    finally:
+        for w in workers.values():
+            w.send_signal(signal.SIGTERM)
+        for w in workers.values():
+            w.wait(timeout=60)
+    assert all(w.returncode == 143 for w in workers.values()), {n: log.read_text()[-2000:] for n, log in logs.items()}
+    with psycopg.connect(conninfo(db)) as conn:  # the jobs carried which build of the kernel the workers must run
+        carried = conn.execute("SELECT DISTINCT args->'kernel_build'->>'flavour', args->'kernel_build'->>'config_hash' "
+                               "FROM procrastinate_jobs WHERE args->>'campaign' = %s", (cid,)).fetchall()
+    assert [f for f, _ in carried] == ["uml"] and carried[0][1], carried
+    cells = sorted(campaign_runs(db, cid), key=lambda r: r.run_id)
+    assert len(cells) == 2
+    by_index = []
+    for cell in cells:
+        assert cell.status == "completed" and cell.kernel == UML_KERNEL, cell.errors
+        env = cell.environment
+        assert env["executor"] == "uml" and env["time_mode"] == "travel" and env["seed"] == 1
+        assert env["link_backend"] == "wire"  # auto under UML, as run chooses
+        assert env["guest"]["config_hash"] and env["guest"]["seeds"] == "base + repetition index"
+        reps = sorted(cell.repetitions, key=lambda r: r.index)
+        assert [r.index for r in reps] == [0, 1, 2] and all(r.completed and r.mptcp for r in reps)
+        by_index.append({r.index: r for r in reps})
+    for cell in cells:  # each worker's clock is recorded, and is a condition of the cell
+        assert {w["time_mode"] for w in cell.environment["fleet"]["workers"].values()} == {"travel"}
+        from mptcplab.analysis.conditions import conditions
+
+        assert conditions(cell.environment)["time mode"] == "travel"
+    ran_by = [cell.environment["fleet"]["repetitions"] for cell in cells]
+    assert set(ran_by[0].values()) | set(ran_by[1].values()) == {"w1", "w2"}, ran_by
+    split = [i for i in range(3) if ran_by[0][str(i)] != ran_by[1][str(i)]]
+    assert split, f"no repetition index was measured by both workers: {ran_by}"
+    for i in range(3):  # the same numbers whichever worker measured them, to the last field
+        assert _metrics(by_index[0][i]) == _metrics(by_index[1][i]), (i, ran_by)
+    goodputs = [by_index[0][i].goodput_mbps for i in range(3)]
+    assert len(set(goodputs)) > 1, goodputs  # each repetition drew its own seed (base + index), not the job's first
+    # and the same numbers `run` measures on one machine in one go, repetition by repetition
+    proc = subprocess.run([CLI, "run", str(path), "--kernel", UML_KERNEL, "--json", "--no-store"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ran = json.loads(proc.stdout)["repetitions"]
+    assert [(r["goodput_mbps"], r["completion_s"], r["bytes"]) for r in ran] == \
+        [(by_index[0][i].goodput_mbps, by_index[0][i].completion_s, by_index[0][i].bytes) for i in range(3)]
+    assert set(leftovers()) <= before
+
+
+@light
+def test_a_job_names_the_kernel_build_a_worker_must_have(tmp_path, monkeypatch):
+    """A kernel from `kernel build` travels with its jobs as its flavour and build identity; a worker without it
+    says how to build it, one with another build refuses the job (exit 3), the same build passes."""
+    from mptcplab.errors import LabError
+    from mptcplab.fleet.queue import ScenarioSource, built_kernel, plan
+    from mptcplab.fleet.worker import check_build, missing_build
+    from mptcplab.kernels.catalog import Kernel, cached
+
+    monkeypatch.setenv("MPTCPLAB_CACHE", str(tmp_path))
+
+    def register(name: str, config_hash: str) -> Kernel:
+        d = tmp_path / "kernels" / name
+        d.mkdir(parents=True)
+        info = {"source": "debian trixie linux-source-6.12 6.12.117-1", "commit": None, "config_hash": config_hash,
+                "patches": ["uml-host-fp-size"]}
+        (d / "build.json").write_text(json.dumps(info))
+        k = Kernel(release=name, version="6.12.117", origin=f"built from {info['source']}", image=str(d / "linux"),
+                   flavour="uml", source=info["source"], build=str(d / "build.json"))
+        k.save()
+        return k
+
+    mine = register("6.12.117-uml", "aaa")
+    assert [k.release for k in cached()] == ["6.12.117-uml"]  # the test's own cache
+    build = built_kernel("6.12.117-uml")
+    assert build == {"flavour": "uml", "version": "6.12.117", "source": "debian trixie linux-source-6.12 6.12.117-1",
+                     "commit": None, "config_hash": "aaa", "patches": ["uml-host-fp-size"]}
+    assert built_kernel("6.12") is None and built_kernel("6.12.117+deb13-cloud-amd64") is None
+    src = ScenarioSource("s", "h" * 16, "", "/s.toml")
+    jobs_ = plan([src], [2], ["6.12.117-uml", "6.1"], builds={"6.12.117-uml": build, "6.1": None}).jobs
+    assert [j["kernel_build"] for j in jobs_] == [build, None, build, None]
+    check_build("6.12.117-uml", build, mine, "w1")  # the same build: taken
+    check_build("6.1", None, None, "w1")
+    other = register("6.12.117-uml-other", "bbb")
+    with pytest.raises(LabError) as refused:
+        check_build("6.12.117-uml", build, other, "w2")
+    assert refused.value.exit_code == 3 and "config_hash 'bbb' here, 'aaa' in the campaign" in refused.value.message
+    missing = missing_build("6.12.117-uml", build, "w2")
+    assert missing.exit_code == 3 and missing.message.startswith("kernel 6.12.117-uml (uml, built from debian trixie")
+    assert missing.hint == "build it on this worker: mptcplab kernel build 6.12.117 --flavour uml"
+    assert missing_build("mine", {**build, "source": "tarball /x.tar.xz"}, "w2").hint == \
+        "build it on this worker: mptcplab kernel build SOURCE --flavour uml --name mine (SOURCE: tarball /x.tar.xz)"

@@ -57,6 +57,9 @@ class RunOptions:
     #: fill result.summary at the end; a guest leaves it to the host, which summarizes what it stored
     #: (numpy and scipy.stats would cost the guest seconds of import under TCG)
     summarize: bool = True
+    #: the index this run's first repetition has in the run it belongs to (a fleet job runs repetition r of its
+    #: cell alone: r); repetition i draws seed `[run] seed` + first_repetition + i (UML's kernel randomness, netem's PRNG)
+    first_repetition: int = 0
 
 
 def preflight(scenario: Scenario, link_backend: str | None = None) -> type[LinkBackend]:
@@ -112,6 +115,13 @@ def _schedule_events(backend: LinkBackend, events: list[Event], t0: float, stop:
     return thread
 
 
+def repetition_seed(scenario: Scenario, index: int) -> int | None:
+    """The seed repetition `index` of a run draws: `[run] seed` + index, None with seed = "random" (the executors'
+    rule: UML seeds the kernel's randomness with it, the netem backend its PRNG)."""
+    seed = scenario.run.seed
+    return None if not isinstance(seed, int) or isinstance(seed, bool) else seed + index
+
+
 def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: int,
                    options: RunOptions, env: dict[str, Any], baseline_path: str | None = None) -> Repetition:
     """One repetition in a fresh lab, however it ends.
@@ -133,6 +143,7 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
             options.cancel.check()
         topo = build(lab, scenario, emulator=backend_cls.needs_emulator_ns)
         backend = backend_cls(lab, topo, scenario)
+        backend.seed = repetition_seed(scenario, options.first_repetition + index)
         backend.start()
         lab.on_close(backend.stop)
         if scenario.mptcp.path_manager == "userspace":
@@ -143,6 +154,11 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
             env.update(effective_sysctls(topo, scenario))
             env["tcp"] = _tcp_conditions(topo, scenario)
             env["link"] = backend.describe()
+            for note in backend.notes():
+                if note not in env.setdefault("notes", []):
+                    env["notes"].append(note)
+                    if progress:
+                        progress.status(f"note: {note}")
             env["mptcp_pm"] = pm_state(topo)
         # (MPTcpExt, TcpExt) counters of the client and server namespaces: [(mib, tcpext) client, (mib, tcpext) server]
         before = [counter_snapshot(ns) for ns in (topo.client, topo.server)]

@@ -34,7 +34,7 @@ def conditions(env: Mapping[str, Any], backend: str = "") -> dict[str, str]:
 
     Keys: 'congestion control', 'tcp_rmem', 'tcp_wmem', one per sysctl the
     scenario set ('net.x.y (router)'), 'link backend', 'executor' (host, qemu,
-    uml), 'time mode' (UML only), 'guest accelerator',
+    uml), 'time mode' (UML only; a fleet run's: every worker's), 'guest accelerator',
     'accelerator fallback' (only where a guest fell back from KVM to TCG), 'machine' (CPU model and count; a fleet run's: every worker's), and for a
     fleet campaign's run 'worker machines' (the host names of the workers
     whose repetitions it holds). Runs stored before a condition was recorded
@@ -70,6 +70,9 @@ def conditions(env: Mapping[str, Any], backend: str = "") -> dict[str, str]:
         accels = {str(w["accelerator"]) for w in workers if w.get("accelerator")}
         if accels:
             out["guest accelerator"] = ", ".join(sorted(accels))
+        modes = {str(w["time_mode"]) for w in workers if w.get("time_mode")}
+        if modes:  # UML: every worker's clock, so a cell whose workers ran in different time modes says so
+            out["time mode"] = ", ".join(sorted(modes))
     return out
 
 

@@ -33,7 +33,7 @@ def submit(
     scenario: Annotated[Optional[list[str]], typer.Argument(help="TOML files or built-in scenario names (or --suite)")] = None,
     suite: Annotated[bool, typer.Option("--suite", help="the built-in scheduler suite's cases (with --tag, only those carrying it)")] = False,
     tag: Annotated[Optional[str], typer.Option("--tag", help="with --suite: only cases with this tag, e.g. quick")] = None,
-    kernels: Annotated[Optional[str], typer.Option("--kernels", help="comma-separated kernels, each run in a QEMU guest on the worker, fetched there when missing (default: each worker's own kernel)")] = None,
+    kernels: Annotated[Optional[str], typer.Option("--kernels", help="comma-separated kernels, each run in a guest on the worker (QEMU; UML for a kernel built with --flavour uml), a Debian kernel fetched there when missing (default: each worker's own kernel)")] = None,
     repeat: Annotated[Optional[int], typer.Option("--repeat", "-n", min=1, help="repetitions per scenario and kernel (default: each scenario's [run] repeat)")] = None,
     overrides: SetOption = None,
     label: Annotated[Optional[str], typer.Option("--label", help="a free-form label stored with every run")] = None,
@@ -46,7 +46,7 @@ def submit(
     campaign stopped half-way is still balanced. Submitting the same campaign
     again adds nothing but queues its failed jobs again. Workers (mptcplab worker) take the jobs.
     """
-    from ..fleet.queue import database, plan, scenario_source, submit as do_submit
+    from ..fleet.queue import built_kernel, database, plan, scenario_source, submit as do_submit
 
     dbase = database(db)  # a URL that is not PostgreSQL is refused before anything else
     check_link_backend(link_backend)
@@ -71,7 +71,9 @@ def submit(
     if names and len(set(names)) < len(names):
         raise UsageError(f"--kernels {kernels}: names the same kernel twice")
     sources = [scenario_source(ref, s, list(overrides or [])) for ref, s in zip(refs, scns)]
-    campaign = plan(sources, [repeat or s.run.repeat for s in scns], names, link_backend, label, suite=suite, tier=tier)
+    builds = {n: built_kernel(n) for n in names or []}  # a kernel from `kernel build`: its jobs say which build
+    campaign = plan(sources, [repeat or s.run.repeat for s in scns], names, link_backend, label, suite=suite, tier=tier,
+                    builds=builds)
     added, retried = do_submit(dbase, campaign)
     jobs = len(campaign.jobs)
     from ..units import plural

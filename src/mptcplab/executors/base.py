@@ -139,6 +139,16 @@ class KernelExecutor(Executor):
     def kernel(self) -> Any:
         return self._kernel
 
+def continuing(options: Any, into: RunResult | None) -> Any:
+    """`options` (a runner.RunOptions) for a run that adds to `into` (a matrix cell): its repetitions draw the seeds
+    after the cell's MPTCP repetitions so far (`first_repetition`), as one run of them all would; unchanged without."""
+    if into is None:
+        return options
+    from dataclasses import replace
+
+    return replace(options, first_repetition=sum(1 for r in into.repetitions if r.baseline_path is None))
+
+
 class Relay(RunSink):
     """Passes a run's sink calls on, the one place that knows `into` and `finish` (see the module docstring).
 

@@ -139,6 +139,9 @@ class GuestProgress(Progress):
             self._last_sample = now
             emit({"type": "progress", "event": "sample", "index": index, "done": done, "total": total})
 
+    def status(self, text: str) -> None:
+        emit({"type": "progress", "event": "status", "text": text})
+
     def repetition_finished(self, rep: Repetition) -> None:
         # the sink may hear of it later (a best-path round tells it after the baselines): its CPU load is now's
         total, busiest = busy_fraction(self._start, cpu_times())

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..result import RunResult
 from ..scenario import Scenario
-from .base import Executor, Relay, register
+from .base import Executor, Relay, continuing, register
 
 
 @register
@@ -24,7 +24,7 @@ class HostExecutor(Executor):
             timeseries: bool = True) -> RunResult:
         from ..runner import RunOptions, run_scenarios
 
-        options = options or RunOptions()
+        options = continuing(options or RunOptions(), into)  # a matrix cell: the seeds continue after its repetitions
         if into is None and finish:
             return run_scenarios([scenario], options)[0]
         relay = Relay(list(options.sinks), into, finish)

@@ -18,7 +18,7 @@ text}``, as the command writes) and exactly one ``exec_result``
 
 Guest → host, JSON lines (guest_main.py emits them, `parse` reads them back):
 ``ready`` once (booted), then per job ``run_started``, ``progress`` (a
-repetition started / sampled / finished), ``repetition`` (one finished, with
+repetition started / sampled / finished, or a ``status`` note), ``repetition`` (one finished, with
 the guest's CPU load and environment), and exactly one ``result`` or
 ``error``. `JobFollower` turns those lines into the same sink calls a run on
 the host makes (executors/base.py `Relay`), so the store hears of every
@@ -45,7 +45,8 @@ def encode(scenario: Scenario, options: Any, timeseries: bool, repeat: int, exec
     `executor`; `extra` adds keys an executor's guest reads (e.g. a seed)."""
     return {"type": "job", "scenario_pickle": base64.b64encode(pickle.dumps(scenario)).decode(),  # units already resolved
             "repeat": repeat, "label": options.label, "link_backend": options.link_backend, "fail_fast": options.fail_fast,
-            "tags": options.tags, "timeseries": timeseries, "warmup": options.warmup, "executor": executor, **extra}
+            "tags": options.tags, "timeseries": timeseries, "warmup": options.warmup, "executor": executor,
+            "first_repetition": options.first_repetition, **extra}
 
 
 def encode_exec(argv: list[str], timeout_s: float) -> dict[str, Any]:
@@ -65,7 +66,8 @@ def decode_options(job: dict[str, Any], progress: Progress, sinks: list[Any]) ->
 
     return RunOptions(repeat=job.get("repeat"), label=job.get("label"), link_backend=job.get("link_backend"), progress=progress,
                       tags=job.get("tags") or {}, fail_fast=bool(job.get("fail_fast")), summarize=False, sinks=sinks,
-                      warmup=int(job.get("warmup") or 0), executor=str(job.get("executor") or "qemu"))
+                      warmup=int(job.get("warmup") or 0), executor=str(job.get("executor") or "qemu"),
+                      first_repetition=int(job.get("first_repetition") or 0))
 
 
 def parse(raw: bytes) -> dict[str, Any] | None:
@@ -99,6 +101,8 @@ def forward_progress(progress: Progress, msg: dict[str, Any]) -> None:
         progress.sample(msg["index"], msg["done"], msg["total"])
     elif event == "finished":
         progress.repetition_finished(Repetition.model_validate(msg["repetition"]))
+    elif event == "status":  # a note the runner said in the guest
+        progress.status(str(msg.get("text", "")))
 
 
 @dataclass

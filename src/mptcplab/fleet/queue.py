@@ -141,6 +141,26 @@ def load_source(doc: dict[str, Any]) -> Scenario:
     return scenario
 
 
+#: what makes two builds of one kernel name the same kernel (build.json keys): a worker refuses a job whose differs
+BUILD_IDENTITY = ("source", "commit", "config_hash", "patches")
+
+
+def built_kernel(name: str) -> dict[str, Any] | None:
+    """What a job carries of a kernel from `kernel build` in this machine's cache (named only by its exact name):
+    its flavour, version and BUILD_IDENTITY; None for any other kernel or one this machine lacks (workers resolve
+    those by name alone)."""
+    from ..kernels.catalog import cached
+
+    kernel = next((k for k in cached() if k.built and k.release == name), None)
+    if kernel is None:
+        return None
+    try:
+        info = json.loads(Path(str(kernel.build)).read_text())
+    except (OSError, ValueError):
+        info = {}
+    return {"flavour": kernel.flavour, "version": kernel.version, **{key: info.get(key) for key in BUILD_IDENTITY}}
+
+
 @dataclass
 class Campaign:
     """Every job of a campaign, in the order they are enqueued (repetition-major, interleaved)."""
@@ -153,13 +173,16 @@ class Campaign:
 
 
 def plan(sources: list[ScenarioSource], repeats: list[int], kernels: list[str] | None = None, link_backend: str | None = None,
-         label: str | None = None, tags: dict[str, str] | None = None, suite: bool = False, tier: str | None = None) -> Campaign:
+         label: str | None = None, tags: dict[str, str] | None = None, suite: bool = False, tier: str | None = None,
+         builds: dict[str, dict[str, Any] | None] | None = None) -> Campaign:
     """The campaign of `sources` (one repeat each) on `kernels` (None: each worker's own kernel).
 
     The id hashes what is measured (scenario versions, kernels, repeats,
     overrides, link backend); label and tags are stored with the runs but
     do not make a new campaign. Each scenario x kernel is one stored run (a
     cell, its id derived from the campaign's); each job adds one repetition.
+    `builds`: kernel name -> what built_kernel says of it, carried by its jobs as `kernel_build` (the flavour, and
+    which build a worker must have).
     """
     ks = list(kernels) if kernels else [HOST]
     content = {"scenarios": [[s.name, s.content_hash] for s in sources], "kernels": ks, "repeats": repeats,
@@ -177,7 +200,8 @@ def plan(sources: list[ScenarioSource], repeats: list[int], kernels: list[str] |
                 cell = hashlib.sha256(f"{cid}/{si}/{src.content_hash}/{kernel}".encode()).hexdigest()[:10]
                 jobs.append({"campaign": cid, "key": f"{cid}/{si}/{kernel}/{r}", "scenario": src.to_json(),
                              "kernel": None if kernel == HOST else kernel, "repetition": r, "repeat": repeats[si],
-                             "cell": cell, "label": label, "link_backend": link_backend, "tags": run_tags})
+                             "cell": cell, "label": label, "link_backend": link_backend, "tags": run_tags,
+                             "kernel_build": (builds or {}).get(kernel)})
     return Campaign(cid, sources, ks, repeats, jobs)
 
 

@@ -74,6 +74,35 @@ def merge_fleet(stored: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def missing_build(kernel: str, build: dict[str, Any], worker: str) -> LabError:
+    """The KernelError (exit 3) of a job whose kernel from `kernel build` this worker does not have: how to build it."""
+    from ..kernels.catalog import KernelError
+
+    flavour, version, source = build.get("flavour") or "uml", build.get("version") or "VERSION", str(build.get("source") or "")
+    what = version if source.startswith("debian ") else "SOURCE"  # a tarball or a tree of the submitter's: the same one here
+    how = (f"build it on this worker: mptcplab kernel build {what} --flavour {flavour}"
+           + ("" if kernel == f"{version}-{flavour}" else f" --name {kernel}") + ("" if what == version else f" (SOURCE: {source})"))
+    return KernelError(f"kernel {kernel} ({flavour}, built from {source or 'an unknown source'}) is not on worker {worker}", how)
+
+
+def check_build(kernel: str | None, build: dict[str, Any] | None, have: Any, worker: str) -> None:
+    """KernelError (exit 3) when the kernel `have` (a catalog Kernel) that this worker runs for a job is not the
+    build the job names (`kernel_build`: flavour, source, commit, config hash, patches): its numbers would not be
+    the campaign's. Nothing to check for a job without one (a Debian kernel, this machine's)."""
+    if build is None or have is None:
+        return
+    from ..kernels.catalog import KernelError
+    from .queue import BUILD_IDENTITY, built_kernel
+
+    mine = built_kernel(have.release) or {"flavour": have.flavour}
+    differ = [key for key in ("flavour", *BUILD_IDENTITY) if build.get(key) is not None and mine.get(key) != build.get(key)]
+    if differ:
+        shown = ", ".join(f"{key} {mine.get(key)!r} here, {build.get(key)!r} in the campaign" for key in differ)
+        raise KernelError(f"kernel {kernel} on worker {worker} is another build than the campaign's ({shown})",
+                          f"rebuild it from the campaign's source (mptcplab kernel build ... --flavour {build.get('flavour')}), "
+                          "or submit the campaign from a machine with this build")
+
+
 class FleetWorker:
     """One worker: `FleetWorker(database("postgresql+psycopg://..."), "lab1").run()` until a signal stops it."""
 
@@ -185,7 +214,9 @@ class FleetWorker:
         ex: Executor | None = None
         try:
             scenario = load_source(job["scenario"])
-            ex = self._executor_for(job["kernel"]) if shared else self._start_executor(job["kernel"])
+            build = job.get("kernel_build")
+            ex = self._executor_for(job["kernel"], build) if shared else self._start_executor(job["kernel"], build)
+            check_build(job["kernel"], build, ex.kernel, self.name)
             backend = job["link_backend"]
             if ex.kernel is not None:  # one emulator per kernel whoever runs it, as matrix chooses
                 from ..kernels.matrix import resolve_backend
@@ -195,7 +226,7 @@ class FleetWorker:
             else:
                 drop = None
             options = RunOptions(repeat=1, label=job["label"], link_backend=backend, tags=dict(job["tags"]),
-                                 cancel=cancel, summarize=False)
+                                 cancel=cancel, summarize=False, first_repetition=job["repetition"])
             self.say(f"worker {self.name}: job {job_id}: {what}")
             t0 = time.monotonic()
             try:
@@ -208,7 +239,10 @@ class FleetWorker:
                 raise Interrupted(cancel.signum)
             rep = result.repetitions[-1]
             rep.index = job["repetition"]
-            me = {**self.machine, "accelerator": ex.describe().get("accelerator")}  # None on the host: no guest
+            where = ex.describe()
+            me = {**self.machine, "accelerator": where.get("accelerator")}  # None on the host: no guest
+            if where.get("time_mode"):  # UML: simulated or real time, a condition of every repetition this worker runs
+                me["time_mode"] = where["time_mode"]
             env = {**result.environment, "worker": me,
                    "fleet": {"campaign": job["campaign"], "workers": {self.name: me},
                              "repetitions": {str(rep.index): self.name}}}
@@ -247,22 +281,26 @@ class FleetWorker:
             if not shared and ex is not None:
                 ex.close()
 
-    def _executor_for(self, kernel: str | None) -> Executor:
+    def _executor_for(self, kernel: str | None, build: dict[str, Any] | None = None) -> Executor:
         """The executor for `kernel` (None: this machine's); a guest stays up while jobs keep asking for its kernel."""
         if self._executor is not None and self._executor[0] == kernel and self._executor[1].alive:
             return self._executor[1]
         self._close_executor()
-        ex = self._start_executor(kernel)
+        ex = self._start_executor(kernel, build)
         self._executor = (kernel, ex)
         return ex
 
-    def _start_executor(self, kernel: str | None) -> Executor:
-        """A new executor for `kernel`, entered and ready (a guest booted)."""
+    def _start_executor(self, kernel: str | None, build: dict[str, Any] | None = None) -> Executor:
+        """A new executor for `kernel`, entered and ready (a guest booted). `build`: the job's kernel_build (a kernel
+        from `kernel build`, which no archive serves: KernelError saying how to build it when this machine lacks it)."""
         k = None
         if kernel is not None:
+            from ..kernels.catalog import cached
             from ..kernels.fetch import fetch
 
             self.say(f"worker {self.name}: kernel {kernel} ...")
+            if build is not None and not any(c.built and c.release == kernel for c in cached()):
+                raise missing_build(kernel, build, self.name)
             k = fetch(kernel)[0]  # fetched into this machine's cache when missing
         ex = executor_for(k)
         ex.__enter__()

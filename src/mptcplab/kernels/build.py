@@ -269,8 +269,9 @@ def build_dir_for(tree: Tree, flav: Flavour) -> Path:
     A tree unpacked in the cache (``sources/<release>/tree``) builds beside it, in
     ``sources/<release>/build-<flavour>``: every release's build then reaches its sources by the same relative
     path (``../tree/...``), and ccache, which hashes paths relative to the cache (CCACHE_BASEDIR), reuses one
-    release's objects for the next wherever their files agree (measured: 6.1.176 after 6.1.170 built in the old
-    layout, ``builds/debian-<release>-<flavour>``, hit ccache for 4 of ~960 files). Any other tree (a worktree
+    release's objects for the next wherever their files agree. Measured, that is little between stable releases
+    (6.12.107 after 6.12.95: 314 s against 318 s; common headers differ), but a release compiled once rebuilds
+    from ccache in a new build directory. Any other tree (a worktree
     at a ref, a user's directory) builds in ``builds/<key>-<flavour>``. A build directory an earlier version of
     the lab left in ``builds/`` is moved beside its tree (same filesystem; Kbuild names the source tree by its
     absolute path, so the move keeps the build incremental).

@@ -25,6 +25,9 @@ class LinkBackend(ABC):
     max_total_rate_bps: ClassVar[float | None] = None
     #: Where the ceiling was measured: said when a rate is refused.
     ceiling_source: ClassVar[str] = ""
+    #: The repetition's seed (`[run] seed` + the repetition's index; None with seed = "random"), set by the runner
+    #: before start(): a backend that draws random numbers in the kernel (netem) seeds them from it.
+    seed: int | None = None
 
     def __init__(self, lab: Lab, topo: Topology, scenario: Scenario) -> None:
         self.lab = lab
@@ -109,6 +112,10 @@ class LinkBackend(ABC):
     def describe(self) -> dict[str, Any]:
         """Parameters to record with the result (what was really configured)."""
         return {"backend": self.name}
+
+    def notes(self) -> list[str]:
+        """What a reader of the run must know about this emulation once started (recorded as environment notes)."""
+        return []
 
     def ports(self, name: str) -> PathPorts:
         return next(p for p in self.topo.paths if p.name == name)

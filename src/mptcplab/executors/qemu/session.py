@@ -37,6 +37,7 @@ from ...result import Repetition, RunResult
 from ...runner import RunOptions
 from ...scenario import Scenario
 from .. import job as jobs
+from ..base import continuing
 from . import accel as accelerators, initramfs
 
 QEMU = accelerators.QEMU
@@ -289,6 +290,7 @@ class GuestSession:
         options = options or RunOptions()
         self.wait_ready(options.progress)
         repeat = options.repeat or scenario.run.repeat
+        options = continuing(options, into)  # a matrix cell: the seeds continue after its repetitions so far
         job = jobs.encode(scenario, options, timeseries, repeat, "qemu")
         self._job = jobs.JobFollower(scenario=scenario, sinks=list(options.sinks), into=into, progress=options.progress, finish=finish)
         t0 = time.monotonic()

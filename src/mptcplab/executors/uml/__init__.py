@@ -46,7 +46,7 @@ from ...errors import EnvironmentProblem, RunError, UsageError
 from ...protocols import Progress
 from ...result import RunResult, run_status
 from ...scenario import Scenario
-from ..base import KernelExecutor, register
+from ..base import KernelExecutor, continuing, register
 
 #: the fixed path, the same in every boot and on every machine, where an instance finds its job (a bind mount)
 JOB_DIR = "/var/lib/mptcplab/uml-job"
@@ -251,12 +251,13 @@ class UmlExecutor(KernelExecutor):
         follower = jobs.JobFollower(scenario=scenario, sinks=list(options.sinks), into=into, progress=options.progress, finish=finish)
         t0 = time.monotonic()
         failure: BaseException | None = None
-        # a matrix cell (`into`) gets one repetition per call: its seed follows the cell's MPTCP repetitions so far
-        first = sum(1 for r in into.repetitions if r.baseline_path is None) if into is not None else 0
+        # a matrix cell (`into`) gets one repetition per call: its seed follows the cell's MPTCP repetitions so far;
+        # a fleet job runs repetition options.first_repetition of its cell alone: its seed is the same as in a run
+        first = continuing(options, into).first_repetition
         try:
             for i in range(total):
                 seed = None if base is None else base + first + i
-                job = jobs.encode(scenario, replace(options, repeat=1, warmup=0), timeseries, 1, self.kind)
+                job = jobs.encode(scenario, replace(options, repeat=1, warmup=0, first_repetition=first + i), timeseries, 1, self.kind)
                 self._boot(job, scenario, follower, i, total, seed, options.progress)
                 if follower.result is not None and options.fail_fast and any(not r.completed for r in follower.result.repetitions):
                     break
