@@ -21,8 +21,11 @@ UML `auto` means `wire` (userspace forwarders), which the lab prefers there
 because netem without processing delay keeps packets in exact step and shifts
 MPTCP's retransmission timing (docs: NETEM_NOTE); but the script has exactly
 that artefact too, so comparing the lab's wire with the script's netem would
-mix an emulator difference into the parity. `--link-backend wire` (repeatable,
-one table per backend) measures that difference as well.
+mix an emulator difference into the parity. The two still differ in how they
+shape the rate (a token bucket against netem's own `rate`) and in the queue
+(the lab's 100 ms at the rate against the script's packet limits): the
+README's UML parity section names the cases where that shows. `--link-backend
+wire` (repeatable, one table per backend) measures the lab's UML default as well.
 
 Rounds and seeds: round r (0-based) runs both sides with seed `--seed + r`
 (`selftest simult_flows --seed`, the lab's `--set run.seed`). Under UML's
