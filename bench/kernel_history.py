@@ -35,6 +35,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -262,19 +263,25 @@ def main() -> int:
     return 0
 
 
+@functools.lru_cache(maxsize=2)
+def exported_runs(export: Path) -> list[dict[str, Any]]:
+    """The runs of an exported history (`mptcplab export --format json`, gzipped or not), read once per file."""
+    import gzip
+
+    opener = gzip.open if export.suffix == ".gz" else open
+    with opener(export, "rt") as f:
+        return json.load(f)
+
+
 def tcg_medians(export: Path, case: str, metric: str, label: str = "kernel-history") -> dict[str, tuple[float, int]]:
     """upstream version -> (median, n) of `metric` over the completed repetitions of `case` in an exported history
     (`mptcplab export --format json`, gzipped or not), runs labelled `label` only."""
-    import gzip
     import statistics
 
     from mptcplab.analysis.kernel_history import run_version
 
-    opener = gzip.open if export.suffix == ".gz" else open
-    with opener(export, "rt") as f:
-        runs = json.load(f)
     values: dict[str, list[float]] = {}
-    for r in runs:
+    for r in exported_runs(export):
         if r["scenario"] != case or r.get("label") != label:
             continue
         version = run_version(r["kernel"], r.get("environment") or {})
