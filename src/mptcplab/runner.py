@@ -60,6 +60,12 @@ class RunOptions:
     #: the index this run's first repetition has in the run it belongs to (a fleet job runs repetition r of its
     #: cell alone: r); repetition i draws seed `[run] seed` + first_repetition + i (UML's kernel randomness, netem's PRNG)
     first_repetition: int = 0
+    #: simulated-time executors (UML with time travel): each repetition's traffic starts at the next multiple of this
+    #: many seconds of the monotonic clock (0: at once). The lab's own Python before it (imports, building the
+    #: topology) costs a few microseconds of simulated time that differ with the install, and a start shifted by
+    #: them against the kernel's timers changed results (netem, simult-balanced: 7.175 or 7.241 or 7.444 s by
+    #: install); started on a grid, every install starts the traffic at the same simulated instant
+    align_start_s: float = 0.0
 
 
 def preflight(scenario: Scenario, link_backend: str | None = None) -> type[LinkBackend]:
@@ -113,6 +119,19 @@ def _schedule_events(backend: LinkBackend, events: list[Event], t0: float, stop:
     thread = threading.Thread(target=loop, name="path-events", daemon=True)
     thread.start()
     return thread
+
+
+def align_start(grid_s: float) -> float:
+    """Sleep until the next multiple of `grid_s` seconds of CLOCK_MONOTONIC (at least 1 ms away) and return the
+    instant reached (s). Under time travel the wait costs no wall time and puts the traffic that follows at the
+    same simulated instant whatever ran before it; on a real clock it only waits."""
+    now = time.clock_gettime(time.CLOCK_MONOTONIC)
+    target = (int(now / grid_s) + 1) * grid_s
+    if target - now < 1e-3:
+        target += grid_s
+    while (left := target - time.clock_gettime(time.CLOCK_MONOTONIC)) > 0:
+        time.sleep(left)
+    return target
 
 
 def repetition_seed(scenario: Scenario, index: int) -> int | None:
@@ -187,6 +206,9 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
         transfer = workload_class(scenario.workload.kind)(topo, scenario.workload, scenario.run.timeout, hooks)
         lab.on_close(transfer.close)
         lab.on_close(stop_events.set)
+        if options.align_start_s > 0:
+            from . import diag  # noqa: F401  the transfer's one lazy import (probes.subflow_congestion): done before the grid
+            align_start(options.align_start_s)
         try:
             out = transfer.run()
         except RunError as e:

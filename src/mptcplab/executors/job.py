@@ -46,7 +46,7 @@ def encode(scenario: Scenario, options: Any, timeseries: bool, repeat: int, exec
     return {"type": "job", "scenario_pickle": base64.b64encode(pickle.dumps(scenario)).decode(),  # units already resolved
             "repeat": repeat, "label": options.label, "link_backend": options.link_backend, "fail_fast": options.fail_fast,
             "tags": options.tags, "timeseries": timeseries, "warmup": options.warmup, "executor": executor,
-            "first_repetition": options.first_repetition, **extra}
+            "first_repetition": options.first_repetition, "align_start_s": options.align_start_s, **extra}
 
 
 def encode_exec(argv: list[str], timeout_s: float) -> dict[str, Any]:
@@ -67,7 +67,8 @@ def decode_options(job: dict[str, Any], progress: Progress, sinks: list[Any]) ->
     return RunOptions(repeat=job.get("repeat"), label=job.get("label"), link_backend=job.get("link_backend"), progress=progress,
                       tags=job.get("tags") or {}, fail_fast=bool(job.get("fail_fast")), summarize=False, sinks=sinks,
                       warmup=int(job.get("warmup") or 0), executor=str(job.get("executor") or "qemu"),
-                      first_repetition=int(job.get("first_repetition") or 0))
+                      first_repetition=int(job.get("first_repetition") or 0),
+                      align_start_s=float(job.get("align_start_s") or 0.0))
 
 
 def parse(raw: bytes) -> dict[str, Any] | None:
