@@ -99,7 +99,7 @@ def test_a_scenario_in_uml_is_stored_like_any_run(tmp_path: Path, uml_kernel: st
     assert env["guest"]["kernel_source"].startswith("debian trixie linux-source-6.12")
     assert env["guest"]["config_hash"] and env["guest"]["hz"] == 100 and env["guest"]["cpus"] == 1
     assert "not applicable" in env["guest"]["guest_cpu"] and "guest_cpu" not in env
-    assert env["guest"]["traffic_start"] == "on a 1 s grid of simulated time"
+    assert env["guest"]["traffic_start"].startswith("on a 1 s grid of simulated time, at a phase drawn from")
     assert [r["index"] for r in doc["repetitions"]] == [0, 1]
     for rep in doc["repetitions"]:
         assert rep["status"] == "completed" and rep["mptcp"]

@@ -5,6 +5,7 @@ repetition inherits TCP metrics or PM state from the one before.
 """
 from __future__ import annotations
 
+import hashlib
 import secrets
 import sys
 import threading
@@ -60,11 +61,12 @@ class RunOptions:
     #: the index this run's first repetition has in the run it belongs to (a fleet job runs repetition r of its
     #: cell alone: r); repetition i draws seed `[run] seed` + first_repetition + i (UML's kernel randomness, netem's PRNG)
     first_repetition: int = 0
-    #: simulated-time executors (UML with time travel): each repetition's traffic starts at the next multiple of this
-    #: many seconds of the monotonic clock (0: at once). The lab's own Python before it (imports, building the
-    #: topology) costs a few microseconds of simulated time that differ with the install, and a start shifted by
-    #: them against the kernel's timers changed results (netem, simult-balanced: 7.175 or 7.241 or 7.444 s by
-    #: install); started on a grid, every install starts the traffic at the same simulated instant
+    #: simulated-time executors (UML with time travel): each repetition's traffic starts on a grid of this many
+    #: seconds of the monotonic clock, at a phase its seed gives (align_start, start_phase; 0: at once). The lab's
+    #: own Python before it (imports, building the topology) costs a few microseconds of simulated time that
+    #: differ with the install, and a start shifted by them against the kernel's timers changed results (netem,
+    #: simult-balanced: 7.175 or 7.241 or 7.444 s by install); on the grid every install starts the traffic at
+    #: the same simulated instant, and the seeded phase makes repetitions sample what the start time changes
     align_start_s: float = 0.0
 
 
@@ -121,13 +123,28 @@ def _schedule_events(backend: LinkBackend, events: list[Event], t0: float, stop:
     return thread
 
 
-def align_start(grid_s: float) -> float:
-    """Sleep until the next multiple of `grid_s` seconds of CLOCK_MONOTONIC (at least 1 ms away) and return the
-    instant reached (s). Under time travel the wait costs no wall time and puts the traffic that follows at the
-    same simulated instant whatever ran before it; on a real clock it only waits."""
+def start_phase(seed: int | None) -> float:
+    """Where in the grid a repetition drawing `seed` starts its traffic, as a fraction in [0, 1): a hash of the
+    seed (the same seed, the same phase, on every kernel and install), or drawn at random for seed None."""
+    if seed is None:
+        return secrets.randbelow(1 << 53) / (1 << 53)
+    digest = hashlib.sha256(f"start-phase/{seed}".encode()).digest()
+    return (int.from_bytes(digest[:8], "little") >> 11) / (1 << 53)
+
+
+def align_start(grid_s: float, phase: float = 0.0) -> float:
+    """Sleep until the next instant `phase` (a fraction in [0, 1)) into a `grid_s`-second cell of CLOCK_MONOTONIC,
+    at least 1 ms away, and return it (s).
+
+    Under time travel the wait costs no wall time and puts the traffic that follows at the same simulated
+    instant whatever the lab did before it; on a real clock it only waits. The phase matters because a
+    deterministic kernel's result depends on when in its timers' cycles (jiffies, delayed ACKs, the pacing
+    timer) the traffic begins: one phase per repetition's seed makes the repetitions sample that dependence
+    instead of repeating one trajectory, and two kernels run with one seed base meet the same phases, pair
+    by pair (common random numbers, docs/statistics.md)."""
     now = time.clock_gettime(time.CLOCK_MONOTONIC)
-    target = (int(now / grid_s) + 1) * grid_s
-    if target - now < 1e-3:
+    target = (int(now / grid_s) + phase) * grid_s
+    while target - now < 1e-3:
         target += grid_s
     while (left := target - time.clock_gettime(time.CLOCK_MONOTONIC)) > 0:
         time.sleep(left)
@@ -208,7 +225,7 @@ def run_repetition(scenario: Scenario, backend_cls: type[LinkBackend], index: in
         lab.on_close(stop_events.set)
         if options.align_start_s > 0:
             from . import diag  # noqa: F401  the transfer's one lazy import (probes.subflow_congestion): done before the grid
-            align_start(options.align_start_s)
+            align_start(options.align_start_s, start_phase(repetition_seed(scenario, options.first_repetition + index)))
         try:
             out = transfer.run()
         except RunError as e:

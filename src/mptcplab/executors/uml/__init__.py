@@ -302,8 +302,8 @@ class UmlExecutor(KernelExecutor):
         result.environment["guest"] = {
             **self.describe()["guest"],
             "seed_base": base, "seeds": "base + repetition index" if base is not None else "host randomness",
-            "traffic_start": (f"on a {self._align_start_s():g} s grid of simulated time" if self._align_start_s()
-                              else "as soon as the lab is ready"),
+            "traffic_start": (f"on a {self._align_start_s():g} s grid of simulated time, at a phase drawn from the repetition's "
+                              "seed (runner.start_phase)" if self._align_start_s() else "as soon as the lab is ready"),
             "boot_s": round(sorted(self.boot_s)[len(self.boot_s) // 2], 3) if self.boot_s else None,
             "run_wall_s": round(time.monotonic() - t0, 3),
         }
