@@ -143,3 +143,43 @@ def test_run_past_its_timeout_fails_cleanly(tmp_path):
     assert "TIMEOUT" in proc.stderr and "timeout of 3s" in proc.stdout, (proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr
     assert set(leftovers()) <= before
+
+
+#: a command that waits outside any lab (as a bisect does between its probes), inside the command's error handling
+#: (`handled`) or outside it, then the real entry point
+_WAITING_COMMAND = """
+import sys, time
+from mptcplab.cli import app, main
+from mptcplab.cli.common import handled
+
+def wait() -> None:
+    print("ready", flush=True)
+    time.sleep(60)
+
+app.command("wait-handled")(handled(wait))
+app.command("wait-bare")(wait)
+sys.argv = ["mptcplab", sys.argv[1]]
+main()
+"""
+
+
+@light
+@pytest.mark.parametrize("command", ["wait-handled", "wait-bare"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_between_pieces_of_work_is_one_line_and_128_plus_signum(command, sig):
+    """SIGTERM/SIGHUP while no lab holds its handlers (between a bisect's probes, a suite's kernels): exit 128 + the
+    signal with one line, as inside a run, never the default action's silent death (exit -15)."""
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", _WAITING_COMMAND, command], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + sig, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and f"stopped by {signal.Signals(sig).name}" in lines[0], err

@@ -86,6 +86,37 @@ def option_error(e: Any) -> str:
     return f"{what} — {fix}"
 
 
+#: the signal that stopped the command, when it was SIGTERM or SIGHUP (set by the handler `main` installs)
+_stopped_by: list[int] = []
+
+
+def _signals_like_ctrl_c() -> None:
+    """SIGTERM and SIGHUP raise `Interrupted` wherever the command is, as Ctrl-C raises KeyboardInterrupt.
+
+    The lab installs its own handlers while it works (`Lab`, `cancel.interruptible`) and puts the previous ones
+    back after. Without a handler here the previous one was the default action, so a SIGTERM between two pieces
+    of work (a bisect between its probes, a suite between kernels) killed the process outright: no exit 143, no
+    line saying so (tests/test_suite.py's bisect resume test caught it as exit -15). A process forked from this
+    one (not exec'd) exits at once instead of raising into a copy of the command.
+    """
+    import os
+    import signal
+
+    from ..errors import Interrupted
+
+    owner = os.getpid()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if os.getpid() != owner:
+            os._exit(128 + signum)
+        _stopped_by.append(signum)
+        raise Interrupted(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            signal.signal(sig, on_signal)
+
+
 def main() -> None:
     """The mptcplab command: every error one line on stderr with the README's exit code, never a traceback."""
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
@@ -96,6 +127,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     command = typer.main.get_command(app)
     _plain_metavars(command)
+    _signals_like_ctrl_c()
     try:
         code = command.main(prog_name="mptcplab", standalone_mode=False)
     except NoArgsIsHelpError as e:  # `mptcplab` or `mptcplab kernel` alone: the help, exit 2, as always
@@ -110,6 +142,11 @@ def main() -> None:
     except typer.Abort:  # Ctrl-C while the framework reads the options (inside a command, `handled` says it)
         error_line("interrupted by Ctrl-C")
         sys.exit(130)
+    if code == 130 and _stopped_by:  # SIGTERM/SIGHUP outside a command's own handling (typer made it exit 130)
+        from ..errors import Interrupted
+        stopped = Interrupted(_stopped_by[-1])
+        error_line(str(stopped))
+        sys.exit(stopped.exit_code)
     sys.exit(code if isinstance(code, int) else 0)
 
 
