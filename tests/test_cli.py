@@ -387,3 +387,17 @@ def test_check_validates_as_run_would_without_building_anything(tmp_path):
         assert (checked.returncode, ran.returncode) == (code, code), (args, checked.stderr, ran.stderr)
         assert checked.stderr.splitlines()[-1] == ran.stderr.splitlines()[-1], args
         assert checked.stderr.splitlines()[-1].startswith("error: ") and checked.stdout == ""
+
+
+@pytest.mark.parametrize("command", [["compare", "--baseline", "label:base", "--candidate", "label:cand"], ["history", "syn"]])
+def test_a_bad_threshold_is_refused_before_the_database_is_read(tmp_path, command):
+    """Options first: a bad --threshold is exit 2 even where nothing is stored yet (not 'no runs stored yet', exit 0)."""
+    proc = cli_in_process(*command, "--threshold", "abc%", "--db", str(tmp_path / "none.db"))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--threshold" in proc.stderr, proc.stderr
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_compare_on_a_metric_neither_side_measured_says_so(stored):
+    proc = cli_in_process("compare", "--baseline", "label:base", "--candidate", "label:cand", "--metric", "latency_p99_ms")
+    assert proc.returncode == 2, proc.stderr
+    assert "no repetition on either side has the metric latency_p99_ms" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr

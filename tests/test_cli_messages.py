@@ -152,6 +152,18 @@ def test_import_prints_one_line_and_verbose_one_per_run(tmp_path) -> None:
     assert lines[-1] == f"imported 4 runs from 1 file: 0 new repetitions (4 of the runs were stored in full already) into {dst}"
 
 
+def test_import_reads_the_runs_document_that_run_and_selftest_print_for_several_runs(tmp_path) -> None:
+    """`run A B --json` and `selftest ... --json` print {"runs": [...]}: import takes it as it takes an export."""
+    import json
+
+    src, dst, export, several = tmp_path / "src.db", tmp_path / "dst.db", tmp_path / "all.json", tmp_path / "runs.json"
+    _store_with(src, 2)
+    assert cli_in_process("export", "--format", "json", "-o", str(export), "--db", str(src)).returncode == 0
+    several.write_text(json.dumps({"runs": json.loads(export.read_text())}))
+    proc = cli_in_process("import", str(several), "--db", str(dst))
+    assert (proc.returncode, proc.stdout) == (0, f"imported 2 runs from 1 file: 4 new repetitions into {dst}\n"), proc.stderr
+
+
 # -- the lab's words, not the libraries' -------------------------------------------------------------------------
 
 LIBRARY_WORDING = ("Input should", "List should", "Field required", "Input tag", "String should", "after validation")

@@ -140,6 +140,14 @@ def test_kernel_build_refuses_an_unknown_release_naming_the_nearest():
     (["/nonexistent/linux.tar.xz"], 2, "/nonexistent/linux.tar.xz: no such file"),
     (["/etc"], 2, "/etc: not a kernel tree"),
     (["6.12.117", "--ref", "HEAD"], 2, "--ref HEAD needs SOURCE to be a git checkout"),
+    (["6.12.117", "--config-extra", "/etc"], 2, "--config-extra /etc: a directory, not a file"),
+    (["6.12.117", "--config-extra", "/bin/sh"], 2, "config fragment /bin/sh: not a text file"),
+    (["6.12.117", "--ref", ""], 2, "--ref is empty"),
+    ([""], 2, "SOURCE is empty"),
+    (["6.12.117", "--name", ""], 2, "--name is empty"),
+    (["6.12.117", "--name", ".."], 2, "may not hold a leading '.'"),
+    (["6.12.117", "--name", "x y"], 2, "may not hold a space"),
+    (["/etc", "--ref", "HEAD"], 2, "/etc: not a kernel tree"),
 ])
 def test_kernel_build_refusals_are_one_line(args, code, says):
     proc = cli_in_process("kernel", "build", *args)
@@ -286,3 +294,59 @@ def test_an_unpacked_release_builds_beside_its_tree_and_an_old_build_directory_m
     assert (second / "vmlinux.o").read_text() == "kept" and not old.exists()
     worktree = Tree(tmp_path / "worktrees" / "linux-abc", "linux-abc", "6.12.117", "directory", "x", True)
     assert build_dir_for(worktree, uml) == tmp_path / "builds" / "linux-abc-uml"
+
+
+@light
+def test_a_name_in_use_by_another_kind_of_kernel_is_refused_before_anything_is_fetched(tmp_path):
+    """--name of a Debian kernel or of a build of the other flavour: exit 2 before the source is fetched, unpacked or
+    checked out (a rebuild under the same flavour replaces its kernel, as intended)."""
+    cache = tmp_path / "cache"
+    for release, flavour, build in (("6.12.117+deb13-cloud-amd64", "cloud-amd64", None), ("6.12.117-uml", "uml", "/b.json")):
+        d = cache / "kernels" / release
+        d.mkdir(parents=True)
+        (d / "kernel.json").write_text(Kernel(release=release, version="6.12.117", origin=f"test {flavour}", image="/x",
+                                              flavour=flavour, build=build).model_dump_json())
+    env = {"MPTCPLAB_CACHE": str(cache)}
+    for name, flavour, says in (("6.12.117+deb13-cloud-amd64", "uml", "as a cloud-amd64 kernel"),
+                                ("6.12.117-uml", "qemu", "as a uml kernel")):
+        proc = cli_in_process("kernel", "build", "6.12.999", "--flavour", flavour, "--name", name, env=env)
+        assert proc.returncode == 2 and f"kernel {name} is already in the cache {says}" in proc.stderr, proc.stderr
+        assert proc.stderr.count("\n") == 1, proc.stderr
+    assert sorted(p.name for p in cache.iterdir()) == ["kernels"]  # nothing fetched, unpacked or checked out
+
+
+@light
+def test_a_tarball_that_holds_no_kernel_tree_is_refused_and_its_unpacked_copy_removed(tmp_path, monkeypatch):
+    monkeypatch.setenv("MPTCPLAB_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "notkernel").mkdir()
+    (tmp_path / "notkernel" / "README").write_text("not a kernel\n")
+    tarball = tmp_path / "notkernel.tar.xz"
+    subprocess.run(["tar", "-cJf", str(tarball), "-C", str(tmp_path), "notkernel"], check=True)
+    with pytest.raises(UsageError, match="not a kernel source tarball"):
+        resolve_tree(str(tarball), None, Waits())
+    left = tmp_path / "cache" / "sources" / "tarballs"
+    assert not left.exists() or not any(left.iterdir()), list(left.rglob("*"))
+
+
+@light
+def test_a_checkout_built_as_it_is_and_at_a_ref_use_separate_build_directories(tmp_path, monkeypatch):
+    from mptcplab.kernels.build import FLAVOURS, build_dir_for
+
+    monkeypatch.setenv("MPTCPLAB_CACHE", str(tmp_path / "cache"))
+    repo = tmp_path / "linux"
+    repo.mkdir()
+    (repo / "Kconfig").write_text("# a tree\n")
+    (repo / "Makefile").write_text("VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 1\nEXTRAVERSION =\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "6.12.1"], check=True)
+    as_is, at_ref = resolve_tree(str(repo), None, Waits()), resolve_tree(str(repo), "HEAD", Waits())
+    assert as_is.path == repo.resolve() and at_ref.path != as_is.path
+    assert build_dir_for(as_is, FLAVOURS["uml"]) != build_dir_for(at_ref, FLAVOURS["uml"])
+    with pytest.raises(UsageError, match="is not a git repository"):
+        plain = tmp_path / "plain"
+        plain.mkdir()
+        (plain / "Kconfig").write_text("")
+        (plain / "Makefile").write_text("VERSION = 6\n")
+        resolve_tree(str(plain), "main", Waits())

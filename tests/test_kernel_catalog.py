@@ -143,6 +143,30 @@ def test_an_unknown_name_is_a_usage_error_listing_what_is_offered(offered):
     assert "9.99" in exc.value.message and "6.1, 6.12, 6.16" in exc.value.message and "7.1" in exc.value.message
 
 
+def test_an_unknown_built_name_names_the_built_kernels_and_how_to_build_it(offered):
+    uml = Kernel(release="6.12.117-uml", version="6.12.117", origin="built from x", image="/y", flavour="uml",
+                 build="/y/build.json")
+    with pytest.raises(UnknownKernel) as exc:
+        resolve_name("6.12.999-uml", [uml], offered)
+    assert "kernels built from source: 6.12.117-uml" in exc.value.hint, exc.value.hint
+    assert "mptcplab kernel build 6.12.999 --flavour uml" in exc.value.hint, exc.value.hint
+
+
+def test_a_release_bisect_never_probes_or_resolves_to_a_built_kernel(tmp_path, monkeypatch):
+    from mptcplab.bisect import releases_between
+
+    monkeypatch.setenv("MPTCPLAB_CACHE", str(tmp_path))
+    for k in (cached_kernel("6.12.43+deb12-cloud-amd64", "6.12.43-1~bpo12+1", "bookworm-backports"),
+              cached_kernel("7.3.4+deb13-cloud-amd64", "7.3.4-1", "trixie"),
+              Kernel(release="6.12.117-uml", version="6.12.117", origin="built from x", image="/y", flavour="uml",
+                     build="/y/build.json")):
+        k.save()
+    assert [r.release for r in releases_between("6.12", "7.3", cached_only=True)] == \
+        ["6.12.43+deb12-cloud-amd64", "7.3.4+deb13-cloud-amd64"]
+    with pytest.raises(UsageError, match="6.12.117-uml is a kernel built from source"):
+        releases_between("6.12.117-uml", "7.3", cached_only=True)
+
+
 def test_without_the_archive_the_newest_cached_match_is_used_and_said(offered):
     k43 = cached_kernel("6.12.43+deb12-cloud-amd64", "6.12.43-1~bpo12+1", "bookworm-backports")
     k95 = cached_kernel("6.12.95+deb12-cloud-amd64", "6.12.95-1~bpo12+1", "bookworm-backports")

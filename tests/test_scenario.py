@@ -360,3 +360,24 @@ def test_the_default_queue_is_capped_in_time_and_a_deep_one_gets_a_note():
     assert scn.notes[0].startswith("q.toml: path 'a' (up): the default queue (4 frames, 6056 B) holds 323 ms at 150kbit,")
     assert "event[0] (path 'a' at 1s)" in scn.notes[1] and "757 ms at 64kbit" in scn.notes[1]
     assert not parse_scenario({**_one_path(rate="150kbit", queue="100ms"), "workload": {"duration": "5s"}}).notes  # the user chose it
+
+
+@pytest.mark.parametrize(("value", "seed"), [(0, 0), (7, 7), ("12", 12), (" random ", "random"), ("RANDOM", "random"),
+                                             (2**63 - 1, 2**63 - 1)])
+def test_a_seed_is_an_integer_or_random(value, seed):
+    from mptcplab.scenario import seed_of
+
+    assert seed_of(value) == seed
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "1.5", str(2**63), "\"²\"", "true"])
+def test_a_bad_seed_is_one_line_in_the_labs_words(value):
+    """--set run.seed= and --seed: one message for every bad value, no pydantic union internals; a Unicode digit
+    ('²', which str.isdigit accepts) is refused, not a traceback."""
+    proc = cli_in_process("check", "demo", "--set", f"run.seed={value}")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "run.seed: a seed is an integer from 0 to 2^63-1 or \"random\"" in proc.stderr, proc.stderr
+    assert "constrained" not in proc.stderr and "more problem" not in proc.stderr, proc.stderr
+    if value in ("\"²\"", "-1"):
+        proc = cli_in_process("kernel", "exec", "--kernel", "6.12.117-uml", "--seed", value.strip('"'), "--", "true")
+        assert proc.returncode == 2 and "is not a seed" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr

@@ -116,14 +116,18 @@ def releases_between(good: str, bad: str, cached_only: bool = False) -> list[Rel
 
     `good` and `bad` are kernel names as `kernel fetch` takes them (release,
     package version, upstream prefix: newest match). Kernels come from the
-    cache and, unless `cached_only`, from the Debian archive's candidates
-    (those the catalog marks not runnable are left out). Raises UnknownKernel
-    (exit 2) for a name nothing matches and UsageError when good is not older than bad.
+    cache (not those `kernel build` made: they are bisected by commit, `--tree`) and, unless `cached_only`,
+    from the Debian archive's candidates (those the catalog marks not runnable are left out). Raises UnknownKernel
+    (exit 2) for a name nothing matches and UsageError when good is not older than bad or names a built kernel.
     """
     from .kernels.catalog import UnknownKernel, cached, matches, version_key
 
     pool: dict[str, Release] = {}
+    built = set()
     for k in cached():
+        if k.built:  # a `kernel build` kernel (6.12.117-uml) runs elsewhere and is named only by its name: never a
+            built.add(k.release)  # probe of a release bisect, never matched by a version prefix
+            continue
         pool[k.release] = Release(k.release, k.upstream, True)
     if not cached_only:
         from .kernels.fetch import PrivateApt
@@ -137,6 +141,9 @@ def releases_between(good: str, bad: str, cached_only: bool = False) -> list[Rel
     ordered = sorted(pool.values(), key=lambda r: (version_key(r.upstream), r.release))
 
     def find(name: str) -> int:
+        if name in built:
+            raise UsageError(f"{name} is a kernel built from source: a release bisect walks Debian's kernels",
+                             "bisect built kernels by commit: mptcplab bisect SCENARIO --tree DIR --good REF --bad REF")
         for i, r in enumerate(ordered):
             if name == r.release:
                 return i
@@ -416,9 +423,13 @@ def commits_between(tree: Path, good: str, bad: str, flavour: str = "uml") -> li
     if shutil.which("git") is None:
         raise EnvironmentProblem("git is not installed: --tree walks a git repository's commits", "apt-get install git")
     if not tree.is_dir():
-        raise UsageError(f"--tree {tree}: no such directory", "give a git checkout of a kernel tree")
-    if not (tree / "Makefile").is_file() or not (tree / "Kconfig").is_file():
-        raise UsageError(f"--tree {tree}: not a kernel tree (no Makefile and Kconfig at its top)", "give the top of a Linux git checkout")
+        what = "a file, not a directory" if tree.exists() else "no such directory"
+        raise UsageError(f"--tree {tree}: {what}", "give a git checkout of a kernel tree")
+    from .kernels.build import tree_problem
+
+    problem = tree_problem(tree)
+    if problem:
+        raise UsageError(f"--tree {tree}: not a kernel tree ({problem})", "give the top of a Linux git checkout")
     rc, top = _git(tree, "rev-parse", "--show-toplevel")
     if rc != 0:
         raise UsageError(f"--tree {tree}: not a git repository", "git init and commit the tree, or give a git checkout")

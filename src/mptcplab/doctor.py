@@ -60,6 +60,27 @@ def checks() -> list[Check]:
     out.append(Check("mptcpize (command workload)", bool(mptcpize), mptcpize or "not found",
                      "apt-get install mptcpd" if not mptcpize else "", required=False))
     out += guest_checks()
+    out += build_checks()
+    return out
+
+
+def build_checks() -> list[Check]:
+    """What `kernel build` needs per flavour, and the UML kernels built here (deterministic time) with the one
+    thing to know before choosing a link backend for them."""
+    from .kernels.build import FLAVOURS, missing_packages
+    from .kernels.catalog import cached
+
+    out = []
+    for flavour in FLAVOURS:
+        missing = missing_packages(flavour)
+        out.append(Check(f"kernel build --flavour {flavour}", not missing,
+                         "build tools installed" if not missing else f"needs {', '.join(missing)}",
+                         f"apt-get install {' '.join(missing)} (or make install)" if missing else "", required=False))
+    umls = [k.release for k in cached() if k.flavour == "uml"]
+    out.append(Check("UML kernels (time travel)", bool(umls),
+                     (", ".join(umls) + "; the wire backend by default: netem there sends packets in exact step (no "
+                      "processing delay), which changes retransmission timing (README, Deterministic time)") if umls
+                     else "none built", "mptcplab kernel build 6.12.117 --flavour uml", required=False))
     return out
 
 

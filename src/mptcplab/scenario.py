@@ -207,6 +207,27 @@ def _server_endpoint(value: Any) -> Any:
 
 ServerEndpointFlags = Annotated[str, BeforeValidator(_server_endpoint)]
 
+#: the largest seed: what a 64-bit signed integer holds (the store keeps seeds as SQL BIGINT)
+SEED_MAX = 2**63 - 1
+
+
+def seed_of(value: Any) -> int | str:
+    """A seed as `[run] seed`, `--set run.seed=` and `--seed` take it: an integer 0..2^63-1 (a string of ASCII
+    digits counts) or "random" (any case); returns the int or "random". Raises ValueError in the lab's words
+    (one message for every bad value: a float, a negative number, a word, a Unicode digit such as '²')."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() == "random":
+            return "random"
+        if text.isascii() and text.isdigit():
+            value = int(text)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= SEED_MAX:
+        return value
+    raise ValueError(f"a seed is an integer from 0 to 2^63-1 or \"random\" (got {value!r})")
+
+
+Seed = Annotated[int | Literal["random"], BeforeValidator(seed_of)]
+
 
 class Path(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
@@ -345,7 +366,7 @@ class RunSettings(_Strict):
     metric: Annotated[str, Field(pattern=r"^[a-z0-9_.]{1,64}$")] | None = None
     #: deterministic executors (UML with time travel): repetition i draws seed `seed + i`, the same on every kernel
     #: and every machine, so two kernels are compared pair by pair; "random": the host's randomness, independent draws
-    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] | Literal["random"] = 1
+    seed: Seed = 1
 
 
 def _tcp_mem(value: Any) -> Any:

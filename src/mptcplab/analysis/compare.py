@@ -510,6 +510,9 @@ def compare_stored(store: Any, baseline: str, candidate: str, metrics: Sequence[
             b_samples = {n: v for n, v in b_samples.items() if n in only}
             c_samples = {n: v for n, v in c_samples.items() if n in only}
         common = sorted(set(b_samples) & set(c_samples))
+        if not b_samples and not c_samples and only is None:  # --metric names what neither side's workload measures
+            raise UsageError(f"no repetition on either side has the metric {metric}",
+                             "leave out --metric to judge each scenario by its main metric")
         if not common and only is None:
             raise UsageError(f"the baseline ({', '.join(sorted(b_samples)) or 'no measured repetitions'}) and the candidate "
                              f"({', '.join(sorted(c_samples)) or 'no measured repetitions'}) share no scenario to compare",

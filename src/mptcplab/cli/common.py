@@ -137,12 +137,12 @@ SeedOption = Annotated[str, typer.Option(
 
 def seed_value(text: str) -> int | str:
     """A --seed value: a non-negative integer, or "random". Raises UsageError (exit 2) for anything else."""
-    value = text.strip().lower()
-    if value == "random":
-        return value
-    if not value.isdigit():
-        raise UsageError(f"--seed {text!r} is not a seed", "give a non-negative integer or random")
-    return int(value)
+    from ..scenario import seed_of
+
+    try:
+        return seed_of(text)
+    except ValueError:
+        raise UsageError(f"--seed {text!r} is not a seed", "give an integer from 0 to 2^63-1, or random") from None
 
 
 def print_json_results(results: list[RunResult], timeseries: bool) -> None:

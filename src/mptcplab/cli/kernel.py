@@ -80,7 +80,7 @@ def list_cmd(
     else:
         title = "cached kernels" if cached_only else "kernels, oldest first (mptcplab kernel fetch VERSION; cached ones run offline)"
         table = Table(title=title, title_justify="left")
-        for col in ("version", "release", "suite", "flavour", "cached", "MPTCP", "runnable"):
+        for col in ("version", "release", "suite or source", "flavour", "cached", "MPTCP", "runnable"):
             table.add_column(col, overflow="fold")
         for r in ordered:
             suite = r["suite"] or ("your build" if r["version"] == "custom" else r["source"] or "")
@@ -215,7 +215,7 @@ def matrix(
     accel: AccelOption = None,
     time_mode: TimeOption = None,
 ) -> None:
-    """Run every scenario on every kernel in QEMU guests, kernels interleaved, and print scenario x kernel.
+    """Run every scenario on every kernel in guests (QEMU, or UML for -uml builds), kernels interleaved, and print scenario x kernel.
 
     Exit 1 when any repetition did not complete (each is kept, with its reason).
     """

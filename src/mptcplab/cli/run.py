@@ -59,7 +59,7 @@ def run(
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="key=value stored with the run (repeatable)")] = None,
     db: DbOption = None,
     store: Annotated[bool, typer.Option("--store/--no-store", help="store the run in the results database")] = True,
-    kernel: Annotated[Optional[str], typer.Option("--kernel", help="run inside a QEMU guest booted with this kernel (mptcplab kernel list)")] = None,
+    kernel: Annotated[Optional[str], typer.Option("--kernel", help="run inside a guest booted with this kernel: a QEMU guest, or User-Mode Linux for a kernel built with --flavour uml (mptcplab kernel list)")] = None,
     overrides: SetOption = None,
     fail_fast: FailFastOption = False,
     accel: AccelOption = None,

@@ -227,13 +227,14 @@ def compare(
     if output is not None and fmt == "table":
         raise UsageError("--output writes the markdown, json or junit formats", "add --format markdown, json or junit")
     metrics = known_metrics(metric) if metric else None  # None: each scenario by its main metric
+    threshold_value = parse_threshold(threshold)  # options first, then the database
     if output is not None:
         check_output(output, "--output")
     if plot is not None:
         check_output(plot, "--plot", FIGURE_SUFFIXES)
     store = store_at(db)
     with working(f"compare: reading and judging {baseline} vs {candidate} in {store.where}"):
-        report = compare_stored(store, baseline, candidate, metrics, threshold=parse_threshold(threshold), alpha=alpha)
+        report = compare_stored(store, baseline, candidate, metrics, threshold=threshold_value, alpha=alpha)
     if plot is not None:
         from ..plots import plot_comparison
 
@@ -296,6 +297,7 @@ def history(
         raise UsageError(f"--format {fmt!r}: choose table or json")
     if metric is not None:
         known_metrics([metric])
+    parse_threshold(threshold)  # a bad --threshold is refused even when nothing is stored yet
     if suite or by is not None:
         if by is not None and by not in ("kernel", "run"):
             raise UsageError(f"--by {by!r}: choose kernel or run")

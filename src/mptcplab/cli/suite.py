@@ -52,7 +52,7 @@ def list_cmd(
 def run_cmd(
     tag: Annotated[Optional[str], typer.Option("--tag", help="only cases with this tag, e.g. quick (default: every case)")] = None,
     case: Annotated[Optional[list[str]], typer.Option("--case", help="only this case (repeatable), by name as suite list shows it")] = None,
-    kernels: Annotated[Optional[str], typer.Option("--kernels", help="comma-separated kernels to run on in QEMU guests; the first is the baseline (default: this host's kernel)")] = None,
+    kernels: Annotated[Optional[str], typer.Option("--kernels", help="comma-separated kernels to run on in guests (QEMU, or UML for a -uml build); the first is the baseline (default: this host's kernel)")] = None,
     repeat: Annotated[Optional[int], typer.Option("--repeat", "-n", min=1, help="repetitions per case (and kernel); default: each case's [run] repeat")] = None,
     overrides: SetOption = None,
     metric: Annotated[Optional[str], typer.Option("--metric", help="the metric of the summary and verdicts for every case (default: each case's [run] metric, else its workload's main metric: goodput_mbps for bulk, latency_p99_ms for rr, chunk_delay_p99_ms for stream, fct_p99_ms for flows)")] = None,
@@ -137,8 +137,8 @@ def run_cmd(
 @handled
 def bisect(
     scenario: Annotated[str, typer.Argument(metavar="SCENARIO", help="a TOML file or a built-in scenario name")],
-    good: Annotated[str, typer.Option("--good", help="the older kernel, where the scenario was fine (release, version or prefix)")],
-    bad: Annotated[str, typer.Option("--bad", help="the newer kernel, where it got worse")],
+    good: Annotated[str, typer.Option("--good", help="the older kernel, where the scenario was fine (release, version or prefix; with --tree a git ref)")],
+    bad: Annotated[str, typer.Option("--bad", help="the newer kernel, where it got worse (with --tree a git ref)")],
     metric: Annotated[Optional[str], typer.Option("--metric", help="the metric judged (default: the scenario's main metric, as compare and history judge it: goodput_mbps for bulk, latency_p99_ms for rr, ...)")] = None,
     repeat: Annotated[int, typer.Option("--repeat", "-n", min=1, help="repetitions per kernel (5 or more can reach p < 0.01)")] = 5,
     cached_only: Annotated[bool, typer.Option("--cached", help="bisect only over kernels already in the cache (do not ask the archive)")] = False,

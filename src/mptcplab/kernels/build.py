@@ -109,8 +109,12 @@ def read_fragment(path: Path) -> dict[str, str]:
         lines = path.read_text().splitlines()
     except FileNotFoundError:
         raise UsageError(f"config fragment {path}: no such file", "give a file of CONFIG_X=y lines") from None
+    except IsADirectoryError:
+        raise UsageError(f"config fragment {path}: a directory, not a file", "give a file of CONFIG_X=y lines") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"config fragment {path}: not a text file", "give a file of CONFIG_X=y lines") from None
     except OSError as e:
-        raise UsageError(f"config fragment {path}: {e.strerror}") from None
+        raise UsageError(f"config fragment {path}: {e.strerror}", "give a readable file of CONFIG_X=y lines") from None
     out: dict[str, str] = {}
     for n, line in enumerate(lines, 1):
         m = _OPTION.match(line.strip())
@@ -180,6 +184,16 @@ class Tree:
     info: dict = field(default_factory=dict)
 
 
+def tree_problem(path: Path) -> str | None:
+    """Why `path` is not the top of a Linux source tree (no Makefile and Kconfig, or a Makefile that states no
+    kernel VERSION), or None when it is one."""
+    if not (path / "Makefile").is_file() or not (path / "Kconfig").is_file():
+        return "no Makefile and Kconfig at its top"
+    if not tree_version(path):
+        return "its Makefile states no kernel VERSION"
+    return None
+
+
 def _git(repo: Path, *args: str) -> str:
     proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -193,10 +207,15 @@ def _short_hash(text: str) -> str:
 
 def _worktree(repo: Path, ref: str, waits: Waits) -> Tree:
     """`ref` of the git repository `repo`, checked out in the lab's own worktree (one per repository, reused so that
-    builds of successive commits are incremental); the user's checkout is never written to."""
+    builds of successive commits are incremental); the user's working tree, index and branches are never written to
+    (git records the worktree under the repository's .git/worktrees, as for any `git worktree add`)."""
     if shutil.which("git") is None:
         raise EnvironmentProblem("git is not installed: --ref builds a commit in a git worktree", "apt-get install git")
-    top = Path(_git(repo, "rev-parse", "--show-toplevel"))
+    try:
+        top = Path(_git(repo, "rev-parse", "--show-toplevel"))
+    except UsageError:
+        raise UsageError(f"--ref {ref}: {repo} is not a git repository",
+                         "give the directory of a git checkout of the kernel, or build the directory as it is without --ref") from None
     try:
         commit = _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
     except UsageError:
@@ -227,14 +246,19 @@ def resolve_tree(source: str, ref: str | None, waits: Waits) -> Tree:
     Raises UsageError (exit 2) for a directory that is no kernel tree, `ref` without a git directory, an unknown
     release (naming the nearest), KernelError (exit 3) when the archive cannot be read.
     """
+    if not source.strip():
+        raise UsageError("SOURCE is empty", "give a Debian source release (6.12.117), a tarball or a kernel tree directory")
     path = Path(source).expanduser()
     if path.is_dir():
-        if not (path / "Makefile").is_file() or not (path / "Kconfig").is_file():
-            raise UsageError(f"{path}: not a kernel tree (no Makefile and Kconfig at its top)", "give the top of a Linux source tree")
+        problem = tree_problem(path)
+        if problem:
+            raise UsageError(f"{path}: not a kernel tree ({problem})", "give the top of a Linux source tree")
         if ref:
             return _worktree(path.resolve(), ref, waits)
         version = tree_version(path)
-        key = f"{path.resolve().name}-{_short_hash(str(path.resolve()))}"
+        # "-dir": never the key of the lab's worktree of the same repository (`_worktree`), whose commits build in
+        # their own directory, so building a checkout as it is and at a --ref never share objects or a config
+        key = f"{path.resolve().name}-{_short_hash(str(path.resolve()))}-dir"
         commit = None
         if (path / ".git").exists() and shutil.which("git"):
             try:
@@ -244,11 +268,18 @@ def resolve_tree(source: str, ref: str | None, waits: Waits) -> Tree:
         return Tree(path.resolve(), key, version, f"directory {path.resolve()}" + (f" at {commit[:12]}" if commit else ""),
                     f"{version}-{commit[:12] if commit else path.resolve().name}", False, commit, {"directory": str(path.resolve())})
     if ref:
-        raise UsageError(f"--ref {ref} needs SOURCE to be a git checkout of a kernel tree, not {source!r}")
+        raise UsageError(f"--ref {ref} needs SOURCE to be a git checkout of a kernel tree, not {source!r}",
+                         "give the directory of your kernel's git checkout as SOURCE")
     if path.is_file() or "/" in source or source.endswith((".tar.xz", ".tar.gz", ".tar")):
         if not path.is_file():
             raise UsageError(f"{source}: no such file or directory", "give a Debian source release (6.12.117), a tarball or a tree")
         tree = extract(path, progress=waits)
+        problem = tree_problem(tree)
+        if problem:  # unpacked for nothing: leave no copy behind (only a copy of the lab's own, under sources/tarballs)
+            if tree.parent.parent == (sources_dir() / "tarballs").resolve():
+                shutil.rmtree(tree.parent, ignore_errors=True)
+            raise UsageError(f"{source}: not a kernel source tarball (unpacked: {problem})",
+                             "give a tarball of a Linux source tree (e.g. linux-6.12.117.tar.xz)")
         version = tree_version(tree)
         return Tree(tree, tree.parent.name, version, f"tarball {path.resolve()}", f"{version}-{path.name.split('.tar')[0]}", True, None,
                     {"tarball": str(path.resolve())})
@@ -284,12 +315,17 @@ def build_dir_for(tree: Tree, flav: Flavour) -> Path:
         old.rename(new)
     return new
 
-def check_tools(flavour: str) -> None:
-    """Raise EnvironmentProblem (exit 3) naming the Debian packages a build of `flavour` lacks."""
+def missing_packages(flavour: str) -> list[str]:
+    """The Debian packages a build of `flavour` needs and this machine lacks (tools on PATH, headers), in order."""
     missing = [pkg for tool, pkg in BUILD_TOOLS.items() if shutil.which(tool) is None]
     missing += [pkg for header, pkg in BUILD_HEADERS.get(flavour, {}).items() if not Path(header).is_file()]
+    return list(dict.fromkeys(missing))
+
+
+def check_tools(flavour: str) -> None:
+    """Raise EnvironmentProblem (exit 3) naming the Debian packages a build of `flavour` lacks."""
+    missing = missing_packages(flavour)
     if missing:
-        missing = list(dict.fromkeys(missing))
         raise EnvironmentProblem(f"building a kernel needs {', '.join(missing)}, not installed",
                                  f"apt-get install {' '.join(missing)} (or make install)")
 
@@ -470,19 +506,19 @@ def build(source: str | Path, flavour: str = "uml", config_extra: Path | None = 
     if config_extra is not None:
         config_extra = Path(config_extra)
         if not config_extra.is_file():
-            raise UsageError(f"--config-extra {config_extra}: no such file", "give a file of CONFIG_X=y lines")
+            what = "a directory, not a file" if config_extra.is_dir() else "no such file"
+            raise UsageError(f"--config-extra {config_extra}: {what}", "give a file of CONFIG_X=y lines")
     wanted = fragment(flavour, config_extra)
-    if name is not None and (not name or "/" in name or name.startswith(".") or any(c.isspace() for c in name)):
-        raise UsageError(f"--name {name!r}: a kernel name is one word without '/'", "e.g. --name 6.12.117-uml-mine")
+    if ref is not None and not ref.strip():
+        raise UsageError("--ref is empty", "give a branch, tag or commit of the tree, or leave --ref out to build it as it is")
+    if name is not None:
+        _check_name(name, flav)  # before anything is fetched, unpacked or checked out
     check_tools(flavour)
     t0 = time.monotonic()
     tree = resolve_tree(str(source), ref, waits)
     name = name or f"{tree.default_name}-{flav.name}"
     dest = kernels_dir() / name
-    if (dest / "kernel.json").exists():
-        existing = Kernel.model_validate_json((dest / "kernel.json").read_text())
-        if existing.flavour not in FLAVOURS:
-            raise UsageError(f"kernel {name} is already in the cache as a {existing.flavour} kernel", "choose another --name")
+    _check_name(name, flav)
     build_dir = build_dir_for(tree, flav)
     log = build_dir / "build.log"
     with file_lock(build_dir.parent / f".{build_dir.name}.lock", waits, f"building in {build_dir}"):
@@ -520,6 +556,28 @@ def build(source: str | Path, flavour: str = "uml", config_extra: Path | None = 
     waits.say(f"built {name} in {info['wall_s']:.0f} s ({compiled} objects compiled"
               + (", patches: " + ", ".join(applied) if applied else "") + f"): {kernel.image}")
     return kernel
+
+
+def _check_name(name: str, flav: Flavour) -> None:
+    """Raise UsageError (exit 2) when `name` cannot name a kernel built for `flav`: not one path component of
+    printable characters, or already the name of a cached kernel that is not a build of this flavour (a Debian
+    kernel, or a build of the other flavour: a rebuild of the same flavour replaces it, as intended)."""
+    if not name:
+        raise UsageError("--name is empty", "give a name such as 6.12.117-uml-mine, or leave --name out")
+    bad = ("'/'" if "/" in name else "a space" if any(c.isspace() for c in name) else
+           "a leading '.'" if name.startswith(".") else "a control character" if not name.isprintable() else None)
+    if bad:
+        raise UsageError(f"--name {name!r}: a kernel name is one word and may not hold {bad}", "e.g. --name 6.12.117-uml-mine")
+    meta = kernels_dir() / name / "kernel.json"
+    if meta.exists():
+        try:
+            existing = Kernel.model_validate_json(meta.read_text())
+        except (OSError, ValueError):
+            return  # an unreadable entry is replaced by the build
+        if existing.flavour != flav.name:
+            what = f"a {existing.flavour} kernel" + (f" ({existing.origin})" if existing.origin else "")
+            raise UsageError(f"kernel {name} is already in the cache as {what}",
+                             "choose another --name (mptcplab kernel list --cached shows the names in use)")
 
 
 def _install(image: Path, config: Path, info: dict, flav: Flavour, dest: Path) -> Kernel:

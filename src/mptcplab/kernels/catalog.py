@@ -378,5 +378,14 @@ def resolve_name(query: str, kernels: Sequence[Kernel], offered: Sequence[Candid
     if cached_hits:
         k = max(cached_hits, key=lambda k: version_key(k.upstream))
         return Resolution(query, k.release, None, k, ["not offered by the archive now; the cached copy"])
+    built = [k.release for k in kernels if k.built]
+    fix = "give a version prefix (6.1, 6.12.95, 7), a suite (trixie, sid...), a release or a package version"
+    if built:  # built kernels are named only by their exact names: say which there are
+        fix += f"; kernels built from source: {', '.join(built)}"
+    from .build import FLAVOURS  # the flavours `kernel build` makes (imported here: build imports this module)
+
+    flavour = next((f for f in FLAVOURS if query.lower().endswith(f"-{f}")), None)
+    if flavour:
+        fix += f"; to build one: mptcplab kernel build {query[:-len(flavour) - 1]} --flavour {flavour}"
     raise UnknownKernel(f"no kernel matches {query!r}: the archive offers {_series(offered) or 'nothing (are the lists empty?)'}",
-                        "give a version prefix (6.1, 6.12.95, 7), a suite (trixie, sid...), a release or a package version")
+                        fix)

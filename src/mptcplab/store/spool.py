@@ -55,8 +55,9 @@ def read(path: Path) -> tuple[RunResult, dict[str, Any] | None]:
 
 
 def read_all(path: Path) -> list[tuple[RunResult, dict[str, Any] | None]]:
-    """Every run in `path`: a spool file, a `mptcplab run --json` document, or an `mptcplab export --format json`
-    list of run documents (the scenario's content unknown for the last two); gzip-compressed (`.gz`) or not.
+    """Every run in `path`: a spool file, a `mptcplab run --json` document (one run, or ``{"runs": [...]}`` for
+    several), or an `mptcplab export --format json` list of run documents (the scenario's content unknown for all
+    but the spool file); gzip-compressed (`.gz`) or not.
 
     Raises UsageError (one line) for a file that is none of those, or a run without a run_id.
     """
@@ -67,6 +68,8 @@ def read_all(path: Path) -> list[tuple[RunResult, dict[str, Any] | None]]:
         raise UsageError(f"{path}: no such file") from None
     except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UsageError(f"{path}: not a spool file or run JSON document: {e}") from None
+    if isinstance(doc, dict) and set(doc) == {"runs"} and isinstance(doc["runs"], list):
+        doc = doc["runs"]  # `run A B --json`, `selftest ... --json`: {"runs": [...]}, read as the list it holds
     if isinstance(doc, list):  # mptcplab export --format json
         if not doc:
             raise UsageError(f"{path}: an empty list, no run to import")
