@@ -5,6 +5,8 @@ and exits with ``exit_code``; anything that is not a LabError is a bug.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 class LabError(Exception):
     """An expected failure the user can act on."""
@@ -80,3 +82,22 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
         self.exit_code = 128 + signum
         super().__init__(f"stopped by {signal.Signals(signum).name}; the lab's namespaces were removed")
+
+
+def interrupt_handler(on_signal: "Callable[[int], None] | None" = None) -> "Callable[[int, object], None]":
+    """A handler for SIGTERM/SIGHUP that raises :class:`Interrupted` (after calling `on_signal(signum)`) in the
+    process that made it, and in a process forked from that one (not exec'd) exits at once with 128 + signum, so
+    a forked helper never runs its parent's teardown. Used by the Lab while it works and by the CLI around a
+    whole command."""
+    import os
+
+    owner = os.getpid()
+
+    def handler(signum: int, _frame: object) -> None:
+        if os.getpid() != owner:
+            os._exit(128 + signum)
+        if on_signal is not None:
+            on_signal(signum)
+        raise Interrupted(signum)
+
+    return handler

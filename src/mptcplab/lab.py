@@ -15,12 +15,12 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable
-from types import FrameType, TracebackType
+from types import TracebackType
 
 from pyroute2 import netns as pr_netns
 
 from . import netns
-from .errors import EnvironmentProblem, Interrupted
+from .errors import EnvironmentProblem, interrupt_handler
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,6 @@ class Lab:
         self._lock_fd: int | None = None
         self._old_handlers: dict[int, object] = {}
         self.closed = False
-        self._owner = os.getpid()
 
     # -- lifecycle -------------------------------------------------------
     def __enter__(self) -> "Lab":
@@ -55,14 +54,10 @@ class Lab:
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         os.write(self._lock_fd, f"{os.getpid()}\n".encode())
         if threading.current_thread() is threading.main_thread():
+            handler = interrupt_handler()  # a forked helper must never tear the lab down
             for sig in (signal.SIGTERM, signal.SIGHUP):
-                self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+                self._old_handlers[sig] = signal.signal(sig, handler)
         return self
-
-    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        if os.getpid() != self._owner:  # a forked helper must never tear the lab down
-            os._exit(128 + signum)
-        raise Interrupted(signum)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()

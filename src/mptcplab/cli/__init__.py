@@ -99,22 +99,14 @@ def _signals_like_ctrl_c() -> None:
     line saying so (tests/test_suite.py's bisect resume test caught it as exit -15). A process forked from this
     one (not exec'd) exits at once instead of raising into a copy of the command.
     """
-    import os
     import signal
 
-    from ..errors import Interrupted
+    from ..errors import interrupt_handler
 
-    owner = os.getpid()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        if os.getpid() != owner:
-            os._exit(128 + signum)
-        _stopped_by.append(signum)
-        raise Interrupted(signum)
-
+    handler = interrupt_handler(_stopped_by.append)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(sig) is signal.SIG_DFL:
-            signal.signal(sig, on_signal)
+            signal.signal(sig, handler)
 
 
 def main() -> None:

@@ -297,7 +297,7 @@ def history(
         raise UsageError(f"--format {fmt!r}: choose table or json")
     if metric is not None:
         known_metrics([metric])
-    parse_threshold(threshold)  # a bad --threshold is refused even when nothing is stored yet
+    threshold_value = parse_threshold(threshold)  # a bad --threshold is refused even when nothing is stored yet
     if suite or by is not None:
         if by is not None and by not in ("kernel", "run"):
             raise UsageError(f"--by {by!r}: choose kernel or run")
@@ -308,7 +308,7 @@ def history(
         if plot is not None:
             check_output(plot, "--plot", FIGURE_SUFFIXES)
         _history_series(scenario, metric, run_filter(None, label, kernel, since, tag), by or "kernel", suite,
-                        parse_threshold(threshold), alpha, fmt, db, mix, plot)
+                        threshold_value, alpha, fmt, db, mix, plot)
         return
     if scenario is None:
         raise UsageError("give a SCENARIO (or --suite)", "mptcplab history two-paths")
@@ -323,11 +323,11 @@ def history(
         nothing_stored(where, err if fmt == "json" else out)
         if fmt == "json":  # nothing stored: no kind to take a main metric from
             empty = History(scenario=scenario, metric=metric or "", better=metric_def(metric).better if metric else "",
-                            threshold=parse_threshold(threshold), alpha=alpha)
+                            threshold=threshold_value, alpha=alpha)
             sys.stdout.write(json.dumps(empty.to_json()) + "\n")
         return
     hist = history_stored(store, scenario, metric, flt,
-                          threshold=parse_threshold(threshold), alpha=alpha, mix=mix)
+                          threshold=threshold_value, alpha=alpha, mix=mix)
     metric = hist.metric
     if plot is not None:
         from ..plots import plot_history

@@ -516,9 +516,10 @@ def build(source: str | Path, flavour: str = "uml", config_extra: Path | None = 
     check_tools(flavour)
     t0 = time.monotonic()
     tree = resolve_tree(str(source), ref, waits)
-    name = name or f"{tree.default_name}-{flav.name}"
+    if name is None:  # the default name is known only now: check it as a given one was checked above
+        name = f"{tree.default_name}-{flav.name}"
+        _check_name(name, flav)
     dest = kernels_dir() / name
-    _check_name(name, flav)
     build_dir = build_dir_for(tree, flav)
     log = build_dir / "build.log"
     with file_lock(build_dir.parent / f".{build_dir.name}.lock", waits, f"building in {build_dir}"):
