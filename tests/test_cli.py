@@ -244,6 +244,14 @@ def test_listing_before_any_run_is_not_an_error(fresh_user, tmp_path):
     assert (proc.returncode, proc.stdout) == (0, message), proc.stderr
     proc = cli_in_process("history", "demo", "--format", "json")
     assert proc.returncode == 0 and json.loads(proc.stdout)["points"] == [] and proc.stderr == message
+    for args in (["--by", "kernel"], ["--suite"]):  # every history mode alike; JSON in the shape it has with runs
+        scenario = ["demo"] if "--suite" not in args else []
+        proc = cli_in_process("history", *scenario, *args)
+        assert (proc.returncode, proc.stdout) == (0, message), proc.stderr
+        proc = cli_in_process("history", *scenario, *args, "--format", "json")
+        doc = json.loads(proc.stdout)
+        assert proc.returncode == 0 and proc.stderr == message, proc.stderr
+        assert doc == [] if "--suite" in args else (doc["points"], doc["other_series"]) == ([], [])
     proc = cli_in_process("export", "--format", "json")
     assert (proc.returncode, json.loads(proc.stdout), proc.stderr) == (0, [], message)
     proc = cli_in_process("export")
@@ -277,6 +285,31 @@ def test_csv_numbers_repetitions_from_1_with_iso_times(stored):
         pytest.approx([rep.started_at for rep in a.repetitions], abs=1e-3)
     table = cli("show", a.run_id)
     assert re.search(r"│\s+1 \(warm-up\)\s+│", table.stdout), table.stdout  # what tables call repetition 1
+
+
+@heavy
+@requires_root
+def test_run_seed_is_the_runs_seed_base_and_guest_options_on_the_host_say_they_did_nothing(tmp_path):
+    """--seed N becomes [run] seed (recorded in the run's environment); --time and --accel on this host's kernel
+    change nothing and say so in one note each."""
+    scenario = write_scenario(tmp_path, """
+        name = "seeded-here"
+        [[path]]
+        name = "a"
+        rate = "20mbit"
+        [workload]
+        size = "256KiB"
+        [run]
+        link_backend = "wire"
+        seed = 3
+    """)
+    proc = cli("run", str(scenario), "--repeat", "1", "--json", "--no-store", "--no-timeseries", "--seed", "9",
+               "--time", "real", "--accel", "tcg")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["environment"]["seed"] == 9
+    notes = [line for line in proc.stderr.splitlines() if line.startswith("note: --")]
+    assert notes == ["note: --accel tcg does nothing here: it applies only to qemu kernels (this command runs on: host)",
+                     "note: --time real does nothing here: it applies only to uml kernels (this command runs on: host)"], proc.stderr
 
 
 @heavy

@@ -105,6 +105,12 @@ def test_a_run_or_an_import_into_a_missing_directory_creates_nothing(tmp_path) -
      "--accel: 'fast' is not an accelerator: use one of auto, kvm, tcg — see 'mptcplab suite run --help'"),
     (["run", "demo", "--time", "slow"],
      "--time: 'slow' is not a time mode: use one of travel, real — see 'mptcplab run --help'"),
+    (["run", "demo", "--seed", "-1"], "--seed '-1' is not a seed — give an integer from 0 to 2^63-1, or random"),
+    (["matrix", "demo", "--kernels", "6.12.117-uml", "--seed", "x"],  # before any kernel is looked up
+     "--seed 'x' is not a seed — give an integer from 0 to 2^63-1, or random"),
+    (["suite", "run", "--seed", "1.5"], "--seed '1.5' is not a seed — give an integer from 0 to 2^63-1, or random"),
+    (["kernel", "list", "--cached", "--refresh"],
+     "--cached and --refresh contradict each other: --cached does not read the archive's lists — drop one of them"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
 def test_option_errors_are_one_line_with_the_fix(args, line) -> None:
     assert one_error_line(cli_in_process(*args)) == line

@@ -272,6 +272,27 @@ def test_kernel_list_sources_lists_the_buildable_releases():
 
 
 @light
+def test_kernel_list_sources_cached_lists_the_cache_alone(tmp_path: Path) -> None:
+    """--sources --cached: the source releases whose tarball is in the cache, and nothing the archive offers (this
+    cache has no package lists, so reading the archive would fetch them); a source.json without its tarball is not
+    a cached source."""
+    for upstream, version, tarball in (("6.12.117", "6.12.117-1", True), ("6.1.176", "6.1.176-1", True),
+                                       ("7.3.4", "7.3.4-1~bpo13+1", False)):
+        where = tmp_path / "sources" / upstream
+        where.mkdir(parents=True)
+        package = "linux-source-" + ".".join(upstream.split(".")[:2])
+        (where / "source.json").write_text(json.dumps({"package": package, "version": version, "suite": "trixie",
+                                                       "size": 150_000_000, "tarball": f"{package}.tar.xz"}))
+        if tarball:
+            (where / f"{package}.tar.xz").write_bytes(b"")
+    proc = cli("kernel", "list", "--sources", "--cached", "--json", env={**os.environ, "MPTCPLAB_CACHE": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [(r["upstream"], r["cached"]) for r in rows] == [("6.1.176", True), ("6.12.117", True)], rows
+    assert not (tmp_path / "apt").exists(), "the archive's lists were read"
+
+
+@light
 def test_an_unpacked_release_builds_beside_its_tree_and_an_old_build_directory_moves_there(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every release reaches its sources by the same relative path (../tree), which is what lets ccache share

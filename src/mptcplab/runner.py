@@ -377,6 +377,7 @@ def _new_result(scenario: Scenario, backend_cls: type[LinkBackend], options: Run
     env.update(scheduler=scenario.mptcp.scheduler, path_manager=scenario.mptcp.path_manager,
                link_backend=backend_cls.name, label=options.label, budget_s=scenario.run.budget,
                workload=scenario.workload.kind,  # what the run is judged by when its scenario is not stored with it
+               seed=repetition_seed(scenario, 0),  # the seed base (None: random); a UML run stamps its own the same way
                **({"main_metric": scenario.run.metric} if getattr(scenario.run, "metric", None) else {}),  # [run] metric
                sysctls_set={role: scenario.sysctls_for(role) for role in SYSCTL_ROLES})
     env.update(baseline_environment(scenario))

@@ -135,6 +135,35 @@ SeedOption = Annotated[str, typer.Option(
     help="UML kernels under time travel: the seed of the kernel's randomness (the same seed, the same run), or random")]
 
 
+RunSeedOption = Annotated[Optional[str], typer.Option(
+    "--seed", metavar="N|random",
+    help="repetition i draws seed N + i: under UML with time travel all the kernel's and the lab's randomness (the same "
+         "seed, the same run on every kernel), elsewhere netem's loss and jitter where the kernel takes a seed; random for "
+         "independent draws (default: the scenario's [run] seed, 1)")]
+
+#: which executor kind reads each guest option (the options' callbacks hand them to that kind's module)
+GUEST_OPTION_KIND = {"--accel": "qemu", "--time": "uml"}
+
+
+def with_seed(overrides: list[str] | None, seed: Optional[str]) -> list[str]:
+    """`overrides` (--set) with --seed as `run.seed=` last, so it wins over a --set of its own. Raises UsageError
+    (exit 2) for a bad seed, before anything is loaded."""
+    return [*(overrides or []), *([f"run.seed={seed_value(seed)}"] if seed is not None else [])]
+
+
+def note_unused_guest_options(kernels: "list[Any]", given: dict[str, Optional[str]]) -> None:
+    """One `note:` line for each guest option in `given` (option -> its value, None: not given) that no kernel in
+    `kernels` (kernels.catalog.Kernel; empty or [None]: this host's) is run by: --time on the host or a QEMU guest,
+    --accel on the host or under UML. The option is harmless there; the note says it did nothing."""
+    from ..executors import kind_for
+
+    kinds = {kind_for(k) for k in kernels or [None]}
+    for option, value in given.items():
+        if value is not None and GUEST_OPTION_KIND[option] not in kinds:
+            err.print(f"note: {option} {value} does nothing here: it applies only to {GUEST_OPTION_KIND[option]} kernels "
+                      f"(this command runs on: {', '.join(sorted(kinds))})", highlight=False, markup=False, soft_wrap=True)
+
+
 def seed_value(text: str) -> int | str:
     """A --seed value: a non-negative integer, or "random". Raises UsageError (exit 2) for anything else."""
     from ..scenario import seed_of

@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from ..errors import UsageError
-from .common import (AccelOption, SeedOption, TimeOption, seed_value, DbOption, FailFastOption, RichProgress, SetOption, app, check_link_backend, err,
+from .common import (AccelOption, RunSeedOption, SeedOption, note_unused_guest_options, with_seed, TimeOption, seed_value, DbOption, FailFastOption, RichProgress, SetOption, app, check_link_backend, err,
                      handled, load_scenarios, out, warn)
 
 kernel_app = typer.Typer(no_args_is_help=True, help="Other kernels: fetch Debian kernels, build from source, add your own, list them.")
@@ -51,8 +51,11 @@ def list_cmd(
     from ..kernels.catalog import cached
     from ..kernel_names import version_key
 
+    if cached_only and refresh:
+        raise UsageError("--cached and --refresh contradict each other: --cached does not read the archive's lists",
+                         "drop one of them")
     if sources:
-        _list_sources(as_json, refresh)
+        _list_sources(as_json, refresh, cached_only)
         return
     kernels = cached()
     rows: dict[str, dict] = {}
@@ -92,18 +95,21 @@ def list_cmd(
                   highlight=False, markup=False, soft_wrap=True)
 
 
-def _list_sources(as_json: bool, refresh: bool) -> None:
-    """`kernel list --sources`: the linux-source releases the archive offers, and which are cached."""
+def _list_sources(as_json: bool, refresh: bool, cached_only: bool = False) -> None:
+    """`kernel list --sources`: the linux-source releases the archive offers, and which are cached (--cached: only
+    those, without reading the archive)."""
     from ..kernels.fetch import ConsoleWaits
     from ..kernels.source import cached_sources, read_sources
 
-    have = {s.version for s in cached_sources()}
+    have = cached_sources()
+    listed = have if cached_only else read_sources(waits=ConsoleWaits(err), refresh=refresh)
     rows = [{"upstream": s.upstream, "version": s.version, "suite": s.suite, "package": s.package, "size_bytes": s.size,
-             "cached": s.version in have} for s in read_sources(waits=ConsoleWaits(err), refresh=refresh)]
+             "cached": s.version in {h.version for h in have}} for s in listed]
     if as_json:
         sys.stdout.write(json.dumps(rows) + "\n")
         return
-    table = Table(title="kernel sources, oldest first (mptcplab kernel build VERSION [--flavour uml|qemu])", title_justify="left")
+    title = "cached kernel sources" if cached_only else "kernel sources"
+    table = Table(title=f"{title}, oldest first (mptcplab kernel build VERSION [--flavour uml|qemu])", title_justify="left")
     for col in ("version", "package version", "suite", "size", "cached"):
         table.add_column(col, justify="right" if col == "size" else "left")
     for r in rows:
@@ -214,6 +220,7 @@ def matrix(
     fail_fast: FailFastOption = False,
     accel: AccelOption = None,
     time_mode: TimeOption = None,
+    seed: RunSeedOption = None,
 ) -> None:
     """Run every scenario on every kernel in guests (QEMU, or UML for -uml builds), kernels interleaved, and print scenario x kernel.
 
@@ -226,14 +233,16 @@ def matrix(
     if not names:
         raise UsageError("--kernels needs at least one kernel, e.g. --kernels 6.1,6.12")
     check_link_backend(link_backend)
+    sets = with_seed(overrides, seed)  # a bad seed is refused before any kernel is fetched
     ks = [use_kernel(n, ConsoleWaits(err)) for n in names]  # the rule of `kernel fetch`; missing kernels are fetched
     if len({k.release for k in ks}) < len(ks):
         raise UsageError(f"--kernels {kernels}: names the same kernel twice")
+    note_unused_guest_options(ks, {"--accel": accel, "--time": time_mode})
     from ..kernels.matrix import resolve_backend
     from ..protocols import Collector
     from ..runner import RunOptions
 
-    scns = load_scenarios(scenario, overrides or [])
+    scns = load_scenarios(scenario, sets)
     backend = resolve_backend(link_backend, scns, ks)
     collector = Collector()
     options = RunOptions(repeat=repeat, label=label, link_backend=link_backend, fail_fast=fail_fast, sinks=[collector])

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from ..errors import LabError, UsageError
 from ..outputs import FIGURE_SUFFIXES, check_output, writing
-from .common import (AccelOption, TimeOption, DbOption, FailFastOption, RichProgress, SetOption, app, check_link_backend, err,
+from .common import (AccelOption, RunSeedOption, TimeOption, note_unused_guest_options, with_seed, DbOption, FailFastOption, RichProgress, SetOption, app, check_link_backend, err,
                      handled, load_scenarios, out, parse_tags, print_json_results, warn)
 
 if TYPE_CHECKING:
@@ -64,12 +64,13 @@ def run(
     fail_fast: FailFastOption = False,
     accel: AccelOption = None,
     time_mode: TimeOption = None,
+    seed: RunSeedOption = None,
 ) -> None:
     """Run scenarios on this machine's kernel, store and print their results.
 
     Exit 1 when any repetition did not complete (each is kept, with its reason).
     """
-    scns = load_scenarios(scenario, overrides or [])  # a bad scenario is refused before the engine (pyroute2) loads
+    scns = load_scenarios(scenario, with_seed(overrides, seed))  # a bad scenario is refused before the engine (pyroute2) loads
     from .. import runner
     from ..protocols import Collector
     from ..store.recorder import recorder_for
@@ -87,6 +88,7 @@ def run(
         from ..kernels.fetch import ConsoleWaits, use_kernel
 
         guest_kernel = use_kernel(kernel, ConsoleWaits(err))  # resolved (and fetched) before anything starts; unknown ones are refused
+    note_unused_guest_options([guest_kernel], {"--accel": accel, "--time": time_mode})
     for s in scns if kernel is None else []:  # with --kernel the guest checks its own kernel
         runner.preflight(s, link_backend)  # refuse before anything is built or drawn
     collector = Collector()

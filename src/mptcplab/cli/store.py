@@ -317,14 +317,9 @@ def history(
     flt = run_filter(None, label, kernel, since, tag)
     store, where = listing_store(db)
     if store is None:
-        from ..analysis.history import History
-        from ..metrics import metric as metric_def
-
         nothing_stored(where, err if fmt == "json" else out)
-        if fmt == "json":  # nothing stored: no kind to take a main metric from
-            empty = History(scenario=scenario, metric=metric or "", better=metric_def(metric).better if metric else "",
-                            threshold=threshold_value, alpha=alpha)
-            sys.stdout.write(json.dumps(empty.to_json()) + "\n")
+        if fmt == "json":
+            sys.stdout.write(json.dumps(_empty_history(scenario, metric, threshold_value, alpha)) + "\n")
         return
     hist = history_stored(store, scenario, metric, flt,
                           threshold=threshold_value, alpha=alpha, mix=mix)
@@ -372,6 +367,15 @@ def change_point_rows(scenario: str, metric: str, cps: list[Any]) -> list[list[s
 CHANGE_POINT_HEADER = ["scenario", "metric", "before", "after", "median before", "median after", "change", "95% CI", "p", "verdict"]
 
 
+def _empty_history(scenario: str, metric: str | None, threshold: float, alpha: float) -> dict[str, Any]:
+    """The JSON of `history` when nothing is stored: no point, and no workload to take a main metric from."""
+    from ..analysis.history import History
+    from ..metrics import metric as metric_def
+
+    return History(scenario=scenario, metric=metric or "", better=metric_def(metric).better if metric else "",
+                   threshold=threshold, alpha=alpha).to_json()
+
+
 def _history_series(scenario: str | None, metric: str | None, flt: Any, by: str, suite: bool, threshold: float, alpha: float,
                     fmt: str, db: str | None, mix: bool = False, plot: Path | None = None) -> None:
     """`history --by kernel|run` for one scenario, or `--suite` for every suite case that has stored runs; `metric`
@@ -382,7 +386,13 @@ def _history_series(scenario: str | None, metric: str | None, flt: Any, by: str,
     from ..analysis.kernel_history import MetricMissing, histories_by_kernel
     from ..store import RunFilter
 
-    store = store_at(db)
+    store, where = listing_store(db)
+    if store is None:  # no run stored yet: as `history SCENARIO` and `runs`, a listing that is empty, not an error
+        nothing_stored(where, err if fmt == "json" else out)
+        if fmt == "json":  # the document's shape as when runs are stored: --suite a list, a scenario its series
+            doc = [] if suite else dict(_empty_history(scenario or "", metric, threshold, alpha), other_series=[])
+            sys.stdout.write(json.dumps(doc) + "\n")
+        return
     lacking: list[str] = []
     if suite:
         from ..suite import suite_cases

@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from ..errors import UsageError
-from .common import (AccelOption, TimeOption, DbOption, RichProgress, SetOption, app, check_link_backend, err, handled,
+from .common import (AccelOption, RunSeedOption, TimeOption, note_unused_guest_options, with_seed, DbOption, RichProgress, SetOption, app, check_link_backend, err, handled,
                      fmt_ci, known_metrics, out, print_case_rows, store_at, warn)
 
 suite_app = typer.Typer(no_args_is_help=True, help="The built-in scheduler suite: list its cases, run them.")
@@ -63,6 +63,7 @@ def run_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON document: the summary rows and every run (no time series)")] = False,
     accel: AccelOption = None,
     time_mode: TimeOption = None,
+    seed: RunSeedOption = None,
 ) -> None:
     """Run every suite case (interleaved), store it, and print case x kernel with verdicts against the first kernel.
 
@@ -84,7 +85,7 @@ def run_cmd(
             raise UsageError(f"--case {unknown[0]!r}: no such suite case" + (f" tagged {tag}" if tag else ""),
                              "mptcplab suite list shows the cases")
         cases = [c for c in cases if c.name in case]
-    scns = load_cases(cases, overrides or [])
+    scns = load_cases(cases, with_seed(overrides, seed))
     ks = None
     if kernels is not None:
         from ..kernels.catalog import resolve
@@ -95,7 +96,8 @@ def run_cmd(
         ks = [resolve(n) for n in names]
         if len({k.release for k in ks}) < len(ks):
             raise UsageError(f"--kernels {kernels}: names the same kernel twice")
-    else:
+    note_unused_guest_options(ks or [], {"--accel": accel, "--time": time_mode})
+    if ks is None:
         from ..runner import preflight
 
         for s in scns:

@@ -50,11 +50,9 @@ def run_command(kernel: Any, argv: list[str], timeout_s: float, on_output: Any =
     and everything it started are removed on the way out."""
     import signal
 
-    from ..errors import Interrupted
+    from ..errors import interrupt_handler
 
-    def stop(signum: int, _frame: object) -> None:
-        raise Interrupted(signum)
-
+    stop = interrupt_handler()
     old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         with executor_for(kernel, cfg) as ex:

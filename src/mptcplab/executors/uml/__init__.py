@@ -238,7 +238,7 @@ class UmlExecutor(KernelExecutor):
         See executors/base.py for `into` and `finish`. A boot that fails or
         passes its watchdog is a failed repetition-less error: what arrived
         before stays in the result and the sinks (RunError raised at the end)."""
-        from ...runner import RunOptions
+        from ...runner import RunOptions, repetition_seed
         from .. import job as jobs
 
         options = options or RunOptions()
@@ -249,7 +249,7 @@ class UmlExecutor(KernelExecutor):
             options.progress.status(f"note: {NETEM_NOTE}")
         repeat = options.repeat or scenario.run.repeat
         total = options.warmup + repeat
-        base = _seed_base(scenario)
+        base = repetition_seed(scenario, 0)  # the run's seed base: `[run] seed`, None for seed = "random"
         follower = jobs.JobFollower(scenario=scenario, sinks=list(options.sinks), into=into, progress=options.progress, finish=finish)
         t0 = time.monotonic()
         failure: BaseException | None = None
@@ -473,12 +473,6 @@ def _build_meta(kernel: Any) -> dict[str, Any]:
         return json.loads(Path(kernel.build).read_text())
     except (AttributeError, TypeError, OSError, ValueError):
         return {}
-
-
-def _seed_base(scenario: Scenario) -> int | None:
-    """The run's seed base: `[run] seed` (an integer, recorded), None for `seed = "random"` (host randomness)."""
-    seed = getattr(scenario.run, "seed", 1)
-    return None if seed in (None, "random") else int(seed)
 
 
 def _stop(proc: subprocess.Popen) -> None:
