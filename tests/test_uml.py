@@ -179,13 +179,39 @@ def test_a_killed_uml_run_leaves_no_process_and_keeps_its_repetitions(tmp_path: 
     assert not _job_dirs() - before
 
 
-def test_a_matrix_cell_draws_the_same_seeds_as_a_run(tmp_path: Path, uml_kernel: str) -> None:
-    """Repetition r of a matrix cell boots with seed base + r, as `run` does: the same numbers, one by one."""
+def _live_job_dirs(skip: set[str]) -> set[str]:
+    """Job directories (not in `skip`) with a UML process alive now."""
+    out = set()
+    for pid in _uml_processes(skip):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        out.update(e[7:].decode(errors="replace") for e in environ if e.startswith(b"TMPDIR="))
+    return {str(Path(d).parent) for d in out}
+
+
+def test_a_matrix_runs_a_rounds_cells_at_once_with_the_seeds_of_a_run(tmp_path: Path, uml_kernel: str) -> None:
+    """Repetition r of a matrix cell boots with seed base + r, as `run` does: the same numbers, one by one. The two
+    scenarios' cells of a round boot at once, one per core (UML in simulated time does not depend on load), and
+    give what the run gave alone."""
     run = _run(tmp_path, LOSSY)
-    path = write_scenario(tmp_path, LOSSY, "m.toml")
-    proc = subprocess.run([CLI, "matrix", str(path), "--kernels", KERNEL, "--json", "--no-store", "--no-timeseries"],
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    (cell,) = json.loads(proc.stdout)
-    assert [r["goodput_mbps"] for r in cell["repetitions"]] == [r["goodput_mbps"] for r in run["repetitions"]]
-    assert cell["environment"]["link_backend"] == "wire"
+    first = write_scenario(tmp_path, LOSSY, "m.toml")
+    second = write_scenario(tmp_path, LOSSY.replace('name = "uml-lossy"', 'name = "uml-lossz"'), "n.toml")  # same length
+    before = _job_dirs()
+    most = 0
+    with subprocess.Popen([CLI, "matrix", str(first), str(second), "--kernels", KERNEL, "--json", "--no-store",
+                           "--no-timeseries"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        while proc.poll() is None:
+            most = max(most, len(_live_job_dirs(before)))
+            time.sleep(0.05)
+        out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-2000:]
+    cells = json.loads(out)
+    assert [c["scenario"] for c in cells] == ["uml-lossy", "uml-lossz"]
+    for cell in cells:
+        assert [r["goodput_mbps"] for r in cell["repetitions"]] == [r["goodput_mbps"] for r in run["repetitions"]], cell["scenario"]
+        assert [r["index"] for r in cell["repetitions"]] == [0, 1, 2]
+        assert cell["environment"]["link_backend"] == "wire"
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert most == 2, most  # both cells of a round booted at once (never more: a round has two)

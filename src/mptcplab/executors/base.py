@@ -46,8 +46,9 @@ class Executor(ABC):
     #: what `auto` means for the link backend on this executor when it must be decided for it (None: by the kernel's
     #: qdiscs, netem where it has netem); UML: wire, since netem without processing delay keeps packets in step
     auto_link_backend: ClassVar[str | None] = None
-    #: its numbers do not depend on what else the machine runs (UML in simulated time): a matrix runs several at once
-    load_independent: ClassVar[bool] = False
+    #: its numbers do not depend on what else the machine runs (UML in simulated time): a matrix runs several
+    #: repetitions at once, one per core (an instance's own value: a UML kernel in real time depends on load)
+    load_independent: bool = False
 
     @classmethod
     def takes(cls, kernel: Any) -> bool:

@@ -8,8 +8,9 @@ scenario x kernel cell is one RunResult in the schema of `run --json`,
 its `kernel` the guest's release, stored through the run's sinks as each
 repetition ends. A repetition that fails is a result like any other; a
 guest that dies ends only its own kernel's remaining cells. Executors whose
-numbers do not depend on load (UML in simulated time) run a repetition on
-every kernel at once, one thread each (each UML pinned to a core of its own).
+numbers do not depend on load (UML in simulated time) run a round (repetition
+r of every scenario on every kernel) at once, as many as there are cores, one
+thread each (each UML pinned to a core of its own).
 """
 from __future__ import annotations
 
@@ -113,15 +114,17 @@ def run_on_executors(scenarios: list[Scenario], executors: list[Executor], repea
     done = 0
     for ex in executors:
         ex.ready(progress)
-    parallel = len(executors) > 1 and all(ex.load_independent for ex in executors)
-    pool = ThreadPoolExecutor(max_workers=min(len(executors), len(os.sched_getaffinity(0)))) if parallel else None
+    # load-independent executors (UML): a round's cells (every scenario on every kernel) at once, one per core; a
+    # cell still gets its repetitions in order, one per round, so its seeds are what a sequential matrix draws
+    parallel = len(scenarios) * len(executors) > 1 and all(ex.load_independent for ex in executors)
+    pool = ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0))) if parallel else None
     locked = replace(one, sinks=[_LockedSink(sinks)], progress=_LockedProgress(progress) if progress is not None else None)
     try:
         for r in range(max(reps.values())):
+            todo: list[tuple[Executor, Scenario, RunResult, str]] = []
             for si, scenario in enumerate(scenarios):
                 if r >= reps[si]:
                     continue
-                todo = []
                 for ki, ex in enumerate(executors):
                     done += 1
                     cell = cells.get((si, ki))
@@ -129,19 +132,20 @@ def run_on_executors(scenarios: list[Scenario], executors: list[Executor], repea
                         cell = cells[(si, ki)] = _new_cell(scenario, ex, backend, options)
                         for sink in sinks:
                             sink.run_started(cell, scenario)
+                    todo.append((ex, scenario, cell, f"[{done}/{total}] {scenario.name} @ {ex.release}, repetition {r + 1}/{reps[si]}"))
+            todo = [item for item in todo if item[0].alive]  # a dead guest's error is in every cell it left unfinished
+            if pool is not None and len(todo) > 1:
+                futures = [pool.submit(_one_cell, ex, scenario, _labelled(locked, label), cell, options, timeseries)
+                           for ex, scenario, cell, label in todo]
+                for future in futures:
+                    future.result()
+            else:
+                for ex, scenario, cell, label in todo:
                     if not ex.alive:
-                        continue  # its error is in every cell it left unfinished
+                        continue  # it died earlier in this round
                     if progress is not None:
-                        progress.scenario_started(f"[{done}/{total}] {scenario.name} @ {ex.release}, "
-                                                  f"repetition {r + 1}/{reps[si]}")
-                    todo.append((ex, cell))
-                if parallel and len(todo) > 1:  # load-independent executors (UML): every kernel at once, one per core
-                    futures = [pool.submit(_one_cell, ex, scenario, locked, cell, options, timeseries) for ex, cell in todo]
-                    for future in futures:
-                        future.result()
-                else:
-                    for ex, cell in todo:
-                        _one_cell(ex, scenario, one, cell, options, timeseries)
+                        progress.scenario_started(label)
+                    _one_cell(ex, scenario, one, cell, options, timeseries)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -208,6 +212,29 @@ class _LockedProgress:
                 return target(*args, **kw)
 
         return call
+
+    def labelled(self, label: str) -> Any:
+        """This display for one cell of several running at once: the cell's name goes with each repetition's
+        start, under the one lock (a scenario_started of another thread cannot come in between)."""
+        shared = self
+
+        class Labelled:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(shared, name)
+
+            def repetition_started(self, index: int, total: int) -> None:
+                with shared._lock:
+                    shared._progress.scenario_started(label)
+                    shared._progress.repetition_started(index, total)
+
+        return Labelled()
+
+
+def _labelled(options: RunOptions, label: str) -> RunOptions:
+    """`options` whose progress (a _LockedProgress, or None) names `label`, the cell, as each repetition starts."""
+    if not isinstance(options.progress, _LockedProgress):
+        return options
+    return replace(options, progress=options.progress.labelled(label))  # type: ignore[arg-type]
 
 
 def _new_cell(scenario: Scenario, ex: Executor, backend: str, options: RunOptions) -> RunResult:

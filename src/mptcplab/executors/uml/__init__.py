@@ -180,11 +180,11 @@ class UmlExecutor(KernelExecutor):
     kind = "uml"
     flavours = ("uml",)
     auto_link_backend = DEFAULT_LINK_BACKEND
-    load_independent = True
 
     def __init__(self, kernel: Any, cfg: UmlConfig | None = None) -> None:
         super().__init__(kernel)
         self.cfg = cfg if isinstance(cfg, UmlConfig) else UmlConfig.from_environment()
+        self.load_independent = self.cfg.time_mode == "travel"  # in real time a busy core slows the guest's clock too
         self._dead = False
         self.boot_s: list[float] = []
         self._live: set[subprocess.Popen] = set()  # instances booted now (matrix cells may run in threads)
