@@ -121,31 +121,36 @@ def run_on_executors(scenarios: list[Scenario], executors: list[Executor], repea
     locked = replace(one, sinks=[_LockedSink(sinks)], progress=_LockedProgress(progress) if progress is not None else None)
     try:
         for r in range(max(reps.values())):
-            todo: list[tuple[Executor, Scenario, RunResult, str]] = []
+            todo: list[tuple[int, int, str]] = []  # (scenario, executor, label): this round's cells
             for si, scenario in enumerate(scenarios):
                 if r >= reps[si]:
                     continue
                 for ki, ex in enumerate(executors):
                     done += 1
-                    cell = cells.get((si, ki))
-                    if cell is None:
-                        cell = cells[(si, ki)] = _new_cell(scenario, ex, backend, options)
-                        for sink in sinks:
-                            sink.run_started(cell, scenario)
-                    todo.append((ex, scenario, cell, f"[{done}/{total}] {scenario.name} @ {ex.release}, repetition {r + 1}/{reps[si]}"))
-            todo = [item for item in todo if item[0].alive]  # a dead guest's error is in every cell it left unfinished
+                    todo.append((si, ki, f"[{done}/{total}] {scenario.name} @ {ex.release}, repetition {r + 1}/{reps[si]}"))
+
+            def cell_of(si: int, ki: int) -> RunResult:
+                """The cell, made (and the sinks told of its start) just before its first repetition."""
+                if (si, ki) not in cells:
+                    cells[(si, ki)] = _new_cell(scenarios[si], executors[ki], backend, options)
+                    for sink in sinks:
+                        sink.run_started(cells[(si, ki)], scenarios[si])
+                return cells[(si, ki)]
+
             if pool is not None and len(todo) > 1:
+                running = [(executors[ki], scenarios[si], cell_of(si, ki), label) for si, ki, label in todo]
                 futures = [pool.submit(_one_cell, ex, scenario, _labelled(locked, label), cell, options, timeseries)
-                           for ex, scenario, cell, label in todo]
+                           for ex, scenario, cell, label in running if ex.alive]  # a dead guest's error is in its cells
                 for future in futures:
                     future.result()
             else:
-                for ex, scenario, cell, label in todo:
-                    if not ex.alive:
-                        continue  # it died earlier in this round
+                for si, ki, label in todo:
+                    cell = cell_of(si, ki)
+                    if not executors[ki].alive:
+                        continue  # its error is in every cell it left unfinished
                     if progress is not None:
                         progress.scenario_started(label)
-                    _one_cell(ex, scenario, one, cell, options, timeseries)
+                    _one_cell(executors[ki], scenarios[si], one, cell, options, timeseries)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
