@@ -191,22 +191,28 @@ def _live_job_dirs(skip: set[str]) -> set[str]:
     return {str(Path(d).parent) for d in out}
 
 
-def test_a_matrix_runs_a_rounds_cells_at_once_with_the_seeds_of_a_run(tmp_path: Path, uml_kernel: str) -> None:
-    """Repetition r of a matrix cell boots with seed base + r, as `run` does: the same numbers, one by one. The two
-    scenarios' cells of a round boot at once, one per core (UML in simulated time does not depend on load), and
-    give what the run gave alone."""
-    run = _run(tmp_path, LOSSY)
-    first = write_scenario(tmp_path, LOSSY, "m.toml")
-    second = write_scenario(tmp_path, LOSSY.replace('name = "uml-lossy"', 'name = "uml-lossz"'), "n.toml")  # same length
+def _watching(*args: str) -> tuple[str, int]:
+    """Run the CLI with `args`: (its stdout, the most UML instances of its own that were alive at once)."""
     before = _job_dirs()
     most = 0
-    with subprocess.Popen([CLI, "matrix", str(first), str(second), "--kernels", KERNEL, "--json", "--no-store",
-                           "--no-timeseries"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+    with subprocess.Popen([CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         while proc.poll() is None:
             most = max(most, len(_live_job_dirs(before)))
             time.sleep(0.05)
         out, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err[-2000:]
+    return out, most
+
+
+def test_a_matrix_runs_a_rounds_cells_at_once_with_the_seeds_of_a_run(tmp_path: Path, uml_kernel: str) -> None:
+    """Repetition r of a matrix cell boots with seed base + r, as `run` does: the same numbers, one by one. A run
+    boots its repetitions ahead, one per core, and the two scenarios' cells of a matrix round boot at once (UML in
+    simulated time does not depend on load): both give what one boot at a time gives."""
+    first = write_scenario(tmp_path, LOSSY, "m.toml")
+    out, most_run = _watching("run", str(first), "--kernel", KERNEL, "--json", "--no-store", "--no-timeseries")
+    run = json.loads(out)
+    second = write_scenario(tmp_path, LOSSY.replace('name = "uml-lossy"', 'name = "uml-lossz"'), "n.toml")  # same length
+    out, most = _watching("matrix", str(first), str(second), "--kernels", KERNEL, "--json", "--no-store", "--no-timeseries")
     cells = json.loads(out)
     assert [c["scenario"] for c in cells] == ["uml-lossy", "uml-lossz"]
     for cell in cells:
@@ -215,3 +221,4 @@ def test_a_matrix_runs_a_rounds_cells_at_once_with_the_seeds_of_a_run(tmp_path: 
         assert cell["environment"]["link_backend"] == "wire"
     if len(os.sched_getaffinity(0)) >= 2:
         assert most == 2, most  # both cells of a round booted at once (never more: a round has two)
+        assert most_run >= 2, most_run  # the run's next repetition booted while one ran

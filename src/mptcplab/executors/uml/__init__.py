@@ -256,16 +256,34 @@ class UmlExecutor(KernelExecutor):
         # a matrix cell (`into`) gets one repetition per call: its seed follows the cell's MPTCP repetitions so far;
         # a fleet job runs repetition options.first_repetition of its cell alone: its seed is the same as in a run
         first = continuing(options, into).first_repetition
+        # in simulated time the repetitions' boots do not disturb each other: as many boot at once as there are cores,
+        # ahead of the one whose lines are followed (in order: the sinks hear of repetition i before i+1)
+        ahead = len(os.sched_getaffinity(0)) if self.load_independent else 1
+        booted: dict[int, tuple[contextlib.ExitStack, subprocess.Popen, Path, float]] = {}
+
+        def boot(i: int) -> None:
+            seed = None if base is None else base + first + i
+            job = jobs.encode(scenario, replace(options, repeat=1, warmup=0, first_repetition=first + i,
+                                                align_start_s=self._align_start_s()), timeseries, 1, self.kind)
+            stack = contextlib.ExitStack()
+            proc, work = stack.enter_context(self._instance(job, seed, f"repetition {i + 1} of {total}", options.progress))
+            booted[i] = (stack, proc, work, time.monotonic())
+
         try:
             for i in range(total):
-                seed = None if base is None else base + first + i
-                job = jobs.encode(scenario, replace(options, repeat=1, warmup=0, first_repetition=first + i,
-                                                    align_start_s=self._align_start_s()), timeseries, 1, self.kind)
-                self._boot(job, scenario, follower, i, total, seed, options.progress)
+                for j in range(i, min(total, i + ahead)):
+                    if j not in booted:
+                        boot(j)
+                stack, proc, work, started = booted.pop(i)
+                with stack:
+                    self._follow_boot(proc, work, scenario, follower, i, started, options.progress)
                 if follower.result is not None and options.fail_fast and any(not r.completed for r in follower.result.repetitions):
                     break
         except BaseException as e:
             failure = e
+        finally:
+            for stack, *_ in booted.values():  # booted ahead and not followed (fail-fast, an error, Ctrl-C): killed
+                stack.close()
         result = follower.result
         if result is None:  # not even a first repetition started
             if failure is not None:
@@ -344,18 +362,18 @@ class UmlExecutor(KernelExecutor):
             core.release()
             shutil.rmtree(work, ignore_errors=True)
 
-    def _boot(self, job: dict[str, Any], scenario: Scenario, follower: Any, index: int, total: int, seed: int | None,
-              progress: Progress | None) -> None:
-        """One boot running one repetition's job; its lines go to `follower`, renumbered as repetition `index`."""
+    def _follow_boot(self, proc: subprocess.Popen, work: Path, scenario: Scenario, follower: Any, index: int,
+                     started: float, progress: Progress | None) -> None:
+        """Follow the boot of repetition `index` (started at host monotonic time `started`); its lines go to
+        `follower`, renumbered as repetition `index`. Its wall-clock watchdog counts from `started`."""
         per_round = 1 + (len(scenario.paths) if scenario.run.baseline != "none" else 0)
         watchdog = per_round * scenario.run.timeout + BOOT_SLACK_S
         offset = len(follower.result.repetitions) if follower.result is not None and follower.own else 0
-        with self._instance(job, seed, f"repetition {index + 1} of {total}", progress) as (proc, work):
-            try:
-                self._follow(proc, work, follower, offset, index, time.monotonic() + watchdog, progress)
-            except _Late:
-                raise RunError(f"kernel {self.release}: repetition {index + 1} did not finish within {watchdog:.0f} s of "
-                               f"wall time (UML killed); last console lines: {_tail(work / 'console.log', work / 'stderr.log')}") from None
+        try:
+            self._follow(proc, work, follower, offset, index, started + watchdog, progress, started)
+        except _Late:
+            raise RunError(f"kernel {self.release}: repetition {index + 1} did not finish within {watchdog:.0f} s of "
+                           f"wall time (UML killed); last console lines: {_tail(work / 'console.log', work / 'stderr.log')}") from None
 
     def _write_job(self, work: Path, job: dict[str, Any]) -> None:
         import mptcplab
@@ -371,13 +389,14 @@ class UmlExecutor(KernelExecutor):
         init.chmod(0o755)
         (work / "out.jsonl").touch()
 
-    def _messages(self, proc: subprocess.Popen, work: Path, deadline: float) -> Iterator[dict[str, Any]]:
+    def _messages(self, proc: subprocess.Popen, work: Path, deadline: float, started: float | None = None) -> Iterator[dict[str, Any]]:
         """The guest's JSON lines (executors/job.py) as it writes them to out.jsonl, in order; the first `ready`
-        records the boot time. Raises the guest's `error` line as its LabError, RunError when UML stops before
-        the caller stops reading, _Late past `deadline` (host monotonic clock, wall time)."""
+        records the boot time (from `started`, the host monotonic time UML was started; default now). Raises the
+        guest's `error` line as its LabError, RunError when UML stops before the caller stops reading, _Late past
+        `deadline` (host monotonic clock, wall time)."""
         from .. import job as jobs
 
-        pos, buf, t0 = 0, b"", time.monotonic()
+        pos, buf, t0 = 0, b"", time.monotonic() if started is None else started
         booted = False
         with open(work / "out.jsonl", "rb") as f:
             while True:
@@ -406,11 +425,11 @@ class UmlExecutor(KernelExecutor):
                     time.sleep(POLL_S)
 
     def _follow(self, proc: subprocess.Popen, work: Path, follower: Any, offset: int, index: int, deadline: float,
-                progress: Progress | None) -> None:
+                progress: Progress | None, started: float | None = None) -> None:
         """Follow a repetition's lines until its result: progress to `progress`, the repetition to `follower`."""
         from .. import job as jobs
 
-        for msg in self._messages(proc, work, deadline):
+        for msg in self._messages(proc, work, deadline, started):
             kind = msg.get("type")
             if kind == "run_started":
                 follower.started(msg)
