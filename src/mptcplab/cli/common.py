@@ -164,6 +164,16 @@ def note_unused_guest_options(kernels: "list[Any]", given: dict[str, Optional[st
                       f"(this command runs on: {', '.join(sorted(kinds))})", highlight=False, markup=False, soft_wrap=True)
 
 
+def note_unseeded(seed: Optional[str], backends: "list[Any]") -> None:
+    """One `note:` line when --seed was given for runs on this host whose link backend (links.base.LinkBackend
+    classes) draws loss and jitter without it."""
+    names = sorted({b.name for b in backends if getattr(b, "unseeded_draws", False)})
+    if seed is not None and names:
+        err.print(f"note: --seed {seed} is recorded, but on this host the {', '.join(names)} backend's loss and jitter "
+                  "draws do not follow it (they do under UML with time travel; netem's do where the kernel takes a seed)",
+                  highlight=False, markup=False, soft_wrap=True)
+
+
 def seed_value(text: str) -> int | str:
     """A --seed value: a non-negative integer, or "random". Raises UsageError (exit 2) for anything else."""
     from ..scenario import seed_of
@@ -204,6 +214,7 @@ class RichProgress(RunProgress):
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                             TimeElapsedColumn(), console=err, transient=False)
         self.task: TaskID | None = None
+        self.numbered = True  # each bar says "rep N" (a lane's name says which repetition it is)
 
     def __enter__(self) -> "RichProgress":
         self.bar.start()
@@ -212,11 +223,18 @@ class RichProgress(RunProgress):
     def __exit__(self, *exc: object) -> None:
         self.bar.stop()
 
+    def lane(self, name: str) -> "RichProgress":
+        """A display of its own for one of several cells running at once (a matrix of UML kernels): its own
+        scenario name and bars on this one's console, so each repetition's samples and result land on its bar."""
+        lane = RichProgress.__new__(RichProgress)
+        lane.scenario, lane.bar, lane.task, lane.numbered = name, self.bar, None, False  # `name` says which repetition
+        return lane
+
     def scenario_started(self, name: str) -> None:
         self.scenario = name  # interleaved runs: the bar says which scenario this repetition is
 
     def repetition_started(self, index: int, total: int) -> None:
-        self.task = self.bar.add_task(f"{self.scenario} rep {index + 1}/{total}", total=1.0)
+        self.task = self.bar.add_task(f"{self.scenario} rep {index + 1}/{total}" if self.numbered else self.scenario, total=1.0)
 
     def sample(self, index: int, done: float, total: float) -> None:
         if self.task is not None:
@@ -225,7 +243,7 @@ class RichProgress(RunProgress):
     def repetition_finished(self, rep: Repetition) -> None:
         if self.task is not None:
             # a best-path baseline repetition: the scenario line already says "TCP on <path>"
-            who = self.scenario if rep.baseline_path else f"{self.scenario} rep {rep.index + 1}"
+            who = self.scenario if rep.baseline_path or not self.numbered else f"{self.scenario} rep {rep.index + 1}"
             text = f"{who}: {rep.goodput_mbps:.2f} mbit/s in {rep.completion_s:.2f}s"
             if not rep.completed and not rep.fails_run:  # a baseline timing out on a path too slow alone: designed
                 text += f" — stopped as expected: {rep.error}"

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from ..errors import LabError, UsageError
 from ..outputs import FIGURE_SUFFIXES, check_output, writing
-from .common import (AccelOption, RunSeedOption, TimeOption, note_unused_guest_options, with_seed, DbOption, FailFastOption, RichProgress, SetOption, app, check_link_backend, err,
+from .common import (AccelOption, RunSeedOption, TimeOption, note_unseeded, note_unused_guest_options, with_seed, DbOption, FailFastOption, RichProgress, SetOption, app, check_link_backend, err,
                      handled, load_scenarios, out, parse_tags, print_json_results, warn)
 
 if TYPE_CHECKING:
@@ -89,8 +89,8 @@ def run(
 
         guest_kernel = use_kernel(kernel, ConsoleWaits(err))  # resolved (and fetched) before anything starts; unknown ones are refused
     note_unused_guest_options([guest_kernel], {"--accel": accel, "--time": time_mode})
-    for s in scns if kernel is None else []:  # with --kernel the guest checks its own kernel
-        runner.preflight(s, link_backend)  # refuse before anything is built or drawn
+    backends = [runner.preflight(s, link_backend) for s in (scns if kernel is None else [])]  # refused before anything
+    note_unseeded(seed, backends)  # is built or drawn; with --kernel the guest checks its own kernel
     collector = Collector()
     options = runner.RunOptions(repeat=repeat, label=label, link_backend=link_backend, tags=tags, fail_fast=fail_fast,
                                 warmup=1 if warmup else 0, sinks=[collector] + ([recorder] if recorder else []))

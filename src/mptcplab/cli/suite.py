@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from ..errors import UsageError
-from .common import (AccelOption, RunSeedOption, TimeOption, note_unused_guest_options, with_seed, DbOption, RichProgress, SetOption, app, check_link_backend, err, handled,
+from .common import (AccelOption, RunSeedOption, TimeOption, note_unseeded, note_unused_guest_options, with_seed, DbOption, RichProgress, SetOption, app, check_link_backend, err, handled,
                      fmt_ci, known_metrics, out, print_case_rows, store_at, warn)
 
 suite_app = typer.Typer(no_args_is_help=True, help="The built-in scheduler suite: list its cases, run them.")
@@ -100,8 +100,7 @@ def run_cmd(
     if ks is None:
         from ..runner import preflight
 
-        for s in scns:
-            preflight(s, link_backend)
+        note_unseeded(seed, [preflight(s, link_backend) for s in scns])
     collector = Collector()
     recorder = recorder_for(db, warn) if store else None
     options = RunOptions(repeat=repeat, label=label, link_backend=link_backend,

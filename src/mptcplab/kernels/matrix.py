@@ -204,8 +204,8 @@ class _LockedSink(RunSink):
 class _LockedProgress:
     """A progress display shared by threads: one call at a time."""
 
-    def __init__(self, progress: Progress) -> None:
-        self._progress, self._lock = progress, threading.Lock()
+    def __init__(self, progress: Progress, lock: threading.Lock | None = None) -> None:
+        self._progress, self._lock = progress, lock or threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
         target = getattr(self._progress, name)
@@ -219,8 +219,10 @@ class _LockedProgress:
         return call
 
     def labelled(self, label: str) -> Any:
-        """This display for one cell of several running at once: the cell's name goes with each repetition's
-        start, under the one lock (a scenario_started of another thread cannot come in between)."""
+        """This display for one cell of several running at once: a lane of its own where the display has lanes
+        (the CLI's: its own bars), else the cell's name given with each repetition's start, under the one lock."""
+        if hasattr(self._progress, "lane"):
+            return _LockedProgress(self._progress.lane(label), self._lock)
         shared = self
 
         class Labelled:

@@ -25,6 +25,9 @@ class LinkBackend(ABC):
     max_total_rate_bps: ClassVar[float | None] = None
     #: Where the ceiling was measured: said when a rate is refused.
     ceiling_source: ClassVar[str] = ""
+    #: True when its random draws (loss, jitter) do not follow `seed` on this machine's kernel (under UML with time
+    #: travel every draw in the guest does): `run --seed` says so instead of letting the seed look like it mattered.
+    unseeded_draws: ClassVar[bool] = False
     #: The repetition's seed (`[run] seed` + the repetition's index; None with seed = "random"), set by the runner
     #: before start(): a backend that draws random numbers in the kernel (netem) seeds them from it.
     seed: int | None = None

@@ -114,6 +114,7 @@ class WireLink(LinkBackend):
     max_path_rate_bps: ClassVar[float | None] = 500e6
     max_total_rate_bps: ClassVar[float | None] = 600e6
     ceiling_source: ClassVar[str] = "measured on a 2-vCPU VM: README.md, Link emulation accuracy"
+    unseeded_draws: ClassVar[bool] = True  # the forwarder draws loss and jitter from Python's random, seeded by the OS
 
     def __init__(self, lab: Lab, topo: Topology, scenario: Scenario, workers: Workers = "path",
                  priority: int = RT_PRIORITY) -> None:

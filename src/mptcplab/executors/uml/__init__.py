@@ -266,7 +266,8 @@ class UmlExecutor(KernelExecutor):
             job = jobs.encode(scenario, replace(options, repeat=1, warmup=0, first_repetition=first + i,
                                                 align_start_s=self._align_start_s()), timeseries, 1, self.kind)
             stack = contextlib.ExitStack()
-            proc, work = stack.enter_context(self._instance(job, seed, f"repetition {i + 1} of {total}", options.progress))
+            what = f"repetition {i + 1} of {total}" if into is None else f"repetition {first + i + 1} of its cell"
+            proc, work = stack.enter_context(self._instance(job, seed, what, options.progress))
             booted[i] = (stack, proc, work, time.monotonic())
 
         try:
@@ -276,7 +277,7 @@ class UmlExecutor(KernelExecutor):
                         boot(j)
                 stack, proc, work, started = booted.pop(i)
                 with stack:
-                    self._follow_boot(proc, work, scenario, follower, i, started, options.progress)
+                    self._follow_boot(proc, work, scenario, follower, i, total, started, options.progress)
                 if follower.result is not None and options.fail_fast and any(not r.completed for r in follower.result.repetitions):
                     break
         except BaseException as e:
@@ -319,7 +320,9 @@ class UmlExecutor(KernelExecutor):
                 notes.append(NETEM_NOTE)
         result.environment["guest"] = {
             **self.describe()["guest"],
-            "seed_base": base, "seeds": "base + repetition index" if base is not None else "host randomness",
+            "seed_base": base,
+            "seeds": ("host randomness" if base is None else "base + repetition index" if self.cfg.time_mode == "travel"
+                      else "base + repetition index for netem only: in real time the kernel's randomness is the host's"),
             "traffic_start": (f"on a {self._align_start_s():g} s grid of simulated time, at a phase drawn from the repetition's "
                               "seed (runner.start_phase)" if self._align_start_s() else "as soon as the lab is ready"),
             "boot_s": round(sorted(self.boot_s)[len(self.boot_s) // 2], 3) if self.boot_s else None,
@@ -349,7 +352,7 @@ class UmlExecutor(KernelExecutor):
             Path(JOB_DIR).mkdir(parents=True, exist_ok=True)
             if progress is not None:
                 progress.status(f"kernel {self.release}: booting UML ({'time travel' if self.cfg.time_mode == 'travel' else 'real time'}, "
-                                f"core {core.cpu}{'' if seed is None else f', seed {seed}'}) for {what} ...")
+                                f"core {core.cpu}{'' if seed is None or self.cfg.time_mode != 'travel' else f', seed {seed}'}) for {what} ...")
             with open(work / "console.log", "wb") as console:
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, env=env,
                                         preexec_fn=_die_with_parent)
@@ -362,15 +365,15 @@ class UmlExecutor(KernelExecutor):
             core.release()
             shutil.rmtree(work, ignore_errors=True)
 
-    def _follow_boot(self, proc: subprocess.Popen, work: Path, scenario: Scenario, follower: Any, index: int,
+    def _follow_boot(self, proc: subprocess.Popen, work: Path, scenario: Scenario, follower: Any, index: int, total: int,
                      started: float, progress: Progress | None) -> None:
-        """Follow the boot of repetition `index` (started at host monotonic time `started`); its lines go to
-        `follower`, renumbered as repetition `index`. Its wall-clock watchdog counts from `started`."""
+        """Follow the boot of repetition `index` of `total` (started at host monotonic time `started`); its lines go
+        to `follower`, renumbered as repetition `index`. Its wall-clock watchdog counts from `started`."""
         per_round = 1 + (len(scenario.paths) if scenario.run.baseline != "none" else 0)
         watchdog = per_round * scenario.run.timeout + BOOT_SLACK_S
         offset = len(follower.result.repetitions) if follower.result is not None and follower.own else 0
         try:
-            self._follow(proc, work, follower, offset, index, started + watchdog, progress, started)
+            self._follow(proc, work, follower, offset, index, started + watchdog, progress, started, total)
         except _Late:
             raise RunError(f"kernel {self.release}: repetition {index + 1} did not finish within {watchdog:.0f} s of "
                            f"wall time (UML killed); last console lines: {_tail(work / 'console.log', work / 'stderr.log')}") from None
@@ -425,8 +428,9 @@ class UmlExecutor(KernelExecutor):
                     time.sleep(POLL_S)
 
     def _follow(self, proc: subprocess.Popen, work: Path, follower: Any, offset: int, index: int, deadline: float,
-                progress: Progress | None, started: float | None = None) -> None:
-        """Follow a repetition's lines until its result: progress to `progress`, the repetition to `follower`."""
+                progress: Progress | None, started: float | None = None, total: int = 1) -> None:
+        """Follow a repetition's lines until its result: progress to `progress` (as repetition `index` of `total`:
+        each boot runs one), the repetition to `follower`."""
         from .. import job as jobs
 
         for msg in self._messages(proc, work, deadline, started):
@@ -436,7 +440,7 @@ class UmlExecutor(KernelExecutor):
             elif kind == "progress":
                 if progress is not None:
                     if msg.get("event") in ("started", "sample"):
-                        msg = {**msg, "index": index}
+                        msg = {**msg, "index": index, **({"total": total} if msg.get("event") == "started" else {})}
                     if msg.get("event") != "finished":
                         jobs.forward_progress(progress, msg)
             elif kind == "repetition":
