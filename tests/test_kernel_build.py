@@ -293,6 +293,16 @@ def test_kernel_list_sources_cached_lists_the_cache_alone(tmp_path: Path) -> Non
 
 
 @light
+def test_an_empty_cache_says_so_instead_of_an_empty_table(tmp_path: Path) -> None:
+    env = {**os.environ, "MPTCPLAB_CACHE": str(tmp_path)}
+    kernels = cli("kernel", "list", "--cached", env=env)
+    sources = cli("kernel", "list", "--sources", "--cached", env=env)
+    assert (kernels.returncode, kernels.stdout.strip()) == (0, "no kernels cached yet (mptcplab kernel fetch VERSION, or kernel build SOURCE)")
+    assert sources.returncode == 0 and sources.stdout.startswith("no kernel sources cached yet"), sources.stdout
+    assert json.loads(cli("kernel", "list", "--cached", "--json", env=env).stdout) == []  # JSON stays a list
+
+
+@light
 def test_an_unpacked_release_builds_beside_its_tree_and_an_old_build_directory_moves_there(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every release reaches its sources by the same relative path (../tree), which is what lets ccache share

@@ -43,7 +43,7 @@ def fetch_cmd(
 @handled
 def list_cmd(
     cached_only: Annotated[bool, typer.Option("--cached", help="only the cache; do not ask the archive")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="one JSON list: release, upstream, version, suite, cached, runnable, reason, flavour, source")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON list: release, upstream, version, suite, cached, runnable, reason, flavour, source (with --sources: upstream, version, suite, package, size_bytes, cached)")] = False,
     refresh: Annotated[bool, typer.Option("--refresh", help="update the package lists first, even when they are fresh")] = False,
     sources: Annotated[bool, typer.Option("--sources", help="the Debian kernel source releases `kernel build` can build, instead")] = False,
 ) -> None:
@@ -80,6 +80,8 @@ def list_cmd(
     ordered = sorted(rows.values(), key=lambda r: (version_key(r["version"] if r["version"] != "custom" else r["upstream"]), r["release"]))
     if as_json:
         sys.stdout.write(json.dumps(ordered) + "\n")
+    elif cached_only and not ordered:
+        out.print("no kernels cached yet (mptcplab kernel fetch VERSION, or kernel build SOURCE)", highlight=False)
     else:
         title = "cached kernels" if cached_only else "kernels, oldest first (mptcplab kernel fetch VERSION; cached ones run offline)"
         table = Table(title=title, title_justify="left")
@@ -107,6 +109,9 @@ def _list_sources(as_json: bool, refresh: bool, cached_only: bool = False) -> No
              "cached": s.version in {h.version for h in have}} for s in listed]
     if as_json:
         sys.stdout.write(json.dumps(rows) + "\n")
+        return
+    if cached_only and not rows:
+        out.print("no kernel sources cached yet (mptcplab kernel list --sources shows what the archive offers)", highlight=False)
         return
     title = "cached kernel sources" if cached_only else "kernel sources"
     table = Table(title=f"{title}, oldest first (mptcplab kernel build VERSION [--flavour uml|qemu])", title_justify="left")
