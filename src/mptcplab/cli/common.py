@@ -28,7 +28,7 @@ from ..protocols import Progress as RunProgress
 # Every import a command needs beyond typer is made inside that command: `mptcplab --help` and the light commands
 # load no pydantic model, no engine (pyroute2), no numpy (tests/test_cli.py checks what --help imports).
 if TYPE_CHECKING:
-    from rich.progress import TaskID
+    from rich.progress import Progress, TaskID
 
     from ..result import Repetition, RunResult
     from ..scenario import Scenario
@@ -207,14 +207,16 @@ def load_scenarios(refs: list[str], overrides: list[str] | tuple[str, ...] = ())
 class RichProgress(RunProgress):
     """Progress of a run on stderr: one bar per repetition."""
 
-    def __init__(self, scenario: str) -> None:
+    def __init__(self, scenario: str, bar: "Progress | None" = None, numbered: bool = True) -> None:
+        """`bar`: the bars of another display to add to (a lane, see `lane`), else new ones; `numbered`: each bar
+        says "rep N" (a lane's name says which repetition it is)."""
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.scenario = scenario
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                            TimeElapsedColumn(), console=err, transient=False)
+        self.bar = bar or Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                                   TimeElapsedColumn(), console=err, transient=False)
         self.task: TaskID | None = None
-        self.numbered = True  # each bar says "rep N" (a lane's name says which repetition it is)
+        self.numbered = numbered
 
     def __enter__(self) -> "RichProgress":
         self.bar.start()
@@ -226,9 +228,7 @@ class RichProgress(RunProgress):
     def lane(self, name: str) -> "RichProgress":
         """A display of its own for one of several cells running at once (a matrix of UML kernels): its own
         scenario name and bars on this one's console, so each repetition's samples and result land on its bar."""
-        lane = RichProgress.__new__(RichProgress)
-        lane.scenario, lane.bar, lane.task, lane.numbered = name, self.bar, None, False  # `name` says which repetition
-        return lane
+        return RichProgress(name, bar=self.bar, numbered=False)
 
     def scenario_started(self, name: str) -> None:
         self.scenario = name  # interleaved runs: the bar says which scenario this repetition is

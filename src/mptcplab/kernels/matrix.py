@@ -119,6 +119,15 @@ def run_on_executors(scenarios: list[Scenario], executors: list[Executor], repea
     parallel = len(scenarios) * len(executors) > 1 and all(ex.load_independent for ex in executors)
     pool = ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0))) if parallel else None
     locked = replace(one, sinks=[_LockedSink(sinks)], progress=_LockedProgress(progress) if progress is not None else None)
+
+    def cell_of(si: int, ki: int) -> RunResult:
+        """The cell, made (and the sinks told of its start) just before its first repetition."""
+        if (si, ki) not in cells:
+            cells[(si, ki)] = _new_cell(scenarios[si], executors[ki], backend, options)
+            for sink in sinks:
+                sink.run_started(cells[(si, ki)], scenarios[si])
+        return cells[(si, ki)]
+
     try:
         for r in range(max(reps.values())):
             todo: list[tuple[int, int, str]] = []  # (scenario, executor, label): this round's cells
@@ -128,15 +137,6 @@ def run_on_executors(scenarios: list[Scenario], executors: list[Executor], repea
                 for ki, ex in enumerate(executors):
                     done += 1
                     todo.append((si, ki, f"[{done}/{total}] {scenario.name} @ {ex.release}, repetition {r + 1}/{reps[si]}"))
-
-            def cell_of(si: int, ki: int) -> RunResult:
-                """The cell, made (and the sinks told of its start) just before its first repetition."""
-                if (si, ki) not in cells:
-                    cells[(si, ki)] = _new_cell(scenarios[si], executors[ki], backend, options)
-                    for sink in sinks:
-                        sink.run_started(cells[(si, ki)], scenarios[si])
-                return cells[(si, ki)]
-
             if pool is not None and len(todo) > 1:
                 running = [(executors[ki], scenarios[si], cell_of(si, ki), label) for si, ki, label in todo]
                 futures = [pool.submit(_one_cell, ex, scenario, _labelled(locked, label), cell, options, timeseries)

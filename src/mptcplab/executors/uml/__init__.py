@@ -343,7 +343,8 @@ class UmlExecutor(KernelExecutor):
             self._write_job(work, job)
             env = {k: v for k, v in os.environ.items() if not k.startswith(("LD_", "MPTCPLAB_UML"))}
             env["TMPDIR"] = str(work / "tmp")
-            if self.cfg.time_mode == "travel" and seed is not None:
+            seeded = self.cfg.time_mode == "travel" and seed is not None  # in real time the kernel draws the host's
+            if seeded:
                 env["LD_PRELOAD"] = str(seeded_random_library())
                 env["MPTCPLAB_UML_SEED"] = str(seed)
             script = f'mount --bind "$1" {JOB_DIR} && shift && exec "$@"'
@@ -352,7 +353,7 @@ class UmlExecutor(KernelExecutor):
             Path(JOB_DIR).mkdir(parents=True, exist_ok=True)
             if progress is not None:
                 progress.status(f"kernel {self.release}: booting UML ({'time travel' if self.cfg.time_mode == 'travel' else 'real time'}, "
-                                f"core {core.cpu}{'' if seed is None or self.cfg.time_mode != 'travel' else f', seed {seed}'}) for {what} ...")
+                                f"core {core.cpu}{f', seed {seed}' if seeded else ''}) for {what} ...")
             with open(work / "console.log", "wb") as console:
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, env=env,
                                         preexec_fn=_die_with_parent)
